@@ -1,0 +1,243 @@
+//! The checkpoint store: how far each pipeline has been delivered, in a redb database.
+//!
+//! A pipeline commits a position only after its sink acknowledged every event up to it; the
+//! commit is durable (fsynced) when [`CheckpointStore::commit`] returns. Positions are keyed by
+//! pipeline and partition (`""` for single-stream sources; e.g. a DynamoDB shard id otherwise).
+//! Stored progress never moves backward: every position carries a `rank` (bytes compared
+//! lexicographically, defined by its source) and a commit with a lower rank than the stored one
+//! is refused as a bug, not applied.
+//!
+//! Errors: a store locked by another process, an unreadable or corrupt file, or a regression
+//! are all [`CheckpointError`]s; the daemon treats them as fatal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// (pipeline, partition) -> JSON-encoded [`Position`].
+const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
+
+/// The file name of the store inside the daemon's `state_dir`.
+pub const STORE_FILE: &str = "checkpoints.redb";
+
+/// A source position that a source can resume after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The position in the source's notation, parsed back by the source on resume.
+    pub token: String,
+    /// Orders positions of one partition: a later position has a greater rank.
+    pub rank: Vec<u8>,
+}
+
+impl Position {
+    /// A position whose order is a single counter (an LSN, a sequence number).
+    pub fn from_counter(token: impl Into<String>, counter: u64) -> Self {
+        Position { token: token.into(), rank: counter.to_be_bytes().to_vec() }
+    }
+}
+
+/// Stored positions of one pipeline, by partition.
+pub type Checkpoints = BTreeMap<String, Position>;
+
+/// A stored checkpoint, as listed by `cdc-bridge checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub pipeline: String,
+    pub partition: String,
+    pub position: Position,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot create state directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint store {} is in use by another cdc-bridge process (one process per state_dir)", path.display())]
+    Locked { path: PathBuf },
+    #[error("checkpoint store {}", path.display())]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("checkpoint store {}: stored position of pipeline {pipeline:?} partition {partition:?} is not readable", path.display())]
+    Corrupt {
+        path: PathBuf,
+        pipeline: String,
+        partition: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("refusing to move the checkpoint of pipeline {pipeline:?} partition {partition:?} backward from {stored} to {proposed}")]
+    Regression { pipeline: String, partition: String, stored: String, proposed: String },
+}
+
+/// The redb-backed checkpoint store. One per process and `state_dir`; shared by pipelines.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl CheckpointStore {
+    /// Opens (or creates) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, CheckpointError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| CheckpointError::CreateDir { path: state_dir.to_owned(), source })?;
+        let path = state_dir.join(STORE_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => CheckpointError::Locked { path: path.clone() },
+            other => CheckpointError::Storage { path: path.clone(), source: other.into() },
+        })?;
+        Ok(CheckpointStore { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored positions of `pipeline` (empty when it has none).
+    pub fn load(&self, pipeline: &str) -> Result<Checkpoints, CheckpointError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|c| c.pipeline == pipeline)
+            .map(|c| (c.partition, c.position))
+            .collect())
+    }
+
+    /// Every stored position, ordered by pipeline and partition.
+    pub fn list(&self) -> Result<Vec<StoredCheckpoint>, CheckpointError> {
+        let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let table = match txn.open_table(CHECKPOINTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.storage(e))? {
+            let (key, value) = entry.map_err(|e| self.storage(e))?;
+            let (pipeline, partition) = key.value();
+            let position = self.decode(pipeline, partition, value.value())?;
+            out.push(StoredCheckpoint { pipeline: pipeline.to_owned(), partition: partition.to_owned(), position });
+        }
+        Ok(out)
+    }
+
+    /// Stores `updates` for `pipeline` in one durable transaction. Refuses (changing nothing)
+    /// if any position ranks below the one stored for its partition.
+    pub fn commit(&self, pipeline: &str, updates: &Checkpoints) -> Result<(), CheckpointError> {
+        let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.storage(e))?;
+            for (partition, position) in updates {
+                let stored = match table.get((pipeline, partition.as_str())).map_err(|e| self.storage(e))? {
+                    Some(bytes) => Some(self.decode(pipeline, partition, bytes.value())?),
+                    None => None,
+                };
+                if let Some(stored) = stored.filter(|s| s.rank > position.rank) {
+                    return Err(CheckpointError::Regression {
+                        pipeline: pipeline.to_owned(),
+                        partition: partition.clone(),
+                        stored: stored.token,
+                        proposed: position.token.clone(),
+                    });
+                }
+                let bytes = serde_json::to_vec(position).expect("a position always serializes");
+                table.insert((pipeline, partition.as_str()), bytes.as_slice()).map_err(|e| self.storage(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.storage(e))
+    }
+
+    /// Removes every stored position of `pipeline`; returns how many there were.
+    pub fn reset(&self, pipeline: &str) -> Result<usize, CheckpointError> {
+        let partitions: Vec<String> = self.load(pipeline)?.into_keys().collect();
+        let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.storage(e))?;
+            for partition in &partitions {
+                table.remove((pipeline, partition.as_str())).map_err(|e| self.storage(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.storage(e))?;
+        Ok(partitions.len())
+    }
+
+    fn decode(&self, pipeline: &str, partition: &str, bytes: &[u8]) -> Result<Position, CheckpointError> {
+        serde_json::from_slice(bytes).map_err(|source| CheckpointError::Corrupt {
+            path: self.path.clone(),
+            pipeline: pipeline.to_owned(),
+            partition: partition.to_owned(),
+            source,
+        })
+    }
+
+    fn storage(&self, err: impl Into<redb::Error>) -> CheckpointError {
+        CheckpointError::Storage { path: self.path.clone(), source: err.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(counter: u64) -> Checkpoints {
+        Checkpoints::from([(String::new(), Position::from_counter(counter.to_string(), counter))])
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_are_per_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = CheckpointStore::open(dir.path()).unwrap();
+            store.commit("a", &single(7)).unwrap();
+            store.commit("b", &single(3)).unwrap();
+        }
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(store.load("a").unwrap(), single(7));
+        assert_eq!(store.load("b").unwrap(), single(3));
+        assert!(store.load("c").unwrap().is_empty());
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn stored_progress_never_moves_backward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        store.commit("a", &single(10)).unwrap();
+        store.commit("a", &single(10)).unwrap();
+        let err = store.commit("a", &single(9)).unwrap_err();
+        assert!(matches!(err, CheckpointError::Regression { .. }), "{err}");
+        assert_eq!(store.load("a").unwrap(), single(10));
+    }
+
+    #[test]
+    fn partitions_are_kept_apart_and_reset_removes_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let shards = Checkpoints::from([
+            ("shard-1".to_owned(), Position::from_counter("5", 5)),
+            ("shard-2".to_owned(), Position::from_counter("2", 2)),
+        ]);
+        store.commit("ddb", &shards).unwrap();
+        store.commit("other", &single(1)).unwrap();
+        assert_eq!(store.load("ddb").unwrap(), shards);
+        assert_eq!(store.reset("ddb").unwrap(), 2);
+        assert!(store.load("ddb").unwrap().is_empty());
+        assert_eq!(store.load("other").unwrap(), single(1));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_store_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = CheckpointStore::open(dir.path()).unwrap();
+        let err = CheckpointStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, CheckpointError::Locked { .. }), "{err}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The command line: `run`, `check` and `checkpoints`, and their exit statuses.
+//!
+//! Exit status 0: success (also after SIGINT/SIGTERM with in-flight batches delivered and the
+//! checkpoint stored); 2: a configuration error (named by its key path); 1: any other failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::{Config, ConfigError};
+use crate::daemon;
+use crate::error::report;
+use crate::shutdown::ShutdownTrigger;
+
+#[derive(Debug, Parser)]
+#[command(name = "cdc-bridge", version, about = "Change-data-capture replication daemon")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipelines of a configuration until they finish or SIGINT/SIGTERM.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Run only this pipeline.
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+    },
+    /// Validate a configuration (and, where connectors support it, their prerequisites).
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List stored checkpoints, or reset those of one pipeline.
+    Checkpoints {
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<CheckpointsAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsAction {
+    /// Forget a pipeline's stored positions: its next run starts from the beginning.
+    Reset {
+        #[arg(long, value_name = "NAME")]
+        pipeline: String,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+/// Parses the command line, runs the command, and returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return failure(EXIT_RUNTIME, &format!("cannot start the async runtime: {err}")),
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, pipeline } => run(&config, pipeline.as_deref()).await,
+            Command::Check { config } => check(&config),
+            Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action),
+        }
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CDC_BRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn failure(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn config_failure(path: &Path, err: &ConfigError) -> ExitCode {
+    let message = match err {
+        ConfigError::Invalid { .. } => format!("configuration {}: {}", path.display(), report(err)),
+        _ => report(err),
+    };
+    failure(EXIT_CONFIG, &message)
+}
+
+async fn run(path: &Path, only: Option<&str>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failure(path, &err),
+    };
+    let plans = match daemon::plan(&config, only) {
+        Ok(plans) => plans,
+        Err(err) => return config_failure(path, &err),
+    };
+    let store = match CheckpointStore::open(&config.daemon.state_dir) {
+        Ok(store) => Arc::new(store),
+        Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
+    };
+    let trigger = ShutdownTrigger::new();
+    let shutdown = trigger.subscribe();
+    tokio::spawn(forward_signals(trigger));
+    let outcome = daemon::run(plans, store, shutdown).await;
+    if outcome.failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for (name, err) in &outcome.failed {
+        eprintln!("error: pipeline {name}: {}", report(err));
+    }
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+/// First SIGINT/SIGTERM: orderly shutdown. Second: exit at once (safe: at-least-once resume).
+async fn forward_signals(trigger: ShutdownTrigger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL (safe: it resumes from the checkpoint)");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down: no more reading; delivering in-flight batches and storing the checkpoint");
+    trigger.trigger();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now; the next run resumes from the last stored checkpoint");
+    std::process::exit(i32::from(EXIT_RUNTIME));
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failure(path, &err),
+    };
+    match daemon::plan(&config, None) {
+        Ok(plans) => {
+            for plan in &plans {
+                println!("pipeline {}: {} -> {}: configuration ok", plan.settings.name, plan.source.kind(), plan.sink.kind());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => config_failure(path, &err),
+    }
+}
+
+fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCode {
+    let Some(path) = path else {
+        return failure(EXIT_CONFIG, "--config FILE is required");
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failure(path, &err),
+    };
+    let store = match CheckpointStore::open(&config.daemon.state_dir) {
+        Ok(store) => store,
+        Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
+    };
+    match action {
+        None => match store.list() {
+            Ok(stored) => {
+                println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
+                for c in stored {
+                    let partition = if c.partition.is_empty() { "-" } else { &c.partition };
+                    println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => failure(EXIT_RUNTIME, &report(&err)),
+        },
+        Some(CheckpointsAction::Reset { pipeline }) => {
+            if config.pipeline(&pipeline).is_none() {
+                return failure(EXIT_CONFIG, &format!("--pipeline: no pipeline is named {pipeline:?} in {}", path.display()));
+            }
+            match store.reset(&pipeline) {
+                Ok(n) => {
+                    println!("removed {n} checkpoint(s) of pipeline {pipeline}; its next run starts from the beginning");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => failure(EXIT_RUNTIME, &report(&err)),
+            }
+        }
+    }
+}

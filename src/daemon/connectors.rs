@@ -1,0 +1,74 @@
+//! The connector registry: the only place that knows every source and sink. It types a
+//! pipeline's `source` and `sink` sections by their `kind` (validation, no I/O), and builds
+//! connector instances from them for each run.
+
+use crate::config::{ConfigError, ConnectorSection};
+use crate::error::BoxError;
+use crate::sink::Sink;
+use crate::sinks::file::{FileSink, FileSinkConfig};
+use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
+use crate::source::Source;
+use crate::sources::generator::{GeneratorConfig, GeneratorSource};
+
+const SOURCE_KINDS: &[&str] = &["generator"];
+const SINK_KINDS: &[&str] = &["file", "stdout"];
+
+/// A typed `source` section.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Generator(GeneratorConfig),
+}
+
+/// A typed `sink` section.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    File(FileSinkConfig),
+    Stdout(StdoutSinkConfig),
+}
+
+impl SourceSpec {
+    pub fn parse(section: &ConnectorSection) -> Result<Self, ConfigError> {
+        match section.kind.as_str() {
+            "generator" => section.parse().map(SourceSpec::Generator),
+            _ => Err(section.unknown_kind(SOURCE_KINDS)),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Generator(_) => "generator",
+        }
+    }
+
+    /// A fresh source instance for one run of the pipeline.
+    pub async fn build(&self) -> Result<Box<dyn Source>, BoxError> {
+        match self {
+            SourceSpec::Generator(config) => Ok(Box::new(GeneratorSource::new(config.clone()))),
+        }
+    }
+}
+
+impl SinkSpec {
+    pub fn parse(section: &ConnectorSection) -> Result<Self, ConfigError> {
+        match section.kind.as_str() {
+            "file" => section.parse().map(SinkSpec::File),
+            "stdout" => section.parse().map(SinkSpec::Stdout),
+            _ => Err(section.unknown_kind(SINK_KINDS)),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::File(_) => "file",
+            SinkSpec::Stdout(_) => "stdout",
+        }
+    }
+
+    /// A fresh sink instance for one run of the pipeline.
+    pub async fn build(&self) -> Result<Box<dyn Sink>, BoxError> {
+        match self {
+            SinkSpec::File(config) => Ok(Box::new(FileSink::open(config).await?)),
+            SinkSpec::Stdout(config) => Ok(Box::new(StdoutSink::new(config))),
+        }
+    }
+}

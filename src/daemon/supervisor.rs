@@ -1,0 +1,68 @@
+//! Supervises one pipeline: runs it, restarts it with exponential backoff (and jitter) after a
+//! transient failure, and stops it for good on a fatal or data error, which it returns. A run
+//! that lasted long enough resets the backoff. Shutdown ends the supervision quietly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::PipelinePlan;
+use crate::checkpoint::CheckpointStore;
+use crate::error::{report, Disposition};
+use crate::pipeline::{self, PipelineError};
+use crate::shutdown::Shutdown;
+
+/// A run this long is healthy: the next failure starts backing off from the beginning again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Runs `plan` until it finishes, shutdown is requested, or it fails for good.
+pub async fn supervise(plan: Arc<PipelinePlan>, store: Arc<CheckpointStore>, mut shutdown: Shutdown) -> Result<(), PipelineError> {
+    let name = plan.settings.name.clone();
+    let initial = Duration::from_millis(plan.restart.initial_backoff_ms);
+    let max = Duration::from_millis(plan.restart.max_backoff_ms);
+    let mut backoff = initial;
+    loop {
+        let started = Instant::now();
+        let error = match run_once(&plan, &store, &shutdown).await {
+            Ok(summary) => {
+                tracing::info!(pipeline = %name, delivered = summary.events_delivered, "pipeline stopped");
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        if error.disposition() != Disposition::Transient {
+            tracing::error!(pipeline = %name, error = %report(&error), "pipeline stopped for good; fix the cause and restart");
+            return Err(error);
+        }
+        if shutdown.is_requested() {
+            tracing::warn!(pipeline = %name, error = %report(&error), "pipeline failed while shutting down");
+            return Ok(());
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = initial;
+        }
+        let wait = with_jitter(backoff);
+        tracing::warn!(pipeline = %name, error = %report(&error), retry_in_ms = wait.as_millis() as u64, "transient failure; restarting from the stored checkpoint");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.requested() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+async fn run_once(plan: &PipelinePlan, store: &Arc<CheckpointStore>, shutdown: &Shutdown) -> Result<pipeline::RunSummary, PipelineError> {
+    let source = plan.source.build().await.map_err(PipelineError::Source)?;
+    let sink = plan.sink.build().await.map_err(PipelineError::Sink)?;
+    pipeline::run(&plan.settings, source, sink, store.clone(), shutdown.clone()).await
+}
+
+/// `base` scaled by a random factor in [0.5, 1.0], so restarts of many pipelines spread out.
+fn with_jitter(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    let unit = (hasher.finish() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + unit / 2.0)
+}

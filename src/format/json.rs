@@ -1,0 +1,221 @@
+//! The default JSON format: one object per event.
+//!
+//! ```json
+//! {"op":"insert","source":{"connector":"postgres","pipeline":"shop","database":"app",
+//!  "schema":"public","table":"orders","position":"0/16B3748","txid":"748",
+//!  "commit_ts_ms":1763781000123,"snapshot":false},
+//!  "key":{"id":42},"before":null,"after":{"id":42,"amount":"19.99"},"unchanged":[],
+//!  "ts_ms":1763781000200}
+//! ```
+//! Integers are JSON numbers (exact, also beyond 2^53), decimals are strings, bytes are base64,
+//! times are ISO-8601 (zoned values in UTC with `Z`), JSON documents are embedded as JSON,
+//! floats that JSON cannot hold are the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+
+use base64::Engine as _;
+use chrono::SecondsFormat;
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use super::Format;
+use crate::envelope::{format_uuid, ChangeEvent, Row, SourceInfo, Value};
+
+/// cdc-bridge's JSON envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonFormat;
+
+impl Format for JsonFormat {
+    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &EventJson(event)).expect("writing JSON to memory cannot fail");
+    }
+
+    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &RowJson(&event.key)).expect("writing JSON to memory cannot fail");
+    }
+}
+
+struct EventJson<'a>(&'a ChangeEvent);
+
+impl Serialize for EventJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut obj = s.serialize_struct("event", 7)?;
+        obj.serialize_field("op", e.op.as_str())?;
+        obj.serialize_field("source", &SourceJson(&e.source))?;
+        obj.serialize_field("key", &RowJson(&e.key))?;
+        obj.serialize_field("before", &e.before.as_ref().map(RowJson))?;
+        obj.serialize_field("after", &e.after.as_ref().map(RowJson))?;
+        let unchanged: Vec<&str> = e.unchanged.iter().map(|c| &**c).collect();
+        obj.serialize_field("unchanged", &unchanged)?;
+        obj.serialize_field("ts_ms", &e.ts_ms)?;
+        obj.end()
+    }
+}
+
+struct SourceJson<'a>(&'a SourceInfo);
+
+impl Serialize for SourceJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let src = self.0;
+        let mut obj = s.serialize_struct("source", 9)?;
+        obj.serialize_field("connector", src.connector.as_str())?;
+        obj.serialize_field("pipeline", &*src.pipeline)?;
+        obj.serialize_field("database", &*src.database)?;
+        obj.serialize_field("schema", &src.schema.as_deref())?;
+        obj.serialize_field("table", &*src.table)?;
+        obj.serialize_field("position", &src.position)?;
+        obj.serialize_field("txid", &src.txid)?;
+        obj.serialize_field("commit_ts_ms", &src.commit_ts_ms)?;
+        obj.serialize_field("snapshot", &src.snapshot)?;
+        obj.end()
+    }
+}
+
+struct RowJson<'a>(&'a Row);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0.iter() {
+            map.serialize_entry(&**name, &ValueJson(value))?;
+        }
+        map.end()
+    }
+}
+
+struct ValueJson<'a>(&'a Value);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Decimal(d) => s.serialize_str(d.as_str()),
+            Value::Float(f) if f.is_nan() => s.serialize_str("NaN"),
+            Value::Float(f) if f.is_infinite() => {
+                s.serialize_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Bytes(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
+            Value::Time(t) => s.collect_str(&t.format("%H:%M:%S%.f")),
+            Value::Timestamp(ts) => s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::TimestampTz(ts) => s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::Uuid(u) => s.serialize_str(&format_uuid(u)),
+            Value::Json(doc) => doc.as_raw().serialize(s),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&ValueJson(item))?;
+                }
+                seq.end()
+            }
+            Value::Other { text, .. } => s.serialize_str(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{NaiveDate, TimeZone, Utc};
+
+    use super::*;
+    use crate::envelope::{Decimal, Json, Op, SourceKind};
+
+    fn col(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    fn encode(value: Value) -> String {
+        let row: Row = [(col("v"), value)].into_iter().collect();
+        serde_json::to_string(&RowJson(&row)).unwrap()
+    }
+
+    #[test]
+    fn the_documented_example_round_trips_exactly() {
+        let key: Row = [(col("id"), Value::Int(42))].into_iter().collect();
+        let after: Row = [
+            (col("id"), Value::Int(42)),
+            (col("amount"), Value::Decimal(Decimal::parse("19.99").unwrap())),
+            (col("tags"), Value::Array(vec![Value::Text("a".into())])),
+        ]
+        .into_iter()
+        .collect();
+        let event = ChangeEvent {
+            op: Op::Insert,
+            source: SourceInfo {
+                connector: SourceKind::Postgres,
+                pipeline: "shop".into(),
+                database: "app".into(),
+                schema: Some("public".into()),
+                table: "orders".into(),
+                position: "0/16B3748".into(),
+                txid: Some("748".into()),
+                commit_ts_ms: Some(1763781000123),
+                snapshot: false,
+            },
+            key,
+            before: None,
+            after: Some(after),
+            unchanged: vec![],
+            ts_ms: 1763781000200,
+        };
+        let mut out = Vec::new();
+        JsonFormat.encode_value(&event, &mut out);
+        let expected = concat!(
+            r#"{"op":"insert","source":{"connector":"postgres","pipeline":"shop","database":"app","#,
+            r#""schema":"public","table":"orders","position":"0/16B3748","txid":"748","#,
+            r#""commit_ts_ms":1763781000123,"snapshot":false},"#,
+            r#""key":{"id":42},"before":null,"after":{"id":42,"amount":"19.99","tags":["a"]},"#,
+            r#""unchanged":[],"ts_ms":1763781000200}"#
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        let mut key = Vec::new();
+        JsonFormat.encode_key(&event, &mut key);
+        assert_eq!(key, br#"{"id":42}"#);
+    }
+
+    #[test]
+    fn integers_stay_exact_beyond_double_precision() {
+        assert_eq!(encode(Value::Int(i64::MIN)), r#"{"v":-9223372036854775808}"#);
+        assert_eq!(encode(Value::UInt(u64::MAX)), r#"{"v":18446744073709551615}"#);
+    }
+
+    #[test]
+    fn floats_keep_special_values_as_strings() {
+        assert_eq!(encode(Value::Float(f64::NAN)), r#"{"v":"NaN"}"#);
+        assert_eq!(encode(Value::Float(f64::INFINITY)), r#"{"v":"Infinity"}"#);
+        assert_eq!(encode(Value::Float(f64::NEG_INFINITY)), r#"{"v":"-Infinity"}"#);
+        assert_eq!(encode(Value::Float(1.5)), r#"{"v":1.5}"#);
+    }
+
+    #[test]
+    fn bytes_are_base64_and_json_is_embedded() {
+        assert_eq!(encode(Value::Bytes(vec![0, 255, 16])), r#"{"v":"AP8Q"}"#);
+        let doc = Json::parse(r#"{"n":12345678901234567890123}"#).unwrap();
+        assert_eq!(encode(Value::Json(doc)), r#"{"v":{"n":12345678901234567890123}}"#);
+    }
+
+    #[test]
+    fn times_are_iso8601_and_zoned_values_end_in_z() {
+        let date = NaiveDate::from_ymd_opt(2025, 11, 22).unwrap();
+        let micros = date.and_hms_micro_opt(3, 4, 5, 120).unwrap();
+        assert_eq!(encode(Value::Date(date)), r#"{"v":"2025-11-22"}"#);
+        assert_eq!(encode(Value::Timestamp(micros)), r#"{"v":"2025-11-22T03:04:05.000120"}"#);
+        assert_eq!(encode(Value::Time(micros.time())), r#"{"v":"03:04:05.000120"}"#);
+        let instant = Utc.timestamp_millis_opt(1763781000123).unwrap();
+        assert_eq!(encode(Value::TimestampTz(instant)), r#"{"v":"2025-11-22T03:10:00.123Z"}"#);
+    }
+
+    #[test]
+    fn other_types_keep_their_text_and_uuid_is_hyphenated() {
+        let other = Value::Other { type_name: "point".into(), text: "(1,2)".into() };
+        assert_eq!(encode(other), r#"{"v":"(1,2)"}"#);
+        assert_eq!(encode(Value::Uuid([0xab; 16])), r#"{"v":"abababab-abab-abab-abab-abababababab"}"#);
+        assert_eq!(encode(Value::Null), r#"{"v":null}"#);
+    }
+}

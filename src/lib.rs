@@ -1,0 +1,21 @@
+//! cdc-bridge: change-data-capture from databases to streams.
+//!
+//! Data flows `source -> bounded channel -> batches -> sink -> acknowledgement -> checkpoint
+//! store -> source confirms upstream`. Core modules ([`envelope`], [`format`], [`config`],
+//! [`checkpoint`], [`pipeline`], [`source`], [`sink`]) know no connector; connectors
+//! ([`sources`], [`sinks`]) depend only on the core; [`daemon`] is the one place that knows
+//! them all.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod envelope;
+pub mod error;
+pub mod format;
+pub mod pipeline;
+pub mod shutdown;
+pub mod sink;
+pub mod sinks;
+pub mod source;
+pub mod sources;

@@ -1,0 +1,277 @@
+//! The pipeline runtime: source -> bounded channel -> batches -> sink -> acknowledgements ->
+//! commit tracker -> checkpoint store -> stored positions back to the source.
+//!
+//! The source runs in its own task and emits into a bounded channel; every event also holds a
+//! share of a byte budget until its batch is acknowledged, so memory stays bounded whatever the
+//! source reads (backpressure: a full budget makes the source wait). The driver groups events
+//! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
+//! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
+//! Released checkpoints are committed durably before they are published to the source.
+//!
+//! Errors: a failed delivery stops the run at once (its batch is never acknowledged) and is
+//! returned as [`PipelineError::Sink`]; a failed source is returned after everything it emitted
+//! was delivered and checkpointed. The caller (the daemon's supervisor) decides from the
+//! error's disposition whether to restart.
+
+mod commit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore, Checkpoints};
+use crate::config::{BatchConfig, BufferConfig};
+use crate::envelope::ChangeEvent;
+use crate::error::{BoxError, Disposition};
+use crate::shutdown::Shutdown;
+use crate::sink::{Batch, Sink};
+use crate::source::{Emitter, Item, Source, SourceContext};
+
+pub use commit::{BatchId, CommitTracker};
+
+/// How often a running pipeline logs its progress.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The settings of one pipeline that the runtime uses.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub name: Arc<str>,
+    pub batch: BatchConfig,
+    pub buffer: BufferConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source failed")]
+    Source(#[source] BoxError),
+    #[error("sink failed")]
+    Sink(#[source] BoxError),
+    #[error("{stage} task panicked: {message}")]
+    Panic { stage: &'static str, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+impl PipelineError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            PipelineError::Source(e) | PipelineError::Sink(e) => e.disposition(),
+            PipelineError::Panic { .. } | PipelineError::Checkpoint(_) => Disposition::Fatal,
+        }
+    }
+
+    fn panic(stage: &'static str, err: JoinError) -> Self {
+        PipelineError::Panic { stage, message: err.to_string() }
+    }
+}
+
+/// What one run of a pipeline achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Events acknowledged by the sink during this run.
+    pub events_delivered: u64,
+    /// The positions stored when the run ended.
+    pub stored: Checkpoints,
+}
+
+/// Runs the pipeline until the source is exhausted, shutdown is requested, or something fails.
+pub async fn run(
+    settings: &PipelineSettings,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    store: Arc<CheckpointStore>,
+    shutdown: Shutdown,
+) -> Result<RunSummary, PipelineError> {
+    let name = settings.name.clone();
+    let resume = {
+        let store = store.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || store.load(&name))
+            .await
+            .map_err(|e| PipelineError::panic("checkpoint", e))??
+    };
+    if resume.is_empty() {
+        tracing::info!(pipeline = %name, "no stored checkpoint: starting from the beginning");
+    } else {
+        let positions: Vec<_> = resume.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
+        tracing::info!(pipeline = %name, positions = %positions.join(","), "resuming after the stored checkpoint");
+    }
+
+    let (tx, rx) = mpsc::channel(settings.buffer.max_events.get());
+    let (stored_tx, stored_rx) = watch::channel(resume.clone());
+    let ctx = SourceContext {
+        pipeline: name.clone(),
+        resume: resume.clone(),
+        emit: Emitter::new(tx, settings.buffer.max_bytes.get()),
+        stored: stored_rx,
+        shutdown,
+    };
+    let source_task = tokio::spawn(source.run(ctx));
+
+    let mut driver = Driver::new(settings, sink, store, stored_tx, resume);
+    if let Err(err) = driver.drive(rx).await {
+        source_task.abort();
+        return Err(err);
+    }
+    let summary = RunSummary { events_delivered: driver.events_delivered, stored: driver.stored.clone() };
+    match source_task.await {
+        Ok(Ok(())) => Ok(summary),
+        Ok(Err(err)) => Err(PipelineError::Source(err)),
+        Err(err) => Err(PipelineError::panic("source", err)),
+    }
+}
+
+/// The batch being filled.
+#[derive(Default)]
+struct OpenBatch {
+    events: Vec<ChangeEvent>,
+    marks: Checkpoints,
+    permits: Vec<OwnedSemaphorePermit>,
+    bytes: usize,
+    deadline: Option<Instant>,
+}
+
+type DeliveryOutcome = (BatchId, usize, Result<(), BoxError>);
+
+struct Driver {
+    name: Arc<str>,
+    batch: BatchConfig,
+    sink: Box<dyn Sink>,
+    store: Arc<CheckpointStore>,
+    stored_tx: watch::Sender<Checkpoints>,
+    stored: Checkpoints,
+    tracker: CommitTracker,
+    in_flight: JoinSet<DeliveryOutcome>,
+    open: OpenBatch,
+    events_delivered: u64,
+    last_progress_log: Instant,
+}
+
+impl Driver {
+    fn new(
+        settings: &PipelineSettings,
+        sink: Box<dyn Sink>,
+        store: Arc<CheckpointStore>,
+        stored_tx: watch::Sender<Checkpoints>,
+        stored: Checkpoints,
+    ) -> Self {
+        Driver {
+            name: settings.name.clone(),
+            batch: settings.batch.clone(),
+            sink,
+            store,
+            stored_tx,
+            stored,
+            tracker: CommitTracker::new(),
+            in_flight: JoinSet::new(),
+            open: OpenBatch::default(),
+            events_delivered: 0,
+            last_progress_log: Instant::now(),
+        }
+    }
+
+    async fn drive(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
+        loop {
+            let deadline = self.open.deadline;
+            tokio::select! {
+                biased;
+                Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    self.on_delivered(joined).await?;
+                }
+                item = rx.recv() => match item {
+                    Some(item) => self.add(item).await?,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.flush().await?;
+                }
+            }
+        }
+        // The source is done (or stopped): deliver and checkpoint everything it emitted.
+        self.flush().await?;
+        while let Some(joined) = self.in_flight.join_next().await {
+            self.on_delivered(joined).await?;
+        }
+        Ok(())
+    }
+
+    async fn add(&mut self, item: Item) -> Result<(), PipelineError> {
+        if self.open.deadline.is_none() {
+            self.open.deadline = Some(Instant::now() + Duration::from_millis(self.batch.linger_ms));
+        }
+        if let Some(event) = item.event {
+            self.open.bytes += event.approx_size();
+            self.open.events.push(event);
+        }
+        if let Some(mark) = item.mark {
+            self.open.marks.insert(mark.partition, mark.position);
+        }
+        self.open.permits.extend(item.permit);
+        if self.open.events.len() >= self.batch.max_events.get() || self.open.bytes >= self.batch.max_bytes.get() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        let open = std::mem::take(&mut self.open);
+        if open.events.is_empty() && open.marks.is_empty() {
+            return Ok(());
+        }
+        let id = self.tracker.register(open.marks);
+        if open.events.is_empty() {
+            return self.on_acknowledged(id, 0).await;
+        }
+        while self.in_flight.len() >= self.batch.max_in_flight.get() {
+            let joined = self.in_flight.join_next().await.expect("in-flight deliveries exist");
+            self.on_delivered(joined).await?;
+        }
+        let count = open.events.len();
+        let batch = Arc::new(Batch { id, events: open.events });
+        let delivery = self.sink.submit(batch).await.map_err(|e| {
+            self.tracker.fail(id);
+            PipelineError::Sink(e)
+        })?;
+        let permits = open.permits;
+        self.in_flight.spawn(async move {
+            let outcome = delivery.await;
+            drop(permits);
+            (id, count, outcome)
+        });
+        Ok(())
+    }
+
+    async fn on_delivered(&mut self, joined: Result<DeliveryOutcome, JoinError>) -> Result<(), PipelineError> {
+        match joined.map_err(|e| PipelineError::panic("sink", e))? {
+            (id, count, Ok(())) => self.on_acknowledged(id, count).await,
+            (id, _, Err(err)) => {
+                self.tracker.fail(id);
+                Err(PipelineError::Sink(err))
+            }
+        }
+    }
+
+    async fn on_acknowledged(&mut self, id: BatchId, events: usize) -> Result<(), PipelineError> {
+        self.events_delivered += events as u64;
+        let Some(released) = self.tracker.acknowledge(id) else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let to_store = released.clone();
+        tokio::task::spawn_blocking(move || store.commit(&name, &to_store))
+            .await
+            .map_err(|e| PipelineError::panic("checkpoint", e))??;
+        self.stored.extend(released);
+        self.stored_tx.send_replace(self.stored.clone());
+        if self.last_progress_log.elapsed() >= PROGRESS_LOG_INTERVAL {
+            self.last_progress_log = Instant::now();
+            let positions: Vec<_> = self.stored.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
+            tracing::info!(pipeline = %self.name, delivered = self.events_delivered, checkpoint = %positions.join(","), "progress");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! `kind = "file"` settings.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::format::FormatKind;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The output file; created (with its directories) when missing, appended to otherwise.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: FormatKind,
+}

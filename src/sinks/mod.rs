@@ -1,0 +1,5 @@
+//! Sinks: one module per destination. Each formats events and implements
+//! [`crate::sink::Sink`].
+
+pub mod file;
+pub mod stdout;

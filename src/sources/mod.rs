@@ -1,0 +1,4 @@
+//! Sources: one module per system. Each maps its system's changes into the envelope and
+//! implements [`crate::source::Source`].
+
+pub mod generator;
