@@ -1,0 +1,101 @@
+//! Helpers for tests that run the `cdc-bridge` binary on generated configurations.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cdc_bridge::checkpoint::CheckpointStore;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cdc-bridge");
+
+/// A scratch directory holding a config, its state_dir and its output.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `body` (pipelines) under a `[daemon]` section pointing at this workspace.
+    pub fn config(&self, body: &str) -> PathBuf {
+        let text = format!("[daemon]\nstate_dir = {:?}\n\n{body}", self.path("state"));
+        let path = self.path("cdc.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(self.dir.path()).env("CDC_BRIDGE_LOG", "info");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run cdc-bridge")
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn cdc-bridge")
+    }
+
+    /// The generator position stored for `pipeline` (0 when none).
+    pub fn stored_seq(&self, pipeline: &str) -> u64 {
+        let store = CheckpointStore::open(&self.path("state")).expect("open store");
+        store.load(pipeline).expect("load").get("").map_or(0, |p| p.token.parse().expect("a seq"))
+    }
+}
+
+/// The `seq` of every line of a JSON-lines output file, in file order.
+pub fn output_seqs(path: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+            event["source"]["position"].as_str().expect("position").parse().expect("numeric position")
+        })
+        .collect()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits until `cond` holds, failing the test after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success());
+}
+
+/// A small deterministic pseudo-random sequence (xorshift), seeded per test run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Self {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        eprintln!("rng seed {seed}");
+        Rng(seed)
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
