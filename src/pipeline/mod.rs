@@ -6,13 +6,15 @@
 //! source reads (backpressure: a full budget makes the source wait). The driver groups events
 //! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
 //! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
-//! Released checkpoints are committed durably before they are published to the source.
+//! Released checkpoints go to the [`checkpointer`], which commits them durably (coalescing
+//! commits while an fsync runs) before it publishes them to the source as stored.
 //!
 //! Errors: a failed delivery stops the run at once (its batch is never acknowledged) and is
 //! returned as [`PipelineError::Sink`]; a failed source is returned after everything it emitted
 //! was delivered and checkpointed. The caller (the daemon's supervisor) decides from the
 //! error's disposition whether to restart.
 
+mod checkpointer;
 mod commit;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, Checkpoints};
+use checkpointer::Checkpointer;
 use crate::config::{BatchConfig, BufferConfig};
 use crate::envelope::ChangeEvent;
 use crate::error::{BoxError, Disposition};
@@ -111,12 +114,18 @@ pub async fn run(
     };
     let source_task = tokio::spawn(source.run(ctx));
 
-    let mut driver = Driver::new(settings, sink, store, stored_tx, resume);
-    if let Err(err) = driver.drive(rx).await {
+    let checkpointer = Checkpointer::start(name.clone(), store, stored_tx);
+    let mut driver = Driver::new(settings, sink, checkpointer, resume);
+    let driven = driver.drive(rx).await;
+    let Driver { checkpointer, released, events_delivered, .. } = driver;
+    // Even after a failure, commit what was released before it: fewer duplicates on restart.
+    let finished = checkpointer.finish().await;
+    // A checkpoint failure outranks the driver's error (which may only report its symptom).
+    if let Err(err) = finished.and(driven) {
         source_task.abort();
         return Err(err);
     }
-    let summary = RunSummary { events_delivered: driver.events_delivered, stored: driver.stored.clone() };
+    let summary = RunSummary { events_delivered, stored: released };
     match source_task.await {
         Ok(Ok(())) => Ok(summary),
         Ok(Err(err)) => Err(PipelineError::Source(err)),
@@ -140,9 +149,9 @@ struct Driver {
     name: Arc<str>,
     batch: BatchConfig,
     sink: Box<dyn Sink>,
-    store: Arc<CheckpointStore>,
-    stored_tx: watch::Sender<Checkpoints>,
-    stored: Checkpoints,
+    checkpointer: Checkpointer,
+    /// Every position released so far (cumulative, by partition).
+    released: Checkpoints,
     tracker: CommitTracker,
     in_flight: JoinSet<DeliveryOutcome>,
     open: OpenBatch,
@@ -151,20 +160,13 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(
-        settings: &PipelineSettings,
-        sink: Box<dyn Sink>,
-        store: Arc<CheckpointStore>,
-        stored_tx: watch::Sender<Checkpoints>,
-        stored: Checkpoints,
-    ) -> Self {
+    fn new(settings: &PipelineSettings, sink: Box<dyn Sink>, checkpointer: Checkpointer, resume: Checkpoints) -> Self {
         Driver {
             name: settings.name.clone(),
             batch: settings.batch.clone(),
             sink,
-            store,
-            stored_tx,
-            stored,
+            checkpointer,
+            released: resume,
             tracker: CommitTracker::new(),
             in_flight: JoinSet::new(),
             open: OpenBatch::default(),
@@ -259,17 +261,14 @@ impl Driver {
         let Some(released) = self.tracker.acknowledge(id) else {
             return Ok(());
         };
-        let store = self.store.clone();
-        let name = self.name.clone();
-        let to_store = released.clone();
-        tokio::task::spawn_blocking(move || store.commit(&name, &to_store))
-            .await
-            .map_err(|e| PipelineError::panic("checkpoint", e))??;
-        self.stored.extend(released);
-        self.stored_tx.send_replace(self.stored.clone());
+        self.released.extend(released);
+        if self.checkpointer.release(&self.released).is_err() {
+            // The writer stopped on an error; `finish` returns that error instead of this one.
+            return Err(PipelineError::Panic { stage: "checkpoint", message: "checkpoint writer stopped".into() });
+        }
         if self.last_progress_log.elapsed() >= PROGRESS_LOG_INTERVAL {
             self.last_progress_log = Instant::now();
-            let positions: Vec<_> = self.stored.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
+            let positions: Vec<_> = self.released.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
             tracing::info!(pipeline = %self.name, delivered = self.events_delivered, checkpoint = %positions.join(","), "progress");
         }
         Ok(())

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Starts and stops the real services the tests and the demo need, on 127.0.0.1 and private
+# ports, as throwaway instances under $CDC_BRIDGE_RUN_DIR. Installs what is missing (Debian
+# packages) on first use. Stops only the processes it started, by their recorded PIDs.
+#
+#   scripts/services.sh start [SERVICE...]   start (all when none given), print their env
+#   scripts/services.sh stop  [SERVICE...]   stop what this script started
+#   scripts/services.sh env                  print the variables tests read (source it)
+#
+# Services: postgres
+set -euo pipefail
+
+RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
+PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
+ALL_SERVICES=(postgres)
+
+log() { echo "services: $*" >&2; }
+
+wait_for() { # seconds, description, command...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq 1 $((seconds * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  log "$what did not become ready within ${seconds}s"; return 1
+}
+
+# ---- PostgreSQL: wal_level=logical, role cdc (LOGIN REPLICATION, password cdc), db app ----
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+postgres_start() {
+  if [ -z "$(pg_bin)" ]; then
+    log "installing postgresql"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local bin root=$RUN_DIR/postgres
+  bin=$(pg_bin)
+  if [ -f "$root/data/postmaster.pid" ] && kill -0 "$(head -1 "$root/data/postmaster.pid")" 2>/dev/null; then
+    log "postgres already running on 127.0.0.1:$PG_PORT"; return 0
+  fi
+  rm -rf "$root"; install -d -o postgres -g postgres "$root" "$root/sock"
+  runuser -u postgres -- "$bin/initdb" -D "$root/data" -U postgres --auth=trust -E UTF8 --no-locale >"$root/initdb.log"
+  cat >>"$root/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$root/sock'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+logical_decoding_work_mem = 64kB
+fsync = off
+CONF
+  # Password auth over TCP (SCRAM), trust on the private socket for setup.
+  cat >"$root/data/pg_hba.conf" <<HBA
+local all all trust
+host  all all 127.0.0.1/32 scram-sha-256
+HBA
+  runuser -u postgres -- "$bin/pg_ctl" -D "$root/data" -l "$root/server.log" -w -t 60 start >/dev/null
+  psql -h "$root/sock" -p "$PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<SQL
+CREATE ROLE cdc LOGIN REPLICATION PASSWORD 'cdc';
+CREATE DATABASE app OWNER cdc;
+SQL
+  log "postgres running on 127.0.0.1:$PG_PORT (pid $(head -1 "$root/data/postmaster.pid"))"
+}
+
+postgres_stop() {
+  local root=$RUN_DIR/postgres
+  [ -f "$root/data/postmaster.pid" ] || return 0
+  runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$root/data" -m fast -w stop >/dev/null || true
+}
+
+postgres_env() {
+  echo "export CDC_BRIDGE_PG_URL=postgres://cdc:cdc@127.0.0.1:$PG_PORT/app"
+  echo "export CDC_BRIDGE_PG_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/app?host=$RUN_DIR/postgres/sock"
+}
+
+services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  start) mkdir -p "$RUN_DIR"; for s in $(services "$@"); do "${s}_start"; done ;;
+  stop)  for s in $(services "$@"); do "${s}_stop"; done ;;
+  env)   for s in $(services "$@"); do "${s}_env"; done ;;
+  *) echo "usage: $0 start|stop|env [SERVICE...]  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
+esac

@@ -1,0 +1,59 @@
+//! The checkpoint writer: commits released positions to the store off the driver's path.
+//!
+//! The driver publishes the cumulative released positions on a watch channel and moves on;
+//! the writer commits the latest value (coalescing releases that arrived during an fsync into
+//! one commit) and only then publishes it as stored to the source. Closing the channel makes
+//! the writer commit whatever is left and return.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::PipelineError;
+use crate::checkpoint::{CheckpointStore, Checkpoints};
+
+pub struct Checkpointer {
+    released: watch::Sender<Checkpoints>,
+    task: JoinHandle<Result<(), PipelineError>>,
+}
+
+impl Checkpointer {
+    /// Starts the writer; `stored` already holds the positions loaded at start.
+    pub fn start(name: Arc<str>, store: Arc<CheckpointStore>, stored: watch::Sender<Checkpoints>) -> Self {
+        let (released, mut rx) = watch::channel(stored.borrow().clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let closed = rx.changed().await.is_err();
+                let latest = rx.borrow_and_update().clone();
+                if latest != *stored.borrow() {
+                    let (store, name, to_commit) = (store.clone(), name.clone(), latest.clone());
+                    tokio::task::spawn_blocking(move || store.commit(&name, &to_commit))
+                        .await
+                        .map_err(|e| PipelineError::Panic { stage: "checkpoint", message: e.to_string() })??;
+                    stored.send_replace(latest);
+                }
+                if closed {
+                    return Ok(());
+                }
+            }
+        });
+        Checkpointer { released, task }
+    }
+
+    /// Hands over the cumulative released positions. Fails if the writer has stopped (its
+    /// error is returned by [`Checkpointer::finish`]).
+    pub fn release(&self, positions: &Checkpoints) -> Result<(), ()> {
+        if self.task.is_finished() {
+            return Err(());
+        }
+        self.released.send_replace(positions.clone());
+        Ok(())
+    }
+
+    /// Commits what is left and returns the writer's outcome.
+    pub async fn finish(self) -> Result<(), PipelineError> {
+        drop(self.released);
+        self.task.await.map_err(|e| PipelineError::Panic { stage: "checkpoint", message: e.to_string() })?
+    }
+}

@@ -1,0 +1,42 @@
+//! Every configuration shipped in `connectors/` and `config/` is valid, and the generator ->
+//! file connector runs as the README says.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::{output_seqs, stderr, Workspace};
+
+fn shipped() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = ["connectors", "config"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let files = shipped();
+    assert!(files.len() >= 3, "{files:?}");
+    let ws = Workspace::new();
+    for file in files {
+        let output = ws.run(&["check", "--config", file.to_str().unwrap()]);
+        assert!(output.status.success(), "{}: {}", file.display(), stderr(&output));
+    }
+}
+
+#[test]
+fn the_generator_file_connector_runs_from_a_working_directory() {
+    let ws = Workspace::new();
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("connectors/generator-file.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("rate_per_sec = 2000", "rate_per_sec = 100000");
+    std::fs::write(ws.path("generator-file.toml"), text).unwrap();
+    let output = ws.run(&["run", "--config", "generator-file.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(output_seqs(&ws.path("out/generator.jsonl")), (1..=10_000).collect::<Vec<_>>());
+}
