@@ -6,7 +6,7 @@
 //! finished, stopped for good, or been shut down.
 
 mod connectors;
-mod supervisor;
+pub mod supervisor;
 
 use std::sync::Arc;
 
@@ -24,6 +24,15 @@ pub struct PipelinePlan {
     pub restart: RestartConfig,
     pub source: SourceSpec,
     pub sink: SinkSpec,
+}
+
+impl PipelinePlan {
+    /// Fresh connector instances for one run of this pipeline.
+    pub async fn connect(&self) -> supervisor::Connected {
+        let source = self.source.build().await.map_err(PipelineError::Source)?;
+        let sink = self.sink.build().await.map_err(PipelineError::Sink)?;
+        Ok((source, sink))
+    }
 }
 
 /// Types and validates every pipeline of `config` (or only the one named `only`).
@@ -66,8 +75,13 @@ pub async fn run(plans: Vec<PipelinePlan>, store: Arc<CheckpointStore>, shutdown
         tracing::info!(pipeline = %plan.settings.name, source = plan.source.kind(), sink = plan.sink.kind(), "starting pipeline");
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let name = plan.settings.name.clone();
-            (name, supervisor::supervise(plan, store, shutdown).await)
+            let connect_plan = plan.clone();
+            let connect: supervisor::Connect = Box::new(move || {
+                let plan = connect_plan.clone();
+                Box::pin(async move { plan.connect().await })
+            });
+            let outcome = supervisor::supervise(&plan.settings, &plan.restart, connect, store, shutdown).await;
+            (plan.settings.name.clone(), outcome)
         });
     }
     let mut failed = Vec::new();

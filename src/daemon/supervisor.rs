@@ -2,29 +2,44 @@
 //! transient failure, and stops it for good on a fatal or data error, which it returns. A run
 //! that lasted long enough resets the backoff. Shutdown ends the supervision quietly.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::PipelinePlan;
 use crate::checkpoint::CheckpointStore;
+use crate::config::RestartConfig;
 use crate::error::{report, Disposition};
-use crate::pipeline::{self, PipelineError};
+use crate::pipeline::{self, PipelineError, PipelineSettings};
 use crate::shutdown::Shutdown;
+use crate::sink::Sink;
+use crate::source::Source;
+
+/// Fresh source and sink instances for one run.
+pub type Connected = Result<(Box<dyn Source>, Box<dyn Sink>), PipelineError>;
+/// Builds the connectors of one run (new connections every time).
+pub type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Connected> + Send>> + Send + Sync>;
 
 /// A run this long is healthy: the next failure starts backing off from the beginning again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-/// Runs `plan` until it finishes, shutdown is requested, or it fails for good.
-pub async fn supervise(plan: Arc<PipelinePlan>, store: Arc<CheckpointStore>, mut shutdown: Shutdown) -> Result<(), PipelineError> {
-    let name = plan.settings.name.clone();
-    let initial = Duration::from_millis(plan.restart.initial_backoff_ms);
-    let max = Duration::from_millis(plan.restart.max_backoff_ms);
+/// Runs a pipeline until it finishes, shutdown is requested, or it fails for good.
+pub async fn supervise(
+    settings: &PipelineSettings,
+    restart: &RestartConfig,
+    connect: Connect,
+    store: Arc<CheckpointStore>,
+    mut shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    let name = settings.name.clone();
+    let initial = Duration::from_millis(restart.initial_backoff_ms);
+    let max = Duration::from_millis(restart.max_backoff_ms);
     let mut backoff = initial;
     loop {
         let started = Instant::now();
-        let error = match run_once(&plan, &store, &shutdown).await {
+        let error = match run_once(settings, &connect, &store, &shutdown).await {
             Ok(summary) => {
                 tracing::info!(pipeline = %name, delivered = summary.events_delivered, "pipeline stopped");
                 return Ok(());
@@ -52,10 +67,14 @@ pub async fn supervise(plan: Arc<PipelinePlan>, store: Arc<CheckpointStore>, mut
     }
 }
 
-async fn run_once(plan: &PipelinePlan, store: &Arc<CheckpointStore>, shutdown: &Shutdown) -> Result<pipeline::RunSummary, PipelineError> {
-    let source = plan.source.build().await.map_err(PipelineError::Source)?;
-    let sink = plan.sink.build().await.map_err(PipelineError::Sink)?;
-    pipeline::run(&plan.settings, source, sink, store.clone(), shutdown.clone()).await
+async fn run_once(
+    settings: &PipelineSettings,
+    connect: &Connect,
+    store: &Arc<CheckpointStore>,
+    shutdown: &Shutdown,
+) -> Result<pipeline::RunSummary, PipelineError> {
+    let (source, sink) = connect().await?;
+    pipeline::run(settings, source, sink, store.clone(), shutdown.clone()).await
 }
 
 /// `base` scaled by a random factor in [0.5, 1.0], so restarts of many pipelines spread out.

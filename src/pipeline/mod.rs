@@ -35,6 +35,10 @@ use crate::source::{Emitter, Item, Source, SourceContext};
 
 pub use commit::{BatchId, CommitTracker};
 
+/// After a failure, how long deliveries still in flight may take to finish (those that succeed
+/// are checkpointed, so the restart repeats less).
+const SALVAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often a running pipeline logs its progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -175,7 +179,29 @@ impl Driver {
         }
     }
 
-    async fn drive(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
+    async fn drive(&mut self, rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
+        let result = self.drive_until_done(rx).await;
+        if result.is_err() {
+            self.salvage_in_flight().await;
+        }
+        result
+    }
+
+    /// Acknowledges the in-flight deliveries that still succeed, within [`SALVAGE_TIMEOUT`];
+    /// the tracker keeps the checkpoint from passing any that did not.
+    async fn salvage_in_flight(&mut self) {
+        let deadline = Instant::now() + SALVAGE_TIMEOUT;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.in_flight.join_next()).await {
+            if let Ok((id, count, Ok(()))) = joined {
+                if self.on_acknowledged(id, count).await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.in_flight.abort_all();
+    }
+
+    async fn drive_until_done(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
         loop {
             let deadline = self.open.deadline;
             tokio::select! {
