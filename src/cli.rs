@@ -69,7 +69,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { config, pipeline } => run(&config, pipeline.as_deref()).await,
-            Command::Check { config } => check(&config),
+            Command::Check { config } => check(&config).await,
             Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action),
         }
     })
@@ -141,19 +141,27 @@ async fn forward_signals(trigger: ShutdownTrigger) {
     std::process::exit(i32::from(EXIT_RUNTIME));
 }
 
-fn check(path: &Path) -> ExitCode {
+async fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(err) => return config_failure(path, &err),
     };
-    match daemon::plan(&config, None) {
-        Ok(plans) => {
-            for plan in &plans {
-                println!("pipeline {}: {} -> {}: configuration ok", plan.settings.name, plan.source.kind(), plan.sink.kind());
-            }
-            ExitCode::SUCCESS
+    let plans = match daemon::plan(&config, None) {
+        Ok(plans) => plans,
+        Err(err) => return config_failure(path, &err),
+    };
+    let mut failed = false;
+    for plan in &plans {
+        println!("pipeline {}: {} -> {}: configuration ok", plan.settings.name, plan.source.kind(), plan.sink.kind());
+        for finding in plan.source.check().await {
+            failed |= finding.level == crate::check::Level::Fail;
+            println!("  source: {finding}");
         }
-        Err(err) => config_failure(path, &err),
+    }
+    if failed {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

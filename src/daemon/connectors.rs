@@ -8,15 +8,18 @@ use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
+use crate::check::Finding;
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
+use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
-const SOURCE_KINDS: &[&str] = &["generator"];
+const SOURCE_KINDS: &[&str] = &["generator", "postgres"];
 const SINK_KINDS: &[&str] = &["file", "stdout"];
 
 /// A typed `source` section.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     Generator(GeneratorConfig),
+    Postgres(PostgresConfig),
 }
 
 /// A typed `sink` section.
@@ -30,6 +33,11 @@ impl SourceSpec {
     pub fn parse(section: &ConnectorSection) -> Result<Self, ConfigError> {
         match section.kind.as_str() {
             "generator" => section.parse().map(SourceSpec::Generator),
+            "postgres" => {
+                let config: PostgresConfig = section.parse()?;
+                config.validate(section.key())?;
+                Ok(SourceSpec::Postgres(config))
+            }
             _ => Err(section.unknown_kind(SOURCE_KINDS)),
         }
     }
@@ -37,6 +45,7 @@ impl SourceSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceSpec::Generator(_) => "generator",
+            SourceSpec::Postgres(_) => "postgres",
         }
     }
 
@@ -44,6 +53,15 @@ impl SourceSpec {
     pub async fn build(&self) -> Result<Box<dyn Source>, BoxError> {
         match self {
             SourceSpec::Generator(config) => Ok(Box::new(GeneratorSource::new(config.clone()))),
+            SourceSpec::Postgres(config) => Ok(Box::new(PostgresSource::new(config.clone()))),
+        }
+    }
+
+    /// Verifies the source's prerequisites (connects; changes nothing).
+    pub async fn check(&self) -> Vec<Finding> {
+        match self {
+            SourceSpec::Generator(_) => Vec::new(),
+            SourceSpec::Postgres(config) => postgres::check(config).await,
         }
     }
 }

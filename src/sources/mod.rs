@@ -2,3 +2,4 @@
 //! implements [`crate::source::Source`].
 
 pub mod generator;
+pub mod postgres;

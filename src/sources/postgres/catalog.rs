@@ -1,0 +1,226 @@
+//! Ordinary SQL against the source database (tokio-postgres): the session, prerequisite
+//! checks, the publication, slot state, and table metadata.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::config::{quote_ident, PostgresConfig, TableName};
+use super::error::PostgresError;
+use super::lsn::Lsn;
+use super::relation::{Column, Relation};
+use super::types::TypeRegistry;
+use super::walsender::SESSION_OPTIONS;
+
+/// Opens the SQL session with the same text-output settings as the replication session.
+pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
+    let mut pg: tokio_postgres::Config =
+        config.url.expose().parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+    pg.options(SESSION_OPTIONS).application_name("cdc-bridge");
+    let (client, connection) = pg.connect(NoTls).await.map_err(|e| match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("28") => PostgresError::Auth(db.message().to_owned()),
+        _ => PostgresError::sql("connecting", e),
+    })?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "SQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Server settings and role attributes the source needs.
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    pub version: String,
+    pub wal_level: String,
+    pub role: String,
+    pub replication_role: bool,
+    pub max_replication_slots: i64,
+    pub used_slots: i64,
+}
+
+pub async fn server_facts(client: &Client) -> Result<ServerFacts, PostgresError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('wal_level'), current_user::text, \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
+                    current_setting('max_replication_slots')::bigint, \
+                    (SELECT count(*) FROM pg_replication_slots)",
+            &[],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("reading server settings", e))?;
+    Ok(ServerFacts {
+        version: row.get(0),
+        wal_level: row.get(1),
+        role: row.get(2),
+        replication_role: row.get(3),
+        max_replication_slots: row.get(4),
+        used_slots: row.get(5),
+    })
+}
+
+/// Fails with the fix when logical replication cannot work.
+pub fn require_replication(facts: &ServerFacts) -> Result<(), PostgresError> {
+    if facts.wal_level != "logical" {
+        return Err(PostgresError::WalLevel { found: facts.wal_level.clone() });
+    }
+    if !facts.replication_role {
+        return Err(PostgresError::NoReplication { role: facts.role.clone() });
+    }
+    Ok(())
+}
+
+/// Table OIDs by name; names missing from the database are listed.
+pub async fn table_oids(client: &Client, tables: &[TableName]) -> Result<(HashMap<TableName, u32>, Vec<TableName>), PostgresError> {
+    let mut found = HashMap::new();
+    let mut missing = Vec::new();
+    for table in tables {
+        let row = client
+            .query_opt(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[&table.schema, &table.table],
+            )
+            .await
+            .map_err(|e| PostgresError::sql("looking up tables", e))?;
+        match row {
+            Some(row) => {
+                found.insert(table.clone(), row.get(0));
+            }
+            None => missing.push(table.clone()),
+        }
+    }
+    Ok((found, missing))
+}
+
+pub fn require_tables(missing: &[TableName]) -> Result<(), PostgresError> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<_> = missing.iter().map(ToString::to_string).collect();
+    Err(PostgresError::MissingTables { tables: names.join(", ") })
+}
+
+/// Creates the publication for `tables` unless it exists (an existing one is used as it is).
+pub async fn ensure_publication(client: &Client, name: &str, tables: &[TableName]) -> Result<(), PostgresError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| PostgresError::sql("looking up the publication", e))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let list: Vec<_> = tables.iter().map(TableName::quoted).collect();
+    let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(name), list.join(", "));
+    client.batch_execute(&sql).await.map_err(|e| PostgresError::sql(format!("creating publication {name} (the role must own the tables; or create it as their owner, see migrations/postgres/)"), e))?;
+    tracing::info!(publication = name, tables = %list.join(", "), "created publication");
+    Ok(())
+}
+
+/// What the server knows of a replication slot.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub confirmed_flush: Option<Lsn>,
+    pub lost: bool,
+}
+
+pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, PostgresError> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("looking up the replication slot", e))?;
+    Ok(row.map(|row| SlotState {
+        confirmed_flush: row.get::<_, Option<String>>(0).and_then(|t| t.parse().ok()),
+        lost: row.get::<_, String>(1) == "lost",
+    }))
+}
+
+pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(|e| PostgresError::sql(format!("dropping replication slot {slot}"), e))?;
+    Ok(())
+}
+
+/// The table with OID `oid` as the snapshot and the stream see it.
+pub async fn relation(client: &Client, types: &mut TypeRegistry, oid: u32) -> Result<Relation, PostgresError> {
+    let head = client
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("reading table metadata", e))?;
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, \
+                    coalesce(a.attnum = ANY(ri.indkey), false) \
+             FROM pg_attribute a \
+             LEFT JOIN LATERAL (SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident) ri ON true \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("reading table columns", e))?;
+    let type_oids: Vec<u32> = rows.iter().map(|r| r.get(1)).collect();
+    types.ensure(client, &type_oids).await?;
+    let columns = rows
+        .iter()
+        .map(|r| Column { name: Arc::from(r.get::<_, String>(0)), decoder: types.get(r.get(1)), identity: r.get(2) })
+        .collect();
+    let mut relation = Relation { oid, schema: Arc::from(head.get::<_, String>(0)), table: Arc::from(head.get::<_, String>(1)), columns, key: Vec::new() };
+    relation.key = key_columns(client, &relation).await?;
+    Ok(relation)
+}
+
+/// Indexes of the event-key columns: the primary key, else the replica identity columns.
+pub async fn key_columns(client: &Client, relation: &Relation) -> Result<Vec<usize>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1 AND i.indisprimary",
+            &[&relation.oid],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("reading the primary key", e))?;
+    let pk: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let by_pk: Vec<usize> = relation.columns.iter().enumerate().filter(|(_, c)| pk.iter().any(|p| **p == *c.name)).map(|(i, _)| i).collect();
+    if !by_pk.is_empty() {
+        return Ok(by_pk);
+    }
+    let all_identity = relation.columns.iter().all(|c| c.identity);
+    Ok(if all_identity { Vec::new() } else { relation.columns.iter().enumerate().filter(|(_, c)| c.identity).map(|(i, _)| i).collect() })
+}
+
+/// Estimated row count of a table (for snapshot progress).
+pub async fn estimated_rows(client: &Client, oid: u32) -> Result<i64, PostgresError> {
+    let row = client
+        .query_one("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1", &[&oid])
+        .await
+        .map_err(|e| PostgresError::sql("estimating table size", e))?;
+    Ok(row.get(0))
+}
+
+/// Tables among `oids` with neither a primary key nor a usable replica identity.
+pub async fn tables_without_key(client: &Client, oids: &[u32]) -> Result<Vec<String>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY($1) AND c.relreplident IN ('d', 'n') \
+               AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             ORDER BY 1",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("checking keys", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

@@ -1,0 +1,150 @@
+//! Tables as the source sees them (columns, decoders, primary key) and the building of
+//! envelope events from their tuples.
+//!
+//! The event key is the table's primary key (from the catalog); without one, the replica
+//! identity index columns; with neither, it is empty (sinks then fall back to the table name).
+//! Columns sent as "unchanged TOAST" are named in `unchanged` and left out of `after`.
+
+use std::sync::Arc;
+
+use super::pgoutput::{Datum, OldRow, Tuple};
+use super::types::{decode, Decoder};
+use crate::envelope::{now_ms, ChangeEvent, ColumnName, Op, Row, SourceInfo, SourceKind, Value};
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: ColumnName,
+    pub decoder: Decoder,
+    /// Part of the replica identity (what an old-key tuple carries).
+    pub identity: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the event key.
+    pub key: Vec<usize>,
+}
+
+/// Where and when a change happened, shared by the events of one transaction.
+#[derive(Debug, Clone)]
+pub struct ChangeContext {
+    pub pipeline: Arc<str>,
+    pub database: Arc<str>,
+    pub txid: Option<String>,
+    pub commit_ts_ms: Option<i64>,
+}
+
+impl Relation {
+    fn row(&self, tuple: &Tuple, only_identity: bool, unchanged: &mut Vec<ColumnName>) -> Row {
+        let mut row = Row::with_capacity(self.columns.len());
+        for (column, datum) in self.columns.iter().zip(tuple) {
+            if only_identity && !column.identity {
+                continue;
+            }
+            match datum {
+                Datum::Null => row.push(column.name.clone(), Value::Null),
+                Datum::Unchanged => unchanged.push(column.name.clone()),
+                Datum::Text(bytes) => row.push(column.name.clone(), decode(&column.decoder, &String::from_utf8_lossy(bytes))),
+                Datum::Binary(bytes) => row.push(column.name.clone(), Value::Bytes(bytes.to_vec())),
+            }
+        }
+        row
+    }
+
+    fn key_of(&self, row: &Row) -> Row {
+        self.key
+            .iter()
+            .filter_map(|&i| {
+                let name = &self.columns[i].name;
+                row.get(name).map(|v| (name.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    fn source(&self, ctx: &ChangeContext, position: String, snapshot: bool) -> SourceInfo {
+        SourceInfo {
+            connector: SourceKind::Postgres,
+            pipeline: ctx.pipeline.clone(),
+            database: ctx.database.clone(),
+            schema: Some(self.schema.clone()),
+            table: self.table.clone(),
+            position,
+            txid: ctx.txid.clone(),
+            commit_ts_ms: ctx.commit_ts_ms,
+            snapshot,
+        }
+    }
+
+    /// A row read by the snapshot; `values` in column order.
+    pub fn snapshot_event(&self, ctx: &ChangeContext, position: &str, values: &[Option<&str>]) -> ChangeEvent {
+        let after: Row = self
+            .columns
+            .iter()
+            .zip(values)
+            .map(|(c, v)| (c.name.clone(), v.map_or(Value::Null, |text| decode(&c.decoder, text))))
+            .collect();
+        ChangeEvent {
+            op: Op::Snapshot,
+            source: self.source(ctx, position.to_owned(), true),
+            key: self.key_of(&after),
+            before: None,
+            after: Some(after),
+            unchanged: Vec::new(),
+            ts_ms: now_ms(),
+        }
+    }
+
+    pub fn insert_event(&self, ctx: &ChangeContext, position: String, new: &Tuple) -> ChangeEvent {
+        let mut unchanged = Vec::new();
+        let after = self.row(new, false, &mut unchanged);
+        self.event(ctx, position, Op::Insert, None, Some(after), unchanged)
+    }
+
+    pub fn update_event(&self, ctx: &ChangeContext, position: String, old: Option<&OldRow>, new: &Tuple) -> ChangeEvent {
+        let mut unchanged = Vec::new();
+        let after = self.row(new, false, &mut unchanged);
+        let before = old.map(|old| self.old_row(old));
+        self.event(ctx, position, Op::Update, before, Some(after), unchanged)
+    }
+
+    pub fn delete_event(&self, ctx: &ChangeContext, position: String, old: &OldRow) -> ChangeEvent {
+        let before = self.old_row(old);
+        self.event(ctx, position, Op::Delete, Some(before), None, Vec::new())
+    }
+
+    pub fn truncate_event(&self, ctx: &ChangeContext, position: String) -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Truncate,
+            source: self.source(ctx, position, false),
+            key: Row::new(),
+            before: None,
+            after: None,
+            unchanged: Vec::new(),
+            ts_ms: now_ms(),
+        }
+    }
+
+    fn old_row(&self, old: &OldRow) -> Row {
+        // Unchanged markers cannot appear in old rows; the list is discarded.
+        let mut ignored = Vec::new();
+        match old {
+            OldRow::Key(tuple) => self.row(tuple, true, &mut ignored),
+            OldRow::Full(tuple) => self.row(tuple, false, &mut ignored),
+        }
+    }
+
+    fn event(&self, ctx: &ChangeContext, position: String, op: Op, before: Option<Row>, after: Option<Row>, unchanged: Vec<ColumnName>) -> ChangeEvent {
+        // The key comes from the new row; a delete (or a key column left unchanged) uses the old.
+        let mut key = after.as_ref().map(|a| self.key_of(a)).unwrap_or_default();
+        if key.len() < self.key.len() {
+            if let Some(before) = &before {
+                key = self.key_of(before);
+            }
+        }
+        ChangeEvent { op, source: self.source(ctx, position, false), key, before, after, unchanged, ts_ms: now_ms() }
+    }
+}

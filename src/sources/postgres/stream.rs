@@ -1,0 +1,352 @@
+//! Streaming: reads the slot from a start LSN, turns pgoutput messages into events, and keeps
+//! the slot's confirmed position in step with the stored checkpoint.
+//!
+//! Plain transactions are emitted as their changes arrive (Begin gives txid and commit time),
+//! followed by a checkpoint mark at the Commit's end LSN. Streamed transactions are spooled
+//! and replayed on Stream Commit, or dropped on Stream Abort. When no transaction is open,
+//! a keepalive's WAL end (or a heartbeat message's LSN) becomes a checkpoint mark too, so the
+//! slot moves past WAL of unpublished tables. Standby status updates carry, as flush LSN, only
+//! the stored checkpoint the pipeline reports back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::catalog;
+use super::config::{quote_literal, PostgresConfig};
+use super::error::PostgresError;
+use super::lsn::Lsn;
+use super::pgoutput::{self, Frame, Message, RelationDef};
+use super::relation::{ChangeContext, Column, Relation};
+use super::spool::{Entry, Spool};
+use super::types::TypeRegistry;
+use super::walsender::ReplicationConnection;
+use crate::checkpoint::{Checkpoints, Position};
+use crate::source::{Mark, SourceContext, Stopped};
+
+/// Prefix of the heartbeat messages this source emits.
+pub const HEARTBEAT_PREFIX: &str = "cdc-bridge.heartbeat";
+/// A status update follows a newly stored checkpoint after at most this long.
+const STATUS_AFTER_STORE: Duration = Duration::from_millis(500);
+
+/// The open plain (non-streamed) transaction.
+struct OpenTransaction {
+    context: ChangeContext,
+    /// Already delivered before the resume point: its changes are skipped.
+    skip: bool,
+}
+
+pub struct Streamer<'a> {
+    pub conn: ReplicationConnection,
+    pub sql: &'a tokio_postgres::Client,
+    pub config: &'a PostgresConfig,
+    pub types: TypeRegistry,
+    pub database: Arc<str>,
+    /// Transactions that committed before this were delivered in an earlier run.
+    pub resume: Lsn,
+    relations: HashMap<u32, Arc<Relation>>,
+    /// Relation versions sent inside stream blocks, per streamed transaction.
+    stream_relations: HashMap<u32, HashMap<u32, Arc<Relation>>>,
+    spools: HashMap<u32, Spool>,
+    in_stream: Option<u32>,
+    open: Option<OpenTransaction>,
+    last_mark: Lsn,
+    received: Lsn,
+    flushed_sent: Lsn,
+}
+
+impl<'a> Streamer<'a> {
+    pub fn new(conn: ReplicationConnection, sql: &'a tokio_postgres::Client, config: &'a PostgresConfig, types: TypeRegistry, database: Arc<str>, resume: Lsn) -> Self {
+        Streamer {
+            conn,
+            sql,
+            config,
+            types,
+            database,
+            resume,
+            relations: HashMap::new(),
+            stream_relations: HashMap::new(),
+            spools: HashMap::new(),
+            in_stream: None,
+            open: None,
+            last_mark: resume,
+            received: resume,
+            flushed_sent: Lsn(0),
+        }
+    }
+
+    /// Starts replication at `self.resume` and runs until shutdown or an error.
+    pub async fn run(mut self, ctx: &mut SourceContext) -> Result<(), PostgresError> {
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '2', publication_names {}, streaming 'on', messages 'true')",
+            self.config.slot,
+            self.resume,
+            quote_literal(&format!("\"{}\"", self.config.publication.replace('"', "\"\""))),
+        );
+        self.conn.start_replication(&sql).await?;
+        tracing::info!(pipeline = %ctx.pipeline, slot = %self.config.slot, from = %self.resume, "streaming changes");
+
+        let mut status_tick = tokio::time::interval(Duration::from_millis(self.config.status_interval_ms.max(100)));
+        status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let heartbeat_ms = if self.config.heartbeat_interval_ms == 0 { u64::MAX / 4 } else { self.config.heartbeat_interval_ms };
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + Duration::from_millis(heartbeat_ms), Duration::from_millis(heartbeat_ms));
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stored = ctx.stored.clone();
+        let mut shutdown = ctx.shutdown.clone();
+        let mut store_pending = false;
+        let mut store_debounce = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.requested() => break,
+                data = self.conn.recv_copy_data() => {
+                    match self.on_frame(data?, ctx).await {
+                        Ok(true) => { let latest = stored.borrow().clone(); self.send_status(&latest).await? },
+                        Ok(false) => {}
+                        Err(Failure::Stopped) => break,
+                        Err(Failure::Error(err)) => return Err(err),
+                    }
+                }
+                changed = stored.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if !store_pending {
+                        store_pending = true;
+                        store_debounce.as_mut().reset(Instant::now() + STATUS_AFTER_STORE);
+                    }
+                }
+                _ = &mut store_debounce, if store_pending => {
+                    store_pending = false;
+                    { let latest = stored.borrow().clone(); self.send_status(&latest).await? };
+                }
+                _ = status_tick.tick() => { let latest = stored.borrow().clone(); self.send_status(&latest).await? },
+                _ = heartbeat.tick() => {
+                    self.sql
+                        .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
+                        .await
+                        .map_err(|e| PostgresError::sql("emitting a heartbeat", e))?;
+                }
+            }
+        }
+        let last = stored.borrow().clone();
+        self.send_status(&last).await?;
+        self.conn.close().await;
+        Ok(())
+    }
+
+    /// Handles one frame; returns whether the server asked for a status update now.
+    async fn on_frame(&mut self, data: Bytes, ctx: &SourceContext) -> Result<bool, Failure> {
+        match pgoutput::parse_frame(data)? {
+            Frame::Keepalive { wal_end, reply } => {
+                self.received = self.received.max(wal_end);
+                if self.is_idle() && wal_end > self.last_mark {
+                    self.mark(ctx, wal_end).await?;
+                }
+                Ok(reply)
+            }
+            Frame::XLogData { start, data } => {
+                self.received = self.received.max(start);
+                let message = pgoutput::parse_message(data.clone(), self.in_stream.is_some())?;
+                self.on_message(start, message, data, ctx).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.open.is_none() && self.in_stream.is_none() && self.spools.is_empty()
+    }
+
+    async fn on_message(&mut self, lsn: Lsn, message: Message, raw: Bytes, ctx: &SourceContext) -> Result<(), Failure> {
+        if let Some(xid) = message.stream_xid() {
+            return self.on_streamed(xid, lsn, message, raw).await;
+        }
+        match message {
+            Message::Begin { final_lsn, commit_ts_us, xid } => {
+                self.open = Some(OpenTransaction { context: self.context(ctx, xid, commit_ts_us), skip: final_lsn < self.resume });
+            }
+            Message::Commit { end_lsn, .. } => {
+                let skipped = self.open.take().is_some_and(|t| t.skip);
+                if !skipped && end_lsn > self.last_mark {
+                    self.mark(ctx, end_lsn).await?;
+                }
+            }
+            Message::Relation { relation, .. } => {
+                let relation = self.relation_from(relation).await?;
+                self.relations.insert(relation.oid, Arc::new(relation));
+            }
+            Message::Origin | Message::Type { .. } => {}
+            Message::Insert { .. } | Message::Update { .. } | Message::Delete { .. } | Message::Truncate { .. } => {
+                let Some(open) = self.open.as_ref() else {
+                    return Err(PostgresError::Protocol("row change outside a transaction".into()).into());
+                };
+                if !open.skip {
+                    let context = open.context.clone();
+                    for event in self.events(&message, lsn, &context, &self.relations)? {
+                        ctx.emit.event(event).await?;
+                    }
+                }
+            }
+            Message::Logical { transactional, lsn: message_lsn, prefix, .. } => {
+                if !transactional && self.is_idle() && message_lsn > self.last_mark {
+                    // Heartbeats (ours or anyone's) move the checkpoint while nothing else does.
+                    self.mark(ctx, message_lsn).await?;
+                } else if prefix != HEARTBEAT_PREFIX {
+                    tracing::debug!(prefix = %prefix, "ignoring logical decoding message");
+                }
+            }
+            Message::StreamStart { xid } => {
+                self.in_stream = Some(xid);
+                self.spools.entry(xid).or_insert_with(|| Spool::new(self.config.stream_memory_bytes, self.config.spill_dir.clone()));
+            }
+            Message::StreamStop => self.in_stream = None,
+            Message::StreamCommit { xid, commit_lsn, end_lsn, commit_ts_us } => {
+                self.stream_commit(ctx, xid, commit_lsn, end_lsn, commit_ts_us).await?;
+            }
+            Message::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    self.spools.remove(&xid);
+                    self.stream_relations.remove(&xid);
+                } else if let Some(spool) = self.spools.get_mut(&xid) {
+                    spool.abort_subtransaction(subxid)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A message inside a stream block: spooled until its transaction commits or aborts.
+    async fn on_streamed(&mut self, xid: u32, lsn: Lsn, message: Message, raw: Bytes) -> Result<(), Failure> {
+        let top = self.in_stream.ok_or_else(|| PostgresError::Protocol("streamed change outside a stream block".into()))?;
+        let relation_oids: Vec<u32> = match &message {
+            Message::Relation { relation, .. } => {
+                let relation = Arc::new(self.relation_from(relation.clone()).await?);
+                self.stream_relations.entry(top).or_default().insert(relation.oid, relation);
+                return Ok(());
+            }
+            Message::Insert { oid, .. } | Message::Update { oid, .. } | Message::Delete { oid, .. } => vec![*oid],
+            Message::Truncate { oids, .. } => oids.clone(),
+            _ => return Ok(()),
+        };
+        let overlay = self.stream_relations.get(&top);
+        let mut relations = Vec::with_capacity(relation_oids.len());
+        for oid in relation_oids {
+            let relation = overlay
+                .and_then(|o| o.get(&oid))
+                .or_else(|| self.relations.get(&oid))
+                .cloned()
+                .ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")))?;
+            relations.push(relation);
+        }
+        let spool = self.spools.get_mut(&top).ok_or_else(|| PostgresError::Protocol(format!("no spool for streamed transaction {top}")))?;
+        let relations = relations.iter().map(|r| spool.relation_index(r)).collect();
+        spool.push(xid, Entry { lsn, relations, raw })?;
+        Ok(())
+    }
+
+    async fn stream_commit(&mut self, ctx: &SourceContext, xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64) -> Result<(), Failure> {
+        self.stream_relations.remove(&xid);
+        let Some(spool) = self.spools.remove(&xid) else {
+            return Ok(());
+        };
+        if commit_lsn < self.resume {
+            return Ok(());
+        }
+        let context = self.context(ctx, xid, commit_ts_us);
+        let (relations, mut entries) = spool.into_entries()?;
+        while let Some(entry) = entries.next_entry()? {
+            let message = pgoutput::parse_message(entry.raw, true)?;
+            let by_oid: HashMap<u32, Arc<Relation>> =
+                entry.relations.iter().map(|&i| relations[i as usize].clone()).map(|r| (r.oid, r)).collect();
+            for event in self.events(&message, entry.lsn, &context, &by_oid)? {
+                ctx.emit.event(event).await?;
+            }
+        }
+        if end_lsn > self.last_mark {
+            self.mark(ctx, end_lsn).await?;
+        }
+        Ok(())
+    }
+
+    fn events(
+        &self,
+        message: &Message,
+        lsn: Lsn,
+        context: &ChangeContext,
+        relations: &HashMap<u32, Arc<Relation>>,
+    ) -> Result<Vec<crate::envelope::ChangeEvent>, PostgresError> {
+        let relation = |oid: &u32| relations.get(oid).ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")));
+        let position = lsn.to_string();
+        Ok(match message {
+            Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, position, new)],
+            Message::Update { oid, old, new, .. } => vec![relation(oid)?.update_event(context, position, old.as_ref(), new)],
+            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, position, old)],
+            Message::Truncate { oids, .. } => {
+                oids.iter().map(|oid| Ok(relation(oid)?.truncate_event(context, position.clone()))).collect::<Result<_, PostgresError>>()?
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    fn context(&self, ctx: &SourceContext, xid: u32, commit_ts_us: i64) -> ChangeContext {
+        ChangeContext {
+            pipeline: ctx.pipeline.clone(),
+            database: self.database.clone(),
+            txid: Some(xid.to_string()),
+            commit_ts_ms: Some((commit_ts_us + pgoutput::PG_EPOCH_OFFSET_US).div_euclid(1000)),
+        }
+    }
+
+    async fn relation_from(&mut self, def: RelationDef) -> Result<Relation, PostgresError> {
+        let oids: Vec<u32> = def.columns.iter().map(|c| c.type_oid).collect();
+        self.types.ensure(self.sql, &oids).await?;
+        let columns = def
+            .columns
+            .into_iter()
+            .map(|c| Column { decoder: self.types.get(c.type_oid), name: Arc::from(c.name), identity: c.identity })
+            .collect();
+        let mut relation = Relation { oid: def.oid, schema: def.schema.into(), table: def.table.into(), columns, key: Vec::new() };
+        relation.key = catalog::key_columns(self.sql, &relation).await?;
+        Ok(relation)
+    }
+
+    async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Stopped> {
+        self.last_mark = lsn;
+        ctx.emit.checkpoint(Mark { partition: String::new(), position: Position::from_counter(lsn.to_string(), lsn.0) }).await
+    }
+
+    /// Reports `received` as written and the stored checkpoint as flushed.
+    async fn send_status(&mut self, stored: &Checkpoints) -> Result<(), PostgresError> {
+        let flush = stored.get("").and_then(|p| p.token.parse::<Lsn>().ok()).unwrap_or(Lsn(0));
+        let now_us = crate::envelope::now_ms() * 1000;
+        self.conn.send_copy_data(&pgoutput::status_update(self.received.max(flush), flush, now_us)).await?;
+        if flush > self.flushed_sent {
+            tracing::debug!(flush = %flush, "confirmed to PostgreSQL");
+            self.flushed_sent = flush;
+        }
+        Ok(())
+    }
+}
+
+/// Why handling a frame stopped: a source error, or the pipeline no longer reading.
+pub enum Failure {
+    Error(PostgresError),
+    Stopped,
+}
+
+impl From<PostgresError> for Failure {
+    fn from(err: PostgresError) -> Self {
+        Failure::Error(err)
+    }
+}
+
+impl From<Stopped> for Failure {
+    fn from(_: Stopped) -> Self {
+        Failure::Stopped
+    }
+}

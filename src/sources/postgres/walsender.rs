@@ -1,0 +1,286 @@
+//! The replication connection: a walsender session driven with `postgres-protocol` codecs
+//! over a plain TCP stream (tokio-postgres cannot speak the replication sub-protocol).
+//!
+//! It authenticates (cleartext, MD5 or SCRAM-SHA-256), runs replication commands with the
+//! simple query protocol, and once `START_REPLICATION` answers with CopyBothResponse, carries
+//! CopyData both ways. Server errors become [`PostgresError::Server`] with their SQLSTATE.
+
+use bytes::{Buf, Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::{PostgresError, ServerError};
+use crate::config::Secret;
+
+/// Session settings that make text output unambiguous; used by both connections.
+pub const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex";
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub dbname: String,
+}
+
+impl Endpoint {
+    pub fn from_url(url: &Secret) -> Result<Self, PostgresError> {
+        let config: tokio_postgres::Config =
+            url.expose().parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            None => "localhost".to_owned(),
+            Some(_) => return Err(PostgresError::Protocol("unix-socket hosts are not supported; use a TCP host".into())),
+        };
+        let user = config.get_user().unwrap_or_default().to_owned();
+        Ok(Endpoint {
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            dbname: config.get_dbname().map_or_else(|| user.clone(), str::to_owned),
+            password: config.get_password().map(|p| Secret::new(String::from_utf8_lossy(p))),
+            user,
+            host,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A message from the server, with CopyData and CopyBothResponse framed here.
+pub enum Backend {
+    CopyData(Bytes),
+    CopyBothResponse,
+    Other(backend::Message),
+}
+
+pub struct ReplicationConnection {
+    stream: TcpStream,
+    read: BytesMut,
+    write: BytesMut,
+}
+
+/// Rows of a simple query, every value as text.
+pub type TextRows = Vec<Vec<Option<String>>>;
+
+impl ReplicationConnection {
+    /// Connects and authenticates a `replication=database` session.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, PostgresError> {
+        let stream = TcpStream::connect(endpoint.addr())
+            .await
+            .map_err(|source| PostgresError::Connect { addr: endpoint.addr(), source })?;
+        stream.set_nodelay(true).map_err(PostgresError::Io)?;
+        let mut conn = ReplicationConnection { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+        let params = [
+            ("user", endpoint.user.as_str()),
+            ("database", endpoint.dbname.as_str()),
+            ("replication", "database"),
+            ("application_name", "cdc-bridge"),
+            ("options", SESSION_OPTIONS),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut conn.write).map_err(PostgresError::Io)?;
+        conn.flush().await?;
+        conn.authenticate(endpoint).await?;
+        loop {
+            match conn.next().await? {
+                Backend::Other(backend::Message::ReadyForQuery(_)) => return Ok(conn),
+                Backend::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, endpoint: &Endpoint) -> Result<(), PostgresError> {
+        let password = || {
+            endpoint
+                .password
+                .as_ref()
+                .map(|p| p.expose().as_bytes().to_vec())
+                .ok_or_else(|| PostgresError::Auth(format!("the server wants a password for user {:?} and the url has none", endpoint.user)))
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let message = match self.next().await? {
+                Backend::Other(message) => message,
+                _ => return Err(PostgresError::Protocol("copy data during authentication".into())),
+            };
+            match message {
+                backend::Message::AuthenticationOk => return Ok(()),
+                backend::Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(&password()?, &mut self.write).map_err(PostgresError::Io)?;
+                }
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let hash = postgres_protocol::authentication::md5_hash(endpoint.user.as_bytes(), &password()?, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write).map_err(PostgresError::Io)?;
+                }
+                backend::Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut offered = false;
+                    while let Some(mechanism) = mechanisms.next().map_err(PostgresError::Io)? {
+                        offered |= mechanism == SCRAM_SHA_256;
+                    }
+                    if !offered {
+                        return Err(PostgresError::Auth("the server offers no SASL mechanism cdc-bridge supports (SCRAM-SHA-256)".into()));
+                    }
+                    let client = ScramSha256::new(&password()?, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut self.write).map_err(PostgresError::Io)?;
+                    scram = Some(client);
+                }
+                backend::Message::AuthenticationSaslContinue(body) => {
+                    let client = scram.as_mut().ok_or_else(|| PostgresError::Protocol("SASL continue without start".into()))?;
+                    client.update(body.data()).map_err(|e| PostgresError::Auth(format!("SCRAM: {e}")))?;
+                    frontend::sasl_response(client.message(), &mut self.write).map_err(PostgresError::Io)?;
+                }
+                backend::Message::AuthenticationSaslFinal(body) => {
+                    let client = scram.as_mut().ok_or_else(|| PostgresError::Protocol("SASL final without start".into()))?;
+                    client.finish(body.data()).map_err(|e| PostgresError::Auth(format!("SCRAM server signature: {e}")))?;
+                    continue;
+                }
+                backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+                _ => return Err(PostgresError::Protocol("unsupported authentication method (use password, md5 or scram-sha-256)".into())),
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Runs one replication command or query; returns its rows as text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<TextRows, PostgresError> {
+        frontend::query(sql, &mut self.write).map_err(PostgresError::Io)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            match self.next().await? {
+                Backend::Other(backend::Message::DataRow(body)) => rows.push(text_values(&body)?),
+                Backend::Other(backend::Message::ErrorResponse(body)) => error = Some(server_error(&body)),
+                Backend::Other(backend::Message::ReadyForQuery(_)) => break,
+                _ => {}
+            }
+        }
+        error.map_or(Ok(rows), Err)
+    }
+
+    /// Sends `START_REPLICATION ...` and waits for the copy-both mode to begin.
+    pub async fn start_replication(&mut self, sql: &str) -> Result<(), PostgresError> {
+        frontend::query(sql, &mut self.write).map_err(PostgresError::Io)?;
+        self.flush().await?;
+        loop {
+            match self.next().await? {
+                Backend::CopyBothResponse => return Ok(()),
+                Backend::Other(backend::Message::ErrorResponse(body)) => {
+                    let err = server_error(&body);
+                    // Drain to ReadyForQuery so the error is the whole story.
+                    while !matches!(self.next().await?, Backend::Other(backend::Message::ReadyForQuery(_))) {}
+                    return Err(err);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next CopyData payload of the replication stream.
+    pub async fn recv_copy_data(&mut self) -> Result<Bytes, PostgresError> {
+        loop {
+            match self.next().await? {
+                Backend::CopyData(data) => return Ok(data),
+                Backend::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
+                Backend::Other(backend::Message::CopyDone) => {
+                    return Err(PostgresError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server ended the replication stream")))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends one CopyData message (a standby status update).
+    pub async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), PostgresError> {
+        frontend::CopyData::new(payload).map_err(PostgresError::Io)?.write(&mut self.write);
+        self.flush().await
+    }
+
+    /// Says goodbye (best effort).
+    pub async fn close(mut self) {
+        frontend::terminate(&mut self.write);
+        let _ = self.flush().await;
+    }
+
+    async fn flush(&mut self) -> Result<(), PostgresError> {
+        self.stream.write_all(&self.write).await.map_err(PostgresError::Io)?;
+        self.write.clear();
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<Backend, PostgresError> {
+        loop {
+            if self.read.len() >= 5 {
+                let tag = self.read[0];
+                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+                if len < 4 {
+                    return Err(PostgresError::Protocol(format!("message length {len}")));
+                }
+                if self.read.len() > len {
+                    match tag {
+                        b'd' => {
+                            let mut frame = self.read.split_to(len + 1);
+                            frame.advance(5);
+                            return Ok(Backend::CopyData(frame.freeze()));
+                        }
+                        b'W' => {
+                            self.read.advance(len + 1);
+                            return Ok(Backend::CopyBothResponse);
+                        }
+                        _ => {
+                            let message = backend::Message::parse(&mut self.read).map_err(PostgresError::Io)?;
+                            return message.map(Backend::Other).ok_or_else(|| PostgresError::Protocol("short message".into()));
+                        }
+                    }
+                }
+                self.read.reserve(len + 1 - self.read.len());
+            }
+            let read = self.stream.read_buf(&mut self.read).await.map_err(PostgresError::Io)?;
+            if read == 0 {
+                return Err(PostgresError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection")));
+            }
+        }
+    }
+}
+
+fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, PostgresError> {
+    use postgres_protocol::message::backend::DataRowBody;
+    let buffer = DataRowBody::buffer(body);
+    let mut ranges = body.ranges();
+    let mut values = Vec::new();
+    while let Some(range) = ranges.next().map_err(PostgresError::Io)? {
+        values.push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
+    }
+    Ok(values)
+}
+
+/// Turns an ErrorResponse into a [`PostgresError`]; authentication failures become `Auth`.
+fn server_error(body: &backend::ErrorResponseBody) -> PostgresError {
+    let mut err = ServerError { severity: String::new(), code: String::new(), message: String::new(), detail: None, hint: None };
+    let mut fields = body.fields();
+    while let Ok(Some(field)) = fields.next() {
+        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+        match field.type_() {
+            b'V' => err.severity = value,
+            b'S' if err.severity.is_empty() => err.severity = value,
+            b'C' => err.code = value,
+            b'M' => err.message = value,
+            b'D' => err.detail = Some(value),
+            b'H' => err.hint = Some(value),
+            _ => {}
+        }
+    }
+    if err.code.starts_with("28") {
+        PostgresError::Auth(err.message)
+    } else {
+        PostgresError::Server(err)
+    }
+}
