@@ -41,8 +41,17 @@ impl Workspace {
         self.command(args).output().expect("run cdc-bridge")
     }
 
+    /// Starts the daemon in the background; its log is appended to `bridge.log`.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn cdc-bridge")
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("bridge.log")).expect("log file");
+        self.command(args).stdout(Stdio::null()).stderr(log).spawn().expect("spawn cdc-bridge")
+    }
+
+    /// The last lines of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.path("bridge.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// The generator position stored for `pipeline` (0 when none).
@@ -99,3 +108,6 @@ impl Rng {
         self.0 % bound
     }
 }
+
+pub mod pg;
+pub mod types;

@@ -250,7 +250,11 @@ impl<'a> Streamer<'a> {
     }
 
     async fn stream_commit(&mut self, ctx: &SourceContext, xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64) -> Result<(), Failure> {
-        self.stream_relations.remove(&xid);
+        // Once committed, the server treats relations sent inside the stream as known to us
+        // for every later transaction: they join the shared cache.
+        if let Some(overlay) = self.stream_relations.remove(&xid) {
+            self.relations.extend(overlay);
+        }
         let Some(spool) = self.spools.remove(&xid) else {
             return Ok(());
         };

@@ -1,0 +1,125 @@
+//! What Postgres changes become: TOAST, replica identities, TRUNCATE, DDL mid-stream, and
+//! streamed (in-progress) transactions with savepoints and aborts.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::pg::PgFixture;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn of_op<'a>(events: &'a [Value], op: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["op"] == op).collect()
+}
+
+#[tokio::test]
+async fn unchanged_toast_is_listed_never_a_placeholder() {
+    let fx = PgFixture::new("sem_toast").await;
+    fx.sql(
+        "CREATE TABLE sem_toast.doc (id int PRIMARY KEY, body text, n int); \
+         ALTER TABLE sem_toast.doc ALTER COLUMN body SET STORAGE EXTERNAL",
+    )
+    .await;
+    let child = fx.spawn(&fx.config(&["doc"], "snapshot = \"never\""));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.sql("INSERT INTO sem_toast.doc VALUES (1, repeat('x', 100000), 1); UPDATE sem_toast.doc SET n = 2 WHERE id = 1").await;
+    let events = fx.wait_for_events(2, WAIT);
+    fx.stop(child);
+    fx.cleanup().await;
+
+    assert_eq!(events[0]["after"]["body"].as_str().map(str::len), Some(100000));
+    let update = &events[1];
+    assert_eq!(update["op"], "update");
+    assert_eq!(update["unchanged"], json!(["body"]));
+    assert_eq!(update["after"], json!({"id": 1, "n": 2}), "body must be absent, not a placeholder");
+}
+
+#[tokio::test]
+async fn replica_identity_full_and_default_before_images_and_truncate() {
+    let fx = PgFixture::new("sem_identity").await;
+    fx.sql(
+        "CREATE TABLE sem_identity.full_t (id int PRIMARY KEY, v text); ALTER TABLE sem_identity.full_t REPLICA IDENTITY FULL; \
+         CREATE TABLE sem_identity.dflt (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    let child = fx.spawn(&fx.config(&["full_t", "dflt"], "snapshot = \"never\""));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.sql(
+        "INSERT INTO sem_identity.full_t VALUES (1, 'a'); UPDATE sem_identity.full_t SET v = 'b'; DELETE FROM sem_identity.full_t; \
+         INSERT INTO sem_identity.dflt VALUES (1, 'a'); UPDATE sem_identity.dflt SET v = 'b'; UPDATE sem_identity.dflt SET id = 2; \
+         DELETE FROM sem_identity.dflt; TRUNCATE sem_identity.dflt",
+    )
+    .await;
+    let events = fx.wait_for_events(8, WAIT);
+    fx.stop(child);
+    fx.cleanup().await;
+
+    let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["insert", "update", "delete", "insert", "update", "update", "delete", "truncate"]);
+    // FULL: complete old rows.
+    assert_eq!(events[1]["before"], json!({"id": 1, "v": "a"}));
+    assert_eq!(events[2]["before"], json!({"id": 1, "v": "b"}));
+    assert_eq!(events[2]["key"], json!({"id": 1}));
+    // DEFAULT: no before for a plain update, the old key for a key change and a delete.
+    assert_eq!(events[4]["before"], Value::Null);
+    assert_eq!(events[5]["before"], json!({"id": 1}));
+    assert_eq!(events[5]["key"], json!({"id": 2}));
+    assert_eq!(events[6]["before"], json!({"id": 2}));
+    assert_eq!(events[7]["source"]["table"], "dflt");
+    assert_eq!(events[7]["key"], json!({}));
+    // Every change of one transaction shares its txid and commit time.
+    assert_eq!(events[0]["source"]["txid"], events[7]["source"]["txid"]);
+    assert!(events[0]["source"]["commit_ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+}
+
+#[tokio::test]
+async fn columns_added_and_dropped_mid_stream_appear_without_restart() {
+    let fx = PgFixture::new("sem_ddl").await;
+    fx.sql("CREATE TABLE sem_ddl.t (id int PRIMARY KEY, a text)").await;
+    let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\""));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.sql("INSERT INTO sem_ddl.t VALUES (1, 'x')").await;
+    fx.sql("ALTER TABLE sem_ddl.t ADD COLUMN b int DEFAULT 7").await;
+    fx.sql("INSERT INTO sem_ddl.t VALUES (2, 'y', 8)").await;
+    fx.sql("ALTER TABLE sem_ddl.t DROP COLUMN a").await;
+    fx.sql("INSERT INTO sem_ddl.t VALUES (3, 9)").await;
+    let events = fx.wait_for_events(3, WAIT);
+    fx.stop(child);
+    fx.cleanup().await;
+    assert_eq!(events[0]["after"], json!({"id": 1, "a": "x"}));
+    assert_eq!(events[1]["after"], json!({"id": 2, "a": "y", "b": 8}));
+    assert_eq!(events[2]["after"], json!({"id": 3, "b": 9}));
+}
+
+#[tokio::test]
+async fn streamed_transactions_honour_savepoint_rollbacks_and_aborts() {
+    let fx = PgFixture::new("sem_stream").await;
+    fx.sql("CREATE TABLE sem_stream.t (id int PRIMARY KEY, pad text)").await;
+    // A tiny spill threshold so the streamed transaction also goes through the disk spool.
+    let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\"\nstream_memory_bytes = 65536"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // logical_decoding_work_mem is 64kB on the test server: these transactions are streamed.
+    fx.sql(
+        "BEGIN; INSERT INTO sem_stream.t SELECT g, repeat('p', 100) FROM generate_series(1, 5000) g; \
+         SAVEPOINT s1; INSERT INTO sem_stream.t SELECT g, 'rolled back' FROM generate_series(5001, 8000) g; ROLLBACK TO s1; \
+         INSERT INTO sem_stream.t SELECT g, 'kept' FROM generate_series(8001, 8010) g; COMMIT",
+    )
+    .await;
+    fx.sql("BEGIN; INSERT INTO sem_stream.t SELECT g, 'aborted' FROM generate_series(20001, 26000) g; ROLLBACK").await;
+    fx.sql("INSERT INTO sem_stream.t VALUES (99999, 'after')").await;
+    let events = fx.wait_for_events(5011, WAIT);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events_settled = fx.events();
+    fx.stop(child);
+    fx.cleanup().await;
+
+    assert_eq!(events_settled.len(), 5011, "rolled back and aborted rows must not appear");
+    let ids: Vec<i64> = events.iter().map(|e| e["key"]["id"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=5000).chain(8001..=8010).chain([99999]).collect();
+    assert_eq!(ids, expected);
+    let txids: std::collections::HashSet<_> = events[..5010].iter().map(|e| e["source"]["txid"].clone()).collect();
+    assert_eq!(txids.len(), 1, "one transaction, one txid");
+    assert!(of_op(&events, "insert").len() == 5011);
+}

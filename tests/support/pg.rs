@@ -1,0 +1,114 @@
+//! PostgreSQL fixtures: a schema, slot and publication per test on the server that
+//! `scripts/services.sh` started (its URL comes from `CDC_BRIDGE_PG_URL`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use super::{terminate, Workspace};
+
+pub fn pg_url() -> String {
+    std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL is not set: run the tests with scripts/test.sh")
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// A test's own schema (`name`), slot and publication, and a workspace for the bridge.
+pub struct PgFixture {
+    pub name: String,
+    pub ws: Workspace,
+    pub client: tokio_postgres::Client,
+}
+
+impl PgFixture {
+    pub async fn new(name: &str) -> Self {
+        let client = connect(&pg_url()).await;
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}; DROP PUBLICATION IF EXISTS {name}"))
+            .await
+            .expect("create schema");
+        drop_slot(&client, name).await;
+        PgFixture { name: name.to_owned(), ws: Workspace::new(), client }
+    }
+
+    /// Writes a config capturing `tables` (names within the schema) into `out/<name>.jsonl`.
+    pub fn config(&self, tables: &[&str], source_extra: &str) -> PathBuf {
+        let tables: Vec<String> = tables.iter().map(|t| format!("\"{}.{t}\"", self.name)).collect();
+        self.ws.config(&format!(
+            "[[pipeline]]\nname = \"{n}\"\n[pipeline.source]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\n\
+             slot = \"{n}\"\npublication = \"{n}\"\ntables = [{}]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n{source_extra}\n\
+             [pipeline.sink]\nkind = \"file\"\npath = \"out/{n}.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n",
+            tables.join(", "),
+            n = self.name
+        ))
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.ws.path(&format!("out/{}.jsonl", self.name))
+    }
+
+    pub fn spawn(&self, config: &std::path::Path) -> Child {
+        self.ws.spawn(&["run", "--config", config.to_str().unwrap()])
+    }
+
+    /// Every event written so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        read_events(&self.out())
+    }
+
+    /// Waits until at least `count` events were written.
+    pub fn wait_for_events(&self, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let events = self.events();
+            if events.len() >= count {
+                return events;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {count} events (have {}); bridge log:\n{}", events.len(), self.ws.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and the exit status must be 0.
+    pub fn stop(&self, mut child: Child) {
+        terminate(&child);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "bridge exit status");
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn cleanup(&self) {
+        drop_slot(&self.client, &self.name).await;
+    }
+}
+
+pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) {
+    // The slot may still be held by a bridge that is shutting down: retry briefly.
+    for _ in 0..50 {
+        let dropped = client
+            .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await;
+        if dropped.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
