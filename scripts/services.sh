@@ -7,12 +7,15 @@
 #   scripts/services.sh stop  [SERVICE...]   stop what this script started
 #   scripts/services.sh env                  print the variables tests read (source it)
 #
-# Services: postgres
+# Services: postgres (wal_level=logical; the tests' main server), postgres_restart (a second
+# logical server that one test restarts), postgres_replica (wal_level=replica, for the error
+# test); each is a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
+#   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres)
+ALL_SERVICES=(postgres postgres_restart postgres_replica)
 
 log() { echo "services: $*" >&2; }
 
@@ -25,25 +28,27 @@ wait_for() { # seconds, description, command...
 # ---- PostgreSQL: wal_level=logical, role cdc (LOGIN REPLICATION, password cdc), db app ----
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
-postgres_start() {
+# pg_cluster_start NAME PORT WAL_LEVEL
+pg_cluster_start() {
+  local name=$1 port=$2 wal_level=$3
   if [ -z "$(pg_bin)" ]; then
     log "installing postgresql"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   fi
-  local bin root=$RUN_DIR/postgres
+  local bin root=$RUN_DIR/$name
   bin=$(pg_bin)
   if [ -f "$root/data/postmaster.pid" ] && kill -0 "$(head -1 "$root/data/postmaster.pid")" 2>/dev/null; then
-    log "postgres already running on 127.0.0.1:$PG_PORT"; return 0
+    log "$name already running on 127.0.0.1:$port"; return 0
   fi
   rm -rf "$root"; install -d -o postgres -g postgres "$root" "$root/sock"
   runuser -u postgres -- "$bin/initdb" -D "$root/data" -U postgres --auth=trust -E UTF8 --no-locale >"$root/initdb.log"
   cat >>"$root/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
+port = $port
 unix_socket_directories = '$root/sock'
-wal_level = logical
-max_wal_senders = 20
-max_replication_slots = 20
+wal_level = $wal_level
+max_wal_senders = 40
+max_replication_slots = 40
 logical_decoding_work_mem = 64kB
 fsync = off
 CONF
@@ -53,23 +58,38 @@ local all all trust
 host  all all 127.0.0.1/32 scram-sha-256
 HBA
   runuser -u postgres -- "$bin/pg_ctl" -D "$root/data" -l "$root/server.log" -w -t 60 start >/dev/null
-  psql -h "$root/sock" -p "$PG_PORT" -U postgres -qAt -v ON_ERROR_STOP=1 <<SQL
+  psql -h "$root/sock" -p "$port" -U postgres -qAt -v ON_ERROR_STOP=1 <<SQL
 CREATE ROLE cdc LOGIN REPLICATION PASSWORD 'cdc';
 CREATE DATABASE app OWNER cdc;
 SQL
-  log "postgres running on 127.0.0.1:$PG_PORT (pid $(head -1 "$root/data/postmaster.pid"))"
+  log "$name running on 127.0.0.1:$port (pid $(head -1 "$root/data/postmaster.pid"))"
 }
 
-postgres_stop() {
-  local root=$RUN_DIR/postgres
+pg_cluster_stop() {
+  local root=$RUN_DIR/$1
   [ -f "$root/data/postmaster.pid" ] || return 0
   runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$root/data" -m fast -w stop >/dev/null || true
 }
 
+pg_cluster_restart() {
+  runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$RUN_DIR/$1/data" -m fast -w -t 60 restart -l "$RUN_DIR/$1/server.log" >/dev/null
+}
+
+PG_RESTART_PORT=$((PG_PORT + 1))
+PG_REPLICA_PORT=$((PG_PORT + 2))
+postgres_start() { pg_cluster_start postgres "$PG_PORT" logical; }
+postgres_stop() { pg_cluster_stop postgres; }
+postgres_restart_start() { pg_cluster_start postgres_restart "$PG_RESTART_PORT" logical; }
+postgres_restart_stop() { pg_cluster_stop postgres_restart; }
+postgres_replica_start() { pg_cluster_start postgres_replica "$PG_REPLICA_PORT" replica; }
+postgres_replica_stop() { pg_cluster_stop postgres_replica; }
+
 postgres_env() {
   echo "export CDC_BRIDGE_PG_URL=postgres://cdc:cdc@127.0.0.1:$PG_PORT/app"
-  echo "export CDC_BRIDGE_PG_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/app?host=$RUN_DIR/postgres/sock"
+  echo "export CDC_BRIDGE_PG_ADMIN_URL='host=$RUN_DIR/postgres/sock port=$PG_PORT user=postgres dbname=app'"
 }
+postgres_restart_env() { echo "export CDC_BRIDGE_PG_RESTART_URL=postgres://cdc:cdc@127.0.0.1:$PG_RESTART_PORT/app"; }
+postgres_replica_env() { echo "export CDC_BRIDGE_PG_REPLICA_URL=postgres://cdc:cdc@127.0.0.1:$PG_REPLICA_PORT/app"; }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }
 
@@ -78,5 +98,8 @@ case "$cmd" in
   start) mkdir -p "$RUN_DIR"; for s in $(services "$@"); do "${s}_start"; done ;;
   stop)  for s in $(services "$@"); do "${s}_stop"; done ;;
   env)   for s in $(services "$@"); do "${s}_env"; done ;;
-  *) echo "usage: $0 start|stop|env [SERVICE...]  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
+  restart) for s in "$@"; do
+             case "$s" in postgres|postgres_restart|postgres_replica) pg_cluster_restart "$s" ;; *) echo "cannot restart $s" >&2; exit 2 ;; esac
+           done ;;
+  *) echo "usage: $0 start|stop|env|restart [SERVICE...]  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
 esac

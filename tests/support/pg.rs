@@ -8,8 +8,18 @@ use std::time::Duration;
 
 use super::{terminate, Workspace};
 
+pub const MAIN: &str = "CDC_BRIDGE_PG_URL";
+pub const RESTARTABLE: &str = "CDC_BRIDGE_PG_RESTART_URL";
+pub const REPLICA_WAL: &str = "CDC_BRIDGE_PG_REPLICA_URL";
+pub const ADMIN: &str = "CDC_BRIDGE_PG_ADMIN_URL";
+
+/// The URL in environment variable `var` (set by `scripts/services.sh env`).
+pub fn env_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh"))
+}
+
 pub fn pg_url() -> String {
-    std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL is not set: run the tests with scripts/test.sh")
+    env_url(MAIN)
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
@@ -21,30 +31,38 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
 /// A test's own schema (`name`), slot and publication, and a workspace for the bridge.
 pub struct PgFixture {
     pub name: String,
+    /// The environment variable holding this fixture's server URL.
+    pub url_var: &'static str,
     pub ws: Workspace,
     pub client: tokio_postgres::Client,
 }
 
 impl PgFixture {
     pub async fn new(name: &str) -> Self {
-        let client = connect(&pg_url()).await;
+        Self::on(MAIN, name).await
+    }
+
+    /// A fixture on the server whose URL is in `url_var`.
+    pub async fn on(url_var: &'static str, name: &str) -> Self {
+        let client = connect(&env_url(url_var)).await;
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}; DROP PUBLICATION IF EXISTS {name}"))
             .await
             .expect("create schema");
         drop_slot(&client, name).await;
-        PgFixture { name: name.to_owned(), ws: Workspace::new(), client }
+        PgFixture { name: name.to_owned(), url_var, ws: Workspace::new(), client }
     }
 
     /// Writes a config capturing `tables` (names within the schema) into `out/<name>.jsonl`.
     pub fn config(&self, tables: &[&str], source_extra: &str) -> PathBuf {
         let tables: Vec<String> = tables.iter().map(|t| format!("\"{}.{t}\"", self.name)).collect();
         self.ws.config(&format!(
-            "[[pipeline]]\nname = \"{n}\"\n[pipeline.source]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\n\
+            "[[pipeline]]\nname = \"{n}\"\n[pipeline.source]\nkind = \"postgres\"\nurl = \"${{{var}}}\"\n\
              slot = \"{n}\"\npublication = \"{n}\"\ntables = [{}]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n{source_extra}\n\
              [pipeline.sink]\nkind = \"file\"\npath = \"out/{n}.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n",
             tables.join(", "),
-            n = self.name
+            n = self.name,
+            var = self.url_var
         ))
     }
 
@@ -85,6 +103,36 @@ impl PgFixture {
 
     pub async fn sql(&self, sql: &str) {
         self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Waits until the slot confirmed everything written so far (the bridge caught up).
+    pub async fn wait_caught_up(&self, timeout: Duration) {
+        let row = self.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap();
+        let target: String = row.get(0);
+        let start = std::time::Instant::now();
+        loop {
+            let done = self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::text::pg_lsn",
+                    &[&self.name, &target],
+                )
+                .await
+                .map(|r| r.is_some())
+                .unwrap_or(false);
+            if done {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "bridge did not catch up to {target}; log:\n{}", self.ws.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The LSN stored as this pipeline's checkpoint (the bridge must not be running).
+    pub fn stored_lsn(&self) -> Option<u64> {
+        let store = cdc_bridge::checkpoint::CheckpointStore::open(&self.ws.path("state")).ok()?;
+        let position = store.load(&self.name).ok()?.remove("")?;
+        Some(u64::from_be_bytes(position.rank.try_into().ok()?))
     }
 
     pub async fn cleanup(&self) {
