@@ -34,6 +34,9 @@ pub struct Relation {
 pub struct ChangeContext {
     pub pipeline: Arc<str>,
     pub database: Arc<str>,
+    /// The transaction's commit LSN (the consistent point for snapshot rows): positions
+    /// increase in commit order, so "latest position per key" is the latest state.
+    pub position: String,
     pub txid: Option<String>,
     pub commit_ts_ms: Option<i64>,
 }
@@ -65,14 +68,14 @@ impl Relation {
             .collect()
     }
 
-    fn source(&self, ctx: &ChangeContext, position: String, snapshot: bool) -> SourceInfo {
+    fn source(&self, ctx: &ChangeContext, snapshot: bool) -> SourceInfo {
         SourceInfo {
             connector: SourceKind::Postgres,
             pipeline: ctx.pipeline.clone(),
             database: ctx.database.clone(),
             schema: Some(self.schema.clone()),
             table: self.table.clone(),
-            position,
+            position: ctx.position.clone(),
             txid: ctx.txid.clone(),
             commit_ts_ms: ctx.commit_ts_ms,
             snapshot,
@@ -80,7 +83,7 @@ impl Relation {
     }
 
     /// A row read by the snapshot; `values` in column order.
-    pub fn snapshot_event(&self, ctx: &ChangeContext, position: &str, values: &[Option<&str>]) -> ChangeEvent {
+    pub fn snapshot_event(&self, ctx: &ChangeContext, values: &[Option<&str>]) -> ChangeEvent {
         let after: Row = self
             .columns
             .iter()
@@ -89,7 +92,7 @@ impl Relation {
             .collect();
         ChangeEvent {
             op: Op::Snapshot,
-            source: self.source(ctx, position.to_owned(), true),
+            source: self.source(ctx, true),
             key: self.key_of(&after),
             before: None,
             after: Some(after),
@@ -98,28 +101,28 @@ impl Relation {
         }
     }
 
-    pub fn insert_event(&self, ctx: &ChangeContext, position: String, new: &Tuple) -> ChangeEvent {
+    pub fn insert_event(&self, ctx: &ChangeContext, new: &Tuple) -> ChangeEvent {
         let mut unchanged = Vec::new();
         let after = self.row(new, false, &mut unchanged);
-        self.event(ctx, position, Op::Insert, None, Some(after), unchanged)
+        self.event(ctx, Op::Insert, None, Some(after), unchanged)
     }
 
-    pub fn update_event(&self, ctx: &ChangeContext, position: String, old: Option<&OldRow>, new: &Tuple) -> ChangeEvent {
+    pub fn update_event(&self, ctx: &ChangeContext, old: Option<&OldRow>, new: &Tuple) -> ChangeEvent {
         let mut unchanged = Vec::new();
         let after = self.row(new, false, &mut unchanged);
         let before = old.map(|old| self.old_row(old));
-        self.event(ctx, position, Op::Update, before, Some(after), unchanged)
+        self.event(ctx, Op::Update, before, Some(after), unchanged)
     }
 
-    pub fn delete_event(&self, ctx: &ChangeContext, position: String, old: &OldRow) -> ChangeEvent {
+    pub fn delete_event(&self, ctx: &ChangeContext, old: &OldRow) -> ChangeEvent {
         let before = self.old_row(old);
-        self.event(ctx, position, Op::Delete, Some(before), None, Vec::new())
+        self.event(ctx, Op::Delete, Some(before), None, Vec::new())
     }
 
-    pub fn truncate_event(&self, ctx: &ChangeContext, position: String) -> ChangeEvent {
+    pub fn truncate_event(&self, ctx: &ChangeContext) -> ChangeEvent {
         ChangeEvent {
             op: Op::Truncate,
-            source: self.source(ctx, position, false),
+            source: self.source(ctx, false),
             key: Row::new(),
             before: None,
             after: None,
@@ -137,7 +140,7 @@ impl Relation {
         }
     }
 
-    fn event(&self, ctx: &ChangeContext, position: String, op: Op, before: Option<Row>, after: Option<Row>, unchanged: Vec<ColumnName>) -> ChangeEvent {
+    fn event(&self, ctx: &ChangeContext, op: Op, before: Option<Row>, after: Option<Row>, unchanged: Vec<ColumnName>) -> ChangeEvent {
         // The key comes from the new row; a delete (or a key column left unchanged) uses the old.
         let mut key = after.as_ref().map(|a| self.key_of(a)).unwrap_or_default();
         if key.len() < self.key.len() {
@@ -145,6 +148,6 @@ impl Relation {
                 key = self.key_of(before);
             }
         }
-        ChangeEvent { op, source: self.source(ctx, position, false), key, before, after, unchanged, ts_ms: now_ms() }
+        ChangeEvent { op, source: self.source(ctx, false), key, before, after, unchanged, ts_ms: now_ms() }
     }
 }

@@ -40,8 +40,13 @@ pub async fn copy_tables(
         .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", super::config::quote_literal(snapshot_name)))
         .await
         .map_err(sql_err("importing the exported snapshot"))?;
-    let context = ChangeContext { pipeline: ctx.pipeline.clone(), database: database.clone(), txid: None, commit_ts_ms: None };
-    let position = consistent_point.to_string();
+    let context = ChangeContext {
+        pipeline: ctx.pipeline.clone(),
+        database: database.clone(),
+        position: consistent_point.to_string(),
+        txid: None,
+        commit_ts_ms: None,
+    };
     for (table, oid) in tables {
         let relation = catalog::relation(client, types, *oid).await?;
         let estimate = catalog::estimated_rows(client, *oid).await?;
@@ -60,7 +65,7 @@ pub async fn copy_tables(
             for message in &messages {
                 if let SimpleQueryMessage::Row(row) = message {
                     let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-                    ctx.emit.event(relation.snapshot_event(&context, &position, &values)).await?;
+                    ctx.emit.event(relation.snapshot_event(&context, &values)).await?;
                     rows_in_chunk += 1;
                 }
             }

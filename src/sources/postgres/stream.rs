@@ -1,7 +1,8 @@
 //! Streaming: reads the slot from a start LSN, turns pgoutput messages into events, and keeps
 //! the slot's confirmed position in step with the stored checkpoint.
 //!
-//! Plain transactions are emitted as their changes arrive (Begin gives txid and commit time),
+//! Plain transactions are emitted as their changes arrive (Begin gives txid, commit time and
+//! the commit LSN that positions every event of the transaction),
 //! followed by a checkpoint mark at the Commit's end LSN. Streamed transactions are spooled
 //! and replayed on Stream Commit, or dropped on Stream Abort. When no transaction is open,
 //! a keepalive's WAL end (or a heartbeat message's LSN) becomes a checkpoint mark too, so the
@@ -168,7 +169,7 @@ impl<'a> Streamer<'a> {
         }
         match message {
             Message::Begin { final_lsn, commit_ts_us, xid } => {
-                self.open = Some(OpenTransaction { context: self.context(ctx, xid, commit_ts_us), skip: final_lsn < self.resume });
+                self.open = Some(OpenTransaction { context: self.context(ctx, xid, final_lsn, commit_ts_us), skip: final_lsn < self.resume });
             }
             Message::Commit { end_lsn, .. } => {
                 let skipped = self.open.take().is_some_and(|t| t.skip);
@@ -187,7 +188,7 @@ impl<'a> Streamer<'a> {
                 };
                 if !open.skip {
                     let context = open.context.clone();
-                    for event in self.events(&message, lsn, &context, &self.relations)? {
+                    for event in self.events(&message, &context, &self.relations)? {
                         ctx.emit.event(event).await?;
                     }
                 }
@@ -261,13 +262,13 @@ impl<'a> Streamer<'a> {
         if commit_lsn < self.resume {
             return Ok(());
         }
-        let context = self.context(ctx, xid, commit_ts_us);
+        let context = self.context(ctx, xid, commit_lsn, commit_ts_us);
         let (relations, mut entries) = spool.into_entries()?;
         while let Some(entry) = entries.next_entry()? {
             let message = pgoutput::parse_message(entry.raw, true)?;
             let by_oid: HashMap<u32, Arc<Relation>> =
                 entry.relations.iter().map(|&i| relations[i as usize].clone()).map(|r| (r.oid, r)).collect();
-            for event in self.events(&message, entry.lsn, &context, &by_oid)? {
+            for event in self.events(&message, &context, &by_oid)? {
                 ctx.emit.event(event).await?;
             }
         }
@@ -280,27 +281,26 @@ impl<'a> Streamer<'a> {
     fn events(
         &self,
         message: &Message,
-        lsn: Lsn,
         context: &ChangeContext,
         relations: &HashMap<u32, Arc<Relation>>,
     ) -> Result<Vec<crate::envelope::ChangeEvent>, PostgresError> {
         let relation = |oid: &u32| relations.get(oid).ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")));
-        let position = lsn.to_string();
         Ok(match message {
-            Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, position, new)],
-            Message::Update { oid, old, new, .. } => vec![relation(oid)?.update_event(context, position, old.as_ref(), new)],
-            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, position, old)],
+            Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, new)],
+            Message::Update { oid, old, new, .. } => vec![relation(oid)?.update_event(context, old.as_ref(), new)],
+            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, old)],
             Message::Truncate { oids, .. } => {
-                oids.iter().map(|oid| Ok(relation(oid)?.truncate_event(context, position.clone()))).collect::<Result<_, PostgresError>>()?
+                oids.iter().map(|oid| Ok(relation(oid)?.truncate_event(context))).collect::<Result<_, PostgresError>>()?
             }
             _ => Vec::new(),
         })
     }
 
-    fn context(&self, ctx: &SourceContext, xid: u32, commit_ts_us: i64) -> ChangeContext {
+    fn context(&self, ctx: &SourceContext, xid: u32, commit_lsn: Lsn, commit_ts_us: i64) -> ChangeContext {
         ChangeContext {
             pipeline: ctx.pipeline.clone(),
             database: self.database.clone(),
+            position: commit_lsn.to_string(),
             txid: Some(xid.to_string()),
             commit_ts_ms: Some((commit_ts_us + pgoutput::PG_EPOCH_OFFSET_US).div_euclid(1000)),
         }

@@ -1,0 +1,77 @@
+//! Misconfigurations stop the pipeline with a message that names the fix.
+
+mod support;
+
+use std::time::Duration;
+
+use support::pg::{connect, env_url, PgFixture, ADMIN, REPLICA_WAL};
+use support::stderr;
+
+fn run_fails_with(fx: &PgFixture, config: &std::path::Path, needle: &str) {
+    let output = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_named() {
+    let fx = PgFixture::new("bad_missing").await;
+    let config = fx.config(&["nope"], "");
+    run_fails_with(&fx, &config, "table(s) not found: bad_missing.nope; create them, or fix `tables`");
+    let check = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("FAIL table(s) not found: bad_missing.nope"));
+}
+
+#[tokio::test]
+async fn a_role_without_replication_is_told_the_grant() {
+    let admin = connect(&env_url(ADMIN)).await;
+    admin
+        .batch_execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'norepl') THEN CREATE ROLE norepl LOGIN PASSWORD 'pw'; END IF; END $$")
+        .await
+        .unwrap();
+    let fx = PgFixture::new("bad_norepl").await;
+    fx.sql("CREATE TABLE bad_norepl.t (id int PRIMARY KEY)").await;
+    let config = fx.config(&["t"], "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("${CDC_BRIDGE_PG_URL}", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "norepl:pw@"));
+    std::fs::write(&config, text).unwrap();
+    run_fails_with(&fx, &config, "role \"norepl\" lacks the REPLICATION attribute: run ALTER ROLE norepl REPLICATION");
+}
+
+#[tokio::test]
+async fn wal_level_replica_is_told_how_to_change_it() {
+    let fx = PgFixture::on(REPLICA_WAL, "bad_wal").await;
+    fx.sql("CREATE TABLE bad_wal.t (id int PRIMARY KEY)").await;
+    run_fails_with(&fx, &fx.config(&["t"], ""), "wal_level is \"replica\" but logical replication needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_authentication_error() {
+    let fx = PgFixture::new("bad_password").await;
+    fx.sql("CREATE TABLE bad_password.t (id int PRIMARY KEY)").await;
+    let config = fx.config(&["t"], "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("${CDC_BRIDGE_PG_URL}", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "cdc:wrong@"));
+    std::fs::write(&config, text).unwrap();
+    run_fails_with(&fx, &config, "authentication failed: password authentication failed for user \"cdc\"");
+}
+
+#[tokio::test]
+async fn a_dropped_or_advanced_slot_stops_with_the_recovery_steps() {
+    let fx = PgFixture::new("bad_slot").await;
+    fx.sql("CREATE TABLE bad_slot.t (id int PRIMARY KEY)").await;
+    let config = fx.config(&["t"], "");
+    let child = fx.spawn(&config);
+    fx.wait_caught_up(Duration::from_secs(30)).await;
+    fx.stop(child);
+
+    // The slot confirmed past the stored checkpoint: changes would be lost.
+    fx.sql("INSERT INTO bad_slot.t VALUES (1)").await;
+    fx.client.execute("SELECT pg_replication_slot_advance('bad_slot', pg_current_wal_lsn())", &[]).await.unwrap();
+    run_fails_with(&fx, &config, "beyond the stored checkpoint");
+
+    // The slot is gone while a checkpoint is stored.
+    fx.cleanup().await;
+    run_fails_with(&fx, &config, "replication slot \"bad_slot\" does not exist, but checkpoint");
+    run_fails_with(&fx, &config, "cdc-bridge checkpoints reset");
+}
