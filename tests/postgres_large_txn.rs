@@ -19,7 +19,7 @@ async fn a_500k_row_transaction_streams_with_bounded_memory() {
     let fx = PgFixture::new("large_txn").await;
     fx.sql("CREATE TABLE large_txn.t (id int PRIMARY KEY, pad text)").await;
     let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\""));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(Duration::from_secs(60)).await;
     fx.sql(&format!("INSERT INTO large_txn.t SELECT g, repeat('x', 100) FROM generate_series(1, {ROWS}) g")).await;
     let events = fx.wait_for_events(ROWS, Duration::from_secs(600));
     let peak = peak_rss_mib(child.id());

@@ -13,7 +13,7 @@ async fn server_restart_mid_stream_loses_nothing() {
     let fx = PgFixture::on(RESTARTABLE, "restart").await;
     fx.sql("CREATE TABLE restart.t (id int PRIMARY KEY)").await;
     let child = fx.spawn(&fx.config(&["t"], ""));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(Duration::from_secs(60)).await;
     for batch in 0..50 {
         fx.sql(&format!("INSERT INTO restart.t SELECT g FROM generate_series({}, {}) g", batch * 100 + 1, batch * 100 + 100)).await;
     }

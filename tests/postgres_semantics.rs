@@ -23,7 +23,7 @@ async fn unchanged_toast_is_listed_never_a_placeholder() {
     )
     .await;
     let child = fx.spawn(&fx.config(&["doc"], "snapshot = \"never\""));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(WAIT).await;
     fx.sql("INSERT INTO sem_toast.doc VALUES (1, repeat('x', 100000), 1); UPDATE sem_toast.doc SET n = 2 WHERE id = 1").await;
     let events = fx.wait_for_events(2, WAIT);
     fx.stop(child);
@@ -45,7 +45,7 @@ async fn replica_identity_full_and_default_before_images_and_truncate() {
     )
     .await;
     let child = fx.spawn(&fx.config(&["full_t", "dflt"], "snapshot = \"never\""));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(WAIT).await;
     fx.sql(
         "INSERT INTO sem_identity.full_t VALUES (1, 'a'); UPDATE sem_identity.full_t SET v = 'b'; DELETE FROM sem_identity.full_t; \
          INSERT INTO sem_identity.dflt VALUES (1, 'a'); UPDATE sem_identity.dflt SET v = 'b'; UPDATE sem_identity.dflt SET id = 2; \
@@ -79,7 +79,7 @@ async fn columns_added_and_dropped_mid_stream_appear_without_restart() {
     let fx = PgFixture::new("sem_ddl").await;
     fx.sql("CREATE TABLE sem_ddl.t (id int PRIMARY KEY, a text)").await;
     let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\""));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(WAIT).await;
     fx.sql("INSERT INTO sem_ddl.t VALUES (1, 'x')").await;
     fx.sql("ALTER TABLE sem_ddl.t ADD COLUMN b int DEFAULT 7").await;
     fx.sql("INSERT INTO sem_ddl.t VALUES (2, 'y', 8)").await;
@@ -99,7 +99,7 @@ async fn streamed_transactions_honour_savepoint_rollbacks_and_aborts() {
     fx.sql("CREATE TABLE sem_stream.t (id int PRIMARY KEY, pad text)").await;
     // A tiny spill threshold so the streamed transaction also goes through the disk spool.
     let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\"\nstream_memory_bytes = 65536"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.wait_caught_up(WAIT).await;
     // logical_decoding_work_mem is 64kB on the test server: these transactions are streamed.
     fx.sql(
         "BEGIN; INSERT INTO sem_stream.t SELECT g, repeat('p', 100) FROM generate_series(1, 5000) g; \
