@@ -8,28 +8,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use cdc_bridge::checkpoint::CheckpointStore;
 use cdc_bridge::config::{BatchConfig, BufferConfig};
-use cdc_bridge::error::BoxError;
 use cdc_bridge::format::{Format, JsonFormat};
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
-use cdc_bridge::sink::{delivered, Batch, Delivery, Sink};
+use cdc_bridge::sink::Sink;
+use cdc_bridge::sinks::null::NullSink;
 use cdc_bridge::sinks::file::{FileSink, FileSinkConfig};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 
 const ENCODE_EVENTS: u64 = 500_000;
 const PIPELINE_EVENTS: u64 = 1_000_000;
-
-struct NullSink;
-
-#[async_trait]
-impl Sink for NullSink {
-    async fn submit(&mut self, _batch: Arc<Batch>) -> Result<Delivery, BoxError> {
-        Ok(delivered())
-    }
-}
 
 fn generator(count: u64) -> GeneratorSource {
     let config: GeneratorConfig = toml::from_str(&format!("count = {count}\nkeys = 10000")).unwrap();

@@ -6,6 +6,7 @@ use crate::config::{ConfigError, ConnectorSection};
 use crate::error::BoxError;
 use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
+use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
 use crate::check::Finding;
@@ -13,7 +14,7 @@ use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
 const SOURCE_KINDS: &[&str] = &["generator", "postgres"];
-const SINK_KINDS: &[&str] = &["file", "stdout"];
+const SINK_KINDS: &[&str] = &["file", "stdout", "null"];
 
 /// A typed `source` section.
 #[derive(Debug, Clone)]
@@ -27,6 +28,7 @@ pub enum SourceSpec {
 pub enum SinkSpec {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
+    Null(NullSinkConfig),
 }
 
 impl SourceSpec {
@@ -71,6 +73,7 @@ impl SinkSpec {
         match section.kind.as_str() {
             "file" => section.parse().map(SinkSpec::File),
             "stdout" => section.parse().map(SinkSpec::Stdout),
+            "null" => section.parse().map(SinkSpec::Null),
             _ => Err(section.unknown_kind(SINK_KINDS)),
         }
     }
@@ -79,6 +82,7 @@ impl SinkSpec {
         match self {
             SinkSpec::File(_) => "file",
             SinkSpec::Stdout(_) => "stdout",
+            SinkSpec::Null(_) => "null",
         }
     }
 
@@ -87,6 +91,7 @@ impl SinkSpec {
         match self {
             SinkSpec::File(config) => Ok(Box::new(FileSink::open(config).await?)),
             SinkSpec::Stdout(config) => Ok(Box::new(StdoutSink::new(config))),
+            SinkSpec::Null(_) => Ok(Box::new(NullSink)),
         }
     }
 }

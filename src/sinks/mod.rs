@@ -2,4 +2,5 @@
 //! [`crate::sink::Sink`].
 
 pub mod file;
+pub mod null;
 pub mod stdout;

@@ -31,7 +31,7 @@ use crate::source::{Mark, SourceContext, Stopped};
 /// Prefix of the heartbeat messages this source emits.
 pub const HEARTBEAT_PREFIX: &str = "cdc-bridge.heartbeat";
 /// A status update follows a newly stored checkpoint after at most this long.
-const STATUS_AFTER_STORE: Duration = Duration::from_millis(500);
+const STATUS_AFTER_STORE: Duration = Duration::from_millis(100);
 
 /// The open plain (non-streamed) transaction.
 struct OpenTransaction {
