@@ -160,3 +160,22 @@ pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
         .collect()
 }
+
+/// Applies `migrations/postgres/*.sql` as the superuser (serialised between tests).
+pub async fn apply_migrations() {
+    let admin = connect(&env_url(ADMIN)).await;
+    admin.execute("SELECT pg_advisory_lock(4242)", &[]).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "sql")).collect();
+    files.sort();
+    for file in files {
+        let sql = std::fs::read_to_string(&file).unwrap();
+        admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    admin.execute("SELECT pg_advisory_unlock(4242)", &[]).await.unwrap();
+}
+
+/// The URL of the role the migrations create, on the main test server.
+pub fn migrated_role_url() -> String {
+    pg_url().replace("cdc:cdc@", "cdc_bridge:change-me@")
+}
