@@ -123,3 +123,48 @@ async fn streamed_transactions_honour_savepoint_rollbacks_and_aborts() {
     assert_eq!(txids.len(), 1, "one transaction, one txid");
     assert!(of_op(&events, "insert").len() == 5011);
 }
+
+#[tokio::test]
+async fn the_slot_moves_past_wal_of_unpublished_tables() {
+    let fx = PgFixture::new("sem_idle").await;
+    fx.sql("CREATE TABLE sem_idle.captured (id int PRIMARY KEY); CREATE TABLE sem_idle.other (id int PRIMARY KEY, pad text)").await;
+    let child = fx.spawn(&fx.config(&["captured"], "snapshot = \"never\""));
+    fx.wait_caught_up(WAIT).await;
+    let before: String = fx.client.query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sem_idle'", &[]).await.unwrap().get(0);
+    fx.sql("INSERT INTO sem_idle.other SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await;
+    // Nothing of it is published, yet the slot confirms past it: no WAL is held for us.
+    fx.wait_caught_up(WAIT).await;
+    let after: String = fx.client.query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sem_idle'", &[]).await.unwrap().get(0);
+    fx.stop(child);
+    fx.cleanup().await;
+    assert!(fx.events().is_empty());
+    assert_ne!(before, after);
+}
+
+#[tokio::test]
+async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
+    let fx = PgFixture::new("sem_resnap").await;
+    fx.sql("CREATE TABLE sem_resnap.t (id int PRIMARY KEY); INSERT INTO sem_resnap.t SELECT generate_series(1, 50000)").await;
+    let config = fx.config(&["t"], "snapshot_chunk_rows = 200");
+    let mut child = fx.spawn(&config);
+    fx.wait_for_events(1000, WAIT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = fx.events().len();
+    assert!(partial < 50000, "the kill must interrupt the snapshot ({partial} rows copied)");
+    assert_eq!(fx.stored_lsn(), None, "no checkpoint before the snapshot completes");
+
+    let child = fx.spawn(&config);
+    fx.wait_caught_up(WAIT).await;
+    fx.sql("INSERT INTO sem_resnap.t VALUES (50001)").await;
+    fx.wait_caught_up(WAIT).await;
+    fx.stop(child);
+    fx.cleanup().await;
+    let events = fx.events();
+    let after_restart = &events[partial..];
+    let mut ids: Vec<i64> = after_restart.iter().map(|e| e["key"]["id"].as_i64().unwrap()).collect();
+    assert_eq!(after_restart.last().unwrap()["op"], "insert");
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=50001).collect::<Vec<_>>(), "the second run copies every row again, then streams");
+    assert!(fx.ws.log_tail().contains("dropping the slot and starting over"));
+}
