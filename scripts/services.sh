@@ -7,7 +7,7 @@
 #   scripts/services.sh stop  [SERVICE...]   stop what this script started
 #   scripts/services.sh env                  print the variables tests read (source it)
 #
-# Services: postgres (wal_level=logical; the tests' main server), postgres_restart (a second
+# Services: postgres (wal_level=logical, TLS with a throwaway CA; the tests' main server), postgres_restart (a second
 # logical server that one test restarts), postgres_replica (wal_level=replica, for the error
 # test); each is a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
@@ -28,9 +28,26 @@ wait_for() { # seconds, description, command...
 # ---- PostgreSQL: wal_level=logical, role cdc (LOGIN REPLICATION, password cdc), db app ----
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
-# pg_cluster_start NAME PORT WAL_LEVEL
+# A throwaway CA and a server certificate for 127.0.0.1, plus an unrelated CA (for tests
+# that must see verification fail).
+make_test_certs() {
+  local dir=$RUN_DIR/tls
+  [ -f "$dir/server.pem" ] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cdc-bridge test CA" -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=unrelated CA" -keyout other-ca.key -out other-ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf -out server.pem 2>/dev/null
+    chown postgres server.key server.pem && chmod 600 server.key
+  )
+}
+
+# pg_cluster_start NAME PORT WAL_LEVEL [tls]
 pg_cluster_start() {
-  local name=$1 port=$2 wal_level=$3
+  local name=$1 port=$2 wal_level=$3 tls=${4:-}
   if [ -z "$(pg_bin)" ]; then
     log "installing postgresql"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
@@ -52,6 +69,10 @@ max_replication_slots = 40
 logical_decoding_work_mem = 64kB
 fsync = off
 CONF
+  if [ "$tls" = tls ]; then
+    make_test_certs
+    printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$RUN_DIR/tls/server.pem" "$RUN_DIR/tls/server.key" >>"$root/data/postgresql.conf"
+  fi
   # Password auth over TCP (SCRAM), trust on the private socket for setup.
   cat >"$root/data/pg_hba.conf" <<HBA
 local all all trust
@@ -77,7 +98,7 @@ pg_cluster_restart() {
 
 PG_RESTART_PORT=$((PG_PORT + 1))
 PG_REPLICA_PORT=$((PG_PORT + 2))
-postgres_start() { pg_cluster_start postgres "$PG_PORT" logical; }
+postgres_start() { pg_cluster_start postgres "$PG_PORT" logical tls; }
 postgres_stop() { pg_cluster_stop postgres; }
 postgres_restart_start() { pg_cluster_start postgres_restart "$PG_RESTART_PORT" logical; }
 postgres_restart_stop() { pg_cluster_stop postgres_restart; }
@@ -87,6 +108,7 @@ postgres_replica_stop() { pg_cluster_stop postgres_replica; }
 postgres_env() {
   echo "export CDC_BRIDGE_PG_URL=postgres://cdc:cdc@127.0.0.1:$PG_PORT/app"
   echo "export CDC_BRIDGE_PG_ADMIN_URL='host=$RUN_DIR/postgres/sock port=$PG_PORT user=postgres dbname=app'"
+  echo "export CDC_BRIDGE_PG_CA=$RUN_DIR/tls/ca.pem CDC_BRIDGE_PG_OTHER_CA=$RUN_DIR/tls/other-ca.pem"
 }
 postgres_restart_env() { echo "export CDC_BRIDGE_PG_RESTART_URL=postgres://cdc:cdc@127.0.0.1:$PG_RESTART_PORT/app"; }
 postgres_replica_env() { echo "export CDC_BRIDGE_PG_REPLICA_URL=postgres://cdc:cdc@127.0.0.1:$PG_REPLICA_PORT/app"; }

@@ -9,25 +9,45 @@ use tokio_postgres::{Client, NoTls};
 use super::config::{quote_ident, PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
+use super::tls::{client_config, split_url, MakeRustls};
 use super::relation::{Column, Relation};
 use super::types::TypeRegistry;
 use super::walsender::SESSION_OPTIONS;
 
 /// Opens the SQL session with the same text-output settings as the replication session.
 pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
-    let mut pg: tokio_postgres::Config =
-        config.url.expose().parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+    let (url, tls) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
     pg.options(SESSION_OPTIONS).application_name("cdc-bridge");
-    let (client, connection) = pg.connect(NoTls).await.map_err(|e| match e.as_db_error() {
+    let connect_error = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) if db.code().code().starts_with("28") => PostgresError::Auth(db.message().to_owned()),
+        _ if e.to_string().contains("TLS") || e.to_string().contains("handshake") => PostgresError::Tls(crate::error::report(&e)),
         _ => PostgresError::sql("connecting", e),
-    })?;
+    };
+    match client_config(&tls)? {
+        None => {
+            let (client, connection) = pg.connect(NoTls).await.map_err(connect_error)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+        Some(tls_config) => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = pg.connect(MakeRustls(tls_config)).await.map_err(connect_error)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+    }
+}
+
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "SQL connection ended");
         }
     });
-    Ok(client)
 }
 
 /// Server settings and role attributes the source needs.

@@ -28,8 +28,8 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/dbname?sslmode=disable`; use `${VAR}` for the
-    /// password. Never logged.
+    /// `postgres://user:password@host:port/dbname?sslmode=verify-full&sslrootcert=ca.pem`;
+    /// use `${VAR}` for the password. Never logged.
     pub url: Secret,
     /// Logical replication slot, created when missing.
     pub slot: String,
@@ -105,15 +105,8 @@ pub fn quote_literal(text: &str) -> String {
 impl PostgresConfig {
     /// Checks what serde cannot; `key` is the section's key path.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if let Some(mode) = sslmode(self.url.expose()).filter(|m| *m != "disable") {
-            return Err(ConfigError::invalid(
-                format!("{key}.url"),
-                format!("sslmode={mode} is not implemented yet; only sslmode=disable is supported"),
-            ));
-        }
-        let parsed: tokio_postgres::Config = self
-            .url
-            .expose()
+        let (url, _tls) = super::tls::split_url(self.url.expose()).map_err(|e| ConfigError::invalid(format!("{key}.url"), e))?;
+        let parsed: tokio_postgres::Config = url
             .parse()
             .map_err(|e| ConfigError::invalid(format!("{key}.url"), format!("not a PostgreSQL connection URL: {e}")))?;
         if parsed.get_user().is_none() {
@@ -148,12 +141,6 @@ fn parse_table(text: &str) -> Option<TableName> {
         .then(|| TableName { schema: schema.to_owned(), table: table.to_owned() })
 }
 
-/// The `sslmode` query parameter of a URL, if present.
-pub fn sslmode(url: &str) -> Option<&str> {
-    let query = url.split_once('?')?.1;
-    query.split('&').find_map(|pair| pair.strip_prefix("sslmode="))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,8 +162,8 @@ mod tests {
         assert_eq!(bad_slot.validate("k").unwrap_err().to_string(), "k.slot: use 1-63 lower-case letters, digits or `_`");
         let bad_table = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\", \"orders\"]").unwrap();
         assert!(bad_table.validate("k").unwrap_err().to_string().starts_with("k.tables[1]: "));
-        let tls = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d?sslmode=require\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\"]").unwrap();
-        assert!(tls.validate("k").unwrap_err().to_string().contains("sslmode=require is not implemented"));
+        let tls = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d?sslmode=allow\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\"]").unwrap();
+        assert_eq!(tls.validate("k").unwrap_err().to_string(), "k.url: sslmode=allow is not supported; use disable, require or verify-full");
     }
 
     #[test]

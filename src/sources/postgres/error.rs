@@ -64,6 +64,8 @@ pub enum PostgresError {
     BadCheckpoint(String),
     #[error("unexpected replication protocol data: {0}")]
     Protocol(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot spill a large transaction to disk")]
     Spill(#[source] std::io::Error),
 }
@@ -102,6 +104,7 @@ impl ConnectorError for PostgresError {
             | PostgresError::SlotInvalidated { .. }
             | PostgresError::SlotAhead { .. }
             | PostgresError::BadCheckpoint(_)
+            | PostgresError::Tls(_)
             | PostgresError::Protocol(_) => Disposition::Fatal,
         }
     }

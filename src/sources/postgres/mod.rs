@@ -26,6 +26,7 @@ mod relation;
 mod snapshot;
 mod spool;
 mod stream;
+mod tls;
 mod types;
 mod walsender;
 

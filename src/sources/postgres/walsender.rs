@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{PostgresError, ServerError};
@@ -27,12 +27,13 @@ pub struct Endpoint {
     pub user: String,
     pub password: Option<Secret>,
     pub dbname: String,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
     pub fn from_url(url: &Secret) -> Result<Self, PostgresError> {
-        let config: tokio_postgres::Config =
-            url.expose().parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+        let (url, tls) = super::tls::split_url(url.expose()).map_err(PostgresError::Tls)?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             None => "localhost".to_owned(),
@@ -45,6 +46,7 @@ impl Endpoint {
             password: config.get_password().map(|p| Secret::new(String::from_utf8_lossy(p))),
             user,
             host,
+            tls: super::tls::client_config(&tls)?,
         })
     }
 
@@ -60,8 +62,12 @@ pub enum Backend {
     Other(backend::Message),
 }
 
+/// The connection's byte stream: plain TCP or TLS over it.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
 pub struct ReplicationConnection {
-    stream: TcpStream,
+    stream: Box<dyn ByteStream>,
     read: BytesMut,
     write: BytesMut,
 }
@@ -76,6 +82,10 @@ impl ReplicationConnection {
             .await
             .map_err(|source| PostgresError::Connect { addr: endpoint.addr(), source })?;
         stream.set_nodelay(true).map_err(PostgresError::Io)?;
+        let stream: Box<dyn ByteStream> = match &endpoint.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(start_tls(stream, tls.clone(), &endpoint.host).await?),
+        };
         let mut conn = ReplicationConnection { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
         let params = [
             ("user", endpoint.user.as_str()),
@@ -249,6 +259,23 @@ impl ReplicationConnection {
             }
         }
     }
+}
+
+/// Asks the server for TLS (SSLRequest) and performs the handshake.
+async fn start_tls(
+    mut stream: TcpStream,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PostgresError> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await.map_err(PostgresError::Io)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.map_err(PostgresError::Io)?;
+    if answer[0] != b'S' {
+        return Err(PostgresError::Tls("the server does not accept TLS (ssl = off); use sslmode=disable or enable ssl on the server".into()));
+    }
+    super::tls::handshake(config, host, stream).await
 }
 
 fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, PostgresError> {
