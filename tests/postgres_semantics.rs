@@ -168,3 +168,32 @@ async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
     assert_eq!(ids, (1..=50001).collect::<Vec<_>>(), "the second run copies every row again, then streams");
     assert!(fx.ws.log_tail().contains("dropping the slot and starting over"));
 }
+
+#[tokio::test]
+async fn initial_only_copies_the_tables_then_stops_and_leaves_no_slot() {
+    let fx = PgFixture::new("sem_once").await;
+    fx.sql("CREATE TABLE sem_once.t (id int PRIMARY KEY); INSERT INTO sem_once.t SELECT generate_series(1, 100)").await;
+    let config = fx.config(&["t"], "snapshot = \"initial_only\"");
+    let first = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", support::stderr(&first));
+    assert_eq!(fx.events().len(), 100);
+    assert!(fx.events().iter().all(|e| e["op"] == "snapshot" && e["source"]["snapshot"] == true));
+    let slots = fx.client.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sem_once'", &[]).await.unwrap();
+    assert!(slots.is_empty(), "the temporary slot is gone");
+    // The snapshot is complete: a second run copies nothing again.
+    let second = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
+    assert!(second.status.success());
+    assert_eq!(fx.events().len(), 100);
+}
+
+#[tokio::test]
+async fn check_warns_about_tables_without_a_key() {
+    let fx = PgFixture::new("sem_nokey").await;
+    fx.sql("CREATE TABLE sem_nokey.t (v int)").await;
+    let config = fx.config(&["t"], "");
+    let output = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("warn no primary key or replica identity on sem_nokey.t: updates and deletes carry no key"), "{stdout}");
+    assert!(stdout.contains("ok   wal_level = logical; role cdc has REPLICATION"), "{stdout}");
+}
