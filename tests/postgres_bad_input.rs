@@ -33,9 +33,7 @@ async fn a_role_without_replication_is_told_the_grant() {
         .unwrap();
     let fx = PgFixture::new("bad_norepl").await;
     fx.sql("CREATE TABLE bad_norepl.t (id int PRIMARY KEY)").await;
-    let config = fx.config(&["t"], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("${CDC_BRIDGE_PG_URL}", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "norepl:pw@"));
-    std::fs::write(&config, text).unwrap();
+    let config = fx.config_with_url(&["t"], "", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "norepl:pw@"));
     run_fails_with(&fx, &config, "role \"norepl\" lacks the REPLICATION attribute: run ALTER ROLE norepl REPLICATION");
 }
 
@@ -50,9 +48,7 @@ async fn wal_level_replica_is_told_how_to_change_it() {
 async fn a_wrong_password_is_an_authentication_error() {
     let fx = PgFixture::new("bad_password").await;
     fx.sql("CREATE TABLE bad_password.t (id int PRIMARY KEY)").await;
-    let config = fx.config(&["t"], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("${CDC_BRIDGE_PG_URL}", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "cdc:wrong@"));
-    std::fs::write(&config, text).unwrap();
+    let config = fx.config_with_url(&["t"], "", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "cdc:wrong@"));
     run_fails_with(&fx, &config, "authentication failed: password authentication failed for user \"cdc\"");
 }
 

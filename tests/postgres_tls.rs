@@ -9,10 +9,7 @@ use support::pg::PgFixture;
 use support::stderr;
 
 fn with_url_params(fx: &PgFixture, params: &str) -> std::path::PathBuf {
-    let config = fx.config(&["t"], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("url = \"${CDC_BRIDGE_PG_URL}\"", &format!("url = \"${{CDC_BRIDGE_PG_URL}}?{params}\""));
-    std::fs::write(&config, text).unwrap();
-    config
+    fx.config_with_url(&["t"], "", &format!("${{CDC_BRIDGE_PG_URL}}?{params}"))
 }
 
 async fn replicates_over_tls(name: &str, params: &str) {

@@ -66,6 +66,14 @@ impl PgFixture {
         ))
     }
 
+    /// Like [`PgFixture::config`], with `url` (a literal value) instead of the fixture's.
+    pub fn config_with_url(&self, tables: &[&str], source_extra: &str, url: &str) -> PathBuf {
+        let config = self.config(tables, source_extra);
+        let text = std::fs::read_to_string(&config).unwrap().replace(&format!("url = \"${{{}}}\"", self.url_var), &format!("url = \"{url}\""));
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
     pub fn out(&self) -> PathBuf {
         self.ws.path(&format!("out/{}.jsonl", self.name))
     }
