@@ -22,8 +22,8 @@ async fn replicates_over_tls(name: &str, params: &str) {
     let rows = fx
         .client
         .query(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'cdc-bridge' AND a.usename = 'cdc'",
-            &[],
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&format!("cdc-bridge {name}")],
         )
         .await
         .unwrap();

@@ -18,7 +18,7 @@ use super::walsender::SESSION_OPTIONS;
 pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
     let (url, tls) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
     let mut pg: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
-    pg.options(SESSION_OPTIONS).application_name("cdc-bridge");
+    pg.options(SESSION_OPTIONS).application_name(&config.application_name());
     let connect_error = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) if db.code().code().starts_with("28") => PostgresError::Auth(db.message().to_owned()),
         _ if e.to_string().contains("TLS") || e.to_string().contains("handshake") => PostgresError::Tls(crate::error::report(&e)),

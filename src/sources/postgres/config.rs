@@ -130,6 +130,11 @@ impl PostgresConfig {
         Ok(())
     }
 
+    /// How this source's connections appear in `pg_stat_activity`.
+    pub fn application_name(&self) -> String {
+        format!("cdc-bridge {}", self.slot)
+    }
+
     pub fn table_names(&self) -> Vec<TableName> {
         self.tables.iter().filter_map(|t| parse_table(t)).collect()
     }

@@ -58,7 +58,7 @@ impl PostgresSource {
 
     async fn replicate(&self, ctx: &mut SourceContext) -> Result<(), Failure> {
         let config = &self.config;
-        let endpoint = Endpoint::from_url(&config.url)?;
+        let endpoint = Endpoint::from_url(&config.url, config.application_name())?;
         let sql = catalog::connect(config).await?;
         catalog::require_replication(&catalog::server_facts(&sql).await?)?;
         let tables = config.table_names();

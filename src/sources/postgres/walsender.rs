@@ -28,10 +28,11 @@ pub struct Endpoint {
     pub password: Option<Secret>,
     pub dbname: String,
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub application_name: String,
 }
 
 impl Endpoint {
-    pub fn from_url(url: &Secret) -> Result<Self, PostgresError> {
+    pub fn from_url(url: &Secret, application_name: String) -> Result<Self, PostgresError> {
         let (url, tls) = super::tls::split_url(url.expose()).map_err(PostgresError::Tls)?;
         let config: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
         let host = match config.get_hosts().first() {
@@ -47,6 +48,7 @@ impl Endpoint {
             user,
             host,
             tls: super::tls::client_config(&tls)?,
+            application_name,
         })
     }
 
@@ -91,7 +93,7 @@ impl ReplicationConnection {
             ("user", endpoint.user.as_str()),
             ("database", endpoint.dbname.as_str()),
             ("replication", "database"),
-            ("application_name", "cdc-bridge"),
+            ("application_name", endpoint.application_name.as_str()),
             ("options", SESSION_OPTIONS),
         ];
         frontend::startup_message(params.iter().copied(), &mut conn.write).map_err(PostgresError::Io)?;
