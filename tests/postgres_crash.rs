@@ -89,7 +89,7 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
     let mut kills: Vec<(usize, u64)> = Vec::new();
     for _ in 0..KILLS {
         let mut child = fx.spawn(&config);
-        tokio::time::sleep(Duration::from_millis(400 + rng.below(1400))).await;
+        tokio::time::sleep(Duration::from_millis(400 + rng.below(2000))).await;
         assert!(child.try_wait().unwrap().is_none(), "bridge exited early:\n{}", fx.ws.log_tail());
         child.kill().unwrap();
         child.wait().unwrap();
@@ -111,7 +111,8 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
     let expected = expected.lock().unwrap().clone();
     let events: Vec<(Change, u64)> = fx.events().iter().map(change_of).collect();
     assert!(expected.len() > 500, "workload too small: {}", expected.len());
-    assert!(kills.windows(2).filter(|w| w[1].1 > w[0].1).count() >= KILLS / 4, "many kills must land while progress is made");
+    let progressing = kills.windows(2).filter(|w| w[1].1 > w[0].1).count();
+    assert!(progressing >= 3, "kills must land while changes flow ({progressing} of {KILLS} runs stored progress)");
 
     // Split the output into the runs between kills; each run must be a contiguous slice of the
     // committed changes that starts after the checkpoint stored before it.
@@ -140,5 +141,5 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
     }
     assert_eq!(covered_until, expected.len(), "not every committed change arrived");
     let duplicates = events.len() - expected.len();
-    eprintln!("{} committed changes, {} events written, {duplicates} duplicates across {KILLS} kills", expected.len(), events.len());
+    eprintln!("{} committed changes, {} events written, {duplicates} duplicates across {KILLS} kills ({progressing} runs stored progress)", expected.len(), events.len());
 }

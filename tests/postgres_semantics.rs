@@ -155,9 +155,11 @@ async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
     assert_eq!(fx.stored_lsn(), None, "no checkpoint before the snapshot completes");
 
     let child = fx.spawn(&config);
+    // The second run copies all 50,000 rows again; only then is the new slot streaming.
+    fx.wait_for_events(partial + 50_000, WAIT);
     fx.wait_caught_up(WAIT).await;
     fx.sql("INSERT INTO sem_resnap.t VALUES (50001)").await;
-    fx.wait_caught_up(WAIT).await;
+    fx.wait_for_events(partial + 50_001, WAIT);
     fx.stop(child);
     fx.cleanup().await;
     let events = fx.events();
