@@ -10,12 +10,21 @@
 # Services: postgres (wal_level=logical, TLS with a throwaway CA; the tests' main server), postgres_restart (a second
 # logical server that one test restarts), postgres_replica (wal_level=replica, for the error
 # test); each is a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
+# kafka (tansu, a Kafka-protocol broker, on 127.0.0.1:19092) and kafka_auth (tansu requiring
+# SASL/SCRAM on 127.0.0.1:19093; users cdc (SCRAM-SHA-256) and cdc512 (SCRAM-SHA-512),
+# password cdc-secret). tansu is built once into $CDC_BRIDGE_CACHE (default
+# ~/.cache/cdc-bridge), outside the repository, and reused (~30 min the first time).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica)
+ALL_SERVICES=(postgres postgres_restart postgres_replica kafka kafka_auth)
+CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
+TANSU=$CACHE/tansu/bin/tansu
+TANSU_VERSION=0.6.0
+KAFKA_PORT=${CDC_BRIDGE_KAFKA_PORT:-19092}
+KAFKA_AUTH_PORT=$((KAFKA_PORT + 1))
 
 log() { echo "services: $*" >&2; }
 
@@ -112,6 +121,62 @@ postgres_env() {
 }
 postgres_restart_env() { echo "export CDC_BRIDGE_PG_RESTART_URL=postgres://cdc:cdc@127.0.0.1:$PG_RESTART_PORT/app"; }
 postgres_replica_env() { echo "export CDC_BRIDGE_PG_REPLICA_URL=postgres://cdc:cdc@127.0.0.1:$PG_REPLICA_PORT/app"; }
+
+# ---- tansu (Kafka protocol) ----
+tansu_install() {
+  [ -x "$TANSU" ] && return 0
+  log "building tansu $TANSU_VERSION into $CACHE/tansu (once; about 30 minutes on 2 cores)"
+  cargo install --locked tansu --version "$TANSU_VERSION" --features libsql --root "$CACHE/tansu" >"$CACHE/tansu-build.log" 2>&1 \
+    || { log "tansu build failed, see $CACHE/tansu-build.log"; return 1; }
+}
+
+port_open() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# tansu_run NAME PORT [--authentication]: start a broker in $RUN_DIR/NAME, record its pid.
+tansu_run() {
+  local name=$1 port=$2; shift 2
+  local dir=$RUN_DIR/$name
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine sqlite://tansu.db "$@" >>broker.log 2>&1 </dev/null &
+    echo $! >broker.pid
+  )
+  wait_for 30 "$name" port_open "$port"
+}
+
+tansu_stop() {
+  local pidfile=$RUN_DIR/$1/broker.pid
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+
+kafka_start() {
+  tansu_install
+  tansu_stop kafka; rm -rf "$RUN_DIR/kafka"
+  tansu_run kafka "$KAFKA_PORT"
+  log "kafka (tansu) running on 127.0.0.1:$KAFKA_PORT (pid $(cat "$RUN_DIR/kafka/broker.pid"))"
+}
+kafka_stop() { tansu_stop kafka; }
+kafka_env() { echo "export CDC_BRIDGE_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"; }
+
+kafka_auth_start() {
+  tansu_install
+  tansu_stop kafka_auth; rm -rf "$RUN_DIR/kafka_auth"
+  # Users are created on an open broker, which then restarts requiring authentication.
+  tansu_run kafka_auth "$KAFKA_AUTH_PORT"
+  "$TANSU" user create --broker "tcp://127.0.0.1:$KAFKA_AUTH_PORT" --mechanism scram256 cdc cdc-secret >/dev/null
+  "$TANSU" user create --broker "tcp://127.0.0.1:$KAFKA_AUTH_PORT" --mechanism scram512 cdc512 cdc-secret >/dev/null
+  tansu_stop kafka_auth
+  tansu_run kafka_auth "$KAFKA_AUTH_PORT" --authentication
+  log "kafka_auth (tansu, SASL/SCRAM) running on 127.0.0.1:$KAFKA_AUTH_PORT (pid $(cat "$RUN_DIR/kafka_auth/broker.pid"))"
+}
+kafka_auth_stop() { tansu_stop kafka_auth; }
+kafka_auth_env() { echo "export CDC_BRIDGE_KAFKA_AUTH_BROKERS=127.0.0.1:$KAFKA_AUTH_PORT"; }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }
 

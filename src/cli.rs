@@ -157,6 +157,10 @@ async fn check(path: &Path) -> ExitCode {
             failed |= finding.level == crate::check::Level::Fail;
             println!("  source: {finding}");
         }
+        for finding in plan.sink.check().await {
+            failed |= finding.level == crate::check::Level::Fail;
+            println!("  sink:   {finding}");
+        }
     }
     if failed {
         ExitCode::from(EXIT_RUNTIME)

@@ -6,6 +6,7 @@ use crate::config::{ConfigError, ConnectorSection};
 use crate::error::BoxError;
 use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
+use crate::sinks::kafka::{self, KafkaSink, KafkaSinkConfig, TopicTemplate};
 use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
@@ -14,7 +15,7 @@ use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
 const SOURCE_KINDS: &[&str] = &["generator", "postgres"];
-const SINK_KINDS: &[&str] = &["file", "stdout", "null"];
+const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka"];
 
 /// A typed `source` section.
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub enum SinkSpec {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Null(NullSinkConfig),
+    Kafka(KafkaSinkConfig, TopicTemplate),
 }
 
 impl SourceSpec {
@@ -74,6 +76,11 @@ impl SinkSpec {
             "file" => section.parse().map(SinkSpec::File),
             "stdout" => section.parse().map(SinkSpec::Stdout),
             "null" => section.parse().map(SinkSpec::Null),
+            "kafka" => {
+                let config: KafkaSinkConfig = section.parse()?;
+                let template = config.validate(section.key())?;
+                Ok(SinkSpec::Kafka(config, template))
+            }
             _ => Err(section.unknown_kind(SINK_KINDS)),
         }
     }
@@ -83,6 +90,7 @@ impl SinkSpec {
             SinkSpec::File(_) => "file",
             SinkSpec::Stdout(_) => "stdout",
             SinkSpec::Null(_) => "null",
+            SinkSpec::Kafka(..) => "kafka",
         }
     }
 
@@ -92,6 +100,15 @@ impl SinkSpec {
             SinkSpec::File(config) => Ok(Box::new(FileSink::open(config).await?)),
             SinkSpec::Stdout(config) => Ok(Box::new(StdoutSink::new(config))),
             SinkSpec::Null(_) => Ok(Box::new(NullSink)),
+            SinkSpec::Kafka(config, template) => Ok(Box::new(KafkaSink::connect(config, template.clone()).await?)),
+        }
+    }
+
+    /// Verifies the sink's prerequisites (connects; changes nothing).
+    pub async fn check(&self) -> Vec<Finding> {
+        match self {
+            SinkSpec::Kafka(config, template) => kafka::check(config, template).await,
+            SinkSpec::File(_) | SinkSpec::Stdout(_) | SinkSpec::Null(_) => Vec::new(),
         }
     }
 }

@@ -2,5 +2,7 @@
 //! [`crate::sink::Sink`].
 
 pub mod file;
+pub mod kafka;
 pub mod null;
+pub mod oversize;
 pub mod stdout;

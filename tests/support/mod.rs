@@ -111,3 +111,4 @@ impl Rng {
 
 pub mod pg;
 pub mod types;
+pub mod kafka;

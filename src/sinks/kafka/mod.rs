@@ -1,0 +1,256 @@
+//! The `kafka` sink: change events to Kafka (or Amazon MSK) topics, keyed by primary key.
+//!
+//! Flow per batch: topic from the template (checked to exist, or created with
+//! `create_topics`) -> key (the primary key as JSON) and value (the formatted event) ->
+//! size policy ([`RecordLimit`]) -> enqueued in order into librdkafka's idempotent producer
+//! (`acks=all`), which keeps per-partition order through its own retries -> a tombstone after
+//! each delete -> the batch's [`Delivery`] resolves only when every delivery report is a
+//! success. A failed report fails the batch: it is never acknowledged, and the pipeline
+//! restarts from its checkpoint. Headers carry `op`, `table` and `position`.
+//!
+//! Errors ([`KafkaSinkError`]): unreachable brokers and failed deliveries are transient;
+//! authentication, authorization, a missing topic and an invalid configuration are fatal.
+
+mod config;
+mod error;
+mod topic;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _, ProducerContext};
+
+
+pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
+pub use error::KafkaSinkError;
+pub use topic::TopicTemplate;
+
+use crate::check::Finding;
+use crate::envelope::Op;
+use crate::error::BoxError;
+use crate::format::{format_for, Format};
+use crate::sink::{Batch, Delivery, Sink};
+use crate::sinks::oversize::RecordLimit;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for the headers and the protocol overhead of one record.
+const RECORD_OVERHEAD: usize = 256;
+
+/// The first authentication failure librdkafka reported (later "all brokers down" errors
+/// must not hide it), to say why a connection failed.
+type LastError = Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>;
+
+/// Logs client errors and keeps the authentication failure, if any.
+#[derive(Default)]
+pub struct SinkContext {
+    last_error: LastError,
+}
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+        if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)) = error.rdkafka_error_code() {
+            self.last_error.lock().expect("not poisoned").get_or_insert((code, reason.to_owned()));
+        }
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+type Producer = FutureProducer<SinkContext>;
+
+pub struct KafkaSink {
+    producer: Producer,
+    admin: Option<AdminClient<SinkContext>>,
+    config: KafkaSinkConfig,
+    template: TopicTemplate,
+    format: Box<dyn Format>,
+    limit: RecordLimit,
+    known_topics: HashSet<String>,
+}
+
+impl KafkaSink {
+    /// Creates the producer and checks that the brokers answer and accept our credentials.
+    pub async fn connect(config: &KafkaSinkConfig, template: TopicTemplate) -> Result<Self, BoxError> {
+        let client_config = client_config(config);
+        let context = SinkContext::default();
+        let last_error = context.last_error.clone();
+        let producer: Producer = client_config.create_with_context(context).map_err(KafkaSinkError::Client)?;
+        probe(&producer, &last_error, &config.brokers).await?;
+        let admin = if config.create_topics {
+            Some(client_config.create_with_context(SinkContext::default()).map_err(KafkaSinkError::Client)?)
+        } else {
+            None
+        };
+        let limit = RecordLimit::new(config.max_message_bytes, config.oversize, config.dead_letter_path.as_deref())?;
+        Ok(KafkaSink {
+            producer,
+            admin,
+            config: config.clone(),
+            template,
+            format: format_for(config.format),
+            limit,
+            known_topics: HashSet::new(),
+        })
+    }
+
+    /// Makes sure `topic` exists, creating it when allowed.
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), KafkaSinkError> {
+        if self.known_topics.contains(topic) {
+            return Ok(());
+        }
+        if !topic_exists(&self.producer, topic).await? {
+            let Some(admin) = &self.admin else {
+                return Err(KafkaSinkError::MissingTopic { topic: topic.to_owned() });
+            };
+            create_topic(admin, topic, self.config.topic_partitions.get(), self.config.topic_replication_factor.get()).await?;
+            tracing::info!(topic, partitions = self.config.topic_partitions.get(), "created topic");
+        }
+        self.known_topics.insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Enqueues one record, waiting while librdkafka's queue is full (backpressure).
+    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, KafkaSinkError> {
+        let mut record = record;
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((err, returned)) => return Err(KafkaSinkError::Delivery { topic: returned.topic.to_owned(), source: err }),
+            }
+        }
+    }
+}
+
+fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
+    let mut client_config = ClientConfig::new();
+    for (key, value) in config.client_settings() {
+        client_config.set(key, value);
+    }
+    client_config
+}
+
+/// Fetches cluster metadata; classifies a failure as authentication or reachability.
+async fn probe(producer: &Producer, last_error: &LastError, brokers: &str) -> Result<(), KafkaSinkError> {
+    let client = producer.clone();
+    let result = tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, METADATA_TIMEOUT).map(|_| ()))
+        .await
+        .expect("metadata task does not panic");
+    let Err(source) = result else {
+        return Ok(());
+    };
+    let last = last_error.lock().expect("not poisoned").clone();
+    let auth = matches!(last, Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed, _)));
+    Err(if auth {
+        KafkaSinkError::Authentication { brokers: brokers.to_owned(), source: KafkaError::ClientCreation(last.map(|l| l.1).unwrap_or_default()) }
+    } else {
+        KafkaSinkError::Unreachable { brokers: brokers.to_owned(), source }
+    })
+}
+
+async fn topic_exists(producer: &Producer, topic: &str) -> Result<bool, KafkaSinkError> {
+    let (client, name) = (producer.clone(), topic.to_owned());
+    let metadata = tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&name), METADATA_TIMEOUT))
+        .await
+        .expect("metadata task does not panic")
+        .map_err(|source| KafkaSinkError::Delivery { topic: topic.to_owned(), source })?;
+    Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
+async fn create_topic(admin: &AdminClient<SinkContext>, topic: &str, partitions: u32, replication: u32) -> Result<(), KafkaSinkError> {
+    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(replication as i32));
+    let results = admin
+        .create_topics(&[new], &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)))
+        .await
+        .map_err(|e| KafkaSinkError::CreateTopic { topic: topic.to_owned(), reason: e.to_string() })?;
+    for result in results {
+        if let Err((_, code)) = result {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSinkError::CreateTopic { topic: topic.to_owned(), reason: code.to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
+        let mut deliveries: Vec<(String, DeliveryFuture)> = Vec::with_capacity(batch.events.len());
+        let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(1024));
+        for event in &batch.events {
+            let topic = self.template.topic_for(event);
+            self.ensure_topic(&topic).await?;
+            key.clear();
+            value.clear();
+            self.format.encode_key(event, &mut key);
+            self.format.encode_value(event, &mut value);
+            if !self.limit.admit(event, key.len() + value.len() + RECORD_OVERHEAD, &topic)? {
+                continue;
+            }
+            let table = event.qualified_table();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "op", value: Some(event.op.as_str()) })
+                .insert(Header { key: "table", value: Some(table.as_str()) })
+                .insert(Header { key: "position", value: Some(event.source.position.as_str()) });
+            let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice()).headers(headers);
+            deliveries.push((topic.clone(), self.send(record).await?));
+            if event.op == Op::Delete && self.config.tombstones {
+                let tombstone: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).key(key.as_slice());
+                let delivery = self.send(tombstone).await?;
+                deliveries.push((topic, delivery));
+            }
+        }
+        self.limit.sync()?;
+        Ok(Box::pin(async move {
+            for (topic, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((source, _))) => return Err(KafkaSinkError::Delivery { topic, source }.into()),
+                    Err(_) => return Err(KafkaSinkError::Canceled.into()),
+                }
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// `cdc-bridge check` for this sink: brokers reachable, credentials accepted, topics.
+pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Finding> {
+    let context = SinkContext::default();
+    let last_error = context.last_error.clone();
+    let producer: Producer = match client_config(config).create_with_context(context) {
+        Ok(producer) => producer,
+        Err(err) => return vec![Finding::fail(format!("cannot create the Kafka client: {err}"))],
+    };
+    if let Err(err) = probe(&producer, &last_error, &config.brokers).await {
+        return vec![Finding::fail(crate::error::report(&err))];
+    }
+    let mut findings = vec![Finding::ok(format!("brokers {} reachable; credentials accepted", config.brokers))];
+    findings.push(match template.fixed() {
+        Some(topic) => match topic_exists(&producer, topic).await {
+            Ok(true) => Finding::ok(format!("topic {topic} exists")),
+            Ok(false) if config.create_topics => Finding::ok(format!("topic {topic} will be created")),
+            Ok(false) => Finding::fail(KafkaSinkError::MissingTopic { topic: topic.to_owned() }.to_string()),
+            Err(err) => Finding::fail(crate::error::report(&err)),
+        },
+        None if config.create_topics => Finding::ok(format!("topics {} are created as they are needed", config.topic)),
+        None => Finding::warn(format!("topics {} must exist (create_topics = false); each is checked when first used", config.topic)),
+    });
+    findings
+}
+

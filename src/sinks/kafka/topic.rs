@@ -1,0 +1,61 @@
+//! Topic names from a template over `{pipeline}`, `{database}`, `{schema}` and `{table}`.
+//! `{schema}` is the database for sources without schemas. Characters Kafka does not allow in
+//! topic names become `_`.
+
+use crate::envelope::ChangeEvent;
+
+const PLACEHOLDERS: [&str; 4] = ["pipeline", "database", "schema", "table"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate(String);
+
+impl TopicTemplate {
+    /// Checks that every `{...}` is a known placeholder.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').ok_or("unclosed `{`")? + open;
+            let name = &rest[open + 1..close];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!("unknown placeholder {{{name}}}; use {{pipeline}}, {{database}}, {{schema}} or {{table}}"));
+            }
+            rest = &rest[close + 1..];
+        }
+        if template.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(TopicTemplate(template.to_owned()))
+    }
+
+    pub fn topic_for(&self, event: &ChangeEvent) -> String {
+        let source = &event.source;
+        let name = self
+            .0
+            .replace("{pipeline}", &source.pipeline)
+            .replace("{database}", &source.database)
+            .replace("{schema}", source.schema.as_deref().unwrap_or(&source.database))
+            .replace("{table}", &source.table);
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).take(249).collect()
+    }
+
+    /// The topic name when the template has no placeholder.
+    pub fn fixed(&self) -> Option<&str> {
+        (!self.0.contains('{')).then_some(self.0.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::generator::{GeneratorConfig, GeneratorSource};
+
+    #[test]
+    fn fills_placeholders_and_cleans_names() {
+        let config: GeneratorConfig = toml::from_str("").unwrap();
+        let event = GeneratorSource::new(config).event(&"shop".into(), &"app db".into(), &"orders".into(), 1);
+        assert_eq!(TopicTemplate::parse("{pipeline}.{schema}.{table}").unwrap().topic_for(&event), "shop.app_db.orders");
+        assert!(TopicTemplate::parse("cdc.{tabel}").unwrap_err().contains("unknown placeholder {tabel}"));
+        assert!(TopicTemplate::parse("cdc.{table").is_err());
+        assert_eq!(TopicTemplate::parse("fixed").unwrap().fixed(), Some("fixed"));
+    }
+}
