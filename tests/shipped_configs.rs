@@ -19,16 +19,21 @@ fn shipped() -> Vec<PathBuf> {
     files
 }
 
-/// Connectors reading PostgreSQL point at the test server (prepared by the shipped
-/// migrations) through `PG_URL`, as a user points them at theirs.
+/// Connectors point at the test services (PostgreSQL prepared by the shipped migrations, the
+/// Kafka-protocol broker) through `PG_URL` and `KAFKA_BROKERS`, as a user points them at theirs.
 #[tokio::test]
 async fn every_shipped_config_passes_check() {
     support::pg::apply_migrations().await;
     let files = shipped();
-    assert!(files.len() >= 4, "{files:?}");
+    assert!(files.len() >= 5, "{files:?}");
     let ws = Workspace::new();
     for file in files {
-        let output = ws.command(&["check", "--config", file.to_str().unwrap()]).env("PG_URL", support::pg::migrated_role_url()).output().unwrap();
+        let output = ws
+            .command(&["check", "--config", file.to_str().unwrap()])
+            .env("PG_URL", support::pg::migrated_role_url())
+            .env("KAFKA_BROKERS", support::kafka::brokers())
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{}: {}{}", file.display(), stdout, stderr(&output));
         assert!(!stdout.contains("FAIL") && !stdout.contains("warn"), "{}: {stdout}", file.display());
