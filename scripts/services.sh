@@ -12,19 +12,23 @@
 # test); each is a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
 # kafka (tansu, a Kafka-protocol broker, on 127.0.0.1:19092) and kafka_auth (tansu requiring
 # SASL/SCRAM on 127.0.0.1:19093; users cdc (SCRAM-SHA-256) and cdc512 (SCRAM-SHA-512),
-# password cdc-secret). tansu is built once into $CDC_BRIDGE_CACHE (default
+# password cdc-secret), kafka_tls (tansu behind a socat TLS terminator on 127.0.0.1:19094,
+# certificate from the throwaway test CA; tansu 0.6 cannot take --cert with --key itself).
+# tansu is built once into $CDC_BRIDGE_CACHE (default
 # ~/.cache/cdc-bridge), outside the repository, and reused (~30 min the first time).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica kafka kafka_auth)
+ALL_SERVICES=(postgres postgres_restart postgres_replica kafka kafka_auth kafka_tls)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0
 KAFKA_PORT=${CDC_BRIDGE_KAFKA_PORT:-19092}
 KAFKA_AUTH_PORT=$((KAFKA_PORT + 1))
+KAFKA_TLS_PORT=$((KAFKA_PORT + 2))
+KAFKA_TLS_BACKEND_PORT=$((KAFKA_PORT + 3))
 
 log() { echo "services: $*" >&2; }
 
@@ -177,6 +181,35 @@ kafka_auth_start() {
 }
 kafka_auth_stop() { tansu_stop kafka_auth; }
 kafka_auth_env() { echo "export CDC_BRIDGE_KAFKA_AUTH_BROKERS=127.0.0.1:$KAFKA_AUTH_PORT"; }
+
+kafka_tls_start() {
+  tansu_install
+  command -v socat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; }
+  make_test_certs
+  kafka_tls_stop; rm -rf "$RUN_DIR/kafka_tls"
+  # Clients reach the broker only through TLS: it advertises the TLS port.
+  mkdir -p "$RUN_DIR/kafka_tls"
+  (
+    cd "$RUN_DIR/kafka_tls"
+    setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_TLS_BACKEND_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_TLS_PORT" \
+      --storage-engine sqlite://tansu.db >>broker.log 2>&1 </dev/null &
+    echo $! >broker.pid
+    setsid socat "openssl-listen:$KAFKA_TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$RUN_DIR/tls/server.pem,key=$RUN_DIR/tls/server.key,verify=0" \
+      "tcp:127.0.0.1:$KAFKA_TLS_BACKEND_PORT" >>socat.log 2>&1 </dev/null &
+    echo $! >socat.pid
+  )
+  wait_for 30 kafka_tls port_open "$KAFKA_TLS_BACKEND_PORT"
+  wait_for 30 kafka_tls port_open "$KAFKA_TLS_PORT"
+  log "kafka_tls (tansu behind TLS) running on 127.0.0.1:$KAFKA_TLS_PORT"
+}
+kafka_tls_stop() {
+  local pidfile=$RUN_DIR/kafka_tls/socat.pid
+  if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+  tansu_stop kafka_tls
+}
+kafka_tls_env() {
+  echo "export CDC_BRIDGE_KAFKA_TLS_BROKERS=127.0.0.1:$KAFKA_TLS_PORT CDC_BRIDGE_TEST_CA=$RUN_DIR/tls/ca.pem CDC_BRIDGE_TEST_OTHER_CA=$RUN_DIR/tls/other-ca.pem"
+}
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }
 

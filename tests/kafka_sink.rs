@@ -134,3 +134,27 @@ fn oversized_records_fail_or_go_to_the_dead_letter_file() {
     assert_eq!(lines.lines().count(), 10, "every oversized event is kept aside");
     assert_eq!(ws.stored_seq("oversize-dl"), 10, "and the pipeline went on");
 }
+
+fn tls_config(ws: &Workspace, name: &str, ca_var: &str) -> std::path::PathBuf {
+    let brokers = std::env::var("CDC_BRIDGE_KAFKA_TLS_BROKERS").expect("CDC_BRIDGE_KAFKA_TLS_BROKERS: run scripts/test.sh");
+    let ca = std::env::var(ca_var).unwrap_or_else(|_| panic!("{ca_var}: run scripts/test.sh"));
+    let text = std::fs::read_to_string(config(ws, name, 20, &format!("create_topics = true\nsecurity_protocol = \"ssl\"\nssl_ca_file = \"{ca}\"\n")))
+        .unwrap()
+        .replace(&support::kafka::brokers(), &brokers);
+    std::fs::write(ws.path("cdc.toml"), text).unwrap();
+    ws.path("cdc.toml")
+}
+
+#[test]
+fn tls_with_the_right_ca_delivers_and_a_foreign_ca_is_refused() {
+    let ws = Workspace::new();
+    let output = ws.run(&["run", "--config", tls_config(&ws, &format!("tls-ok-{}", std::process::id()), "CDC_BRIDGE_TEST_CA").to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(ws.stored_seq(&format!("tls-ok-{}", std::process::id())), 20);
+
+    let ws = Workspace::new();
+    let output = ws.run(&["run", "--config", tls_config(&ws, "tls-refused", "CDC_BRIDGE_TEST_OTHER_CA").to_str().unwrap()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS with brokers") && err.contains("certificate verify failed"), "{err}");
+}

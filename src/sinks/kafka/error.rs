@@ -20,6 +20,8 @@ pub enum KafkaSinkError {
         #[source]
         source: KafkaError,
     },
+    #[error("TLS with brokers {brokers} failed: {reason} (check ssl_ca_file and the brokers' certificate)")]
+    Tls { brokers: String, reason: String },
     #[error("topic {topic:?} does not exist: create it, or set create_topics = true")]
     MissingTopic { topic: String },
     #[error("cannot create topic {topic:?}: {reason}")]
@@ -60,6 +62,7 @@ impl ConnectorError for KafkaSinkError {
         match self {
             KafkaSinkError::Client(_)
             | KafkaSinkError::Authentication { .. }
+            | KafkaSinkError::Tls { .. }
             | KafkaSinkError::MissingTopic { .. }
             | KafkaSinkError::CreateTopic { .. } => Disposition::Fatal,
             KafkaSinkError::Delivery { source, .. } if code_of(source).is_some_and(is_fatal) => Disposition::Fatal,

@@ -43,11 +43,11 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the headers and the protocol overhead of one record.
 const RECORD_OVERHEAD: usize = 256;
 
-/// The first authentication failure librdkafka reported (later "all brokers down" errors
+/// The first authentication or TLS failure librdkafka reported (later "all brokers down" errors
 /// must not hide it), to say why a connection failed.
 type LastError = Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>;
 
-/// Logs client errors and keeps the authentication failure, if any.
+/// Logs client errors and keeps the authentication or TLS failure, if any.
 #[derive(Default)]
 pub struct SinkContext {
     last_error: LastError,
@@ -56,7 +56,9 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "kafka client error");
-        if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)) = error.rdkafka_error_code() {
+        if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) =
+            error.rdkafka_error_code()
+        {
             self.last_error.lock().expect("not poisoned").get_or_insert((code, reason.to_owned()));
         }
     }
@@ -153,12 +155,11 @@ async fn probe(producer: &Producer, last_error: &LastError, brokers: &str) -> Re
     let Err(source) = result else {
         return Ok(());
     };
-    let last = last_error.lock().expect("not poisoned").clone();
-    let auth = matches!(last, Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed, _)));
-    Err(if auth {
-        KafkaSinkError::Authentication { brokers: brokers.to_owned(), source: KafkaError::ClientCreation(last.map(|l| l.1).unwrap_or_default()) }
-    } else {
-        KafkaSinkError::Unreachable { brokers: brokers.to_owned(), source }
+    let brokers = brokers.to_owned();
+    Err(match last_error.lock().expect("not poisoned").clone() {
+        Some((RDKafkaErrorCode::SSL, reason)) => KafkaSinkError::Tls { brokers, reason },
+        Some((_, reason)) => KafkaSinkError::Authentication { brokers, source: KafkaError::ClientCreation(reason) },
+        None => KafkaSinkError::Unreachable { brokers, source },
     })
 }
 
