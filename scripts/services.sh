@@ -9,7 +9,8 @@
 #
 # Services: postgres (wal_level=logical, TLS with a throwaway CA; the tests' main server), postgres_restart (a second
 # logical server that one test restarts), postgres_replica (wal_level=replica, for the error
-# test); each is a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
+# test), postgres_small_wal (max_slot_wal_keep_size = 1MB, to see a slot invalidated); each is
+# a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
 # kafka (tansu, a Kafka-protocol broker, on 127.0.0.1:19092) and kafka_auth (tansu requiring
 # SASL/SCRAM on 127.0.0.1:19093; users cdc (SCRAM-SHA-256) and cdc512 (SCRAM-SHA-512),
 # password cdc-secret), kafka_tls (tansu behind a socat TLS terminator on 127.0.0.1:19094,
@@ -21,7 +22,7 @@ set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica kafka kafka_auth kafka_tls)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0
@@ -58,7 +59,7 @@ make_test_certs() {
   )
 }
 
-# pg_cluster_start NAME PORT WAL_LEVEL [tls]
+# pg_cluster_start NAME PORT WAL_LEVEL [tls|small_wal]
 pg_cluster_start() {
   local name=$1 port=$2 wal_level=$3 tls=${4:-}
   if [ -z "$(pg_bin)" ]; then
@@ -82,6 +83,10 @@ max_replication_slots = 40
 logical_decoding_work_mem = 64kB
 fsync = off
 CONF
+  if [ "$tls" = small_wal ]; then
+    # A slot falls behind by more than 1MB of WAL -> invalidated at the next checkpoint.
+    printf "max_slot_wal_keep_size = 1MB\nmin_wal_size = 32MB\nwal_keep_size = 0\n" >>"$root/data/postgresql.conf"
+  fi
   if [ "$tls" = tls ]; then
     make_test_certs
     printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$RUN_DIR/tls/server.pem" "$RUN_DIR/tls/server.key" >>"$root/data/postgresql.conf"
@@ -111,12 +116,20 @@ pg_cluster_restart() {
 
 PG_RESTART_PORT=$((PG_PORT + 1))
 PG_REPLICA_PORT=$((PG_PORT + 2))
+PG_SMALL_WAL_PORT=$((PG_PORT + 3))
 postgres_start() { pg_cluster_start postgres "$PG_PORT" logical tls; }
 postgres_stop() { pg_cluster_stop postgres; }
 postgres_restart_start() { pg_cluster_start postgres_restart "$PG_RESTART_PORT" logical; }
 postgres_restart_stop() { pg_cluster_stop postgres_restart; }
 postgres_replica_start() { pg_cluster_start postgres_replica "$PG_REPLICA_PORT" replica; }
 postgres_replica_stop() { pg_cluster_stop postgres_replica; }
+
+postgres_small_wal_start() { pg_cluster_start postgres_small_wal "$PG_SMALL_WAL_PORT" logical small_wal; }
+postgres_small_wal_stop() { pg_cluster_stop postgres_small_wal; }
+postgres_small_wal_env() {
+  echo "export CDC_BRIDGE_PG_SMALL_WAL_URL=postgres://cdc:cdc@127.0.0.1:$PG_SMALL_WAL_PORT/app"
+  echo "export CDC_BRIDGE_PG_SMALL_WAL_ADMIN_URL='host=$RUN_DIR/postgres_small_wal/sock port=$PG_SMALL_WAL_PORT user=postgres dbname=app'"
+}
 
 postgres_env() {
   echo "export CDC_BRIDGE_PG_URL=postgres://cdc:cdc@127.0.0.1:$PG_PORT/app"
@@ -219,7 +232,7 @@ case "$cmd" in
   stop)  for s in $(services "$@"); do "${s}_stop"; done ;;
   env)   for s in $(services "$@"); do "${s}_env"; done ;;
   restart) for s in "$@"; do
-             case "$s" in postgres|postgres_restart|postgres_replica) pg_cluster_restart "$s" ;; *) echo "cannot restart $s" >&2; exit 2 ;; esac
+             case "$s" in postgres|postgres_restart|postgres_replica|postgres_small_wal) pg_cluster_restart "$s" ;; *) echo "cannot restart $s" >&2; exit 2 ;; esac
            done ;;
   *) echo "usage: $0 start|stop|env|restart [SERVICE...]  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
 esac

@@ -71,3 +71,25 @@ async fn a_dropped_or_advanced_slot_stops_with_the_recovery_steps() {
     run_fails_with(&fx, &config, "replication slot \"bad_slot\" does not exist, but checkpoint");
     run_fails_with(&fx, &config, "cdc-bridge checkpoints reset");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_says_what_was_lost_and_how_to_recover() {
+    use support::pg::{SMALL_WAL, SMALL_WAL_ADMIN};
+    let fx = PgFixture::on(SMALL_WAL, "bad_lost").await;
+    fx.sql("CREATE TABLE bad_lost.t (id int PRIMARY KEY, pad text)").await;
+    let config = fx.config(&["t"], "");
+    let child = fx.spawn(&config);
+    fx.wait_caught_up(Duration::from_secs(30)).await;
+    fx.stop(child);
+    // While the pipeline is stopped, WAL grows far beyond max_slot_wal_keep_size (1MB).
+    let admin = connect(&env_url(SMALL_WAL_ADMIN)).await;
+    for _ in 0..4 {
+        fx.sql("INSERT INTO bad_lost.t SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g ON CONFLICT (id) DO UPDATE SET pad = EXCLUDED.pad").await;
+        admin.batch_execute("SELECT pg_switch_wal(); CHECKPOINT").await.unwrap();
+    }
+    let status: String = admin.query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'bad_lost'", &[]).await.unwrap().get(0);
+    assert_eq!(status, "lost", "the server must have invalidated the slot");
+    run_fails_with(&fx, &config, "replication slot \"bad_lost\" was invalidated");
+    run_fails_with(&fx, &config, "reset this pipeline's checkpoints to take a new snapshot");
+    fx.cleanup().await;
+}

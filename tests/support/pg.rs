@@ -12,6 +12,8 @@ pub const MAIN: &str = "CDC_BRIDGE_PG_URL";
 pub const RESTARTABLE: &str = "CDC_BRIDGE_PG_RESTART_URL";
 pub const REPLICA_WAL: &str = "CDC_BRIDGE_PG_REPLICA_URL";
 pub const ADMIN: &str = "CDC_BRIDGE_PG_ADMIN_URL";
+pub const SMALL_WAL: &str = "CDC_BRIDGE_PG_SMALL_WAL_URL";
+pub const SMALL_WAL_ADMIN: &str = "CDC_BRIDGE_PG_SMALL_WAL_ADMIN_URL";
 
 /// The URL in environment variable `var` (set by `scripts/services.sh env`).
 pub fn env_url(var: &str) -> String {
