@@ -109,20 +109,43 @@ async fn injected_produce_errors_are_retried_without_loss_or_reordering() {
     assert_complete_and_ordered(&records, 600);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn brokers_down_then_up_lose_nothing_and_nothing_is_acknowledged_early() {
+/// A checkpoint store, a shutdown trigger, and pipeline runs against one broker's cluster.
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<CheckpointStore>,
+    trigger: ShutdownTrigger,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
+        Harness { _dir: dir, store, trigger: ShutdownTrigger::new() }
+    }
+
+    /// Starts generator (`count` rows at 1,000/s) -> kafka in the background.
+    async fn spawn_run(&self, bootstrap: &str, sink_extra: &str, count: u64) -> tokio::task::JoinHandle<Result<pipeline::RunSummary, pipeline::PipelineError>> {
+        let (store, shutdown, sink) = (self.store.clone(), self.trigger.subscribe(), sink(bootstrap, sink_extra).await);
+        tokio::spawn(async move { pipeline::run(&settings(), Box::new(generator(count, 1000)), Box::new(sink), store, shutdown).await })
+    }
+}
+
+/// A one-broker mock cluster with the topic, and its bootstrap address.
+fn one_broker_cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, 3, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let trigger = ShutdownTrigger::new();
+    (cluster, bootstrap)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_down_then_up_lose_nothing_and_nothing_is_acknowledged_early() {
+    let (cluster, bootstrap) = one_broker_cluster();
+    let harness = Harness::new();
+    let (store, trigger) = (harness.store.clone(), &harness.trigger);
 
     // Run 1: the broker goes away for longer than the delivery timeout.
-    let run = {
-        let (store, shutdown, sink) = (store.clone(), trigger.subscribe(), sink(&bootstrap, "delivery_timeout_ms = 1500").await);
-        tokio::spawn(async move { pipeline::run(&settings(), Box::new(generator(2000, 1000)), Box::new(sink), store, shutdown).await })
-    };
+    let run = harness.spawn_run(&bootstrap, "delivery_timeout_ms = 1500", 2000).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.broker_down(1).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the run fails within the delivery timeout").unwrap().unwrap_err();
@@ -145,16 +168,9 @@ async fn brokers_down_then_up_lose_nothing_and_nothing_is_acknowledged_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_broker_outage_is_ridden_out_inside_one_run() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 3, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let trigger = ShutdownTrigger::new();
-    let run = {
-        let (store, shutdown, sink) = (store.clone(), trigger.subscribe(), sink(&bootstrap, "").await);
-        tokio::spawn(async move { pipeline::run(&settings(), Box::new(generator(1500, 1000)), Box::new(sink), store, shutdown).await })
-    };
+    let (cluster, bootstrap) = one_broker_cluster();
+    let harness = Harness::new();
+    let run = harness.spawn_run(&bootstrap, "", 1500).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
