@@ -158,3 +158,20 @@ fn tls_with_the_right_ca_delivers_and_a_foreign_ca_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("TLS with brokers") && err.contains("certificate verify failed"), "{err}");
 }
+
+#[test]
+fn check_reports_reachable_brokers_and_an_unreachable_one() {
+    let ws = Workspace::new();
+    let good = config(&ws, "check-ok", 5, "create_topics = true");
+    let output = ws.run(&["check", "--config", good.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    assert!(stdout.contains(&format!("sink:   ok   brokers {} reachable; credentials accepted", brokers())), "{stdout}");
+
+    let text = std::fs::read_to_string(&good).unwrap().replace(&brokers(), "127.0.0.1:1");
+    std::fs::write(ws.path("cdc.toml"), text).unwrap();
+    let output = ws.run(&["check", "--config", "cdc.toml"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("sink:   FAIL brokers 127.0.0.1:1 are not reachable"), "{stdout}");
+}
