@@ -14,15 +14,16 @@ use cdc_bridge::format::{Format, JsonFormat};
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sink::Sink;
-use cdc_bridge::sinks::null::NullSink;
 use cdc_bridge::sinks::file::{FileSink, FileSinkConfig};
+use cdc_bridge::sinks::null::NullSink;
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 
 const ENCODE_EVENTS: u64 = 500_000;
 const PIPELINE_EVENTS: u64 = 1_000_000;
 
 fn generator(count: u64) -> GeneratorSource {
-    let config: GeneratorConfig = toml::from_str(&format!("count = {count}\nkeys = 10000")).unwrap();
+    let config: GeneratorConfig =
+        toml::from_str(&format!("count = {count}\nkeys = 10000")).unwrap();
     GeneratorSource::new(config)
 }
 
@@ -50,13 +51,28 @@ fn bench_json_encoding() {
 async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let settings = PipelineSettings { name: "bench".into(), batch: BatchConfig::default(), buffer: BufferConfig::default() };
+    let settings = PipelineSettings {
+        name: "bench".into(),
+        batch: BatchConfig::default(),
+        buffer: BufferConfig::default(),
+    };
     let trigger = ShutdownTrigger::new();
     let start = Instant::now();
-    let summary = pipeline::run(&settings, Box::new(generator(PIPELINE_EVENTS)), sink, store, trigger.subscribe()).await.unwrap();
+    let summary = pipeline::run(
+        &settings,
+        Box::new(generator(PIPELINE_EVENTS)),
+        sink,
+        store,
+        trigger.subscribe(),
+    )
+    .await
+    .unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(summary.events_delivered, PIPELINE_EVENTS);
-    println!("pipeline {label:<10}{:>10.0} events/s  ({PIPELINE_EVENTS} events in {secs:.2} s)", PIPELINE_EVENTS as f64 / secs);
+    println!(
+        "pipeline {label:<10}{:>10.0} events/s  ({PIPELINE_EVENTS} events in {secs:.2} s)",
+        PIPELINE_EVENTS as f64 / secs
+    );
 }
 
 fn peak_rss_mib() -> f64 {
@@ -74,12 +90,21 @@ fn main() {
         return; // `cargo test --benches` probes with --list: nothing to list.
     }
     bench_json_encoding();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         bench_pipeline("-> null", Box::new(NullSink)).await;
         let dir = tempfile::tempdir().unwrap();
-        let config = FileSinkConfig { path: dir.path().join("bench.jsonl"), format: Default::default() };
+        let config = FileSinkConfig {
+            path: dir.path().join("bench.jsonl"),
+            format: Default::default(),
+        };
         bench_pipeline("-> file", Box::new(FileSink::open(&config).await.unwrap())).await;
     });
-    println!("peak RSS           {:>10.1} MiB (whole benchmark process)", peak_rss_mib());
+    println!(
+        "peak RSS           {:>10.1} MiB (whole benchmark process)",
+        peak_rss_mib()
+    );
 }

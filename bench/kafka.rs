@@ -12,7 +12,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let brokers = std::env::var("CDC_BRIDGE_KAFKA_BROKERS").expect("CDC_BRIDGE_KAFKA_BROKERS: run bench/run.sh");
+    let brokers = std::env::var("CDC_BRIDGE_KAFKA_BROKERS")
+        .expect("CDC_BRIDGE_KAFKA_BROKERS: run bench/run.sh");
     let dir = tempfile::tempdir().unwrap();
     let topic = format!("bench-{}", std::process::id());
     std::fs::write(
@@ -36,16 +37,29 @@ fn main() {
     assert!(child.wait().unwrap().success());
     let secs = start.elapsed().as_secs_f64();
     let mut lines = output.lines();
-    let peak_kib: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(f64::NAN);
+    let peak_kib: f64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(f64::NAN);
     // `times` prints the shell's own times, then its children's: "0m1.234s 0m0.567s".
     let cpu_secs: f64 = lines
         .nth(1)
-        .map(|l| l.split_whitespace().map(|t| {
-            let (m, s) = t.trim_end_matches('s').split_once('m').unwrap_or(("0", "0"));
-            m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
-        }).sum())
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| {
+                    let (m, s) = t
+                        .trim_end_matches('s')
+                        .split_once('m')
+                        .unwrap_or(("0", "0"));
+                    m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+                })
+                .sum()
+        })
         .unwrap_or(f64::NAN);
     println!("generator -> kafka  {:>10.0} events/s  ({EVENTS} events in {secs:.2} s, every delivery confirmed)", EVENTS as f64 / secs);
-    println!("daemon CPU time     {cpu_secs:>10.2} s     ({:.1} us per event)", cpu_secs * 1e6 / EVENTS as f64);
+    println!(
+        "daemon CPU time     {cpu_secs:>10.2} s     ({:.1} us per event)",
+        cpu_secs * 1e6 / EVENTS as f64
+    );
     println!("daemon peak RSS     {:>10.1} MiB", peak_kib / 1024.0);
 }

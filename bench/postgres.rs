@@ -20,15 +20,22 @@ fn main() {
         return;
     }
     let url = std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL: run bench/run.sh");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run(&url));
 }
 
 async fn run(url: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     for slot in ["bench_recv", "bench_bridge"] {
-        let _ = client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
+        let _ = client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await;
     }
     client
         .batch_execute(
@@ -39,7 +46,13 @@ async fn run(url: &str) {
         .await
         .unwrap();
     for slot in ["bench_recv", "bench_bridge"] {
-        client.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await.unwrap();
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .unwrap();
     }
 
     let start = Instant::now();
@@ -53,27 +66,46 @@ async fn run(url: &str) {
             .await
             .unwrap();
     }
-    let end_lsn: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
-    println!("wrote {ROWS} rows in {} transactions in {:.1} s; end LSN {end_lsn}", ROWS / ROWS_PER_TXN, start.elapsed().as_secs_f64());
+    let end_lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "wrote {ROWS} rows in {} transactions in {:.1} s; end LSN {end_lsn}",
+        ROWS / ROWS_PER_TXN,
+        start.elapsed().as_secs_f64()
+    );
 
     // Either may go first (BENCH_BRIDGE_FIRST=1): the second reads WAL the first warmed up.
-    let (recv_secs, (bridge_secs, peak_mib)) = if std::env::var("BENCH_BRIDGE_FIRST").is_ok_and(|v| v == "1") {
-        let bridge = bridge(url, &client, &end_lsn).await;
-        (pg_recvlogical(url, &end_lsn), bridge)
-    } else {
-        let recv = pg_recvlogical(url, &end_lsn);
-        (recv, bridge(url, &client, &end_lsn).await)
-    };
+    let (recv_secs, (bridge_secs, peak_mib)) =
+        if std::env::var("BENCH_BRIDGE_FIRST").is_ok_and(|v| v == "1") {
+            let bridge = bridge(url, &client, &end_lsn).await;
+            (pg_recvlogical(url, &end_lsn), bridge)
+        } else {
+            let recv = pg_recvlogical(url, &end_lsn);
+            (recv, bridge(url, &client, &end_lsn).await)
+        };
     let (recv_rate, bridge_rate) = (ROWS as f64 / recv_secs, ROWS as f64 / bridge_secs);
     println!("pg_recvlogical     {recv_rate:>10.0} rows/s  ({recv_secs:.2} s)");
-    println!("cdc-bridge         {bridge_rate:>10.0} rows/s  ({bridge_secs:.2} s, into the null sink)");
-    println!("ratio              {:>10.2} x pg_recvlogical", bridge_rate / recv_rate);
+    println!(
+        "cdc-bridge         {bridge_rate:>10.0} rows/s  ({bridge_secs:.2} s, into the null sink)"
+    );
+    println!(
+        "ratio              {:>10.2} x pg_recvlogical",
+        bridge_rate / recv_rate
+    );
     println!("bridge peak RSS    {peak_mib:>10.1} MiB");
 
     for slot in ["bench_recv", "bench_bridge"] {
-        let _ = client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
+        let _ = client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await;
     }
-    client.batch_execute("DROP PUBLICATION bench; DROP SCHEMA bench CASCADE").await.unwrap();
+    client
+        .batch_execute("DROP PUBLICATION bench; DROP SCHEMA bench CASCADE")
+        .await
+        .unwrap();
 }
 
 fn pg_recvlogical(url: &str, end_lsn: &str) -> f64 {
@@ -84,8 +116,28 @@ fn pg_recvlogical(url: &str, end_lsn: &str) -> f64 {
         .expect("pg_recvlogical");
     let start = Instant::now();
     let status = Command::new(bin)
-        .args(["-d", url, "--slot", "bench_recv", "--start", "--no-loop", "-F", "0", "-f", "/dev/null"])
-        .args(["-o", "proto_version=2", "-o", "publication_names=bench", "-o", "streaming=on", "--endpos", end_lsn])
+        .args([
+            "-d",
+            url,
+            "--slot",
+            "bench_recv",
+            "--start",
+            "--no-loop",
+            "-F",
+            "0",
+            "-f",
+            "/dev/null",
+        ])
+        .args([
+            "-o",
+            "proto_version=2",
+            "-o",
+            "publication_names=bench",
+            "-o",
+            "streaming=on",
+            "--endpos",
+            end_lsn,
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "pg_recvlogical failed");
@@ -125,13 +177,28 @@ async fn bridge(url: &str, client: &tokio_postgres::Client, end_lsn: &str) -> (f
         if done {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "bridge did not reach {end_lsn}");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "bridge did not reach {end_lsn}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let peak_kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     child.wait().unwrap();
     (secs, peak_kib / 1024.0)
 }

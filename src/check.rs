@@ -18,15 +18,24 @@ pub struct Finding {
 
 impl Finding {
     pub fn ok(message: impl Into<String>) -> Self {
-        Finding { level: Level::Ok, message: message.into() }
+        Finding {
+            level: Level::Ok,
+            message: message.into(),
+        }
     }
 
     pub fn warn(message: impl Into<String>) -> Self {
-        Finding { level: Level::Warn, message: message.into() }
+        Finding {
+            level: Level::Warn,
+            message: message.into(),
+        }
     }
 
     pub fn fail(message: impl Into<String>) -> Self {
-        Finding { level: Level::Fail, message: message.into() }
+        Finding {
+            level: Level::Fail,
+            message: message.into(),
+        }
     }
 }
 

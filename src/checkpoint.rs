@@ -34,7 +34,10 @@ pub struct Position {
 impl Position {
     /// A position whose order is a single counter (an LSN, a sequence number).
     pub fn from_counter(token: impl Into<String>, counter: u64) -> Self {
-        Position { token: token.into(), rank: counter.to_be_bytes().to_vec() }
+        Position {
+            token: token.into(),
+            rank: counter.to_be_bytes().to_vec(),
+        }
     }
 }
 
@@ -74,7 +77,12 @@ pub enum CheckpointError {
         source: serde_json::Error,
     },
     #[error("refusing to move the checkpoint of pipeline {pipeline:?} partition {partition:?} backward from {stored} to {proposed}")]
-    Regression { pipeline: String, partition: String, stored: String, proposed: String },
+    Regression {
+        pipeline: String,
+        partition: String,
+        stored: String,
+        proposed: String,
+    },
 }
 
 /// The redb-backed checkpoint store. One per process and `state_dir`; shared by pipelines.
@@ -87,12 +95,19 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// Opens (or creates) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, CheckpointError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| CheckpointError::CreateDir { path: state_dir.to_owned(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
         let path = state_dir.join(STORE_FILE);
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => CheckpointError::Locked { path: path.clone() },
-            other => CheckpointError::Storage { path: path.clone(), source: other.into() },
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                CheckpointError::Locked { path: path.clone() }
+            }
+            other => CheckpointError::Storage {
+                path: path.clone(),
+                source: other.into(),
+            },
         })?;
         Ok(CheckpointStore { db, path })
     }
@@ -124,7 +139,11 @@ impl CheckpointStore {
             let (key, value) = entry.map_err(|e| self.storage(e))?;
             let (pipeline, partition) = key.value();
             let position = self.decode(pipeline, partition, value.value())?;
-            out.push(StoredCheckpoint { pipeline: pipeline.to_owned(), partition: partition.to_owned(), position });
+            out.push(StoredCheckpoint {
+                pipeline: pipeline.to_owned(),
+                partition: partition.to_owned(),
+                position,
+            });
         }
         Ok(out)
     }
@@ -136,7 +155,10 @@ impl CheckpointStore {
         {
             let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.storage(e))?;
             for (partition, position) in updates {
-                let stored = match table.get((pipeline, partition.as_str())).map_err(|e| self.storage(e))? {
+                let stored = match table
+                    .get((pipeline, partition.as_str()))
+                    .map_err(|e| self.storage(e))?
+                {
                     Some(bytes) => Some(self.decode(pipeline, partition, bytes.value())?),
                     None => None,
                 };
@@ -149,7 +171,9 @@ impl CheckpointStore {
                     });
                 }
                 let bytes = serde_json::to_vec(position).expect("a position always serializes");
-                table.insert((pipeline, partition.as_str()), bytes.as_slice()).map_err(|e| self.storage(e))?;
+                table
+                    .insert((pipeline, partition.as_str()), bytes.as_slice())
+                    .map_err(|e| self.storage(e))?;
             }
         }
         txn.commit().map_err(|e| self.storage(e))
@@ -162,14 +186,21 @@ impl CheckpointStore {
         {
             let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.storage(e))?;
             for partition in &partitions {
-                table.remove((pipeline, partition.as_str())).map_err(|e| self.storage(e))?;
+                table
+                    .remove((pipeline, partition.as_str()))
+                    .map_err(|e| self.storage(e))?;
             }
         }
         txn.commit().map_err(|e| self.storage(e))?;
         Ok(partitions.len())
     }
 
-    fn decode(&self, pipeline: &str, partition: &str, bytes: &[u8]) -> Result<Position, CheckpointError> {
+    fn decode(
+        &self,
+        pipeline: &str,
+        partition: &str,
+        bytes: &[u8],
+    ) -> Result<Position, CheckpointError> {
         serde_json::from_slice(bytes).map_err(|source| CheckpointError::Corrupt {
             path: self.path.clone(),
             pipeline: pipeline.to_owned(),
@@ -179,7 +210,10 @@ impl CheckpointStore {
     }
 
     fn storage(&self, err: impl Into<redb::Error>) -> CheckpointError {
-        CheckpointError::Storage { path: self.path.clone(), source: err.into() }
+        CheckpointError::Storage {
+            path: self.path.clone(),
+            source: err.into(),
+        }
     }
 }
 
@@ -188,7 +222,10 @@ mod tests {
     use super::*;
 
     fn single(counter: u64) -> Checkpoints {
-        Checkpoints::from([(String::new(), Position::from_counter(counter.to_string(), counter))])
+        Checkpoints::from([(
+            String::new(),
+            Position::from_counter(counter.to_string(), counter),
+        )])
     }
 
     #[test]

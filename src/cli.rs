@@ -16,7 +16,11 @@ use crate::error::report;
 use crate::shutdown::ShutdownTrigger;
 
 #[derive(Debug, Parser)]
-#[command(name = "cdc-bridge", version, about = "Change-data-capture replication daemon")]
+#[command(
+    name = "cdc-bridge",
+    version,
+    about = "Change-data-capture replication daemon"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,9 +66,17 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(err) => return failure(EXIT_RUNTIME, &format!("cannot start the async runtime: {err}")),
+        Err(err) => {
+            return failure(
+                EXIT_RUNTIME,
+                &format!("cannot start the async runtime: {err}"),
+            )
+        }
     };
     runtime.block_on(async {
         match cli.command {
@@ -129,15 +141,22 @@ async fn run(path: &Path, only: Option<&str>) -> ExitCode {
 /// First SIGINT/SIGTERM: orderly shutdown. Second: exit at once (safe: at-least-once resume).
 async fn forward_signals(trigger: ShutdownTrigger) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL (safe: it resumes from the checkpoint)");
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down: no more reading; delivering in-flight batches and storing the checkpoint");
+    tracing::info!(
+        "shutting down: no more reading; delivering in-flight batches and storing the checkpoint"
+    );
     trigger.trigger();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now; the next run resumes from the last stored checkpoint");
+    tracing::warn!(
+        "second signal: exiting now; the next run resumes from the last stored checkpoint"
+    );
     std::process::exit(i32::from(EXIT_RUNTIME));
 }
 
@@ -152,7 +171,12 @@ async fn check(path: &Path) -> ExitCode {
     };
     let mut failed = false;
     for plan in &plans {
-        println!("pipeline {}: {} -> {}: configuration ok", plan.settings.name, plan.source.kind(), plan.sink.kind());
+        println!(
+            "pipeline {}: {} -> {}: configuration ok",
+            plan.settings.name,
+            plan.source.kind(),
+            plan.sink.kind()
+        );
         for finding in plan.source.check().await {
             failed |= finding.level == crate::check::Level::Fail;
             println!("  source: {finding}");
@@ -186,7 +210,11 @@ fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCo
             Ok(stored) => {
                 println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
                 for c in stored {
-                    let partition = if c.partition.is_empty() { "-" } else { &c.partition };
+                    let partition = if c.partition.is_empty() {
+                        "-"
+                    } else {
+                        &c.partition
+                    };
                     println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
                 }
                 ExitCode::SUCCESS
@@ -195,7 +223,13 @@ fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCo
         },
         Some(CheckpointsAction::Reset { pipeline }) => {
             if config.pipeline(&pipeline).is_none() {
-                return failure(EXIT_CONFIG, &format!("--pipeline: no pipeline is named {pipeline:?} in {}", path.display()));
+                return failure(
+                    EXIT_CONFIG,
+                    &format!(
+                        "--pipeline: no pipeline is named {pipeline:?} in {}",
+                        path.display()
+                    ),
+                );
             }
             match store.reset(&pipeline) {
                 Ok(n) => {

@@ -78,7 +78,11 @@ pub struct Emitter {
 
 impl Emitter {
     pub(crate) fn new(tx: mpsc::Sender<Item>, budget_bytes: u32) -> Self {
-        Emitter { tx, budget: Arc::new(Semaphore::new(budget_bytes as usize)), budget_bytes }
+        Emitter {
+            tx,
+            budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+            budget_bytes,
+        }
     }
 
     /// Emits one change event.
@@ -87,7 +91,11 @@ impl Emitter {
     }
 
     /// Emits one change event followed by a checkpoint mark (one message instead of two).
-    pub async fn event_then_checkpoint(&self, event: ChangeEvent, mark: Mark) -> Result<(), Stopped> {
+    pub async fn event_then_checkpoint(
+        &self,
+        event: ChangeEvent,
+        mark: Mark,
+    ) -> Result<(), Stopped> {
         self.send(Some(event), Some(mark)).await
     }
 
@@ -99,11 +107,26 @@ impl Emitter {
     async fn send(&self, event: Option<ChangeEvent>, mark: Option<Mark>) -> Result<(), Stopped> {
         let permit = match &event {
             Some(event) => {
-                let bytes = u32::try_from(event.approx_size()).unwrap_or(u32::MAX).clamp(1, self.budget_bytes);
-                Some(self.budget.clone().acquire_many_owned(bytes).await.map_err(|_| Stopped)?)
+                let bytes = u32::try_from(event.approx_size())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, self.budget_bytes);
+                Some(
+                    self.budget
+                        .clone()
+                        .acquire_many_owned(bytes)
+                        .await
+                        .map_err(|_| Stopped)?,
+                )
             }
             None => None,
         };
-        self.tx.send(Item { event, mark, permit }).await.map_err(|_| Stopped)
+        self.tx
+            .send(Item {
+                event,
+                mark,
+                permit,
+            })
+            .await
+            .map_err(|_| Stopped)
     }
 }

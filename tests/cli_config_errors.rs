@@ -32,44 +32,70 @@ fn run_with(body: &str, needle: &str) {
 
 #[test]
 fn unknown_key() {
-    run_with(&GOOD.replace("count = 5", "count = 5\ncuont = 6"), "pipeline[0].source.cuont: unknown setting");
+    run_with(
+        &GOOD.replace("count = 5", "count = 5\ncuont = 6"),
+        "pipeline[0].source.cuont: unknown setting",
+    );
 }
 
 #[test]
 fn missing_key() {
-    run_with(&GOOD.replace("path = \"out/shop.jsonl\"", ""), "pipeline[0].sink.path: missing");
+    run_with(
+        &GOOD.replace("path = \"out/shop.jsonl\"", ""),
+        "pipeline[0].sink.path: missing",
+    );
 }
 
 #[test]
 fn wrong_type() {
-    run_with(&GOOD.replace("count = 5", "count = \"five\""), "pipeline[0].source.count: invalid type");
+    run_with(
+        &GOOD.replace("count = 5", "count = \"five\""),
+        "pipeline[0].source.count: invalid type",
+    );
 }
 
 #[test]
 fn unknown_connector_kind() {
-    run_with(&GOOD.replace("kind = \"file\"", "kind = \"fax\""), "pipeline[0].sink.kind: unknown kind \"fax\"");
+    run_with(
+        &GOOD.replace("kind = \"file\"", "kind = \"fax\""),
+        "pipeline[0].sink.kind: unknown kind \"fax\"",
+    );
 }
 
 #[test]
 fn unset_environment_variable() {
     run_with(
-        &GOOD.replace("out/shop.jsonl", "${CDC_BRIDGE_TEST_SURELY_UNSET}/shop.jsonl"),
+        &GOOD.replace(
+            "out/shop.jsonl",
+            "${CDC_BRIDGE_TEST_SURELY_UNSET}/shop.jsonl",
+        ),
         "pipeline[0].sink.path: environment variable CDC_BRIDGE_TEST_SURELY_UNSET is not set",
     );
 }
 
 #[test]
 fn malformed_environment_reference() {
-    run_with(&GOOD.replace("out/shop.jsonl", "${UNCLOSED/shop.jsonl"), "pipeline[0].sink.path: unclosed `${`");
+    run_with(
+        &GOOD.replace("out/shop.jsonl", "${UNCLOSED/shop.jsonl"),
+        "pipeline[0].sink.path: unclosed `${`",
+    );
 }
 
 #[test]
 fn unreadable_file() {
     let ws = Workspace::new();
-    expect_config_error(&ws, &["run", "--config", "does/not/exist.toml"], "cannot read configuration file does/not/exist.toml");
+    expect_config_error(
+        &ws,
+        &["run", "--config", "does/not/exist.toml"],
+        "cannot read configuration file does/not/exist.toml",
+    );
     let dir = ws.path("a-directory");
     std::fs::create_dir(&dir).unwrap();
-    expect_config_error(&ws, &["check", "--config", dir.to_str().unwrap()], "cannot read configuration file");
+    expect_config_error(
+        &ws,
+        &["check", "--config", dir.to_str().unwrap()],
+        "cannot read configuration file",
+    );
 }
 
 #[test]
@@ -81,7 +107,17 @@ fn toml_syntax_error_names_the_line() {
 fn unknown_pipeline_on_the_command_line() {
     let ws = Workspace::new();
     let config = ws.config(GOOD);
-    expect_config_error(&ws, &["run", "--config", config.to_str().unwrap(), "--pipeline", "nope"], "no pipeline is named \"nope\"");
+    expect_config_error(
+        &ws,
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--pipeline",
+            "nope",
+        ],
+        "no pipeline is named \"nope\"",
+    );
 }
 
 #[test]
@@ -90,5 +126,8 @@ fn a_good_config_checks_ok() {
     let config = ws.config(GOOD);
     let output = ws.run(&["check", "--config", config.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "pipeline shop: generator -> file: configuration ok");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "pipeline shop: generator -> file: configuration ok"
+    );
 }

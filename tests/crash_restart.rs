@@ -33,11 +33,20 @@ fn sigkill_at_random_moments_loses_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let stored = ws.stored_seq("crash");
-        assert!(stored >= *checkpoints.last().unwrap(), "stored progress moved backward");
+        assert!(
+            stored >= *checkpoints.last().unwrap(),
+            "stored progress moved backward"
+        );
         checkpoints.push(stored);
     }
-    assert_eq!(kills_while_running, KILLS, "every kill must hit a running daemon");
-    assert!(checkpoints.last().unwrap() > &0 && checkpoints.last().unwrap() < &COUNT, "kills must land mid-run: {checkpoints:?}");
+    assert_eq!(
+        kills_while_running, KILLS,
+        "every kill must hit a running daemon"
+    );
+    assert!(
+        checkpoints.last().unwrap() > &0 && checkpoints.last().unwrap() < &COUNT,
+        "kills must land mid-run: {checkpoints:?}"
+    );
 
     let last = ws.run(&["run", "--config", config]);
     assert!(last.status.success(), "{}", stderr(&last));
@@ -58,12 +67,20 @@ fn sigkill_at_random_moments_loses_nothing() {
     for (prev, next) in &resumes {
         // A restart resumes right after a checkpoint that was stored when the daemon died, so
         // the duplicates (next..=prev) all lie after that checkpoint.
-        assert!(checkpoints.contains(&(next - 1)), "resumed at {next}, not after a stored checkpoint {checkpoints:?}");
+        assert!(
+            checkpoints.contains(&(next - 1)),
+            "resumed at {next}, not after a stored checkpoint {checkpoints:?}"
+        );
         assert!(next - 1 <= *prev);
     }
     let mut sorted = seqs.clone();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted, (1..=COUNT).collect::<Vec<_>>());
-    eprintln!("{} lines, {} duplicates across {} visible restarts", seqs.len(), seqs.len() as u64 - COUNT, resumes.len());
+    eprintln!(
+        "{} lines, {} duplicates across {} visible restarts",
+        seqs.len(),
+        seqs.len() as u64 - COUNT,
+        resumes.len()
+    );
 }

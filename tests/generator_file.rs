@@ -33,7 +33,11 @@ fn runs_to_completion_in_order_then_resumes_and_resets() {
     for line in text.lines() {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
         let id = event["key"]["id"].as_i64().unwrap();
-        let seq: i64 = event["source"]["position"].as_str().unwrap().parse().unwrap();
+        let seq: i64 = event["source"]["position"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let expected_op = ["insert", "update", "delete"][((seq - 1) / 7 % 3) as usize];
         assert_eq!(event["op"], expected_op, "{line}");
         if let Some(previous) = last_seq_of_key.insert(id, seq) {
@@ -50,9 +54,21 @@ fn runs_to_completion_in_order_then_resumes_and_resets() {
 
     let listed = ws.run(&["checkpoints", "--config", config]);
     let listing = String::from_utf8_lossy(&listed.stdout);
-    assert!(listing.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shop", "-", "500"]), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shop", "-", "500"]),
+        "{listing}"
+    );
 
-    let reset = ws.run(&["checkpoints", "reset", "--config", config, "--pipeline", "shop"]);
+    let reset = ws.run(&[
+        "checkpoints",
+        "reset",
+        "--config",
+        config,
+        "--pipeline",
+        "shop",
+    ]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert_eq!(ws.stored_seq("shop"), 0);
     let third = ws.run(&["run", "--config", config]);
@@ -67,7 +83,9 @@ fn sigterm_delivers_in_flight_batches_stores_the_checkpoint_and_exits_zero() {
     let config = ws.config(&pipeline("live", "rate_per_sec = 3000", "out/live.jsonl"));
     let out = ws.path("out/live.jsonl");
     let mut child = ws.spawn(&["run", "--config", config.to_str().unwrap()]);
-    wait_until(Duration::from_secs(20), "output", || output_seqs(&out).len() > 300);
+    wait_until(Duration::from_secs(20), "output", || {
+        output_seqs(&out).len() > 300
+    });
     terminate(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
@@ -77,7 +95,11 @@ fn sigterm_delivers_in_flight_batches_stores_the_checkpoint_and_exits_zero() {
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
     // Everything written was acknowledged and checkpointed: a restart writes no duplicate.
     assert_eq!(ws.stored_seq("live"), last);
-    let bounded = ws.config(&pipeline("live", &format!("count = {}", last + 50), "out/live.jsonl"));
+    let bounded = ws.config(&pipeline(
+        "live",
+        &format!("count = {}", last + 50),
+        "out/live.jsonl",
+    ));
     let rerun = ws.run(&["run", "--config", bounded.to_str().unwrap()]);
     assert!(rerun.status.success(), "{}", stderr(&rerun));
     assert_eq!(output_seqs(&out), (1..=last + 50).collect::<Vec<_>>());
@@ -90,13 +112,25 @@ fn a_fatal_pipeline_stops_alone_and_the_exit_status_reports_it() {
     let body = format!(
         "{}\n{}",
         pipeline("broken", "count = 10", "not-a-file"),
-        pipeline("healthy", "count = 300\nrate_per_sec = 1000", "out/healthy.jsonl"),
+        pipeline(
+            "healthy",
+            "count = 300\nrate_per_sec = 1000",
+            "out/healthy.jsonl"
+        ),
     );
     let config = ws.config(&body);
     let output = ws.run(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("error: pipeline broken: sink failed: cannot open output file not-a-file"), "{}", stderr(&output));
-    assert_eq!(output_seqs(&ws.path("out/healthy.jsonl")), (1..=300).collect::<Vec<_>>());
+    assert!(
+        stderr(&output)
+            .contains("error: pipeline broken: sink failed: cannot open output file not-a-file"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        output_seqs(&ws.path("out/healthy.jsonl")),
+        (1..=300).collect::<Vec<_>>()
+    );
     assert_eq!(ws.stored_seq("healthy"), 300);
     assert_eq!(ws.stored_seq("broken"), 0);
 }
@@ -104,9 +138,19 @@ fn a_fatal_pipeline_stops_alone_and_the_exit_status_reports_it() {
 #[test]
 fn only_the_named_pipeline_runs() {
     let ws = Workspace::new();
-    let body = format!("{}\n{}", pipeline("a", "count = 20", "out/a.jsonl"), pipeline("b", "count = 20", "out/b.jsonl"));
+    let body = format!(
+        "{}\n{}",
+        pipeline("a", "count = 20", "out/a.jsonl"),
+        pipeline("b", "count = 20", "out/b.jsonl")
+    );
     let config = ws.config(&body);
-    let output = ws.run(&["run", "--config", config.to_str().unwrap(), "--pipeline", "b"]);
+    let output = ws.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--pipeline",
+        "b",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!ws.path("out/a.jsonl").exists());
     assert_eq!(output_seqs(&ws.path("out/b.jsonl")).len(), 20);

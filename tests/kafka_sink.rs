@@ -24,20 +24,41 @@ fn every_event_arrives_keyed_ordered_per_key_with_tombstones() {
     let ws = Workspace::new();
     // The broker outlives test runs: a topic of this run's own.
     let name = format!("kafka-e2e-{}", std::process::id());
-    let config = config(&ws, &name, 300, "create_topics = true\ntopic_partitions = 3");
+    let config = config(
+        &ws,
+        &name,
+        300,
+        "create_topics = true\ntopic_partitions = 3",
+    );
     let output = ws.run(&["run", "--config", config.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
 
     let deletes = (1..=300u64).filter(|seq| (seq - 1) / 7 % 3 == 2).count();
-    let records = consume(&brokers(), &format!("{name}.items"), 300 + deletes, Duration::from_secs(60));
-    assert_eq!(records.len(), 300 + deletes, "every event and every tombstone");
+    let records = consume(
+        &brokers(),
+        &format!("{name}.items"),
+        300 + deletes,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        records.len(),
+        300 + deletes,
+        "every event and every tombstone"
+    );
 
     let mut partition_of_key: HashMap<String, i32> = HashMap::new();
     let mut by_partition: HashMap<i32, Vec<&support::kafka::Record>> = HashMap::new();
     for record in &records {
         let key = record.key.clone().expect("every record has a key");
-        assert_eq!(*partition_of_key.entry(key).or_insert(record.partition), record.partition, "a key stays in one partition");
-        by_partition.entry(record.partition).or_default().push(record);
+        assert_eq!(
+            *partition_of_key.entry(key).or_insert(record.partition),
+            record.partition,
+            "a key stays in one partition"
+        );
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(record);
     }
     assert!(by_partition.len() > 1, "keys spread over partitions");
     let mut seen = 0;
@@ -54,8 +75,16 @@ fn every_event_arrives_keyed_ordered_per_key_with_tombstones() {
                 continue;
             };
             seen += 1;
-            let seq: u64 = value["source"]["position"].as_str().unwrap().parse().unwrap();
-            assert_eq!(key, serde_json::to_string(&value["key"]).unwrap(), "the message key is the primary key as JSON");
+            let seq: u64 = value["source"]["position"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                key,
+                serde_json::to_string(&value["key"]).unwrap(),
+                "the message key is the primary key as JSON"
+            );
             assert!(key.starts_with("{\"id\":"));
             assert_eq!(record.header("op"), value["op"].as_str());
             assert_eq!(record.header("table"), Some("generator.items"));
@@ -76,9 +105,14 @@ fn every_event_arrives_keyed_ordered_per_key_with_tombstones() {
 fn a_missing_topic_stops_with_the_fix() {
     let ws = Workspace::new();
     let name = format!("kafka-missing-{}", std::process::id());
-    let output = ws.run(&["run", "--config", config(&ws, &name, 5, "").to_str().unwrap()]);
+    let output = ws.run(&[
+        "run",
+        "--config",
+        config(&ws, &name, 5, "").to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
-    let expected = format!("topic \"{name}.items\" does not exist: create it, or set create_topics = true");
+    let expected =
+        format!("topic \"{name}.items\" does not exist: create it, or set create_topics = true");
     assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
 }
 
@@ -90,25 +124,45 @@ fn scram(mechanism: &str, user: &str, password: &str) -> String {
 
 #[test]
 fn scram_with_the_right_password_delivers() {
-    for (mechanism, user, name) in [("SCRAM-SHA-256", "cdc", "scram256"), ("SCRAM-SHA-512", "cdc512", "scram512")] {
+    for (mechanism, user, name) in [
+        ("SCRAM-SHA-256", "cdc", "scram256"),
+        ("SCRAM-SHA-512", "cdc512", "scram512"),
+    ] {
         let ws = Workspace::new();
-        let text = std::fs::read_to_string(config(&ws, name, 20, &scram(mechanism, user, "cdc-secret"))).unwrap().replace(&brokers(), &auth_brokers());
+        let text =
+            std::fs::read_to_string(config(&ws, name, 20, &scram(mechanism, user, "cdc-secret")))
+                .unwrap()
+                .replace(&brokers(), &auth_brokers());
         std::fs::write(ws.path("cdc.toml"), text).unwrap();
         let output = ws.run(&["run", "--config", "cdc.toml"]);
         assert!(output.status.success(), "{mechanism}: {}", stderr(&output));
-        assert!(!stderr(&output).contains("cdc-secret"), "the password must never be logged");
+        assert!(
+            !stderr(&output).contains("cdc-secret"),
+            "the password must never be logged"
+        );
     }
 }
 
 #[test]
 fn scram_with_a_wrong_password_fails_clearly() {
     let ws = Workspace::new();
-    let text = std::fs::read_to_string(config(&ws, "scram-wrong", 5, &scram("SCRAM-SHA-256", "cdc", "not-it"))).unwrap().replace(&brokers(), &auth_brokers());
+    let text = std::fs::read_to_string(config(
+        &ws,
+        "scram-wrong",
+        5,
+        &scram("SCRAM-SHA-256", "cdc", "not-it"),
+    ))
+    .unwrap()
+    .replace(&brokers(), &auth_brokers());
     std::fs::write(ws.path("cdc.toml"), text).unwrap();
     let output = ws.run(&["run", "--config", "cdc.toml"]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.contains("authentication with brokers") && err.contains("failed: check sasl_username, sasl_password"), "{err}");
+    assert!(
+        err.contains("authentication with brokers")
+            && err.contains("failed: check sasl_username, sasl_password"),
+        "{err}"
+    );
     assert!(!err.contains("not-it"));
 }
 
@@ -125,22 +179,41 @@ fn oversized_records_fail_or_go_to_the_dead_letter_file() {
     let failing = ws.config(&body("oversize-fail", ""));
     let output = ws.run(&["run", "--config", failing.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("table generator.items, key {\"id\":1}, at position 1 exceeds the limit of 2000 bytes"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "table generator.items, key {\"id\":1}, at position 1 exceeds the limit of 2000 bytes"
+        ),
+        "{}",
+        stderr(&output)
+    );
 
-    let dead_letter = ws.config(&body("oversize-dl", "oversize = \"dead_letter\"\ndead_letter_path = \"dead/oversize.jsonl\""));
+    let dead_letter = ws.config(&body(
+        "oversize-dl",
+        "oversize = \"dead_letter\"\ndead_letter_path = \"dead/oversize.jsonl\"",
+    ));
     let output = ws.run(&["run", "--config", dead_letter.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = std::fs::read_to_string(ws.path("dead/oversize.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 10, "every oversized event is kept aside");
+    assert_eq!(
+        lines.lines().count(),
+        10,
+        "every oversized event is kept aside"
+    );
     assert_eq!(ws.stored_seq("oversize-dl"), 10, "and the pipeline went on");
 }
 
 fn tls_config(ws: &Workspace, name: &str, ca_var: &str) -> std::path::PathBuf {
-    let brokers = std::env::var("CDC_BRIDGE_KAFKA_TLS_BROKERS").expect("CDC_BRIDGE_KAFKA_TLS_BROKERS: run scripts/test.sh");
+    let brokers = std::env::var("CDC_BRIDGE_KAFKA_TLS_BROKERS")
+        .expect("CDC_BRIDGE_KAFKA_TLS_BROKERS: run scripts/test.sh");
     let ca = std::env::var(ca_var).unwrap_or_else(|_| panic!("{ca_var}: run scripts/test.sh"));
-    let text = std::fs::read_to_string(config(ws, name, 20, &format!("create_topics = true\nsecurity_protocol = \"ssl\"\nssl_ca_file = \"{ca}\"\n")))
-        .unwrap()
-        .replace(&support::kafka::brokers(), &brokers);
+    let text = std::fs::read_to_string(config(
+        ws,
+        name,
+        20,
+        &format!("create_topics = true\nsecurity_protocol = \"ssl\"\nssl_ca_file = \"{ca}\"\n"),
+    ))
+    .unwrap()
+    .replace(&support::kafka::brokers(), &brokers);
     std::fs::write(ws.path("cdc.toml"), text).unwrap();
     ws.path("cdc.toml")
 }
@@ -148,15 +221,34 @@ fn tls_config(ws: &Workspace, name: &str, ca_var: &str) -> std::path::PathBuf {
 #[test]
 fn tls_with_the_right_ca_delivers_and_a_foreign_ca_is_refused() {
     let ws = Workspace::new();
-    let output = ws.run(&["run", "--config", tls_config(&ws, &format!("tls-ok-{}", std::process::id()), "CDC_BRIDGE_TEST_CA").to_str().unwrap()]);
+    let output = ws.run(&[
+        "run",
+        "--config",
+        tls_config(
+            &ws,
+            &format!("tls-ok-{}", std::process::id()),
+            "CDC_BRIDGE_TEST_CA",
+        )
+        .to_str()
+        .unwrap(),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(ws.stored_seq(&format!("tls-ok-{}", std::process::id())), 20);
 
     let ws = Workspace::new();
-    let output = ws.run(&["run", "--config", tls_config(&ws, "tls-refused", "CDC_BRIDGE_TEST_OTHER_CA").to_str().unwrap()]);
+    let output = ws.run(&[
+        "run",
+        "--config",
+        tls_config(&ws, "tls-refused", "CDC_BRIDGE_TEST_OTHER_CA")
+            .to_str()
+            .unwrap(),
+    ]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.contains("TLS with brokers") && err.contains("certificate verify failed"), "{err}");
+    assert!(
+        err.contains("TLS with brokers") && err.contains("certificate verify failed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,12 +258,23 @@ fn check_reports_reachable_brokers_and_an_unreachable_one() {
     let output = ws.run(&["check", "--config", good.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", stderr(&output));
-    assert!(stdout.contains(&format!("sink:   ok   brokers {} reachable; credentials accepted", brokers())), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "sink:   ok   brokers {} reachable; credentials accepted",
+            brokers()
+        )),
+        "{stdout}"
+    );
 
-    let text = std::fs::read_to_string(&good).unwrap().replace(&brokers(), "127.0.0.1:1");
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace(&brokers(), "127.0.0.1:1");
     std::fs::write(ws.path("cdc.toml"), text).unwrap();
     let output = ws.run(&["check", "--config", "cdc.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("sink:   FAIL brokers 127.0.0.1:1 are not reachable"), "{stdout}");
+    assert!(
+        stdout.contains("sink:   FAIL brokers 127.0.0.1:1 are not reachable"),
+        "{stdout}"
+    );
 }

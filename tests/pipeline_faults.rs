@@ -64,13 +64,25 @@ impl Sink for ShufflingSink {
     }
 }
 
-fn settings(max_events: usize, in_flight: usize, buffer_events: usize, buffer_bytes: u32) -> PipelineSettings {
+fn settings(
+    max_events: usize,
+    in_flight: usize,
+    buffer_events: usize,
+    buffer_bytes: u32,
+) -> PipelineSettings {
     let mut batch = BatchConfig::default();
     batch.max_events = max_events.try_into().unwrap();
     batch.max_in_flight = in_flight.try_into().unwrap();
     batch.linger_ms = 5;
-    let buffer = BufferConfig { max_events: buffer_events.try_into().unwrap(), max_bytes: buffer_bytes.try_into().unwrap() };
-    PipelineSettings { name: "faults".into(), batch, buffer }
+    let buffer = BufferConfig {
+        max_events: buffer_events.try_into().unwrap(),
+        max_bytes: buffer_bytes.try_into().unwrap(),
+    };
+    PipelineSettings {
+        name: "faults".into(),
+        batch,
+        buffer,
+    }
 }
 
 fn generator(extra: &str) -> Box<dyn Source> {
@@ -79,7 +91,11 @@ fn generator(extra: &str) -> Box<dyn Source> {
 }
 
 fn stored(store: &CheckpointStore) -> u64 {
-    store.load("faults").unwrap().get("").map_or(0, |p| p.token.parse().unwrap())
+    store
+        .load("faults")
+        .unwrap()
+        .get("")
+        .map_or(0, |p| p.token.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,25 +107,49 @@ async fn out_of_order_acks_and_a_failed_batch_never_lose_or_skip_events() {
     let delivered = Arc::new(Mutex::new(Vec::new()));
 
     // Run 1: batch 5 (events 51..=60) fails while later batches may already have succeeded.
-    let sink = ShufflingSink { delivered: delivered.clone(), fail_batch: Some(5) };
-    let err = pipeline::run(&settings, generator("count = 200"), Box::new(sink), store.clone(), trigger.subscribe())
-        .await
-        .unwrap_err();
+    let sink = ShufflingSink {
+        delivered: delivered.clone(),
+        fail_batch: Some(5),
+    };
+    let err = pipeline::run(
+        &settings,
+        generator("count = 200"),
+        Box::new(sink),
+        store.clone(),
+        trigger.subscribe(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, PipelineError::Sink(_)), "{err}");
     assert_eq!(err.disposition(), Disposition::Transient);
     let after_failure = stored(&store);
-    assert!(after_failure <= 50, "the checkpoint passed the failed batch: {after_failure}");
+    assert!(
+        after_failure <= 50,
+        "the checkpoint passed the failed batch: {after_failure}"
+    );
     let first_run = delivered.lock().unwrap().clone();
     for seq in 1..=after_failure {
-        assert!(first_run.contains(&seq), "{seq} is checkpointed but was never delivered");
+        assert!(
+            first_run.contains(&seq),
+            "{seq} is checkpointed but was never delivered"
+        );
     }
 
     // Run 2 resumes after the stored checkpoint and completes.
     delivered.lock().unwrap().clear();
-    let sink = ShufflingSink { delivered: delivered.clone(), fail_batch: None };
-    let summary = pipeline::run(&settings, generator("count = 200"), Box::new(sink), store.clone(), trigger.subscribe())
-        .await
-        .unwrap();
+    let sink = ShufflingSink {
+        delivered: delivered.clone(),
+        fail_batch: None,
+    };
+    let summary = pipeline::run(
+        &settings,
+        generator("count = 200"),
+        Box::new(sink),
+        store.clone(),
+        trigger.subscribe(),
+    )
+    .await
+    .unwrap();
     assert_eq!(stored(&store), 200);
     assert_eq!(summary.events_delivered, 200 - after_failure);
     let mut second_run = delivered.lock().unwrap().clone();
@@ -125,7 +165,8 @@ struct StuckSink {
 #[async_trait]
 impl Sink for StuckSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
-        self.submitted.fetch_add(batch.events.len() as u64, Ordering::SeqCst);
+        self.submitted
+            .fetch_add(batch.events.len() as u64, Ordering::SeqCst);
         Ok(Box::pin(std::future::pending()))
     }
 }
@@ -139,12 +180,16 @@ struct CountingSource {
 #[async_trait]
 impl Source for CountingSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError> {
-        let config: GeneratorConfig = toml::from_str(&format!("payload_bytes = {}", self.payload_bytes)).unwrap();
+        let config: GeneratorConfig =
+            toml::from_str(&format!("payload_bytes = {}", self.payload_bytes)).unwrap();
         let generator = GeneratorSource::new(config);
         let (db, table) = ("db".into(), "t".into());
         for seq in 1.. {
             let event = generator.event(&ctx.pipeline, &db, &table, seq);
-            let mark = Mark { partition: String::new(), position: Position::from_counter(seq.to_string(), seq) };
+            let mark = Mark {
+                partition: String::new(),
+                position: Position::from_counter(seq.to_string(), seq),
+            };
             if ctx.emit.event_then_checkpoint(event, mark).await.is_err() {
                 break;
             }
@@ -154,14 +199,31 @@ impl Source for CountingSource {
     }
 }
 
-async fn emitted_against_a_stuck_sink(settings: PipelineSettings, payload_bytes: usize) -> (u64, u64) {
+async fn emitted_against_a_stuck_sink(
+    settings: PipelineSettings,
+    payload_bytes: usize,
+) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
     let (emitted, submitted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let source = CountingSource { emitted: emitted.clone(), payload_bytes };
-    let sink = StuckSink { submitted: submitted.clone() };
+    let source = CountingSource {
+        emitted: emitted.clone(),
+        payload_bytes,
+    };
+    let sink = StuckSink {
+        submitted: submitted.clone(),
+    };
     let trigger = ShutdownTrigger::new();
-    let run = tokio::spawn(async move { pipeline::run(&settings, Box::new(source), Box::new(sink), store, trigger.subscribe()).await });
+    let run = tokio::spawn(async move {
+        pipeline::run(
+            &settings,
+            Box::new(source),
+            Box::new(sink),
+            store,
+            trigger.subscribe(),
+        )
+        .await
+    });
     // Wait until the source is blocked: its count stops moving.
     let mut last = u64::MAX;
     loop {
@@ -173,14 +235,21 @@ async fn emitted_against_a_stuck_sink(settings: PipelineSettings, payload_bytes:
         last = now;
     }
     run.abort();
-    (emitted.load(Ordering::SeqCst), submitted.load(Ordering::SeqCst))
+    (
+        emitted.load(Ordering::SeqCst),
+        submitted.load(Ordering::SeqCst),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_sink_stops_the_source_at_the_event_bound() {
     // 3 batches of 10 in flight + one open batch + 100 queued: the source must stop near 140.
-    let (emitted, submitted) = emitted_against_a_stuck_sink(settings(10, 3, 100, 1 << 30), 16).await;
-    assert_eq!(submitted, 30, "exactly max_in_flight batches are handed to the sink");
+    let (emitted, submitted) =
+        emitted_against_a_stuck_sink(settings(10, 3, 100, 1 << 30), 16).await;
+    assert_eq!(
+        submitted, 30,
+        "exactly max_in_flight batches are handed to the sink"
+    );
     assert!((130..=145).contains(&emitted), "emitted {emitted}");
 }
 
@@ -188,6 +257,7 @@ async fn a_stuck_sink_stops_the_source_at_the_event_bound() {
 async fn a_stuck_sink_stops_the_source_at_the_byte_bound() {
     // Events of ~10 KiB against a 100 KiB budget: the source stops after about 10 events,
     // far below the event bound.
-    let (emitted, _) = emitted_against_a_stuck_sink(settings(1000, 3, 10_000, 100 * 1024), 10 * 1024).await;
+    let (emitted, _) =
+        emitted_against_a_stuck_sink(settings(1000, 3, 10_000, 100 * 1024), 10 * 1024).await;
     assert!((5..=11).contains(&emitted), "emitted {emitted}");
 }

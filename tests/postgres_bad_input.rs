@@ -18,10 +18,15 @@ fn run_fails_with(fx: &PgFixture, config: &std::path::Path, needle: &str) {
 async fn a_missing_table_is_named() {
     let fx = PgFixture::new("bad_missing").await;
     let config = fx.config(&["nope"], "");
-    run_fails_with(&fx, &config, "table(s) not found: bad_missing.nope; create them, or fix `tables`");
+    run_fails_with(
+        &fx,
+        &config,
+        "table(s) not found: bad_missing.nope; create them, or fix `tables`",
+    );
     let check = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("FAIL table(s) not found: bad_missing.nope"));
+    assert!(String::from_utf8_lossy(&check.stdout)
+        .contains("FAIL table(s) not found: bad_missing.nope"));
 }
 
 #[tokio::test]
@@ -32,9 +37,18 @@ async fn a_role_without_replication_is_told_the_grant() {
         .await
         .unwrap();
     let fx = PgFixture::new("bad_norepl").await;
-    fx.sql("CREATE TABLE bad_norepl.t (id int PRIMARY KEY)").await;
-    let config = fx.config_with_url(&["t"], "", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "norepl:pw@"));
-    run_fails_with(&fx, &config, "role \"norepl\" lacks the REPLICATION attribute: run ALTER ROLE norepl REPLICATION");
+    fx.sql("CREATE TABLE bad_norepl.t (id int PRIMARY KEY)")
+        .await;
+    let config = fx.config_with_url(
+        &["t"],
+        "",
+        &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "norepl:pw@"),
+    );
+    run_fails_with(
+        &fx,
+        &config,
+        "role \"norepl\" lacks the REPLICATION attribute: run ALTER ROLE norepl REPLICATION",
+    );
 }
 
 #[tokio::test]
@@ -47,9 +61,18 @@ async fn wal_level_replica_is_told_how_to_change_it() {
 #[tokio::test]
 async fn a_wrong_password_is_an_authentication_error() {
     let fx = PgFixture::new("bad_password").await;
-    fx.sql("CREATE TABLE bad_password.t (id int PRIMARY KEY)").await;
-    let config = fx.config_with_url(&["t"], "", &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "cdc:wrong@"));
-    run_fails_with(&fx, &config, "authentication failed: password authentication failed for user \"cdc\"");
+    fx.sql("CREATE TABLE bad_password.t (id int PRIMARY KEY)")
+        .await;
+    let config = fx.config_with_url(
+        &["t"],
+        "",
+        &env_url("CDC_BRIDGE_PG_URL").replace("cdc:cdc@", "cdc:wrong@"),
+    );
+    run_fails_with(
+        &fx,
+        &config,
+        "authentication failed: password authentication failed for user \"cdc\"",
+    );
 }
 
 #[tokio::test]
@@ -63,12 +86,22 @@ async fn a_dropped_or_advanced_slot_stops_with_the_recovery_steps() {
 
     // The slot confirmed past the stored checkpoint: changes would be lost.
     fx.sql("INSERT INTO bad_slot.t VALUES (1)").await;
-    fx.client.execute("SELECT pg_replication_slot_advance('bad_slot', pg_current_wal_lsn())", &[]).await.unwrap();
+    fx.client
+        .execute(
+            "SELECT pg_replication_slot_advance('bad_slot', pg_current_wal_lsn())",
+            &[],
+        )
+        .await
+        .unwrap();
     run_fails_with(&fx, &config, "beyond the stored checkpoint");
 
     // The slot is gone while a checkpoint is stored.
     fx.cleanup().await;
-    run_fails_with(&fx, &config, "replication slot \"bad_slot\" does not exist, but checkpoint");
+    run_fails_with(
+        &fx,
+        &config,
+        "replication slot \"bad_slot\" does not exist, but checkpoint",
+    );
     run_fails_with(&fx, &config, "cdc-bridge checkpoints reset");
 }
 
@@ -76,7 +109,8 @@ async fn a_dropped_or_advanced_slot_stops_with_the_recovery_steps() {
 async fn an_invalidated_slot_says_what_was_lost_and_how_to_recover() {
     use support::pg::{SMALL_WAL, SMALL_WAL_ADMIN};
     let fx = PgFixture::on(SMALL_WAL, "bad_lost").await;
-    fx.sql("CREATE TABLE bad_lost.t (id int PRIMARY KEY, pad text)").await;
+    fx.sql("CREATE TABLE bad_lost.t (id int PRIMARY KEY, pad text)")
+        .await;
     let config = fx.config(&["t"], "");
     let child = fx.spawn(&config);
     fx.wait_caught_up(Duration::from_secs(30)).await;
@@ -85,11 +119,29 @@ async fn an_invalidated_slot_says_what_was_lost_and_how_to_recover() {
     let admin = connect(&env_url(SMALL_WAL_ADMIN)).await;
     for _ in 0..4 {
         fx.sql("INSERT INTO bad_lost.t SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g ON CONFLICT (id) DO UPDATE SET pad = EXCLUDED.pad").await;
-        admin.batch_execute("SELECT pg_switch_wal(); CHECKPOINT").await.unwrap();
+        admin
+            .batch_execute("SELECT pg_switch_wal(); CHECKPOINT")
+            .await
+            .unwrap();
     }
-    let status: String = admin.query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'bad_lost'", &[]).await.unwrap().get(0);
+    let status: String = admin
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'bad_lost'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(status, "lost", "the server must have invalidated the slot");
-    run_fails_with(&fx, &config, "replication slot \"bad_lost\" was invalidated");
-    run_fails_with(&fx, &config, "reset this pipeline's checkpoints to take a new snapshot");
+    run_fails_with(
+        &fx,
+        &config,
+        "replication slot \"bad_lost\" was invalidated",
+    );
+    run_fails_with(
+        &fx,
+        &config,
+        "reset this pipeline's checkpoints to take a new snapshot",
+    );
     fx.cleanup().await;
 }

@@ -30,12 +30,27 @@ fn change_of(event: &Value) -> (Change, u64) {
         "delete" => "delete",
         other => panic!("unexpected op {other}"),
     };
-    let row = if op == "delete" { &event["before"] } else { &event["after"] };
+    let row = if op == "delete" {
+        &event["before"]
+    } else {
+        &event["after"]
+    };
     let position: u64 = {
-        let (hi, lo) = event["source"]["position"].as_str().unwrap().split_once('/').unwrap();
+        let (hi, lo) = event["source"]["position"]
+            .as_str()
+            .unwrap()
+            .split_once('/')
+            .unwrap();
         (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
     };
-    (Change { g: row["g"].as_i64().unwrap(), op, id: event["key"]["id"].as_i64().unwrap() }, position)
+    (
+        Change {
+            g: row["g"].as_i64().unwrap(),
+            op,
+            id: event["key"]["id"].as_i64().unwrap(),
+        },
+        position,
+    )
 }
 
 /// Runs transactions until stopped: each sets one key's `g` to its transaction number, as an
@@ -51,13 +66,33 @@ async fn workload(stop: Arc<AtomicBool>, expected: Arc<Mutex<Vec<Change>>>) {
         let tx = client.transaction().await.unwrap();
         let mut changes = Vec::new();
         if existing.contains(&id) && rng.below(4) == 0 {
-            tx.execute("UPDATE crash_pg.kv SET g = $2 WHERE id = $1", &[&id, &g]).await.unwrap();
-            tx.execute("DELETE FROM crash_pg.kv WHERE id = $1", &[&id]).await.unwrap();
-            changes.push(Change { g, op: "update", id: id.into() });
-            changes.push(Change { g, op: "delete", id: id.into() });
+            tx.execute("UPDATE crash_pg.kv SET g = $2 WHERE id = $1", &[&id, &g])
+                .await
+                .unwrap();
+            tx.execute("DELETE FROM crash_pg.kv WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            changes.push(Change {
+                g,
+                op: "update",
+                id: id.into(),
+            });
+            changes.push(Change {
+                g,
+                op: "delete",
+                id: id.into(),
+            });
         } else {
             tx.execute("INSERT INTO crash_pg.kv VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET g = EXCLUDED.g", &[&id, &g]).await.unwrap();
-            changes.push(Change { g, op: if existing.contains(&id) { "update" } else { "insert" }, id: id.into() });
+            changes.push(Change {
+                g,
+                op: if existing.contains(&id) {
+                    "update"
+                } else {
+                    "insert"
+                },
+                id: id.into(),
+            });
         }
         tx.commit().await.unwrap();
         if changes.last().is_some_and(|c| c.op == "delete") {
@@ -90,11 +125,19 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
     for _ in 0..KILLS {
         let mut child = fx.spawn(&config);
         tokio::time::sleep(Duration::from_millis(400 + rng.below(2000))).await;
-        assert!(child.try_wait().unwrap().is_none(), "bridge exited early:\n{}", fx.ws.log_tail());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bridge exited early:\n{}",
+            fx.ws.log_tail()
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         let stored = fx.stored_lsn().expect("a checkpoint is stored");
-        let complete_lines = std::fs::read(fx.out()).unwrap_or_default().iter().filter(|&&b| b == b'\n').count();
+        let complete_lines = std::fs::read(fx.out())
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         if let Some((_, previous)) = kills.last() {
             assert!(stored >= *previous, "stored checkpoint moved backward");
         }
@@ -110,9 +153,16 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
 
     let expected = expected.lock().unwrap().clone();
     let events: Vec<(Change, u64)> = fx.events().iter().map(change_of).collect();
-    assert!(expected.len() > 500, "workload too small: {}", expected.len());
+    assert!(
+        expected.len() > 500,
+        "workload too small: {}",
+        expected.len()
+    );
     let progressing = kills.windows(2).filter(|w| w[1].1 > w[0].1).count();
-    assert!(progressing >= 3, "kills must land while changes flow ({progressing} of {KILLS} runs stored progress)");
+    assert!(
+        progressing >= 3,
+        "kills must land while changes flow ({progressing} of {KILLS} runs stored progress)"
+    );
 
     // Split the output into the runs between kills; each run must be a contiguous slice of the
     // committed changes that starts after the checkpoint stored before it.
@@ -126,20 +176,36 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
         if segment.is_empty() {
             continue;
         }
-        let from = expected.iter().position(|c| *c == segment[0].0).expect("every event was committed");
+        let from = expected
+            .iter()
+            .position(|c| *c == segment[0].0)
+            .expect("every event was committed");
         let expected_slice = &expected[from..from + segment.len()];
         let got: Vec<Change> = segment.iter().map(|(c, _)| c.clone()).collect();
-        assert_eq!(got, expected_slice, "run {run} is not the committed changes in order");
-        assert!(from <= covered_until, "run {run} skipped committed changes {covered_until}..{from}");
+        assert_eq!(
+            got, expected_slice,
+            "run {run} is not the committed changes in order"
+        );
+        assert!(
+            from <= covered_until,
+            "run {run} skipped committed changes {covered_until}..{from}"
+        );
         if run > 0 {
             // Repeated changes (from..covered_until) all lie after the checkpoint stored at the
             // previous kill; so do the new ones.
             let checkpoint = kills[run - 1].1;
-            assert!(segment.iter().all(|(_, position)| *position > checkpoint), "run {run} repeated changes before its checkpoint");
+            assert!(
+                segment.iter().all(|(_, position)| *position > checkpoint),
+                "run {run} repeated changes before its checkpoint"
+            );
         }
         covered_until = covered_until.max(from + segment.len());
     }
-    assert_eq!(covered_until, expected.len(), "not every committed change arrived");
+    assert_eq!(
+        covered_until,
+        expected.len(),
+        "not every committed change arrived"
+    );
     let duplicates = events.len() - expected.len();
     eprintln!("{} committed changes, {} events written, {duplicates} duplicates across {KILLS} kills ({progressing} runs stored progress)", expected.len(), events.len());
 }

@@ -61,18 +61,31 @@ async fn concurrent_writes_during_the_snapshot_converge_to_the_table() {
             other => panic!("unexpected op {other}"),
         }
     }
-    let rows = fx.client.query("SELECT id, v, s FROM seam.t ORDER BY id", &[]).await.unwrap();
+    let rows = fx
+        .client
+        .query("SELECT id, v, s FROM seam.t ORDER BY id", &[])
+        .await
+        .unwrap();
     fx.cleanup().await;
     let table: BTreeMap<i64, Value> = rows
         .iter()
         .map(|r| {
             let id: i32 = r.get(0);
-            (i64::from(id), serde_json::json!({"id": id, "v": r.get::<_, i64>(1), "s": r.get::<_, String>(2)}))
+            (
+                i64::from(id),
+                serde_json::json!({"id": id, "v": r.get::<_, i64>(1), "s": r.get::<_, String>(2)}),
+            )
         })
         .collect();
     let snapshot_rows = events.iter().filter(|e| e["op"] == "snapshot").count();
-    eprintln!("{writes} concurrent writes, {snapshot_rows} snapshot rows, {} events", events.len());
+    eprintln!(
+        "{writes} concurrent writes, {snapshot_rows} snapshot rows, {} events",
+        events.len()
+    );
     assert!(writes > 100, "the writer must overlap the snapshot");
     assert_eq!(state.len(), table.len());
-    assert!(state == table, "applying the events does not give the table");
+    assert!(
+        state == table,
+        "applying the events does not give the table"
+    );
 }

@@ -29,11 +29,18 @@ async fn unchanged_toast_is_listed_never_a_placeholder() {
     fx.stop(child);
     fx.cleanup().await;
 
-    assert_eq!(events[0]["after"]["body"].as_str().map(str::len), Some(100000));
+    assert_eq!(
+        events[0]["after"]["body"].as_str().map(str::len),
+        Some(100000)
+    );
     let update = &events[1];
     assert_eq!(update["op"], "update");
     assert_eq!(update["unchanged"], json!(["body"]));
-    assert_eq!(update["after"], json!({"id": 1, "n": 2}), "body must be absent, not a placeholder");
+    assert_eq!(
+        update["after"],
+        json!({"id": 1, "n": 2}),
+        "body must be absent, not a placeholder"
+    );
 }
 
 #[tokio::test]
@@ -57,7 +64,10 @@ async fn replica_identity_full_and_default_before_images_and_truncate() {
     fx.cleanup().await;
 
     let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["insert", "update", "delete", "insert", "update", "update", "delete", "truncate"]);
+    assert_eq!(
+        ops,
+        ["insert", "update", "delete", "insert", "update", "update", "delete", "truncate"]
+    );
     // FULL: complete old rows.
     assert_eq!(events[1]["before"], json!({"id": 1, "v": "a"}));
     assert_eq!(events[2]["before"], json!({"id": 1, "v": "b"}));
@@ -77,11 +87,13 @@ async fn replica_identity_full_and_default_before_images_and_truncate() {
 #[tokio::test]
 async fn columns_added_and_dropped_mid_stream_appear_without_restart() {
     let fx = PgFixture::new("sem_ddl").await;
-    fx.sql("CREATE TABLE sem_ddl.t (id int PRIMARY KEY, a text)").await;
+    fx.sql("CREATE TABLE sem_ddl.t (id int PRIMARY KEY, a text)")
+        .await;
     let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\""));
     fx.wait_caught_up(WAIT).await;
     fx.sql("INSERT INTO sem_ddl.t VALUES (1, 'x')").await;
-    fx.sql("ALTER TABLE sem_ddl.t ADD COLUMN b int DEFAULT 7").await;
+    fx.sql("ALTER TABLE sem_ddl.t ADD COLUMN b int DEFAULT 7")
+        .await;
     fx.sql("INSERT INTO sem_ddl.t VALUES (2, 'y', 8)").await;
     fx.sql("ALTER TABLE sem_ddl.t DROP COLUMN a").await;
     fx.sql("INSERT INTO sem_ddl.t VALUES (3, 9)").await;
@@ -96,7 +108,8 @@ async fn columns_added_and_dropped_mid_stream_appear_without_restart() {
 #[tokio::test]
 async fn streamed_transactions_honour_savepoint_rollbacks_and_aborts() {
     let fx = PgFixture::new("sem_stream").await;
-    fx.sql("CREATE TABLE sem_stream.t (id int PRIMARY KEY, pad text)").await;
+    fx.sql("CREATE TABLE sem_stream.t (id int PRIMARY KEY, pad text)")
+        .await;
     // A tiny spill threshold so the streamed transaction also goes through the disk spool.
     let child = fx.spawn(&fx.config(&["t"], "snapshot = \"never\"\nstream_memory_bytes = 65536"));
     fx.wait_caught_up(WAIT).await;
@@ -108,18 +121,29 @@ async fn streamed_transactions_honour_savepoint_rollbacks_and_aborts() {
     )
     .await;
     fx.sql("BEGIN; INSERT INTO sem_stream.t SELECT g, 'aborted' FROM generate_series(20001, 26000) g; ROLLBACK").await;
-    fx.sql("INSERT INTO sem_stream.t VALUES (99999, 'after')").await;
+    fx.sql("INSERT INTO sem_stream.t VALUES (99999, 'after')")
+        .await;
     let events = fx.wait_for_events(5011, WAIT);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events_settled = fx.events();
     fx.stop(child);
     fx.cleanup().await;
 
-    assert_eq!(events_settled.len(), 5011, "rolled back and aborted rows must not appear");
-    let ids: Vec<i64> = events.iter().map(|e| e["key"]["id"].as_i64().unwrap()).collect();
+    assert_eq!(
+        events_settled.len(),
+        5011,
+        "rolled back and aborted rows must not appear"
+    );
+    let ids: Vec<i64> = events
+        .iter()
+        .map(|e| e["key"]["id"].as_i64().unwrap())
+        .collect();
     let expected: Vec<i64> = (1..=5000).chain(8001..=8010).chain([99999]).collect();
     assert_eq!(ids, expected);
-    let txids: std::collections::HashSet<_> = events[..5010].iter().map(|e| e["source"]["txid"].clone()).collect();
+    let txids: std::collections::HashSet<_> = events[..5010]
+        .iter()
+        .map(|e| e["source"]["txid"].clone())
+        .collect();
     assert_eq!(txids.len(), 1, "one transaction, one txid");
     assert!(of_op(&events, "insert").len() == 5011);
 }
@@ -131,7 +155,10 @@ async fn the_slot_moves_past_wal_of_unpublished_tables() {
     let child = fx.spawn(&fx.config(&["captured"], "snapshot = \"never\""));
     fx.wait_caught_up(WAIT).await;
     let before: String = fx.client.query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sem_idle'", &[]).await.unwrap().get(0);
-    fx.sql("INSERT INTO sem_idle.other SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await;
+    fx.sql(
+        "INSERT INTO sem_idle.other SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
+    )
+    .await;
     // Nothing of it is published, yet the slot confirms past it: no WAL is held for us.
     fx.wait_caught_up(WAIT).await;
     let after: String = fx.client.query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sem_idle'", &[]).await.unwrap().get(0);
@@ -151,8 +178,15 @@ async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = fx.events().len();
-    assert!(partial < 50000, "the kill must interrupt the snapshot ({partial} rows copied)");
-    assert_eq!(fx.stored_lsn(), None, "no checkpoint before the snapshot completes");
+    assert!(
+        partial < 50000,
+        "the kill must interrupt the snapshot ({partial} rows copied)"
+    );
+    assert_eq!(
+        fx.stored_lsn(),
+        None,
+        "no checkpoint before the snapshot completes"
+    );
 
     let child = fx.spawn(&config);
     // The second run copies all 50,000 rows again; only then is the new slot streaming.
@@ -164,11 +198,21 @@ async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
     fx.cleanup().await;
     let events = fx.events();
     let after_restart = &events[partial..];
-    let mut ids: Vec<i64> = after_restart.iter().map(|e| e["key"]["id"].as_i64().unwrap()).collect();
+    let mut ids: Vec<i64> = after_restart
+        .iter()
+        .map(|e| e["key"]["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(after_restart.last().unwrap()["op"], "insert");
     ids.sort_unstable();
-    assert_eq!(ids, (1..=50001).collect::<Vec<_>>(), "the second run copies every row again, then streams");
-    assert!(fx.ws.log_tail().contains("dropping the slot and starting over"));
+    assert_eq!(
+        ids,
+        (1..=50001).collect::<Vec<_>>(),
+        "the second run copies every row again, then streams"
+    );
+    assert!(fx
+        .ws
+        .log_tail()
+        .contains("dropping the slot and starting over"));
 }
 
 #[tokio::test]
@@ -179,8 +223,18 @@ async fn initial_only_copies_the_tables_then_stops_and_leaves_no_slot() {
     let first = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
     assert!(first.status.success(), "{}", support::stderr(&first));
     assert_eq!(fx.events().len(), 100);
-    assert!(fx.events().iter().all(|e| e["op"] == "snapshot" && e["source"]["snapshot"] == true));
-    let slots = fx.client.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sem_once'", &[]).await.unwrap();
+    assert!(fx
+        .events()
+        .iter()
+        .all(|e| e["op"] == "snapshot" && e["source"]["snapshot"] == true));
+    let slots = fx
+        .client
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sem_once'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(slots.is_empty(), "the temporary slot is gone");
     // The snapshot is complete: a second run copies nothing again.
     let second = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
@@ -197,5 +251,8 @@ async fn check_warns_about_tables_without_a_key() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("warn no primary key or replica identity on sem_nokey.t: updates and deletes carry no key"), "{stdout}");
-    assert!(stdout.contains("ok   wal_level = logical; role cdc has REPLICATION"), "{stdout}");
+    assert!(
+        stdout.contains("ok   wal_level = logical; role cdc has REPLICATION"),
+        "{stdout}"
+    );
 }

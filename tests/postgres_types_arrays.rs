@@ -13,12 +13,28 @@ async fn one_and_multi_dimensional_arrays() {
         &[
             case("int[]", "'{1,NULL,3}'", json!([1, null, 3])),
             case("int[][]", "'{{1,2},{3,4}}'", json!([[1, 2], [3, 4]])),
-            case("text[]", "ARRAY['a b', 'c\"d', 'NULL', NULL, '']", json!(["a b", "c\"d", "NULL", null, ""])),
+            case(
+                "text[]",
+                "ARRAY['a b', 'c\"d', 'NULL', NULL, '']",
+                json!(["a b", "c\"d", "NULL", null, ""]),
+            ),
             case("numeric[]", "'{1.50,NaN}'", json!(["1.50", "NaN"])),
             case("boolean[]", "'{t,f}'", json!([true, false])),
-            case("uuid[]", "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'", json!(["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"])),
-            case("timestamptz[]", "ARRAY['2025-01-01 00:00:00+00'::timestamptz]", json!(["2025-01-01T00:00:00Z"])),
-            case("jsonb[]", "ARRAY['{\"a\":1}'::jsonb, '[]'::jsonb]", json!([{"a": 1}, []])),
+            case(
+                "uuid[]",
+                "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'",
+                json!(["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]),
+            ),
+            case(
+                "timestamptz[]",
+                "ARRAY['2025-01-01 00:00:00+00'::timestamptz]",
+                json!(["2025-01-01T00:00:00Z"]),
+            ),
+            case(
+                "jsonb[]",
+                "ARRAY['{\"a\":1}'::jsonb, '[]'::jsonb]",
+                json!([{"a": 1}, []]),
+            ),
             case("bytea[]", "ARRAY['\\x01'::bytea]", json!(["AQ=="])),
             case("color[]", "'{red,green}'", json!(["red", "green"])),
             case("int[]", "'{}'", json!([])),

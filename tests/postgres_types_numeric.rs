@@ -15,7 +15,11 @@ async fn integers_numeric_floats_booleans_money() {
             case("integer", "2147483647", json!(2147483647)),
             case("bigint", "-9223372036854775808", json!(i64::MIN)),
             case("bigint", "9223372036854775807", json!(i64::MAX)),
-            case("numeric", "12345678901234567890.123456789012345678", json!("12345678901234567890.123456789012345678")),
+            case(
+                "numeric",
+                "12345678901234567890.123456789012345678",
+                json!("12345678901234567890.123456789012345678"),
+            ),
             case("numeric(10,4)", "1.5", json!("1.5000")),
             case("numeric", "'NaN'", json!("NaN")),
             case("numeric", "'-Infinity'", json!("-Infinity")),

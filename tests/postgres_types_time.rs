@@ -17,12 +17,28 @@ async fn dates_times_timestamps_intervals() {
             case("time", "'03:04:05.123456'", json!("03:04:05.123456")),
             case("time", "'23:59:59'", json!("23:59:59")),
             case("timetz", "'12:34:56+02'", json!("12:34:56+02:00")),
-            case("timestamp", "'2025-11-22 03:04:05.5'", json!("2025-11-22T03:04:05.500")),
+            case(
+                "timestamp",
+                "'2025-11-22 03:04:05.5'",
+                json!("2025-11-22T03:04:05.500"),
+            ),
             case("timestamp", "'-infinity'", json!("-infinity")),
-            case("timestamptz", "'2025-11-22 03:04:05.123+05:30'", json!("2025-11-21T21:34:05.123Z")),
+            case(
+                "timestamptz",
+                "'2025-11-22 03:04:05.123+05:30'",
+                json!("2025-11-21T21:34:05.123Z"),
+            ),
             case("timestamptz", "'infinity'", json!("infinity")),
-            case("timestamptz(0)", "'1999-12-31 23:59:59Z'", json!("1999-12-31T23:59:59Z")),
-            case("interval", "'1 year 2 months 3 days 04:05:06.5'", json!("P1Y2M3DT4H5M6.5S")),
+            case(
+                "timestamptz(0)",
+                "'1999-12-31 23:59:59Z'",
+                json!("1999-12-31T23:59:59Z"),
+            ),
+            case(
+                "interval",
+                "'1 year 2 months 3 days 04:05:06.5'",
+                json!("P1Y2M3DT4H5M6.5S"),
+            ),
         ],
     )
     .await;

@@ -35,8 +35,18 @@ async fn every_shipped_config_passes_check() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{}: {}{}", file.display(), stdout, stderr(&output));
-        assert!(!stdout.contains("FAIL") && !stdout.contains("warn"), "{}: {stdout}", file.display());
+        assert!(
+            output.status.success(),
+            "{}: {}{}",
+            file.display(),
+            stdout,
+            stderr(&output)
+        );
+        assert!(
+            !stdout.contains("FAIL") && !stdout.contains("warn"),
+            "{}: {stdout}",
+            file.display()
+        );
     }
 }
 
@@ -44,9 +54,14 @@ async fn every_shipped_config_passes_check() {
 fn the_generator_file_connector_runs_from_a_working_directory() {
     let ws = Workspace::new();
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("connectors/generator-file.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace("rate_per_sec = 2000", "rate_per_sec = 100000");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("rate_per_sec = 2000", "rate_per_sec = 100000");
     std::fs::write(ws.path("generator-file.toml"), text).unwrap();
     let output = ws.run(&["run", "--config", "generator-file.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(output_seqs(&ws.path("out/generator.jsonl")), (1..=10_000).collect::<Vec<_>>());
+    assert_eq!(
+        output_seqs(&ws.path("out/generator.jsonl")),
+        (1..=10_000).collect::<Vec<_>>()
+    );
 }

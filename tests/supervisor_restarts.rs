@@ -38,11 +38,19 @@ struct FailingSink {
 #[async_trait]
 impl Sink for FailingSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
-        if let Some(disposition) = self.disposition.filter(|_| self.accepted >= self.fail_after) {
+        if let Some(disposition) = self
+            .disposition
+            .filter(|_| self.accepted >= self.fail_after)
+        {
             return Err(Injected(disposition).into());
         }
         self.accepted += 1;
-        self.log.lock().unwrap().extend(batch.events.iter().map(|e| e.source.position.parse::<u64>().unwrap()));
+        self.log.lock().unwrap().extend(
+            batch
+                .events
+                .iter()
+                .map(|e| e.source.position.parse::<u64>().unwrap()),
+        );
         Ok(delivered())
     }
 }
@@ -51,17 +59,38 @@ fn settings() -> PipelineSettings {
     let mut batch = BatchConfig::default();
     batch.max_events = 10.try_into().unwrap();
     batch.linger_ms = 1;
-    PipelineSettings { name: "sup".into(), batch, buffer: BufferConfig::default() }
+    PipelineSettings {
+        name: "sup".into(),
+        batch,
+        buffer: BufferConfig::default(),
+    }
 }
 
 /// Connects the generator (`count` rows) to a sink that fails with `disposition` on its
 /// first `failing_runs` instances, after 5 batches each.
-fn connect(count: u64, failing_runs: u32, disposition: Disposition, log: Arc<Mutex<Vec<u64>>>, runs: Arc<AtomicU32>) -> Connect {
+fn connect(
+    count: u64,
+    failing_runs: u32,
+    disposition: Disposition,
+    log: Arc<Mutex<Vec<u64>>>,
+    runs: Arc<AtomicU32>,
+) -> Connect {
     Box::new(move || {
         let run = runs.fetch_add(1, Ordering::SeqCst);
-        let config: GeneratorConfig = toml::from_str(&format!("count = {count}\nkeys = 13")).unwrap();
-        let sink = FailingSink { log: log.clone(), accepted: 0, fail_after: 5, disposition: (run < failing_runs).then_some(disposition) };
-        Box::pin(async move { Ok((Box::new(GeneratorSource::new(config)) as _, Box::new(sink) as _)) })
+        let config: GeneratorConfig =
+            toml::from_str(&format!("count = {count}\nkeys = 13")).unwrap();
+        let sink = FailingSink {
+            log: log.clone(),
+            accepted: 0,
+            fail_after: 5,
+            disposition: (run < failing_runs).then_some(disposition),
+        };
+        Box::pin(async move {
+            Ok((
+                Box::new(GeneratorSource::new(config)) as _,
+                Box::new(sink) as _,
+            ))
+        })
     })
 }
 
@@ -69,22 +98,48 @@ fn connect(count: u64, failing_runs: u32, disposition: Disposition, log: Arc<Mut
 async fn transient_failures_restart_from_the_checkpoint_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let (log, runs) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU32::new(0)));
-    let restart = RestartConfig { initial_backoff_ms: 100, max_backoff_ms: 1000 };
+    let (log, runs) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let restart = RestartConfig {
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1000,
+    };
     let trigger = ShutdownTrigger::new();
     let started = Instant::now();
-    let outcome = supervise(&settings(), &restart, connect(200, 2, Disposition::Transient, log.clone(), runs.clone()), store.clone(), trigger.subscribe()).await;
+    let outcome = supervise(
+        &settings(),
+        &restart,
+        connect(200, 2, Disposition::Transient, log.clone(), runs.clone()),
+        store.clone(),
+        trigger.subscribe(),
+    )
+    .await;
     assert!(outcome.is_ok(), "{outcome:?}");
-    assert_eq!(runs.load(Ordering::SeqCst), 3, "two failed runs, then one that finished");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "two failed runs, then one that finished"
+    );
     // Backoff: at least half of 100 ms, then half of 200 ms (jitter keeps 50..100 %).
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
     let stored = store.load("sup").unwrap()[""].token.clone();
     assert_eq!(stored, "200");
     // Each run resumed right after what the previous one had stored: no gap, in order.
     let log = log.lock().unwrap().clone();
     assert_eq!(log.first(), Some(&1));
     for pair in log.windows(2) {
-        assert!(pair[1] == pair[0] + 1 || pair[1] <= pair[0] + 1, "gap: {} then {}", pair[0], pair[1]);
+        assert!(
+            pair[1] == pair[0] + 1 || pair[1] <= pair[0] + 1,
+            "gap: {} then {}",
+            pair[0],
+            pair[1]
+        );
     }
     let mut seen = log.clone();
     seen.sort_unstable();
@@ -96,9 +151,19 @@ async fn transient_failures_restart_from_the_checkpoint_with_backoff() {
 async fn a_fatal_failure_stops_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let (log, runs) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU32::new(0)));
+    let (log, runs) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicU32::new(0)),
+    );
     let trigger = ShutdownTrigger::new();
-    let outcome = supervise(&settings(), &RestartConfig::default(), connect(200, 1, Disposition::Fatal, log, runs.clone()), store.clone(), trigger.subscribe()).await;
+    let outcome = supervise(
+        &settings(),
+        &RestartConfig::default(),
+        connect(200, 1, Disposition::Fatal, log, runs.clone()),
+        store.clone(),
+        trigger.subscribe(),
+    )
+    .await;
     let err = outcome.unwrap_err();
     assert_eq!(err.disposition(), Disposition::Fatal);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -110,15 +175,31 @@ async fn a_fatal_failure_stops_without_restart() {
 async fn shutdown_during_backoff_ends_supervision() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let (log, runs) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU32::new(0)));
-    let restart = RestartConfig { initial_backoff_ms: 60_000, max_backoff_ms: 60_000 };
+    let (log, runs) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let restart = RestartConfig {
+        initial_backoff_ms: 60_000,
+        max_backoff_ms: 60_000,
+    };
     let trigger = ShutdownTrigger::new();
     let shutdown = trigger.subscribe();
     let task = tokio::spawn(async move {
-        supervise(&settings(), &restart, connect(200, 5, Disposition::Transient, log, runs), store, shutdown).await
+        supervise(
+            &settings(),
+            &restart,
+            connect(200, 5, Disposition::Transient, log, runs),
+            store,
+            shutdown,
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     trigger.trigger();
-    let outcome = tokio::time::timeout(Duration::from_secs(5), task).await.expect("supervision ends promptly").unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("supervision ends promptly")
+        .unwrap();
     assert!(outcome.is_ok());
 }

@@ -9,11 +9,16 @@ use super::error::join_key;
 use super::ConfigError;
 
 /// Replaces `${VAR}` references in every string of `value`; `key` is the value's key path.
-pub fn substitute(value: &mut toml::Value, key: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+pub fn substitute(
+    value: &mut toml::Value,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     match value {
         toml::Value::String(text) => {
             if text.contains('$') {
-                *text = expand(text, lookup).map_err(|message| ConfigError::invalid(key, message))?;
+                *text =
+                    expand(text, lookup).map_err(|message| ConfigError::invalid(key, message))?;
             }
             Ok(())
         }
@@ -47,7 +52,9 @@ fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String,
                 None => (reference, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{reference}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{reference}}}` is not a valid environment variable reference"
+                ));
             }
             match (lookup(name).filter(|v| !v.is_empty()), fallback) {
                 (Some(value), _) => out.push_str(&value),
@@ -78,14 +85,26 @@ mod tests {
 
     #[test]
     fn expands_references_fallbacks_and_escapes() {
-        assert_eq!(expand("postgres://u:${PASSWORD}@h/db", &env).unwrap(), "postgres://u:s3cret@h/db");
-        assert_eq!(expand("${MISSING:-dflt}-${EMPTY:-e}", &env).unwrap(), "dflt-e");
-        assert_eq!(expand("cost $5 and $${LITERAL}", &env).unwrap(), "cost $5 and ${LITERAL}");
+        assert_eq!(
+            expand("postgres://u:${PASSWORD}@h/db", &env).unwrap(),
+            "postgres://u:s3cret@h/db"
+        );
+        assert_eq!(
+            expand("${MISSING:-dflt}-${EMPTY:-e}", &env).unwrap(),
+            "dflt-e"
+        );
+        assert_eq!(
+            expand("cost $5 and $${LITERAL}", &env).unwrap(),
+            "cost $5 and ${LITERAL}"
+        );
     }
 
     #[test]
     fn bad_references_are_errors() {
-        assert_eq!(expand("${MISSING}", &env).unwrap_err(), "environment variable MISSING is not set");
+        assert_eq!(
+            expand("${MISSING}", &env).unwrap_err(),
+            "environment variable MISSING is not set"
+        );
         assert!(expand("${PASSWORD", &env).unwrap_err().contains("unclosed"));
         assert!(expand("${}", &env).unwrap_err().contains("not a valid"));
         assert!(expand("${A-B}", &env).unwrap_err().contains("not a valid"));
@@ -93,8 +112,12 @@ mod tests {
 
     #[test]
     fn errors_carry_the_key_path() {
-        let mut value: toml::Value = toml::from_str("[[pipeline]]\n[pipeline.source]\nurl = \"${NOPE}\"\n").unwrap();
+        let mut value: toml::Value =
+            toml::from_str("[[pipeline]]\n[pipeline.source]\nurl = \"${NOPE}\"\n").unwrap();
         let err = substitute(&mut value, "", &env).unwrap_err();
-        assert_eq!(err.to_string(), "pipeline[0].source.url: environment variable NOPE is not set");
+        assert_eq!(
+            err.to_string(),
+            "pipeline[0].source.url: environment variable NOPE is not set"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// Turns a deserialization error at `path` (relative to `prefix`) into a key-path error.
@@ -69,9 +72,18 @@ mod tests {
     #[test]
     fn missing_and_unknown_fields_name_the_exact_key() {
         let missing = ConfigError::from_serde("pipeline[0].sink", ".", "missing field `path`");
-        assert_eq!(missing.to_string(), "pipeline[0].sink.path: missing (this setting is required)");
-        let unknown =
-            ConfigError::from_serde("", "pipeline[1].batch", "unknown field `max`, expected `max_events`");
-        assert_eq!(unknown.to_string(), "pipeline[1].batch.max: unknown setting; expected `max_events`");
+        assert_eq!(
+            missing.to_string(),
+            "pipeline[0].sink.path: missing (this setting is required)"
+        );
+        let unknown = ConfigError::from_serde(
+            "",
+            "pipeline[1].batch",
+            "unknown field `max`, expected `max_events`",
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "pipeline[1].batch.max: unknown setting; expected `max_events`"
+        );
     }
 }

@@ -153,7 +153,11 @@ impl ConnectorSection {
     pub fn unknown_kind(&self, expected: &[&str]) -> ConfigError {
         ConfigError::invalid(
             format!("{}.kind", self.key),
-            format!("unknown kind {:?}; expected one of: {}", self.kind, expected.join(", ")),
+            format!(
+                "unknown kind {:?}; expected one of: {}",
+                self.kind,
+                expected.join(", ")
+            ),
         )
     }
 }
@@ -180,22 +184,34 @@ impl<'de> Deserialize<'de> for ConnectorSection {
             }
             None => return Err(serde::de::Error::missing_field("kind")),
         };
-        Ok(ConnectorSection { kind, settings, key: String::new() })
+        Ok(ConnectorSection {
+            kind,
+            settings,
+            key: String::new(),
+        })
     }
 }
 
 impl Config {
     /// Reads, substitutes, types and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, path, &|name| std::env::var(name).ok())
     }
 
     /// Like [`Config::load`] on text already read; `path` is used in messages only.
-    pub fn from_toml(text: &str, path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim().to_owned() })?;
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })?;
         env::substitute(&mut value, "", lookup)?;
         let mut config: Config = parse_value(value, "")?;
         config.validate()?;
@@ -204,21 +220,33 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         if self.pipelines.is_empty() {
-            return Err(ConfigError::invalid("pipeline", "no [[pipeline]] is defined"));
+            return Err(ConfigError::invalid(
+                "pipeline",
+                "no [[pipeline]] is defined",
+            ));
         }
         let mut names = HashSet::new();
         for (i, pipeline) in self.pipelines.iter_mut().enumerate() {
             let key = format!("pipeline[{i}]");
             let name_ok = !pipeline.name.is_empty()
-                && pipeline.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                && pipeline
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !name_ok {
                 return Err(ConfigError::invalid(
                     format!("{key}.name"),
-                    format!("{:?} is not a valid name (letters, digits, `_`, `-`, `.`)", pipeline.name),
+                    format!(
+                        "{:?} is not a valid name (letters, digits, `_`, `-`, `.`)",
+                        pipeline.name
+                    ),
                 ));
             }
             if !names.insert(pipeline.name.clone()) {
-                return Err(ConfigError::invalid(format!("{key}.name"), format!("{:?} is used twice", pipeline.name)));
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", pipeline.name),
+                ));
             }
             if pipeline.restart.max_backoff_ms < pipeline.restart.initial_backoff_ms {
                 return Err(ConfigError::invalid(

@@ -52,25 +52,57 @@ fn a_good_config_loads_with_defaults_and_substitution() {
 #[test]
 fn unknown_missing_and_mistyped_keys_name_their_path() {
     let unknown = GOOD.replace("max_events = 100", "max_events = 100\nmax_evnts = 1");
-    assert!(error_of(&unknown).starts_with("pipeline[0].batch.max_evnts: unknown setting"), "{}", error_of(&unknown));
+    assert!(
+        error_of(&unknown).starts_with("pipeline[0].batch.max_evnts: unknown setting"),
+        "{}",
+        error_of(&unknown)
+    );
     let missing_kind = GOOD.replace("kind = \"file\"", "");
-    assert_eq!(error_of(&missing_kind), "pipeline[0].sink.kind: missing (this setting is required)");
+    assert_eq!(
+        error_of(&missing_kind),
+        "pipeline[0].sink.kind: missing (this setting is required)"
+    );
     let mistyped = GOOD.replace("max_events = 100", "max_events = \"many\"");
-    assert!(error_of(&mistyped).starts_with("pipeline[0].batch.max_events: invalid type"), "{}", error_of(&mistyped));
+    assert!(
+        error_of(&mistyped).starts_with("pipeline[0].batch.max_events: invalid type"),
+        "{}",
+        error_of(&mistyped)
+    );
     let zero = GOOD.replace("max_events = 100", "max_events = 0");
-    assert!(error_of(&zero).starts_with("pipeline[0].batch.max_events: "), "{}", error_of(&zero));
+    assert!(
+        error_of(&zero).starts_with("pipeline[0].batch.max_events: "),
+        "{}",
+        error_of(&zero)
+    );
     let no_daemon = GOOD.replace("[daemon]\nstate_dir = \"state\"", "");
-    assert_eq!(error_of(&no_daemon), "daemon: missing (this setting is required)");
+    assert_eq!(
+        error_of(&no_daemon),
+        "daemon: missing (this setting is required)"
+    );
 }
 
 #[test]
 fn connector_settings_errors_name_their_path() {
     let config = load(&GOOD.replace("path = ", "pth = ")).unwrap();
-    let err = config.pipelines[0].sink.parse::<FileSettings>().unwrap_err().to_string();
-    assert!(err.starts_with("pipeline[0].sink.pth: unknown setting"), "{err}");
+    let err = config.pipelines[0]
+        .sink
+        .parse::<FileSettings>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("pipeline[0].sink.pth: unknown setting"),
+        "{err}"
+    );
     let config = load(&GOOD.replace("path = \"${OUT_DIR}/shop.jsonl\"", "path = 3")).unwrap();
-    let err = config.pipelines[0].sink.parse::<FileSettings>().unwrap_err().to_string();
-    assert!(err.starts_with("pipeline[0].sink.path: invalid type"), "{err}");
+    let err = config.pipelines[0]
+        .sink
+        .parse::<FileSettings>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("pipeline[0].sink.path: invalid type"),
+        "{err}"
+    );
 }
 
 #[test]

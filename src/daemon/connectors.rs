@@ -2,6 +2,7 @@
 //! pipeline's `source` and `sink` sections by their `kind` (validation, no I/O), and builds
 //! connector instances from them for each run.
 
+use crate::check::Finding;
 use crate::config::{ConfigError, ConnectorSection};
 use crate::error::BoxError;
 use crate::sink::Sink;
@@ -10,7 +11,6 @@ use crate::sinks::kafka::{self, KafkaSink, KafkaSinkConfig, TopicTemplate};
 use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
-use crate::check::Finding;
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
@@ -100,7 +100,9 @@ impl SinkSpec {
             SinkSpec::File(config) => Ok(Box::new(FileSink::open(config).await?)),
             SinkSpec::Stdout(config) => Ok(Box::new(StdoutSink::new(config))),
             SinkSpec::Null(_) => Ok(Box::new(NullSink)),
-            SinkSpec::Kafka(config, template) => Ok(Box::new(KafkaSink::connect(config, template.clone()).await?)),
+            SinkSpec::Kafka(config, template) => Ok(Box::new(
+                KafkaSink::connect(config, template.clone()).await?,
+            )),
         }
     }
 

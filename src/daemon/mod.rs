@@ -42,7 +42,10 @@ pub fn plan(config: &Config, only: Option<&str>) -> Result<Vec<PipelinePlan>, Co
             let defined: Vec<_> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
             return Err(ConfigError::invalid(
                 "--pipeline",
-                format!("no pipeline is named {name:?} (defined: {})", defined.join(", ")),
+                format!(
+                    "no pipeline is named {name:?} (defined: {})",
+                    defined.join(", ")
+                ),
             ));
         }
     }
@@ -52,7 +55,11 @@ pub fn plan(config: &Config, only: Option<&str>) -> Result<Vec<PipelinePlan>, Co
         .filter(|p| only.is_none_or(|name| p.name == name))
         .map(|p| {
             Ok(PipelinePlan {
-                settings: PipelineSettings { name: p.name.as_str().into(), batch: p.batch.clone(), buffer: p.buffer.clone() },
+                settings: PipelineSettings {
+                    name: p.name.as_str().into(),
+                    batch: p.batch.clone(),
+                    buffer: p.buffer.clone(),
+                },
                 restart: p.restart.clone(),
                 source: SourceSpec::parse(&p.source)?,
                 sink: SinkSpec::parse(&p.sink)?,
@@ -68,7 +75,11 @@ pub struct DaemonOutcome {
 }
 
 /// Runs every plan until all have ended.
-pub async fn run(plans: Vec<PipelinePlan>, store: Arc<CheckpointStore>, shutdown: Shutdown) -> DaemonOutcome {
+pub async fn run(
+    plans: Vec<PipelinePlan>,
+    store: Arc<CheckpointStore>,
+    shutdown: Shutdown,
+) -> DaemonOutcome {
     let mut tasks = tokio::task::JoinSet::new();
     for plan in plans {
         let plan = Arc::new(plan);
@@ -80,7 +91,9 @@ pub async fn run(plans: Vec<PipelinePlan>, store: Arc<CheckpointStore>, shutdown
                 let plan = connect_plan.clone();
                 Box::pin(async move { plan.connect().await })
             });
-            let outcome = supervisor::supervise(&plan.settings, &plan.restart, connect, store, shutdown).await;
+            let outcome =
+                supervisor::supervise(&plan.settings, &plan.restart, connect, store, shutdown)
+                    .await;
             (plan.settings.name.clone(), outcome)
         });
     }
@@ -91,7 +104,10 @@ pub async fn run(plans: Vec<PipelinePlan>, store: Arc<CheckpointStore>, shutdown
             Ok((name, Err(err))) => failed.push((name, err)),
             Err(join) => failed.push((
                 "?".into(),
-                PipelineError::Panic { stage: "supervisor", message: join.to_string() },
+                PipelineError::Panic {
+                    stage: "supervisor",
+                    message: join.to_string(),
+                },
             )),
         }
     }

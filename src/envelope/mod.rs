@@ -92,7 +92,10 @@ impl Row {
     }
 
     pub fn get(&self, column: &str) -> Option<&Value> {
-        self.0.iter().find(|(name, _)| &**name == column).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(name, _)| &**name == column)
+            .map(|(_, v)| v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&ColumnName, &Value)> {
@@ -108,7 +111,10 @@ impl Row {
     }
 
     fn approx_size(&self) -> usize {
-        self.0.iter().map(|(name, value)| name.len() + value.approx_size()).sum()
+        self.0
+            .iter()
+            .map(|(name, value)| name.len() + value.approx_size())
+            .sum()
     }
 }
 
@@ -148,7 +154,11 @@ impl ChangeEvent {
 
     /// `schema.table` when the source has schemas, else `database.table`.
     pub fn qualified_table(&self) -> String {
-        let namespace = self.source.schema.as_deref().unwrap_or(&self.source.database);
+        let namespace = self
+            .source
+            .schema
+            .as_deref()
+            .unwrap_or(&self.source.database);
         format!("{namespace}.{}", self.source.table)
     }
 }

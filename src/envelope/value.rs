@@ -35,7 +35,10 @@ pub enum Value {
     Json(Json),
     Array(Vec<Value>),
     /// A value of a type no other variant represents: its text form and the source's type name.
-    Other { type_name: Arc<str>, text: String },
+    Other {
+        type_name: Arc<str>,
+        text: String,
+    },
 }
 
 impl Value {
@@ -89,9 +92,8 @@ fn is_decimal_literal(text: &str) -> bool {
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = !(int_part.is_empty() && frac_part.is_empty())
-        && digits(int_part)
-        && digits(frac_part);
+    let mantissa_ok =
+        !(int_part.is_empty() && frac_part.is_empty()) && digits(int_part) && digits(frac_part);
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && digits(e)
@@ -154,10 +156,23 @@ mod tests {
 
     #[test]
     fn decimal_accepts_exact_forms_and_rejects_others() {
-        for ok in ["0", "-12.3400", "+1", ".5", "1.", "1e-3", "2.5E+10", "NaN", "Infinity", "-Infinity"] {
+        for ok in [
+            "0",
+            "-12.3400",
+            "+1",
+            ".5",
+            "1.",
+            "1e-3",
+            "2.5E+10",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+        ] {
             assert!(Decimal::parse(ok).is_ok(), "{ok} should parse");
         }
-        for bad in ["", "-", ".", "1.2.3", "1e", "abc", "1,5", "nan", "0x10", "1e+"] {
+        for bad in [
+            "", "-", ".", "1.2.3", "1e", "abc", "1,5", "nan", "0x10", "1e+",
+        ] {
             assert!(Decimal::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -165,13 +180,18 @@ mod tests {
     #[test]
     fn json_keeps_big_numbers_and_key_order() {
         let doc = Json::parse(r#"{"b":123456789012345678901234567890,"a":[1.10]}"#).unwrap();
-        assert_eq!(doc.as_str(), r#"{"b":123456789012345678901234567890,"a":[1.10]}"#);
+        assert_eq!(
+            doc.as_str(),
+            r#"{"b":123456789012345678901234567890,"a":[1.10]}"#
+        );
         assert!(Json::parse("{not json").is_err());
     }
 
     #[test]
     fn uuid_formats_hyphenated() {
-        let bytes = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 0xff];
+        let bytes = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 0xff,
+        ];
         assert_eq!(format_uuid(&bytes), "12345678-9abc-def0-0001-0203040506ff");
     }
 }

@@ -29,7 +29,8 @@ impl Format for JsonFormat {
     }
 
     fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &RowJson(&event.key)).expect("writing JSON to memory cannot fail");
+        serde_json::to_writer(out, &RowJson(&event.key))
+            .expect("writing JSON to memory cannot fail");
     }
 }
 
@@ -98,11 +99,15 @@ impl Serialize for ValueJson<'_> {
             }
             Value::Float(f) => s.serialize_f64(*f),
             Value::Text(t) => s.serialize_str(t),
-            Value::Bytes(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            Value::Bytes(b) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
             Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
             Value::Time(t) => s.collect_str(&t.format("%H:%M:%S%.f")),
             Value::Timestamp(ts) => s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(ts) => s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::TimestampTz(ts) => {
+                s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
             Value::Uuid(u) => s.serialize_str(&format_uuid(u)),
             Value::Json(doc) => doc.as_raw().serialize(s),
             Value::Array(items) => {
@@ -140,7 +145,10 @@ mod tests {
         let key: Row = [(col("id"), Value::Int(42))].into_iter().collect();
         let after: Row = [
             (col("id"), Value::Int(42)),
-            (col("amount"), Value::Decimal(Decimal::parse("19.99").unwrap())),
+            (
+                col("amount"),
+                Value::Decimal(Decimal::parse("19.99").unwrap()),
+            ),
             (col("tags"), Value::Array(vec![Value::Text("a".into())])),
         ]
         .into_iter()
@@ -181,15 +189,24 @@ mod tests {
 
     #[test]
     fn integers_stay_exact_beyond_double_precision() {
-        assert_eq!(encode(Value::Int(i64::MIN)), r#"{"v":-9223372036854775808}"#);
-        assert_eq!(encode(Value::UInt(u64::MAX)), r#"{"v":18446744073709551615}"#);
+        assert_eq!(
+            encode(Value::Int(i64::MIN)),
+            r#"{"v":-9223372036854775808}"#
+        );
+        assert_eq!(
+            encode(Value::UInt(u64::MAX)),
+            r#"{"v":18446744073709551615}"#
+        );
     }
 
     #[test]
     fn floats_keep_special_values_as_strings() {
         assert_eq!(encode(Value::Float(f64::NAN)), r#"{"v":"NaN"}"#);
         assert_eq!(encode(Value::Float(f64::INFINITY)), r#"{"v":"Infinity"}"#);
-        assert_eq!(encode(Value::Float(f64::NEG_INFINITY)), r#"{"v":"-Infinity"}"#);
+        assert_eq!(
+            encode(Value::Float(f64::NEG_INFINITY)),
+            r#"{"v":"-Infinity"}"#
+        );
         assert_eq!(encode(Value::Float(1.5)), r#"{"v":1.5}"#);
     }
 
@@ -197,7 +214,10 @@ mod tests {
     fn bytes_are_base64_and_json_is_embedded() {
         assert_eq!(encode(Value::Bytes(vec![0, 255, 16])), r#"{"v":"AP8Q"}"#);
         let doc = Json::parse(r#"{"n":12345678901234567890123}"#).unwrap();
-        assert_eq!(encode(Value::Json(doc)), r#"{"v":{"n":12345678901234567890123}}"#);
+        assert_eq!(
+            encode(Value::Json(doc)),
+            r#"{"v":{"n":12345678901234567890123}}"#
+        );
     }
 
     #[test]
@@ -205,17 +225,32 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2025, 11, 22).unwrap();
         let micros = date.and_hms_micro_opt(3, 4, 5, 120).unwrap();
         assert_eq!(encode(Value::Date(date)), r#"{"v":"2025-11-22"}"#);
-        assert_eq!(encode(Value::Timestamp(micros)), r#"{"v":"2025-11-22T03:04:05.000120"}"#);
-        assert_eq!(encode(Value::Time(micros.time())), r#"{"v":"03:04:05.000120"}"#);
+        assert_eq!(
+            encode(Value::Timestamp(micros)),
+            r#"{"v":"2025-11-22T03:04:05.000120"}"#
+        );
+        assert_eq!(
+            encode(Value::Time(micros.time())),
+            r#"{"v":"03:04:05.000120"}"#
+        );
         let instant = Utc.timestamp_millis_opt(1763781000123).unwrap();
-        assert_eq!(encode(Value::TimestampTz(instant)), r#"{"v":"2025-11-22T03:10:00.123Z"}"#);
+        assert_eq!(
+            encode(Value::TimestampTz(instant)),
+            r#"{"v":"2025-11-22T03:10:00.123Z"}"#
+        );
     }
 
     #[test]
     fn other_types_keep_their_text_and_uuid_is_hyphenated() {
-        let other = Value::Other { type_name: "point".into(), text: "(1,2)".into() };
+        let other = Value::Other {
+            type_name: "point".into(),
+            text: "(1,2)".into(),
+        };
         assert_eq!(encode(other), r#"{"v":"(1,2)"}"#);
-        assert_eq!(encode(Value::Uuid([0xab; 16])), r#"{"v":"abababab-abab-abab-abab-abababababab"}"#);
+        assert_eq!(
+            encode(Value::Uuid([0xab; 16])),
+            r#"{"v":"abababab-abab-abab-abab-abababababab"}"#
+        );
         assert_eq!(encode(Value::Null), r#"{"v":null}"#);
     }
 }

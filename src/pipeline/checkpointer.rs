@@ -20,7 +20,11 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the writer; `stored` already holds the positions loaded at start.
-    pub fn start(name: Arc<str>, store: Arc<CheckpointStore>, stored: watch::Sender<Checkpoints>) -> Self {
+    pub fn start(
+        name: Arc<str>,
+        store: Arc<CheckpointStore>,
+        stored: watch::Sender<Checkpoints>,
+    ) -> Self {
         let (released, mut rx) = watch::channel(stored.borrow().clone());
         let task = tokio::spawn(async move {
             loop {
@@ -30,7 +34,10 @@ impl Checkpointer {
                     let (store, name, to_commit) = (store.clone(), name.clone(), latest.clone());
                     tokio::task::spawn_blocking(move || store.commit(&name, &to_commit))
                         .await
-                        .map_err(|e| PipelineError::Panic { stage: "checkpoint", message: e.to_string() })??;
+                        .map_err(|e| PipelineError::Panic {
+                            stage: "checkpoint",
+                            message: e.to_string(),
+                        })??;
                     stored.send_replace(latest);
                 }
                 if closed {
@@ -54,6 +61,9 @@ impl Checkpointer {
     /// Commits what is left and returns the writer's outcome.
     pub async fn finish(self) -> Result<(), PipelineError> {
         drop(self.released);
-        self.task.await.map_err(|e| PipelineError::Panic { stage: "checkpoint", message: e.to_string() })?
+        self.task.await.map_err(|e| PipelineError::Panic {
+            stage: "checkpoint",
+            message: e.to_string(),
+        })?
     }
 }

@@ -46,7 +46,11 @@ impl CommitTracker {
             slot.0 = State::Acknowledged;
         }
         let mut released = Checkpoints::new();
-        while self.pending.front().is_some_and(|(state, _)| *state == State::Acknowledged) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(state, _)| *state == State::Acknowledged)
+        {
             let (_, marks) = self.pending.pop_front().expect("front exists");
             self.first_pending += 1;
             released.extend(marks);
@@ -103,7 +107,10 @@ mod tests {
         assert_eq!(tracker.acknowledge(ids[1]), None);
         assert_eq!(tracker.acknowledge(ids[2]), None);
         // The gap (batch 1) closes: everything up to batch 4 is released at once.
-        assert_eq!(stored_counter(tracker.acknowledge(ids[0])), Some("4".into()));
+        assert_eq!(
+            stored_counter(tracker.acknowledge(ids[0])),
+            Some("4".into())
+        );
     }
 
     #[test]
@@ -129,7 +136,10 @@ mod tests {
             ("s2".to_owned(), Position::from_counter("20", 20)),
         ]);
         let b = tracker.register(shard_marks);
-        let c = tracker.register(Checkpoints::from([("s1".to_owned(), Position::from_counter("11", 11))]));
+        let c = tracker.register(Checkpoints::from([(
+            "s1".to_owned(),
+            Position::from_counter("11", 11),
+        )]));
         assert_eq!(tracker.acknowledge(a), None);
         assert_eq!(tracker.acknowledge(c), None);
         let released = tracker.acknowledge(b).unwrap();

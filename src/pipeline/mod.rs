@@ -25,13 +25,13 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, Checkpoints};
-use checkpointer::Checkpointer;
 use crate::config::{BatchConfig, BufferConfig};
 use crate::envelope::ChangeEvent;
 use crate::error::{BoxError, Disposition};
 use crate::shutdown::Shutdown;
 use crate::sink::{Batch, Sink};
 use crate::source::{Emitter, Item, Source, SourceContext};
+use checkpointer::Checkpointer;
 
 pub use commit::{BatchId, CommitTracker};
 
@@ -57,7 +57,10 @@ pub enum PipelineError {
     #[error("sink failed")]
     Sink(#[source] BoxError),
     #[error("{stage} task panicked: {message}")]
-    Panic { stage: &'static str, message: String },
+    Panic {
+        stage: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }
@@ -71,7 +74,10 @@ impl PipelineError {
     }
 
     fn panic(stage: &'static str, err: JoinError) -> Self {
-        PipelineError::Panic { stage, message: err.to_string() }
+        PipelineError::Panic {
+            stage,
+            message: err.to_string(),
+        }
     }
 }
 
@@ -103,7 +109,10 @@ pub async fn run(
     if resume.is_empty() {
         tracing::info!(pipeline = %name, "no stored checkpoint: starting from the beginning");
     } else {
-        let positions: Vec<_> = resume.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
+        let positions: Vec<_> = resume
+            .iter()
+            .map(|(p, pos)| format!("{p}={}", pos.token))
+            .collect();
         tracing::info!(pipeline = %name, positions = %positions.join(","), "resuming after the stored checkpoint");
     }
 
@@ -121,7 +130,12 @@ pub async fn run(
     let checkpointer = Checkpointer::start(name.clone(), store, stored_tx);
     let mut driver = Driver::new(settings, sink, checkpointer, resume);
     let driven = driver.drive(rx).await;
-    let Driver { checkpointer, released, events_delivered, .. } = driver;
+    let Driver {
+        checkpointer,
+        released,
+        events_delivered,
+        ..
+    } = driver;
     // Even after a failure, commit what was released before it: fewer duplicates on restart.
     let finished = checkpointer.finish().await;
     // A checkpoint failure outranks the driver's error (which may only report its symptom).
@@ -129,7 +143,10 @@ pub async fn run(
         source_task.abort();
         return Err(err);
     }
-    let summary = RunSummary { events_delivered, stored: released };
+    let summary = RunSummary {
+        events_delivered,
+        stored: released,
+    };
     match source_task.await {
         Ok(Ok(())) => Ok(summary),
         Ok(Err(err)) => Err(PipelineError::Source(err)),
@@ -164,7 +181,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(settings: &PipelineSettings, sink: Box<dyn Sink>, checkpointer: Checkpointer, resume: Checkpoints) -> Self {
+    fn new(
+        settings: &PipelineSettings,
+        sink: Box<dyn Sink>,
+        checkpointer: Checkpointer,
+        resume: Checkpoints,
+    ) -> Self {
         Driver {
             name: settings.name.clone(),
             batch: settings.batch.clone(),
@@ -191,7 +213,9 @@ impl Driver {
     /// the tracker keeps the checkpoint from passing any that did not.
     async fn salvage_in_flight(&mut self) {
         let deadline = Instant::now() + SALVAGE_TIMEOUT;
-        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.in_flight.join_next()).await {
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(deadline, self.in_flight.join_next()).await
+        {
             if let Ok((id, count, Ok(()))) = joined {
                 if self.on_acknowledged(id, count).await.is_err() {
                     break;
@@ -201,7 +225,10 @@ impl Driver {
         self.in_flight.abort_all();
     }
 
-    async fn drive_until_done(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
+    async fn drive_until_done(
+        &mut self,
+        mut rx: mpsc::Receiver<Item>,
+    ) -> Result<(), PipelineError> {
         loop {
             let deadline = self.open.deadline;
             tokio::select! {
@@ -238,7 +265,9 @@ impl Driver {
             self.open.marks.insert(mark.partition, mark.position);
         }
         self.open.permits.extend(item.permit);
-        if self.open.events.len() >= self.batch.max_events.get() || self.open.bytes >= self.batch.max_bytes.get() {
+        if self.open.events.len() >= self.batch.max_events.get()
+            || self.open.bytes >= self.batch.max_bytes.get()
+        {
             self.flush().await?;
         }
         Ok(())
@@ -254,11 +283,18 @@ impl Driver {
             return self.on_acknowledged(id, 0).await;
         }
         while self.in_flight.len() >= self.batch.max_in_flight.get() {
-            let joined = self.in_flight.join_next().await.expect("in-flight deliveries exist");
+            let joined = self
+                .in_flight
+                .join_next()
+                .await
+                .expect("in-flight deliveries exist");
             self.on_delivered(joined).await?;
         }
         let count = open.events.len();
-        let batch = Arc::new(Batch { id, events: open.events });
+        let batch = Arc::new(Batch {
+            id,
+            events: open.events,
+        });
         let delivery = self.sink.submit(batch).await.map_err(|e| {
             self.tracker.fail(id);
             PipelineError::Sink(e)
@@ -272,7 +308,10 @@ impl Driver {
         Ok(())
     }
 
-    async fn on_delivered(&mut self, joined: Result<DeliveryOutcome, JoinError>) -> Result<(), PipelineError> {
+    async fn on_delivered(
+        &mut self,
+        joined: Result<DeliveryOutcome, JoinError>,
+    ) -> Result<(), PipelineError> {
         match joined.map_err(|e| PipelineError::panic("sink", e))? {
             (id, count, Ok(())) => self.on_acknowledged(id, count).await,
             (id, _, Err(err)) => {
@@ -290,11 +329,18 @@ impl Driver {
         self.released.extend(released);
         if self.checkpointer.release(&self.released).is_err() {
             // The writer stopped on an error; `finish` returns that error instead of this one.
-            return Err(PipelineError::Panic { stage: "checkpoint", message: "checkpoint writer stopped".into() });
+            return Err(PipelineError::Panic {
+                stage: "checkpoint",
+                message: "checkpoint writer stopped".into(),
+            });
         }
         if self.last_progress_log.elapsed() >= PROGRESS_LOG_INTERVAL {
             self.last_progress_log = Instant::now();
-            let positions: Vec<_> = self.released.iter().map(|(p, pos)| format!("{p}={}", pos.token)).collect();
+            let positions: Vec<_> = self
+                .released
+                .iter()
+                .map(|(p, pos)| format!("{p}={}", pos.token))
+                .collect();
             tracing::info!(pipeline = %self.name, delivered = self.events_delivered, checkpoint = %positions.join(","), "progress");
         }
         Ok(())

@@ -27,7 +27,13 @@ pub enum OversizePolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum OversizeError {
     #[error("record of {bytes} bytes for table {table}, key {key}, at position {position} exceeds the limit of {limit} bytes (oversize = \"fail\"; set oversize = \"dead_letter\" to set such records aside)")]
-    TooLarge { table: String, key: String, position: String, bytes: usize, limit: usize },
+    TooLarge {
+        table: String,
+        key: String,
+        position: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("cannot write dead-letter file {}", path.display())]
     DeadLetter {
         path: PathBuf,
@@ -57,7 +63,11 @@ pub struct RecordLimit {
 
 impl RecordLimit {
     /// `dead_letter_path` is required (and opened) for the `dead_letter` policy.
-    pub fn new(max_bytes: usize, policy: OversizePolicy, dead_letter_path: Option<&Path>) -> Result<Self, OversizeError> {
+    pub fn new(
+        max_bytes: usize,
+        policy: OversizePolicy,
+        dead_letter_path: Option<&Path>,
+    ) -> Result<Self, OversizeError> {
         let dead_letter = match (policy, dead_letter_path) {
             (OversizePolicy::DeadLetter, Some(path)) => {
                 let open = || -> std::io::Result<File> {
@@ -66,11 +76,23 @@ impl RecordLimit {
                     }
                     OpenOptions::new().create(true).append(true).open(path)
                 };
-                Some((path.to_owned(), open().map_err(|source| OversizeError::DeadLetter { path: path.to_owned(), source })?))
+                Some((
+                    path.to_owned(),
+                    open().map_err(|source| OversizeError::DeadLetter {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                ))
             }
             _ => None,
         };
-        Ok(RecordLimit { max_bytes, policy, dead_letter, dead_lettered: 0, pending_sync: false })
+        Ok(RecordLimit {
+            max_bytes,
+            policy,
+            dead_letter,
+            dead_lettered: 0,
+            pending_sync: false,
+        })
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -79,7 +101,12 @@ impl RecordLimit {
 
     /// Whether a record of `bytes` for `event` may be sent. An oversized one fails the batch
     /// (`fail`) or is written to the dead-letter file (`dead_letter`) and must be skipped.
-    pub fn admit(&mut self, event: &ChangeEvent, bytes: usize, destination: &str) -> Result<bool, OversizeError> {
+    pub fn admit(
+        &mut self,
+        event: &ChangeEvent,
+        bytes: usize,
+        destination: &str,
+    ) -> Result<bool, OversizeError> {
         if bytes <= self.max_bytes {
             return Ok(true);
         }
@@ -96,7 +123,11 @@ impl RecordLimit {
                 .into_bytes();
                 JsonFormat.encode_value(event, &mut line);
                 line.extend_from_slice(b"}\n");
-                file.write_all(&line).map_err(|source| OversizeError::DeadLetter { path: path.clone(), source })?;
+                file.write_all(&line)
+                    .map_err(|source| OversizeError::DeadLetter {
+                        path: path.clone(),
+                        source,
+                    })?;
                 self.pending_sync = true;
                 self.dead_lettered += 1;
                 tracing::warn!(table = %event.qualified_table(), key = %key, position = %event.source.position, bytes, limit = self.max_bytes, dead_letter = %path.display(), total = self.dead_lettered, "oversized record written to the dead-letter file");
@@ -115,7 +146,11 @@ impl RecordLimit {
     /// Makes the dead-letter writes of this batch durable; call before acknowledging it.
     pub fn sync(&mut self) -> Result<(), OversizeError> {
         if let (true, Some((path, file))) = (self.pending_sync, &mut self.dead_letter) {
-            file.sync_data().map_err(|source| OversizeError::DeadLetter { path: path.clone(), source })?;
+            file.sync_data()
+                .map_err(|source| OversizeError::DeadLetter {
+                    path: path.clone(),
+                    source,
+                })?;
             self.pending_sync = false;
         }
         Ok(())
@@ -138,7 +173,11 @@ mod tests {
         assert!(limit.admit(&event(), 10, "t").unwrap());
         let err = limit.admit(&event(), 11, "t").unwrap_err();
         assert_eq!(err.disposition(), Disposition::Data);
-        assert!(err.to_string().contains("table db.items, key {\"id\":2}, at position 7"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("table db.items, key {\"id\":2}, at position 7"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -149,7 +188,8 @@ mod tests {
         assert!(!limit.admit(&event(), 500, "topic-a").unwrap());
         limit.sync().unwrap();
         assert_eq!(limit.dead_lettered, 1);
-        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
         assert_eq!(line["destination"], "topic-a");
         assert_eq!(line["event"]["source"]["position"], "7");
         assert!(line["reason"].as_str().unwrap().contains("500 bytes"));

@@ -35,7 +35,10 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new(config: &StdoutSinkConfig) -> Self {
-        StdoutSink { format: format_for(config.format), out: tokio::io::stdout() }
+        StdoutSink {
+            format: format_for(config.format),
+            out: tokio::io::stdout(),
+        }
     }
 }
 

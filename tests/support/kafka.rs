@@ -8,11 +8,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 
 pub fn brokers() -> String {
-    std::env::var("CDC_BRIDGE_KAFKA_BROKERS").expect("CDC_BRIDGE_KAFKA_BROKERS is not set: run the tests with scripts/test.sh")
+    std::env::var("CDC_BRIDGE_KAFKA_BROKERS")
+        .expect("CDC_BRIDGE_KAFKA_BROKERS is not set: run the tests with scripts/test.sh")
 }
 
 pub fn auth_brokers() -> String {
-    std::env::var("CDC_BRIDGE_KAFKA_AUTH_BROKERS").expect("CDC_BRIDGE_KAFKA_AUTH_BROKERS is not set: run the tests with scripts/test.sh")
+    std::env::var("CDC_BRIDGE_KAFKA_AUTH_BROKERS")
+        .expect("CDC_BRIDGE_KAFKA_AUTH_BROKERS is not set: run the tests with scripts/test.sh")
 }
 
 #[derive(Debug, Clone)]
@@ -26,7 +28,10 @@ pub struct Record {
 
 impl Record {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -44,17 +49,32 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -
     let mut records = Vec::new();
     let start = Instant::now();
     while records.len() < expected && start.elapsed() < timeout {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message.expect("consume");
         let headers = message
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            value: message.payload().map(|p| serde_json::from_slice(p).expect("JSON value")),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: message
+                .payload()
+                .map(|p| serde_json::from_slice(p).expect("JSON value")),
             headers,
         });
     }

@@ -16,7 +16,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Self {
-        Workspace { dir: tempfile::tempdir().expect("temp dir") }
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -33,7 +35,9 @@ impl Workspace {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).current_dir(self.dir.path()).env("CDC_BRIDGE_LOG", "info");
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("CDC_BRIDGE_LOG", "info");
         cmd
     }
 
@@ -43,8 +47,16 @@ impl Workspace {
 
     /// Starts the daemon in the background; its log is appended to `bridge.log`.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("bridge.log")).expect("log file");
-        self.command(args).stdout(Stdio::null()).stderr(log).spawn().expect("spawn cdc-bridge")
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("bridge.log"))
+            .expect("log file");
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cdc-bridge")
     }
 
     /// The last lines of the daemon's log, for failure messages.
@@ -57,7 +69,11 @@ impl Workspace {
     /// The generator position stored for `pipeline` (0 when none).
     pub fn stored_seq(&self, pipeline: &str) -> u64 {
         let store = CheckpointStore::open(&self.path("state")).expect("open store");
-        store.load(pipeline).expect("load").get("").map_or(0, |p| p.token.parse().expect("a seq"))
+        store
+            .load(pipeline)
+            .expect("load")
+            .get("")
+            .map_or(0, |p| p.token.parse().expect("a seq"))
     }
 }
 
@@ -66,8 +82,13 @@ pub fn output_seqs(path: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
-            event["source"]["position"].as_str().expect("position").parse().expect("numeric position")
+            let event: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+            event["source"]["position"]
+                .as_str()
+                .expect("position")
+                .parse()
+                .expect("numeric position")
         })
         .collect()
 }
@@ -87,7 +108,11 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 
 /// Sends SIGTERM to a child process.
 pub fn terminate(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
     assert!(status.success());
 }
 
@@ -96,7 +121,11 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn seeded() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
         eprintln!("rng seed {seed}");
         Rng(seed)
     }
@@ -109,6 +138,6 @@ impl Rng {
     }
 }
 
+pub mod kafka;
 pub mod pg;
 pub mod types;
-pub mod kafka;

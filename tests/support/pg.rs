@@ -17,7 +17,8 @@ pub const SMALL_WAL_ADMIN: &str = "CDC_BRIDGE_PG_SMALL_WAL_ADMIN_URL";
 
 /// The URL in environment variable `var` (set by `scripts/services.sh env`).
 pub fn env_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh"))
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh"))
 }
 
 pub fn pg_url() -> String {
@@ -25,7 +26,9 @@ pub fn pg_url() -> String {
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(connection);
     client
 }
@@ -52,12 +55,20 @@ impl PgFixture {
             .await
             .expect("create schema");
         drop_slot(&client, name).await;
-        PgFixture { name: name.to_owned(), url_var, ws: Workspace::new(), client }
+        PgFixture {
+            name: name.to_owned(),
+            url_var,
+            ws: Workspace::new(),
+            client,
+        }
     }
 
     /// Writes a config capturing `tables` (names within the schema) into `out/<name>.jsonl`.
     pub fn config(&self, tables: &[&str], source_extra: &str) -> PathBuf {
-        let tables: Vec<String> = tables.iter().map(|t| format!("\"{}.{t}\"", self.name)).collect();
+        let tables: Vec<String> = tables
+            .iter()
+            .map(|t| format!("\"{}.{t}\"", self.name))
+            .collect();
         self.ws.config(&format!(
             "[[pipeline]]\nname = \"{n}\"\n[pipeline.source]\nkind = \"postgres\"\nurl = \"${{{var}}}\"\n\
              slot = \"{n}\"\npublication = \"{n}\"\ntables = [{}]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n{source_extra}\n\
@@ -71,7 +82,10 @@ impl PgFixture {
     /// Like [`PgFixture::config`], with `url` (a literal value) instead of the fixture's.
     pub fn config_with_url(&self, tables: &[&str], source_extra: &str, url: &str) -> PathBuf {
         let config = self.config(tables, source_extra);
-        let text = std::fs::read_to_string(&config).unwrap().replace(&format!("url = \"${{{}}}\"", self.url_var), &format!("url = \"{url}\""));
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            &format!("url = \"${{{}}}\"", self.url_var),
+            &format!("url = \"{url}\""),
+        );
         std::fs::write(&config, text).unwrap();
         config
     }
@@ -81,7 +95,8 @@ impl PgFixture {
     }
 
     pub fn spawn(&self, config: &std::path::Path) -> Child {
-        self.ws.spawn(&["run", "--config", config.to_str().unwrap()])
+        self.ws
+            .spawn(&["run", "--config", config.to_str().unwrap()])
     }
 
     /// Every event written so far.
@@ -98,7 +113,11 @@ impl PgFixture {
                 return events;
             }
             if start.elapsed() > timeout {
-                panic!("timed out waiting for {count} events (have {}); bridge log:\n{}", events.len(), self.ws.log_tail());
+                panic!(
+                    "timed out waiting for {count} events (have {}); bridge log:\n{}",
+                    events.len(),
+                    self.ws.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -112,12 +131,19 @@ impl PgFixture {
     }
 
     pub async fn sql(&self, sql: &str) {
-        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Waits until the slot confirmed everything written so far (the bridge caught up).
     pub async fn wait_caught_up(&self, timeout: Duration) {
-        let row = self.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap();
+        let row = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap();
         let target: String = row.get(0);
         let start = std::time::Instant::now();
         loop {
@@ -133,7 +159,11 @@ impl PgFixture {
             if done {
                 return;
             }
-            assert!(start.elapsed() < timeout, "bridge did not catch up to {target}; log:\n{}", self.ws.log_tail());
+            assert!(
+                start.elapsed() < timeout,
+                "bridge did not catch up to {target}; log:\n{}",
+                self.ws.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -174,15 +204,28 @@ pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
 /// Applies `migrations/postgres/*.sql` as the superuser (serialised between tests).
 pub async fn apply_migrations() {
     let admin = connect(&env_url(ADMIN)).await;
-    admin.execute("SELECT pg_advisory_lock(4242)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_lock(4242)", &[])
+        .await
+        .unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "sql")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
     files.sort();
     for file in files {
         let sql = std::fs::read_to_string(&file).unwrap();
-        admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
-    admin.execute("SELECT pg_advisory_unlock(4242)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock(4242)", &[])
+        .await
+        .unwrap();
 }
 
 /// The URL of the role the migrations create, on the main test server.

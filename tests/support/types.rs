@@ -16,7 +16,11 @@ pub struct Case {
 }
 
 pub fn case(column_type: &'static str, literal: &'static str, expected: Value) -> Case {
-    Case { column_type, literal, expected }
+    Case {
+        column_type,
+        literal,
+        expected,
+    }
 }
 
 /// Creates a table with one column per case, inserts the values (and an all-NULL row) before
@@ -24,8 +28,16 @@ pub fn case(column_type: &'static str, literal: &'static str, expected: Value) -
 pub async fn round_trip(name: &str, setup: &str, cases: &[Case]) {
     let fx = PgFixture::new(name).await;
     fx.sql(&format!("SET search_path = {name}; {setup}")).await;
-    let columns: Vec<String> = cases.iter().enumerate().map(|(i, c)| format!("c{i} {}", c.column_type)).collect();
-    fx.sql(&format!("CREATE TABLE {name}.t (id int PRIMARY KEY, {})", columns.join(", "))).await;
+    let columns: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("c{i} {}", c.column_type))
+        .collect();
+    fx.sql(&format!(
+        "CREATE TABLE {name}.t (id int PRIMARY KEY, {})",
+        columns.join(", ")
+    ))
+    .await;
     let insert = |id: i32| {
         let values: Vec<&str> = cases.iter().map(|c| c.literal).collect();
         let nulls = vec!["NULL"; cases.len()];
@@ -53,8 +65,16 @@ pub async fn round_trip(name: &str, setup: &str, cases: &[Case]) {
         let after = &event["after"];
         for (i, case) in cases.iter().enumerate() {
             let column = format!("c{i}");
-            let expected = if id % 2 == 1 { case.expected.clone() } else { Value::Null };
-            assert_eq!(after[&column], expected, "{} ({}) in {expected_op} row {id}", case.column_type, case.literal);
+            let expected = if id % 2 == 1 {
+                case.expected.clone()
+            } else {
+                Value::Null
+            };
+            assert_eq!(
+                after[&column], expected,
+                "{} ({}) in {expected_op} row {id}",
+                case.column_type, case.literal
+            );
         }
     }
 }

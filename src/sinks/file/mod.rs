@@ -42,7 +42,12 @@ impl ConnectorError for FileSinkError {
     fn disposition(&self) -> Disposition {
         match self {
             FileSinkError::Open { source, .. }
-                if matches!(source.kind(), ErrorKind::PermissionDenied | ErrorKind::IsADirectory | ErrorKind::NotADirectory) =>
+                if matches!(
+                    source.kind(),
+                    ErrorKind::PermissionDenied
+                        | ErrorKind::IsADirectory
+                        | ErrorKind::NotADirectory
+                ) =>
             {
                 Disposition::Fatal
             }
@@ -66,8 +71,15 @@ impl FileSink {
         let file = tokio::task::spawn_blocking(move || open_for_append(&open_path))
             .await
             .expect("open task does not panic")
-            .map_err(|source| FileSinkError::Open { path: path.clone(), source })?;
-        Ok(FileSink { path, file: Some(file), format: Arc::from(format_for(config.format)) })
+            .map_err(|source| FileSinkError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(FileSink {
+            path,
+            file: Some(file),
+            format: Arc::from(format_for(config.format)),
+        })
     }
 }
 
@@ -75,7 +87,11 @@ fn open_for_append(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
     let removed = cut_torn_last_line(&mut file)?;
     if removed > 0 {
         tracing::warn!(
@@ -118,7 +134,10 @@ fn cut_torn_last_line(file: &mut File) -> std::io::Result<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
-        let mut file = self.file.take().expect("the file is back after every write");
+        let mut file = self
+            .file
+            .take()
+            .expect("the file is back after every write");
         let format = self.format.clone();
         let (file, written) = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(batch.events.len() * 256);
@@ -132,7 +151,10 @@ impl Sink for FileSink {
         .await
         .expect("write task does not panic");
         self.file = Some(file);
-        written.map_err(|source| FileSinkError::Write { path: self.path.clone(), source })?;
+        written.map_err(|source| FileSinkError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(delivered())
     }
 }
@@ -146,7 +168,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
-        let mut file = OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         assert_eq!(cut_torn_last_line(&mut file).unwrap(), 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
         assert_eq!(cut_torn_last_line(&mut file).unwrap(), 0);
@@ -157,7 +183,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         std::fs::write(&path, vec![b'x'; 200_000]).unwrap();
-        let mut file = OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         assert_eq!(cut_torn_last_line(&mut file).unwrap(), 200_000);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
@@ -165,7 +195,10 @@ mod tests {
     #[tokio::test]
     async fn a_directory_as_path_is_a_fatal_error() {
         let dir = tempfile::tempdir().unwrap();
-        let config = FileSinkConfig { path: dir.path().to_owned(), format: Default::default() };
+        let config = FileSinkConfig {
+            path: dir.path().to_owned(),
+            format: Default::default(),
+        };
         let err = FileSink::open(&config).await.err().unwrap();
         assert_eq!(err.disposition(), Disposition::Fatal, "{err}");
     }

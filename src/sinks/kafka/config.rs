@@ -113,29 +113,60 @@ fn default_delivery_timeout() -> u64 {
 
 impl KafkaSinkConfig {
     pub fn validate(&self, key: &str) -> Result<TopicTemplate, ConfigError> {
-        let template = TopicTemplate::parse(&self.topic).map_err(|e| ConfigError::invalid(format!("{key}.topic"), e))?;
+        let template = TopicTemplate::parse(&self.topic)
+            .map_err(|e| ConfigError::invalid(format!("{key}.topic"), e))?;
         if self.brokers.trim().is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.brokers"), "list at least one host:port"));
+            return Err(ConfigError::invalid(
+                format!("{key}.brokers"),
+                "list at least one host:port",
+            ));
         }
         if self.oversize == OversizePolicy::DeadLetter && self.dead_letter_path.is_none() {
-            return Err(ConfigError::invalid(format!("{key}.dead_letter_path"), "required when oversize = \"dead_letter\""));
+            return Err(ConfigError::invalid(
+                format!("{key}.dead_letter_path"),
+                "required when oversize = \"dead_letter\"",
+            ));
         }
-        let sasl = matches!(self.security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+        let sasl = matches!(
+            self.security_protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        );
         match (sasl, self.sasl_mechanism) {
-            (true, None) => return Err(ConfigError::invalid(format!("{key}.sasl_mechanism"), "required with a SASL security_protocol")),
+            (true, None) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.sasl_mechanism"),
+                    "required with a SASL security_protocol",
+                ))
+            }
             (false, Some(_)) => {
-                return Err(ConfigError::invalid(format!("{key}.security_protocol"), "use sasl_plaintext or sasl_ssl with sasl_mechanism"))
+                return Err(ConfigError::invalid(
+                    format!("{key}.security_protocol"),
+                    "use sasl_plaintext or sasl_ssl with sasl_mechanism",
+                ))
             }
             (true, Some(SaslMechanism::AwsMskIam)) => {
-                return Err(ConfigError::invalid(format!("{key}.sasl_mechanism"), "AWS_MSK_IAM is not implemented yet; use SCRAM-SHA-512 with MSK for now"))
+                return Err(ConfigError::invalid(
+                    format!("{key}.sasl_mechanism"),
+                    "AWS_MSK_IAM is not implemented yet; use SCRAM-SHA-512 with MSK for now",
+                ))
             }
             (true, Some(_)) if self.sasl_username.is_none() || self.sasl_password.is_none() => {
-                return Err(ConfigError::invalid(format!("{key}.sasl_username"), "sasl_username and sasl_password are required for SCRAM and PLAIN"))
+                return Err(ConfigError::invalid(
+                    format!("{key}.sasl_username"),
+                    "sasl_username and sasl_password are required for SCRAM and PLAIN",
+                ))
             }
             _ => {}
         }
-        if let Some(reserved) = self.properties.keys().find(|k| RESERVED.contains(&k.as_str())) {
-            return Err(ConfigError::invalid(format!("{key}.properties.{reserved}"), "set by cdc-bridge to keep delivery safe; it cannot be overridden"));
+        if let Some(reserved) = self
+            .properties
+            .keys()
+            .find(|k| RESERVED.contains(&k.as_str()))
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.properties.{reserved}"),
+                "set by cdc-bridge to keep delivery safe; it cannot be overridden",
+            ));
         }
         Ok(template)
     }
@@ -147,8 +178,14 @@ impl KafkaSinkConfig {
             ("enable.idempotence".into(), "true".into()),
             ("acks".into(), "all".into()),
             ("max.in.flight.requests.per.connection".into(), "5".into()),
-            ("message.timeout.ms".into(), self.delivery_timeout_ms.to_string()),
-            ("message.max.bytes".into(), (self.max_message_bytes + 64 * 1024).to_string()),
+            (
+                "message.timeout.ms".into(),
+                self.delivery_timeout_ms.to_string(),
+            ),
+            (
+                "message.max.bytes".into(),
+                (self.max_message_bytes + 64 * 1024).to_string(),
+            ),
             // Java-compatible key hashing: the same key lands in the same partition as with
             // Kafka's own clients.
             ("partitioner".into(), "murmur2_random".into()),
@@ -179,7 +216,11 @@ impl KafkaSinkConfig {
         if let Some(password) = &self.sasl_password {
             settings.push(("sasl.password".into(), password.expose().to_owned()));
         }
-        let paths = [("ssl.ca.location", &self.ssl_ca_file), ("ssl.certificate.location", &self.ssl_cert_file), ("ssl.key.location", &self.ssl_key_file)];
+        let paths = [
+            ("ssl.ca.location", &self.ssl_ca_file),
+            ("ssl.certificate.location", &self.ssl_cert_file),
+            ("ssl.key.location", &self.ssl_key_file),
+        ];
         for (name, path) in paths {
             if let Some(path) = path {
                 settings.push((name.into(), path.display().to_string()));
@@ -188,20 +229,31 @@ impl KafkaSinkConfig {
         if let Some(password) = &self.ssl_key_password {
             settings.push(("ssl.key.password".into(), password.expose().to_owned()));
         }
-        settings.extend(self.properties.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
+        settings.extend(
+            self.properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+        );
         settings
     }
 }
 
 /// Settings that guarantee delivery and ordering; `properties` may not change them.
-const RESERVED: [&str; 4] = ["enable.idempotence", "acks", "max.in.flight.requests.per.connection", "bootstrap.servers"];
+const RESERVED: [&str; 4] = [
+    "enable.idempotence",
+    "acks",
+    "max.in.flight.requests.per.connection",
+    "bootstrap.servers",
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(extra: &str) -> Result<KafkaSinkConfig, String> {
-        let config: KafkaSinkConfig = toml::from_str(&format!("brokers = \"127.0.0.1:9092\"\n{extra}")).map_err(|e| e.to_string())?;
+        let config: KafkaSinkConfig =
+            toml::from_str(&format!("brokers = \"127.0.0.1:9092\"\n{extra}"))
+                .map_err(|e| e.to_string())?;
         config.validate("s").map_err(|e| e.to_string())?;
         Ok(config)
     }
@@ -212,15 +264,26 @@ mod tests {
         let settings = config.client_settings();
         assert!(settings.contains(&("enable.idempotence".into(), "true".into())));
         assert!(settings.contains(&("acks".into(), "all".into())));
-        assert_eq!(parse("properties = { acks = \"1\" }").unwrap_err(), "s.properties.acks: set by cdc-bridge to keep delivery safe; it cannot be overridden");
+        assert_eq!(
+            parse("properties = { acks = \"1\" }").unwrap_err(),
+            "s.properties.acks: set by cdc-bridge to keep delivery safe; it cannot be overridden"
+        );
         assert!(parse("properties = { \"linger.ms\" = \"20\" }").is_ok());
     }
 
     #[test]
     fn security_settings_are_checked_together() {
-        assert!(parse("security_protocol = \"sasl_plaintext\"").unwrap_err().starts_with("s.sasl_mechanism: required"));
-        assert!(parse("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"").unwrap_err().contains("not implemented yet"));
-        assert!(parse("oversize = \"dead_letter\"").unwrap_err().starts_with("s.dead_letter_path: required"));
+        assert!(parse("security_protocol = \"sasl_plaintext\"")
+            .unwrap_err()
+            .starts_with("s.sasl_mechanism: required"));
+        assert!(
+            parse("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"")
+                .unwrap_err()
+                .contains("not implemented yet")
+        );
+        assert!(parse("oversize = \"dead_letter\"")
+            .unwrap_err()
+            .starts_with("s.dead_letter_path: required"));
         let scram = parse("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password = \"hunter2\"").unwrap();
         assert!(!format!("{scram:?}").contains("hunter2"));
     }

@@ -65,8 +65,12 @@ impl ConnectorError for KafkaSinkError {
             | KafkaSinkError::Tls { .. }
             | KafkaSinkError::MissingTopic { .. }
             | KafkaSinkError::CreateTopic { .. } => Disposition::Fatal,
-            KafkaSinkError::Delivery { source, .. } if code_of(source).is_some_and(is_fatal) => Disposition::Fatal,
-            KafkaSinkError::Unreachable { .. } | KafkaSinkError::Delivery { .. } | KafkaSinkError::Canceled => Disposition::Transient,
+            KafkaSinkError::Delivery { source, .. } if code_of(source).is_some_and(is_fatal) => {
+                Disposition::Fatal
+            }
+            KafkaSinkError::Unreachable { .. }
+            | KafkaSinkError::Delivery { .. }
+            | KafkaSinkError::Canceled => Disposition::Transient,
         }
     }
 }

@@ -25,8 +25,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _, ProducerContext};
-
+use rdkafka::producer::{
+    DeliveryFuture, FutureProducer, FutureRecord, Producer as _, ProducerContext,
+};
 
 pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
 pub use error::KafkaSinkError;
@@ -56,10 +57,16 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "kafka client error");
-        if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) =
-            error.rdkafka_error_code()
+        if let Some(
+            code @ (RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL),
+        ) = error.rdkafka_error_code()
         {
-            self.last_error.lock().expect("not poisoned").get_or_insert((code, reason.to_owned()));
+            self.last_error
+                .lock()
+                .expect("not poisoned")
+                .get_or_insert((code, reason.to_owned()));
         }
     }
 }
@@ -83,18 +90,31 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// Creates the producer and checks that the brokers answer and accept our credentials.
-    pub async fn connect(config: &KafkaSinkConfig, template: TopicTemplate) -> Result<Self, BoxError> {
+    pub async fn connect(
+        config: &KafkaSinkConfig,
+        template: TopicTemplate,
+    ) -> Result<Self, BoxError> {
         let client_config = client_config(config);
         let context = SinkContext::default();
         let last_error = context.last_error.clone();
-        let producer: Producer = client_config.create_with_context(context).map_err(KafkaSinkError::Client)?;
+        let producer: Producer = client_config
+            .create_with_context(context)
+            .map_err(KafkaSinkError::Client)?;
         probe(&producer, &last_error, &config.brokers).await?;
         let admin = if config.create_topics {
-            Some(client_config.create_with_context(SinkContext::default()).map_err(KafkaSinkError::Client)?)
+            Some(
+                client_config
+                    .create_with_context(SinkContext::default())
+                    .map_err(KafkaSinkError::Client)?,
+            )
         } else {
             None
         };
-        let limit = RecordLimit::new(config.max_message_bytes, config.oversize, config.dead_letter_path.as_deref())?;
+        let limit = RecordLimit::new(
+            config.max_message_bytes,
+            config.oversize,
+            config.dead_letter_path.as_deref(),
+        )?;
         Ok(KafkaSink {
             producer,
             admin,
@@ -113,17 +133,32 @@ impl KafkaSink {
         }
         if !topic_exists(&self.producer, topic).await? {
             let Some(admin) = &self.admin else {
-                return Err(KafkaSinkError::MissingTopic { topic: topic.to_owned() });
+                return Err(KafkaSinkError::MissingTopic {
+                    topic: topic.to_owned(),
+                });
             };
-            create_topic(admin, topic, self.config.topic_partitions.get(), self.config.topic_replication_factor.get()).await?;
-            tracing::info!(topic, partitions = self.config.topic_partitions.get(), "created topic");
+            create_topic(
+                admin,
+                topic,
+                self.config.topic_partitions.get(),
+                self.config.topic_replication_factor.get(),
+            )
+            .await?;
+            tracing::info!(
+                topic,
+                partitions = self.config.topic_partitions.get(),
+                "created topic"
+            );
         }
         self.known_topics.insert(topic.to_owned());
         Ok(())
     }
 
     /// Enqueues one record, waiting while librdkafka's queue is full (backpressure).
-    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, KafkaSinkError> {
+    async fn send(
+        &self,
+        record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<DeliveryFuture, KafkaSinkError> {
         let mut record = record;
         loop {
             match self.producer.send_result(record) {
@@ -132,7 +167,12 @@ impl KafkaSink {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((err, returned)) => return Err(KafkaSinkError::Delivery { topic: returned.topic.to_owned(), source: err }),
+                Err((err, returned)) => {
+                    return Err(KafkaSinkError::Delivery {
+                        topic: returned.topic.to_owned(),
+                        source: err,
+                    })
+                }
             }
         }
     }
@@ -147,41 +187,81 @@ fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
 }
 
 /// Fetches cluster metadata; classifies a failure as authentication or reachability.
-async fn probe(producer: &Producer, last_error: &LastError, brokers: &str) -> Result<(), KafkaSinkError> {
+async fn probe(
+    producer: &Producer,
+    last_error: &LastError,
+    brokers: &str,
+) -> Result<(), KafkaSinkError> {
     let client = producer.clone();
-    let result = tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, METADATA_TIMEOUT).map(|_| ()))
-        .await
-        .expect("metadata task does not panic");
+    let result = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map(|_| ())
+    })
+    .await
+    .expect("metadata task does not panic");
     let Err(source) = result else {
         return Ok(());
     };
     let brokers = brokers.to_owned();
     Err(match last_error.lock().expect("not poisoned").clone() {
         Some((RDKafkaErrorCode::SSL, reason)) => KafkaSinkError::Tls { brokers, reason },
-        Some((_, reason)) => KafkaSinkError::Authentication { brokers, source: KafkaError::ClientCreation(reason) },
+        Some((_, reason)) => KafkaSinkError::Authentication {
+            brokers,
+            source: KafkaError::ClientCreation(reason),
+        },
         None => KafkaSinkError::Unreachable { brokers, source },
     })
 }
 
 async fn topic_exists(producer: &Producer, topic: &str) -> Result<bool, KafkaSinkError> {
     let (client, name) = (producer.clone(), topic.to_owned());
-    let metadata = tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&name), METADATA_TIMEOUT))
-        .await
-        .expect("metadata task does not panic")
-        .map_err(|source| KafkaSinkError::Delivery { topic: topic.to_owned(), source })?;
-    Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    let metadata = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+    })
+    .await
+    .expect("metadata task does not panic")
+    .map_err(|source| KafkaSinkError::Delivery {
+        topic: topic.to_owned(),
+        source,
+    })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
 }
 
-async fn create_topic(admin: &AdminClient<SinkContext>, topic: &str, partitions: u32, replication: u32) -> Result<(), KafkaSinkError> {
-    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(replication as i32));
+async fn create_topic(
+    admin: &AdminClient<SinkContext>,
+    topic: &str,
+    partitions: u32,
+    replication: u32,
+) -> Result<(), KafkaSinkError> {
+    let new = NewTopic::new(
+        topic,
+        partitions as i32,
+        TopicReplication::Fixed(replication as i32),
+    );
     let results = admin
-        .create_topics(&[new], &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)))
+        .create_topics(
+            &[new],
+            &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+        )
         .await
-        .map_err(|e| KafkaSinkError::CreateTopic { topic: topic.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| KafkaSinkError::CreateTopic {
+            topic: topic.to_owned(),
+            reason: e.to_string(),
+        })?;
     for result in results {
         if let Err((_, code)) = result {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(KafkaSinkError::CreateTopic { topic: topic.to_owned(), reason: code.to_string() });
+                return Err(KafkaSinkError::CreateTopic {
+                    topic: topic.to_owned(),
+                    reason: code.to_string(),
+                });
             }
         }
     }
@@ -200,18 +280,34 @@ impl Sink for KafkaSink {
             value.clear();
             self.format.encode_key(event, &mut key);
             self.format.encode_value(event, &mut value);
-            if !self.limit.admit(event, key.len() + value.len() + RECORD_OVERHEAD, &topic)? {
+            if !self
+                .limit
+                .admit(event, key.len() + value.len() + RECORD_OVERHEAD, &topic)?
+            {
                 continue;
             }
             let table = event.qualified_table();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "op", value: Some(event.op.as_str()) })
-                .insert(Header { key: "table", value: Some(table.as_str()) })
-                .insert(Header { key: "position", value: Some(event.source.position.as_str()) });
-            let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice()).headers(headers);
+                .insert(Header {
+                    key: "op",
+                    value: Some(event.op.as_str()),
+                })
+                .insert(Header {
+                    key: "table",
+                    value: Some(table.as_str()),
+                })
+                .insert(Header {
+                    key: "position",
+                    value: Some(event.source.position.as_str()),
+                });
+            let record = FutureRecord::to(&topic)
+                .key(key.as_slice())
+                .payload(value.as_slice())
+                .headers(headers);
             deliveries.push((topic.clone(), self.send(record).await?));
             if event.op == Op::Delete && self.config.tombstones {
-                let tombstone: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).key(key.as_slice());
+                let tombstone: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&topic).key(key.as_slice());
                 let delivery = self.send(tombstone).await?;
                 deliveries.push((topic, delivery));
             }
@@ -221,7 +317,9 @@ impl Sink for KafkaSink {
             for (topic, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err((source, _))) => return Err(KafkaSinkError::Delivery { topic, source }.into()),
+                    Ok(Err((source, _))) => {
+                        return Err(KafkaSinkError::Delivery { topic, source }.into())
+                    }
                     Err(_) => return Err(KafkaSinkError::Canceled.into()),
                 }
             }
@@ -236,22 +334,41 @@ pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Fi
     let last_error = context.last_error.clone();
     let producer: Producer = match client_config(config).create_with_context(context) {
         Ok(producer) => producer,
-        Err(err) => return vec![Finding::fail(format!("cannot create the Kafka client: {err}"))],
+        Err(err) => {
+            return vec![Finding::fail(format!(
+                "cannot create the Kafka client: {err}"
+            ))]
+        }
     };
     if let Err(err) = probe(&producer, &last_error, &config.brokers).await {
         return vec![Finding::fail(crate::error::report(&err))];
     }
-    let mut findings = vec![Finding::ok(format!("brokers {} reachable; credentials accepted", config.brokers))];
+    let mut findings = vec![Finding::ok(format!(
+        "brokers {} reachable; credentials accepted",
+        config.brokers
+    ))];
     findings.push(match template.fixed() {
         Some(topic) => match topic_exists(&producer, topic).await {
             Ok(true) => Finding::ok(format!("topic {topic} exists")),
-            Ok(false) if config.create_topics => Finding::ok(format!("topic {topic} will be created")),
-            Ok(false) => Finding::fail(KafkaSinkError::MissingTopic { topic: topic.to_owned() }.to_string()),
+            Ok(false) if config.create_topics => {
+                Finding::ok(format!("topic {topic} will be created"))
+            }
+            Ok(false) => Finding::fail(
+                KafkaSinkError::MissingTopic {
+                    topic: topic.to_owned(),
+                }
+                .to_string(),
+            ),
             Err(err) => Finding::fail(crate::error::report(&err)),
         },
-        None if config.create_topics => Finding::ok(format!("topics {} are created as they are needed", config.topic)),
-        None => Finding::warn(format!("topics {} must exist (create_topics = false); each is checked when first used", config.topic)),
+        None if config.create_topics => Finding::ok(format!(
+            "topics {} are created as they are needed",
+            config.topic
+        )),
+        None => Finding::warn(format!(
+            "topics {} must exist (create_topics = false); each is checked when first used",
+            config.topic
+        )),
     });
     findings
 }
-

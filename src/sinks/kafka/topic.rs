@@ -33,9 +33,21 @@ impl TopicTemplate {
             .0
             .replace("{pipeline}", &source.pipeline)
             .replace("{database}", &source.database)
-            .replace("{schema}", source.schema.as_deref().unwrap_or(&source.database))
+            .replace(
+                "{schema}",
+                source.schema.as_deref().unwrap_or(&source.database),
+            )
             .replace("{table}", &source.table);
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).take(249).collect()
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(249)
+            .collect()
     }
 
     /// The topic name when the template has no placeholder.
@@ -52,10 +64,25 @@ mod tests {
     #[test]
     fn fills_placeholders_and_cleans_names() {
         let config: GeneratorConfig = toml::from_str("").unwrap();
-        let event = GeneratorSource::new(config).event(&"shop".into(), &"app db".into(), &"orders".into(), 1);
-        assert_eq!(TopicTemplate::parse("{pipeline}.{schema}.{table}").unwrap().topic_for(&event), "shop.app_db.orders");
-        assert!(TopicTemplate::parse("cdc.{tabel}").unwrap_err().contains("unknown placeholder {tabel}"));
+        let event = GeneratorSource::new(config).event(
+            &"shop".into(),
+            &"app db".into(),
+            &"orders".into(),
+            1,
+        );
+        assert_eq!(
+            TopicTemplate::parse("{pipeline}.{schema}.{table}")
+                .unwrap()
+                .topic_for(&event),
+            "shop.app_db.orders"
+        );
+        assert!(TopicTemplate::parse("cdc.{tabel}")
+            .unwrap_err()
+            .contains("unknown placeholder {tabel}"));
         assert!(TopicTemplate::parse("cdc.{table").is_err());
-        assert_eq!(TopicTemplate::parse("fixed").unwrap().fixed(), Some("fixed"));
+        assert_eq!(
+            TopicTemplate::parse("fixed").unwrap().fixed(),
+            Some("fixed")
+        );
     }
 }

@@ -20,7 +20,9 @@ use chrono::DateTime;
 pub use config::GeneratorConfig;
 
 use crate::checkpoint::Position;
-use crate::envelope::{now_ms, ChangeEvent, ColumnName, Decimal, Op, Row, SourceInfo, SourceKind, Value};
+use crate::envelope::{
+    now_ms, ChangeEvent, ColumnName, Decimal, Op, Row, SourceInfo, SourceKind, Value,
+};
 use crate::error::{BoxError, ConnectorError, Disposition};
 use crate::source::{Mark, Source, SourceContext};
 
@@ -58,7 +60,11 @@ struct Columns {
 
 impl GeneratorSource {
     pub fn new(config: GeneratorConfig) -> Self {
-        let payload = "abcdefghijklmnopqrstuvwxyz0123456789".chars().cycle().take(config.payload_bytes).collect();
+        let payload = "abcdefghijklmnopqrstuvwxyz0123456789"
+            .chars()
+            .cycle()
+            .take(config.payload_bytes)
+            .collect();
         let columns = Columns {
             id: "id".into(),
             seq: "seq".into(),
@@ -67,13 +73,18 @@ impl GeneratorSource {
             payload: "payload".into(),
             updated_at: "updated_at".into(),
         };
-        GeneratorSource { config, columns, payload }
+        GeneratorSource {
+            config,
+            columns,
+            payload,
+        }
     }
 
     fn row(&self, seq: u64) -> Row {
         let c = &self.columns;
         let id = self.key_of(seq);
-        let amount = Decimal::parse(&format!("{}.{:02}", seq / 100, seq % 100)).expect("a valid decimal");
+        let amount =
+            Decimal::parse(&format!("{}.{:02}", seq / 100, seq % 100)).expect("a valid decimal");
         let updated = DateTime::from_timestamp_millis(commit_ms(seq)).expect("in range");
         [
             (c.id.clone(), Value::Int(id as i64)),
@@ -92,7 +103,13 @@ impl GeneratorSource {
     }
 
     /// The change for row `seq`: deterministic in `seq`.
-    pub fn event(&self, pipeline: &Arc<str>, database: &Arc<str>, table: &Arc<str>, seq: u64) -> ChangeEvent {
+    pub fn event(
+        &self,
+        pipeline: &Arc<str>,
+        database: &Arc<str>,
+        table: &Arc<str>,
+        seq: u64,
+    ) -> ChangeEvent {
         let keys = self.config.keys.get();
         let generation = (seq - 1) / keys;
         let op = match generation % 3 {
@@ -102,7 +119,9 @@ impl GeneratorSource {
         };
         let before = (op != Op::Insert).then(|| self.row(seq - keys));
         let after = (op != Op::Delete).then(|| self.row(seq));
-        let key = [(self.columns.id.clone(), Value::Int(self.key_of(seq) as i64))].into_iter().collect();
+        let key = [(self.columns.id.clone(), Value::Int(self.key_of(seq) as i64))]
+            .into_iter()
+            .collect();
         ChangeEvent {
             op,
             source: SourceInfo {
@@ -133,7 +152,13 @@ fn commit_ms(seq: u64) -> i64 {
 impl Source for GeneratorSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<(), BoxError> {
         let first = match ctx.resume.get(PARTITION) {
-            Some(stored) => stored.token.parse::<u64>().map_err(|_| GeneratorError::BadPosition(stored.token.clone()))? + 1,
+            Some(stored) => {
+                stored
+                    .token
+                    .parse::<u64>()
+                    .map_err(|_| GeneratorError::BadPosition(stored.token.clone()))?
+                    + 1
+            }
             None => 1,
         };
         let database: Arc<str> = self.config.database.as_str().into();
@@ -142,14 +167,18 @@ impl Source for GeneratorSource {
         let mut seq = first;
         while self.config.count.is_none_or(|count| seq <= count) && !ctx.shutdown.is_requested() {
             if let Some(rate) = self.config.rate_per_sec {
-                let due = started + Duration::from_secs_f64((seq - first) as f64 / f64::from(rate.get()));
+                let due =
+                    started + Duration::from_secs_f64((seq - first) as f64 / f64::from(rate.get()));
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = ctx.shutdown.requested() => break,
                 }
             }
             let event = self.event(&ctx.pipeline, &database, &table, seq);
-            let mark = Mark { partition: PARTITION.to_owned(), position: Position::from_counter(seq.to_string(), seq) };
+            let mark = Mark {
+                partition: PARTITION.to_owned(),
+                position: Position::from_counter(seq.to_string(), seq),
+            };
             if ctx.emit.event_then_checkpoint(event, mark).await.is_err() {
                 break;
             }
@@ -175,14 +204,26 @@ mod tests {
         let (p, d, t) = (Arc::from("p"), Arc::from("d"), Arc::from("t"));
         let ops: Vec<_> = (1..=8).map(|seq| g.event(&p, &d, &t, seq).op).collect();
         use Op::*;
-        assert_eq!(ops, [Insert, Insert, Update, Update, Delete, Delete, Insert, Insert]);
+        assert_eq!(
+            ops,
+            [Insert, Insert, Update, Update, Delete, Delete, Insert, Insert]
+        );
         let update = g.event(&p, &d, &t, 3);
         assert_eq!(update.key.get("id"), Some(&Value::Int(1)));
-        assert_eq!(update.before.as_ref().unwrap().get("seq"), Some(&Value::Int(1)));
-        assert_eq!(update.after.as_ref().unwrap().get("seq"), Some(&Value::Int(3)));
+        assert_eq!(
+            update.before.as_ref().unwrap().get("seq"),
+            Some(&Value::Int(1))
+        );
+        assert_eq!(
+            update.after.as_ref().unwrap().get("seq"),
+            Some(&Value::Int(3))
+        );
         let delete = g.event(&p, &d, &t, 6);
         assert!(delete.after.is_none());
-        assert_eq!(delete.before.as_ref().unwrap().get("seq"), Some(&Value::Int(4)));
+        assert_eq!(
+            delete.before.as_ref().unwrap().get("seq"),
+            Some(&Value::Int(4))
+        );
     }
 
     #[test]
@@ -191,6 +232,9 @@ mod tests {
         let (p, d, t) = (Arc::from("p"), Arc::from("d"), Arc::from("t"));
         let (a, b) = (g.event(&p, &d, &t, 1234), g.event(&p, &d, &t, 1234));
         assert_eq!(a.after, b.after);
-        assert_eq!(a.after.as_ref().unwrap().get("amount"), Some(&Value::Decimal(Decimal::parse("12.34").unwrap())));
+        assert_eq!(
+            a.after.as_ref().unwrap().get("amount"),
+            Some(&Value::Decimal(Decimal::parse("12.34").unwrap()))
+        );
     }
 }

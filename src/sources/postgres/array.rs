@@ -6,8 +6,17 @@ use crate::envelope::Value;
 
 /// Parses an array literal; `None` if it is malformed.
 pub fn parse(text: &str, delimiter: u8, element: &dyn Fn(&str) -> Value) -> Option<Value> {
-    let body = if text.starts_with('[') { &text[text.find('=')? + 1..] } else { text };
-    let mut parser = Parser { bytes: body.as_bytes(), text: body, pos: 0, delimiter };
+    let body = if text.starts_with('[') {
+        &text[text.find('=')? + 1..]
+    } else {
+        text
+    };
+    let mut parser = Parser {
+        bytes: body.as_bytes(),
+        text: body,
+        pos: 0,
+        delimiter,
+    };
     let value = parser.level(element)?;
     parser.skip_ws();
     (parser.pos == parser.bytes.len()).then_some(value)
@@ -22,7 +31,11 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn skip_ws(&mut self) {
-        while self.bytes.get(self.pos).is_some_and(|b| b.is_ascii_whitespace()) {
+        while self
+            .bytes
+            .get(self.pos)
+            .is_some_and(|b| b.is_ascii_whitespace())
+        {
             self.pos += 1;
         }
     }
@@ -45,7 +58,8 @@ impl Parser<'_> {
                 b'"' => element(&self.quoted()?),
                 _ => {
                     let start = self.pos;
-                    while !matches!(self.bytes.get(self.pos), Some(&b) if b == self.delimiter || b == b'}') {
+                    while !matches!(self.bytes.get(self.pos), Some(&b) if b == self.delimiter || b == b'}')
+                    {
                         self.bytes.get(self.pos)?;
                         self.pos += 1;
                     }
@@ -106,19 +120,40 @@ mod tests {
 
     #[test]
     fn flat_nested_quoted_null_and_bounds() {
-        assert_eq!(parse("{1,2,NULL}", b',', &int), Some(Value::Array(vec![Value::Int(1), Value::Int(2), Value::Null])));
+        assert_eq!(
+            parse("{1,2,NULL}", b',', &int),
+            Some(Value::Array(vec![
+                Value::Int(1),
+                Value::Int(2),
+                Value::Null
+            ]))
+        );
         assert_eq!(parse("{}", b',', &int), Some(Value::Array(vec![])));
         assert_eq!(
             parse(r#"{"a b","c\"d","NULL",x}"#, b',', &text),
-            Some(Value::Array(vec![text("a b"), text("c\"d"), text("NULL"), text("x")]))
+            Some(Value::Array(vec![
+                text("a b"),
+                text("c\"d"),
+                text("NULL"),
+                text("x")
+            ]))
         );
         let nested = parse("{{1,2},{3,4}}", b',', &int).unwrap();
         assert_eq!(
             nested,
-            Value::Array(vec![Value::Array(vec![Value::Int(1), Value::Int(2)]), Value::Array(vec![Value::Int(3), Value::Int(4)])])
+            Value::Array(vec![
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                Value::Array(vec![Value::Int(3), Value::Int(4)])
+            ])
         );
-        assert_eq!(parse("[0:1]={7,8}", b',', &int), Some(Value::Array(vec![Value::Int(7), Value::Int(8)])));
-        assert_eq!(parse("{(0,0),(1,1);(2,2),(3,3)}", b';', &text), Some(Value::Array(vec![text("(0,0),(1,1)"), text("(2,2),(3,3)")])));
+        assert_eq!(
+            parse("[0:1]={7,8}", b',', &int),
+            Some(Value::Array(vec![Value::Int(7), Value::Int(8)]))
+        );
+        assert_eq!(
+            parse("{(0,0),(1,1);(2,2),(3,3)}", b';', &text),
+            Some(Value::Array(vec![text("(0,0),(1,1)"), text("(2,2),(3,3)")]))
+        );
     }
 
     #[test]

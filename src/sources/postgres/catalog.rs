@@ -9,19 +9,26 @@ use tokio_postgres::{Client, NoTls};
 use super::config::{quote_ident, PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::tls::{client_config, split_url, MakeRustls};
 use super::relation::{Column, Relation};
+use super::tls::{client_config, split_url, MakeRustls};
 use super::types::TypeRegistry;
 use super::walsender::SESSION_OPTIONS;
 
 /// Opens the SQL session with the same text-output settings as the replication session.
 pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
     let (url, tls) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
-    pg.options(SESSION_OPTIONS).application_name(&config.application_name());
+    let mut pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+    pg.options(SESSION_OPTIONS)
+        .application_name(&config.application_name());
     let connect_error = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("28") => PostgresError::Auth(db.message().to_owned()),
-        _ if e.to_string().contains("TLS") || e.to_string().contains("handshake") => PostgresError::Tls(crate::error::report(&e)),
+        Some(db) if db.code().code().starts_with("28") => {
+            PostgresError::Auth(db.message().to_owned())
+        }
+        _ if e.to_string().contains("TLS") || e.to_string().contains("handshake") => {
+            PostgresError::Tls(crate::error::report(&e))
+        }
         _ => PostgresError::sql("connecting", e),
     };
     match client_config(&tls)? {
@@ -32,7 +39,10 @@ pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
         }
         Some(tls_config) => {
             pg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let (client, connection) = pg.connect(MakeRustls(tls_config)).await.map_err(connect_error)?;
+            let (client, connection) = pg
+                .connect(MakeRustls(tls_config))
+                .await
+                .map_err(connect_error)?;
             spawn_connection(connection);
             Ok(client)
         }
@@ -85,16 +95,23 @@ pub async fn server_facts(client: &Client) -> Result<ServerFacts, PostgresError>
 /// Fails with the fix when logical replication cannot work.
 pub fn require_replication(facts: &ServerFacts) -> Result<(), PostgresError> {
     if facts.wal_level != "logical" {
-        return Err(PostgresError::WalLevel { found: facts.wal_level.clone() });
+        return Err(PostgresError::WalLevel {
+            found: facts.wal_level.clone(),
+        });
     }
     if !facts.replication_role {
-        return Err(PostgresError::NoReplication { role: facts.role.clone() });
+        return Err(PostgresError::NoReplication {
+            role: facts.role.clone(),
+        });
     }
     Ok(())
 }
 
 /// Table OIDs by name; names missing from the database are listed.
-pub async fn table_oids(client: &Client, tables: &[TableName]) -> Result<(HashMap<TableName, u32>, Vec<TableName>), PostgresError> {
+pub async fn table_oids(
+    client: &Client,
+    tables: &[TableName],
+) -> Result<(HashMap<TableName, u32>, Vec<TableName>), PostgresError> {
     let mut found = HashMap::new();
     let mut missing = Vec::new();
     for table in tables {
@@ -121,11 +138,17 @@ pub fn require_tables(missing: &[TableName]) -> Result<(), PostgresError> {
         return Ok(());
     }
     let names: Vec<_> = missing.iter().map(ToString::to_string).collect();
-    Err(PostgresError::MissingTables { tables: names.join(", ") })
+    Err(PostgresError::MissingTables {
+        tables: names.join(", "),
+    })
 }
 
 /// Creates the publication for `tables` unless it exists (an existing one is used as it is).
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[TableName]) -> Result<(), PostgresError> {
+pub async fn ensure_publication(
+    client: &Client,
+    name: &str,
+    tables: &[TableName],
+) -> Result<(), PostgresError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await
@@ -135,7 +158,11 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[TableName
         return Ok(());
     }
     let list: Vec<_> = tables.iter().map(TableName::quoted).collect();
-    let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(name), list.join(", "));
+    let sql = format!(
+        "CREATE PUBLICATION {} FOR TABLE {}",
+        quote_ident(name),
+        list.join(", ")
+    );
     client.batch_execute(&sql).await.map_err(|e| PostgresError::sql(format!("creating publication {name} (the role must own the tables; or create it as their owner, see migrations/postgres/)"), e))?;
     tracing::info!(publication = name, tables = %list.join(", "), "created publication");
     Ok(())
@@ -171,7 +198,11 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError>
 }
 
 /// The table with OID `oid` as the snapshot and the stream see it.
-pub async fn relation(client: &Client, types: &mut TypeRegistry, oid: u32) -> Result<Relation, PostgresError> {
+pub async fn relation(
+    client: &Client,
+    types: &mut TypeRegistry,
+    oid: u32,
+) -> Result<Relation, PostgresError> {
     let head = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -194,15 +225,28 @@ pub async fn relation(client: &Client, types: &mut TypeRegistry, oid: u32) -> Re
     types.ensure(client, &type_oids).await?;
     let columns = rows
         .iter()
-        .map(|r| Column { name: Arc::from(r.get::<_, String>(0)), decoder: types.get(r.get(1)), identity: r.get(2) })
+        .map(|r| Column {
+            name: Arc::from(r.get::<_, String>(0)),
+            decoder: types.get(r.get(1)),
+            identity: r.get(2),
+        })
         .collect();
-    let mut relation = Relation { oid, schema: Arc::from(head.get::<_, String>(0)), table: Arc::from(head.get::<_, String>(1)), columns, key: Vec::new() };
+    let mut relation = Relation {
+        oid,
+        schema: Arc::from(head.get::<_, String>(0)),
+        table: Arc::from(head.get::<_, String>(1)),
+        columns,
+        key: Vec::new(),
+    };
     relation.key = key_columns(client, &relation).await?;
     Ok(relation)
 }
 
 /// Indexes of the event-key columns: the primary key, else the replica identity columns.
-pub async fn key_columns(client: &Client, relation: &Relation) -> Result<Vec<usize>, PostgresError> {
+pub async fn key_columns(
+    client: &Client,
+    relation: &Relation,
+) -> Result<Vec<usize>, PostgresError> {
     let rows = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
@@ -213,25 +257,47 @@ pub async fn key_columns(client: &Client, relation: &Relation) -> Result<Vec<usi
         .await
         .map_err(|e| PostgresError::sql("reading the primary key", e))?;
     let pk: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let by_pk: Vec<usize> = relation.columns.iter().enumerate().filter(|(_, c)| pk.iter().any(|p| **p == *c.name)).map(|(i, _)| i).collect();
+    let by_pk: Vec<usize> = relation
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| pk.iter().any(|p| **p == *c.name))
+        .map(|(i, _)| i)
+        .collect();
     if !by_pk.is_empty() {
         return Ok(by_pk);
     }
     let all_identity = relation.columns.iter().all(|c| c.identity);
-    Ok(if all_identity { Vec::new() } else { relation.columns.iter().enumerate().filter(|(_, c)| c.identity).map(|(i, _)| i).collect() })
+    Ok(if all_identity {
+        Vec::new()
+    } else {
+        relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.identity)
+            .map(|(i, _)| i)
+            .collect()
+    })
 }
 
 /// Estimated row count of a table (for snapshot progress).
 pub async fn estimated_rows(client: &Client, oid: u32) -> Result<i64, PostgresError> {
     let row = client
-        .query_one("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1", &[&oid])
+        .query_one(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1",
+            &[&oid],
+        )
         .await
         .map_err(|e| PostgresError::sql("estimating table size", e))?;
     Ok(row.get(0))
 }
 
 /// Tables among `oids` with neither a primary key nor a usable replica identity.
-pub async fn tables_without_key(client: &Client, oids: &[u32]) -> Result<Vec<String>, PostgresError> {
+pub async fn tables_without_key(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<String>, PostgresError> {
     let rows = client
         .query(
             "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

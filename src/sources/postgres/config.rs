@@ -105,26 +105,47 @@ pub fn quote_literal(text: &str) -> String {
 impl PostgresConfig {
     /// Checks what serde cannot; `key` is the section's key path.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let (url, _tls) = super::tls::split_url(self.url.expose()).map_err(|e| ConfigError::invalid(format!("{key}.url"), e))?;
-        let parsed: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ConfigError::invalid(format!("{key}.url"), format!("not a PostgreSQL connection URL: {e}")))?;
+        let (url, _tls) = super::tls::split_url(self.url.expose())
+            .map_err(|e| ConfigError::invalid(format!("{key}.url"), e))?;
+        let parsed: tokio_postgres::Config = url.parse().map_err(|e| {
+            ConfigError::invalid(
+                format!("{key}.url"),
+                format!("not a PostgreSQL connection URL: {e}"),
+            )
+        })?;
         if parsed.get_user().is_none() {
             return Err(ConfigError::invalid(format!("{key}.url"), "names no user"));
         }
-        let name_ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
         if !name_ok(&self.slot) {
-            return Err(ConfigError::invalid(format!("{key}.slot"), "use 1-63 lower-case letters, digits or `_`"));
+            return Err(ConfigError::invalid(
+                format!("{key}.slot"),
+                "use 1-63 lower-case letters, digits or `_`",
+            ));
         }
         if self.publication.is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.publication"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                format!("{key}.publication"),
+                "must not be empty",
+            ));
         }
         if self.tables.is_empty() {
-            return Err(ConfigError::invalid(format!("{key}.tables"), "list at least one `schema.table`"));
+            return Err(ConfigError::invalid(
+                format!("{key}.tables"),
+                "list at least one `schema.table`",
+            ));
         }
         for (i, table) in self.tables.iter().enumerate() {
             if parse_table(table).is_none() {
-                return Err(ConfigError::invalid(format!("{key}.tables[{i}]"), format!("{table:?} is not `schema.table`")));
+                return Err(ConfigError::invalid(
+                    format!("{key}.tables[{i}]"),
+                    format!("{table:?} is not `schema.table`"),
+                ));
             }
         }
         Ok(())
@@ -142,8 +163,10 @@ impl PostgresConfig {
 
 fn parse_table(text: &str) -> Option<TableName> {
     let (schema, table) = text.split_once('.')?;
-    (!schema.is_empty() && !table.is_empty() && !table.contains('.'))
-        .then(|| TableName { schema: schema.to_owned(), table: table.to_owned() })
+    (!schema.is_empty() && !table.is_empty() && !table.contains('.')).then(|| TableName {
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -155,7 +178,9 @@ mod tests {
             "url = \"postgres://cdc:pw@127.0.0.1:5432/app\"\nslot = \"s1\"\npublication = \"p\"\ntables = [\"public.orders\"]\n{extra}"
         );
         let config: PostgresConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
-        config.validate("pipeline[0].source").map_err(|e| e.to_string())?;
+        config
+            .validate("pipeline[0].source")
+            .map_err(|e| e.to_string())?;
         Ok(config)
     }
 
@@ -164,11 +189,21 @@ mod tests {
         assert!(config("").is_ok());
         assert_eq!(config("").unwrap().snapshot, SnapshotMode::Initial);
         let bad_slot = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d\"\nslot = \"Bad-Slot\"\npublication = \"p\"\ntables = [\"a.b\"]").unwrap();
-        assert_eq!(bad_slot.validate("k").unwrap_err().to_string(), "k.slot: use 1-63 lower-case letters, digits or `_`");
+        assert_eq!(
+            bad_slot.validate("k").unwrap_err().to_string(),
+            "k.slot: use 1-63 lower-case letters, digits or `_`"
+        );
         let bad_table = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\", \"orders\"]").unwrap();
-        assert!(bad_table.validate("k").unwrap_err().to_string().starts_with("k.tables[1]: "));
+        assert!(bad_table
+            .validate("k")
+            .unwrap_err()
+            .to_string()
+            .starts_with("k.tables[1]: "));
         let tls = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d?sslmode=allow\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\"]").unwrap();
-        assert_eq!(tls.validate("k").unwrap_err().to_string(), "k.url: sslmode=allow is not supported; use disable, require or verify-full");
+        assert_eq!(
+            tls.validate("k").unwrap_err().to_string(),
+            "k.url: sslmode=allow is not supported; use disable, require or verify-full"
+        );
     }
 
     #[test]

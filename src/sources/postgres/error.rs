@@ -52,15 +52,23 @@ pub enum PostgresError {
     WalLevel { found: String },
     #[error("role {role:?} lacks the REPLICATION attribute: run ALTER ROLE {role} REPLICATION as a superuser (see migrations/postgres/)")]
     NoReplication { role: String },
-    #[error("table(s) not found: {tables}; create them, or fix `tables` in the source configuration")]
+    #[error(
+        "table(s) not found: {tables}; create them, or fix `tables` in the source configuration"
+    )]
     MissingTables { tables: String },
     #[error("replication slot {slot:?} does not exist, but checkpoint {checkpoint} is stored: the changes since then cannot be read any more. To start over with a new snapshot, run `cdc-bridge checkpoints reset --config FILE --pipeline NAME`")]
     SlotMissing { slot: String, checkpoint: String },
     #[error("replication slot {slot:?} was invalidated (wal_status = lost; max_slot_wal_keep_size exceeded?): the changes it held are gone. Drop it with SELECT pg_drop_replication_slot('{slot}') and reset this pipeline's checkpoints to take a new snapshot")]
     SlotInvalidated { slot: String },
     #[error("replication slot {slot:?} has confirmed changes up to {confirmed}, beyond the stored checkpoint {checkpoint}: the changes in between were acknowledged to PostgreSQL but never delivered (did another client use this slot?). To start over: drop the slot and reset this pipeline's checkpoints")]
-    SlotAhead { slot: String, confirmed: String, checkpoint: String },
-    #[error("the stored checkpoint {0:?} is not a PostgreSQL LSN; reset this pipeline's checkpoints")]
+    SlotAhead {
+        slot: String,
+        confirmed: String,
+        checkpoint: String,
+    },
+    #[error(
+        "the stored checkpoint {0:?} is not a PostgreSQL LSN; reset this pipeline's checkpoints"
+    )]
     BadCheckpoint(String),
     #[error("unexpected replication protocol data: {0}")]
     Protocol(String),
@@ -72,14 +80,19 @@ pub enum PostgresError {
 
 impl PostgresError {
     pub fn sql(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
-        PostgresError::Sql { context: context.into(), source }
+        PostgresError::Sql {
+            context: context.into(),
+            source,
+        }
     }
 }
 
 /// Transient for connection, shutdown, resource and lock-conflict errors; fatal for errors
 /// the operator must fix (authentication, privileges, missing objects, bad settings).
 fn disposition_of_sqlstate(code: &str) -> Disposition {
-    let transient_class = ["08", "53", "57", "40", "58"].iter().any(|class| code.starts_with(class));
+    let transient_class = ["08", "53", "57", "40", "58"]
+        .iter()
+        .any(|class| code.starts_with(class));
     if transient_class || code == "55006" || code == "55P03" {
         Disposition::Transient
     } else {
@@ -90,7 +103,9 @@ fn disposition_of_sqlstate(code: &str) -> Disposition {
 impl ConnectorError for PostgresError {
     fn disposition(&self) -> Disposition {
         match self {
-            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::Spill(_) => Disposition::Transient,
+            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::Spill(_) => {
+                Disposition::Transient
+            }
             PostgresError::Server(err) => disposition_of_sqlstate(&err.code),
             PostgresError::Sql { source, .. } => match source.code() {
                 Some(code) => disposition_of_sqlstate(code.code()),

@@ -67,7 +67,11 @@ impl PostgresSource {
         catalog::ensure_publication(&sql, &config.publication, &tables).await?;
 
         let stored = match ctx.resume.get("") {
-            Some(p) => Some(p.token.parse::<Lsn>().map_err(|_| PostgresError::BadCheckpoint(p.token.clone()))?),
+            Some(p) => Some(
+                p.token
+                    .parse::<Lsn>()
+                    .map_err(|_| PostgresError::BadCheckpoint(p.token.clone()))?,
+            ),
             None => None,
         };
         let slot = catalog::slot_state(&sql, &config.slot).await?;
@@ -79,11 +83,18 @@ impl PostgresSource {
                 return Ok(());
             }
             (Some(checkpoint), None) => {
-                return Err(PostgresError::SlotMissing { slot: config.slot.clone(), checkpoint: checkpoint.to_string() }.into())
+                return Err(PostgresError::SlotMissing {
+                    slot: config.slot.clone(),
+                    checkpoint: checkpoint.to_string(),
+                }
+                .into())
             }
             (Some(checkpoint), Some(state)) => {
                 if state.lost {
-                    return Err(PostgresError::SlotInvalidated { slot: config.slot.clone() }.into());
+                    return Err(PostgresError::SlotInvalidated {
+                        slot: config.slot.clone(),
+                    }
+                    .into());
                 }
                 if let Some(confirmed) = state.confirmed_flush.filter(|c| *c > checkpoint) {
                     return Err(PostgresError::SlotAhead {
@@ -97,7 +108,10 @@ impl PostgresSource {
             }
             (None, Some(state)) if mode == SnapshotMode::Never => {
                 if state.lost {
-                    return Err(PostgresError::SlotInvalidated { slot: config.slot.clone() }.into());
+                    return Err(PostgresError::SlotInvalidated {
+                        slot: config.slot.clone(),
+                    }
+                    .into());
                 }
                 state.confirmed_flush.unwrap_or_default()
             }
@@ -107,11 +121,15 @@ impl PostgresSource {
                     catalog::drop_slot(&sql, &config.slot).await?;
                 }
                 let ordered: Vec<_> = tables.iter().map(|t| (t.clone(), oids[t])).collect();
-                return self.snapshot_then_stream(ctx, &sql, endpoint, database, &ordered).await;
+                return self
+                    .snapshot_then_stream(ctx, &sql, endpoint, database, &ordered)
+                    .await;
             }
         };
         let conn = ReplicationConnection::connect(&endpoint).await?;
-        Streamer::new(conn, &sql, config, TypeRegistry::default(), database, start).run(ctx).await?;
+        Streamer::new(conn, &sql, config, TypeRegistry::default(), database, start)
+            .run(ctx)
+            .await?;
         Ok(())
     }
 
@@ -126,25 +144,56 @@ impl PostgresSource {
     ) -> Result<(), Failure> {
         let config = &self.config;
         let mut conn = ReplicationConnection::connect(&endpoint).await?;
-        let temporary = if config.snapshot == SnapshotMode::InitialOnly { "TEMPORARY " } else { "" };
-        let export = if config.snapshot == SnapshotMode::Never { "NOEXPORT_SNAPSHOT" } else { "EXPORT_SNAPSHOT" };
-        let rows = conn.simple_query(&format!("CREATE_REPLICATION_SLOT {} {temporary}LOGICAL pgoutput {export}", config.slot)).await?;
-        let row = rows.first().ok_or_else(|| PostgresError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let temporary = if config.snapshot == SnapshotMode::InitialOnly {
+            "TEMPORARY "
+        } else {
+            ""
+        };
+        let export = if config.snapshot == SnapshotMode::Never {
+            "NOEXPORT_SNAPSHOT"
+        } else {
+            "EXPORT_SNAPSHOT"
+        };
+        let rows = conn
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} {temporary}LOGICAL pgoutput {export}",
+                config.slot
+            ))
+            .await?;
+        let row = rows.first().ok_or_else(|| {
+            PostgresError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
+        })?;
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let consistent_point: Lsn =
-            field(1).parse().map_err(|_| PostgresError::Protocol(format!("bad consistent point {:?}", field(1))))?;
+        let consistent_point: Lsn = field(1)
+            .parse()
+            .map_err(|_| PostgresError::Protocol(format!("bad consistent point {:?}", field(1))))?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %config.slot, consistent_point = %consistent_point, "created replication slot");
         let mut types = TypeRegistry::default();
         if config.snapshot != SnapshotMode::Never {
-            snapshot::copy_tables(sql, config, &mut types, tables, &field(2), consistent_point, &database, ctx).await?;
+            snapshot::copy_tables(
+                sql,
+                config,
+                &mut types,
+                tables,
+                &field(2),
+                consistent_point,
+                &database,
+                ctx,
+            )
+            .await?;
         }
-        let mark = Mark { partition: String::new(), position: Position::from_counter(consistent_point.to_string(), consistent_point.0) };
+        let mark = Mark {
+            partition: String::new(),
+            position: Position::from_counter(consistent_point.to_string(), consistent_point.0),
+        };
         ctx.emit.checkpoint(mark).await?;
         if config.snapshot == SnapshotMode::InitialOnly {
             conn.close().await;
             return Ok(());
         }
-        Streamer::new(conn, sql, config, types, database, consistent_point).run(ctx).await?;
+        Streamer::new(conn, sql, config, types, database, consistent_point)
+            .run(ctx)
+            .await?;
         Ok(())
     }
 }
@@ -164,7 +213,12 @@ pub async fn check(config: &PostgresConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
     let sql = match catalog::connect(config).await {
         Ok(sql) => sql,
-        Err(err) => return vec![Finding::fail(format!("cannot connect: {}", crate::error::report(&err)))],
+        Err(err) => {
+            return vec![Finding::fail(format!(
+                "cannot connect: {}",
+                crate::error::report(&err)
+            ))]
+        }
     };
     let outcome: Result<(), PostgresError> = async {
         let facts = catalog::server_facts(&sql).await?;

@@ -30,9 +30,15 @@ pub fn parse_frame(mut buf: Bytes) -> Result<Frame, PostgresError> {
         b'k' => {
             let wal_end = Lsn(r.u64()?);
             let _send_time = r.i64()?;
-            Ok(Frame::Keepalive { wal_end, reply: r.u8()? == 1 })
+            Ok(Frame::Keepalive {
+                wal_end,
+                reply: r.u8()? == 1,
+            })
         }
-        tag => Err(PostgresError::Protocol(format!("unknown replication frame {:?}", tag as char))),
+        tag => Err(PostgresError::Protocol(format!(
+            "unknown replication frame {:?}",
+            tag as char
+        ))),
     }
 }
 
@@ -91,20 +97,65 @@ pub struct RelationDef {
 /// A pgoutput message. `xid` is present only inside a streamed-transaction block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Begin { final_lsn: Lsn, commit_ts_us: i64, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64 },
+    Begin {
+        final_lsn: Lsn,
+        commit_ts_us: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts_us: i64,
+    },
     Origin,
-    Relation { xid: Option<u32>, relation: RelationDef },
-    Type { xid: Option<u32> },
-    Insert { xid: Option<u32>, oid: u32, new: Tuple },
-    Update { xid: Option<u32>, oid: u32, old: Option<OldRow>, new: Tuple },
-    Delete { xid: Option<u32>, oid: u32, old: OldRow },
-    Truncate { xid: Option<u32>, oids: Vec<u32> },
-    Logical { xid: Option<u32>, transactional: bool, lsn: Lsn, prefix: String, content: Bytes },
-    StreamStart { xid: u32 },
+    Relation {
+        xid: Option<u32>,
+        relation: RelationDef,
+    },
+    Type {
+        xid: Option<u32>,
+    },
+    Insert {
+        xid: Option<u32>,
+        oid: u32,
+        new: Tuple,
+    },
+    Update {
+        xid: Option<u32>,
+        oid: u32,
+        old: Option<OldRow>,
+        new: Tuple,
+    },
+    Delete {
+        xid: Option<u32>,
+        oid: u32,
+        old: OldRow,
+    },
+    Truncate {
+        xid: Option<u32>,
+        oids: Vec<u32>,
+    },
+    Logical {
+        xid: Option<u32>,
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: Bytes,
+    },
+    StreamStart {
+        xid: u32,
+    },
     StreamStop,
-    StreamCommit { xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64 },
-    StreamAbort { xid: u32, subxid: u32 },
+    StreamCommit {
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts_us: i64,
+    },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+    },
 }
 
 impl Message {
@@ -127,12 +178,26 @@ impl Message {
 pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, PostgresError> {
     let mut r = Reader(&mut buf);
     let tag = r.u8()?;
-    let stream_xid = |r: &mut Reader<'_>| -> Result<Option<u32>, PostgresError> { if in_stream { Ok(Some(r.u32()?)) } else { Ok(None) } };
+    let stream_xid = |r: &mut Reader<'_>| -> Result<Option<u32>, PostgresError> {
+        if in_stream {
+            Ok(Some(r.u32()?))
+        } else {
+            Ok(None)
+        }
+    };
     let message = match tag {
-        b'B' => Message::Begin { final_lsn: Lsn(r.u64()?), commit_ts_us: r.i64()?, xid: r.u32()? },
+        b'B' => Message::Begin {
+            final_lsn: Lsn(r.u64()?),
+            commit_ts_us: r.i64()?,
+            xid: r.u32()?,
+        },
         b'C' => {
             let _flags = r.u8()?;
-            Message::Commit { commit_lsn: Lsn(r.u64()?), end_lsn: Lsn(r.u64()?), commit_ts_us: r.i64()? }
+            Message::Commit {
+                commit_lsn: Lsn(r.u64()?),
+                end_lsn: Lsn(r.u64()?),
+                commit_ts_us: r.i64()?,
+            }
         }
         b'O' => Message::Origin,
         b'R' => {
@@ -145,16 +210,36 @@ pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, Postgre
             let mut columns = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let identity = r.u8()? & 1 == 1;
-                columns.push(ColumnDef { identity, name: r.cstring()?, type_oid: r.u32()?, type_modifier: r.i32()? });
+                columns.push(ColumnDef {
+                    identity,
+                    name: r.cstring()?,
+                    type_oid: r.u32()?,
+                    type_modifier: r.i32()?,
+                });
             }
-            Message::Relation { xid, relation: RelationDef { oid, schema, table, replica_identity, columns } }
+            Message::Relation {
+                xid,
+                relation: RelationDef {
+                    oid,
+                    schema,
+                    table,
+                    replica_identity,
+                    columns,
+                },
+            }
         }
-        b'Y' => Message::Type { xid: stream_xid(&mut r)? },
+        b'Y' => Message::Type {
+            xid: stream_xid(&mut r)?,
+        },
         b'I' => {
             let xid = stream_xid(&mut r)?;
             let oid = r.u32()?;
             r.expect(b'N')?;
-            Message::Insert { xid, oid, new: r.tuple()? }
+            Message::Insert {
+                xid,
+                oid,
+                new: r.tuple()?,
+            }
         }
         b'U' => {
             let xid = stream_xid(&mut r)?;
@@ -163,12 +248,22 @@ pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, Postgre
                 b'K' => Some(OldRow::Key(r.tuple()?)),
                 b'O' => Some(OldRow::Full(r.tuple()?)),
                 b'N' => None,
-                other => return Err(PostgresError::Protocol(format!("update tuple kind {:?}", other as char))),
+                other => {
+                    return Err(PostgresError::Protocol(format!(
+                        "update tuple kind {:?}",
+                        other as char
+                    )))
+                }
             };
             if old.is_some() {
                 r.expect(b'N')?;
             }
-            Message::Update { xid, oid, old, new: r.tuple()? }
+            Message::Update {
+                xid,
+                oid,
+                old,
+                new: r.tuple()?,
+            }
         }
         b'D' => {
             let xid = stream_xid(&mut r)?;
@@ -176,7 +271,12 @@ pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, Postgre
             let old = match r.u8()? {
                 b'K' => OldRow::Key(r.tuple()?),
                 b'O' => OldRow::Full(r.tuple()?),
-                other => return Err(PostgresError::Protocol(format!("delete tuple kind {:?}", other as char))),
+                other => {
+                    return Err(PostgresError::Protocol(format!(
+                        "delete tuple kind {:?}",
+                        other as char
+                    )))
+                }
             };
             Message::Delete { xid, oid, old }
         }
@@ -191,12 +291,22 @@ pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, Postgre
             // The xid is sent only for transactional messages inside a stream block.
             let peek_flags_at = if in_stream { 4 } else { 0 };
             let transactional = r.0.get(peek_flags_at).is_some_and(|f| f & 1 == 1);
-            let xid = if in_stream && transactional { Some(r.u32()?) } else { None };
+            let xid = if in_stream && transactional {
+                Some(r.u32()?)
+            } else {
+                None
+            };
             let _flags = r.u8()?;
             let lsn = Lsn(r.u64()?);
             let prefix = r.cstring()?;
             let len = r.u32()? as usize;
-            Message::Logical { xid, transactional, lsn, prefix, content: r.bytes(len)? }
+            Message::Logical {
+                xid,
+                transactional,
+                lsn,
+                prefix,
+                content: r.bytes(len)?,
+            }
         }
         b'S' => {
             let xid = r.u32()?;
@@ -207,10 +317,23 @@ pub fn parse_message(mut buf: Bytes, in_stream: bool) -> Result<Message, Postgre
         b'c' => {
             let xid = r.u32()?;
             let _flags = r.u8()?;
-            Message::StreamCommit { xid, commit_lsn: Lsn(r.u64()?), end_lsn: Lsn(r.u64()?), commit_ts_us: r.i64()? }
+            Message::StreamCommit {
+                xid,
+                commit_lsn: Lsn(r.u64()?),
+                end_lsn: Lsn(r.u64()?),
+                commit_ts_us: r.i64()?,
+            }
         }
-        b'A' => Message::StreamAbort { xid: r.u32()?, subxid: r.u32()? },
-        other => return Err(PostgresError::Protocol(format!("unknown pgoutput message {:?}", other as char))),
+        b'A' => Message::StreamAbort {
+            xid: r.u32()?,
+            subxid: r.u32()?,
+        },
+        other => {
+            return Err(PostgresError::Protocol(format!(
+                "unknown pgoutput message {:?}",
+                other as char
+            )))
+        }
     };
     Ok(message)
 }
@@ -221,7 +344,10 @@ struct Reader<'a>(&'a mut Bytes);
 impl Reader<'_> {
     fn need(&self, n: usize) -> Result<(), PostgresError> {
         if self.0.remaining() < n {
-            return Err(PostgresError::Protocol(format!("message truncated: need {n} more bytes, have {}", self.0.remaining())));
+            return Err(PostgresError::Protocol(format!(
+                "message truncated: need {n} more bytes, have {}",
+                self.0.remaining()
+            )));
         }
         Ok(())
     }
@@ -234,7 +360,10 @@ impl Reader<'_> {
     fn expect(&mut self, tag: u8) -> Result<(), PostgresError> {
         let got = self.u8()?;
         if got != tag {
-            return Err(PostgresError::Protocol(format!("expected {:?}, got {:?}", tag as char, got as char)));
+            return Err(PostgresError::Protocol(format!(
+                "expected {:?}, got {:?}",
+                tag as char, got as char
+            )));
         }
         Ok(())
     }
@@ -270,7 +399,11 @@ impl Reader<'_> {
     }
 
     fn cstring(&mut self) -> Result<String, PostgresError> {
-        let end = self.0.iter().position(|&b| b == 0).ok_or_else(|| PostgresError::Protocol("unterminated string".into()))?;
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| PostgresError::Protocol("unterminated string".into()))?;
         let text = String::from_utf8_lossy(&self.0[..end]).into_owned();
         self.0.advance(end + 1);
         Ok(text)
@@ -291,7 +424,12 @@ impl Reader<'_> {
                     let len = self.u32()? as usize;
                     Datum::Binary(self.bytes(len)?)
                 }
-                other => return Err(PostgresError::Protocol(format!("tuple datum kind {:?}", other as char))),
+                other => {
+                    return Err(PostgresError::Protocol(format!(
+                        "tuple datum kind {:?}",
+                        other as char
+                    )))
+                }
             });
         }
         Ok(tuple)
@@ -320,7 +458,10 @@ mod tests {
         rel.extend(b"note\0");
         rel.extend(be32(25));
         rel.extend((-1i32).to_be_bytes());
-        let Message::Relation { relation, xid } = parse_message(Bytes::from(rel), false).unwrap() else { panic!() };
+        let Message::Relation { relation, xid } = parse_message(Bytes::from(rel), false).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(xid, None);
         assert_eq!(relation.table, "orders");
         assert!(relation.columns[0].identity && !relation.columns[1].identity);
@@ -342,15 +483,33 @@ mod tests {
         upd.push(b'u');
         let message = parse_message(Bytes::from(upd), true).unwrap();
         assert_eq!(message.stream_xid(), Some(7));
-        let Message::Update { old: Some(OldRow::Key(old)), new, .. } = message else { panic!() };
+        let Message::Update {
+            old: Some(OldRow::Key(old)),
+            new,
+            ..
+        } = message
+        else {
+            panic!()
+        };
         assert_eq!(old[0], Datum::Text(Bytes::from_static(b"1")));
-        assert_eq!(new, vec![Datum::Text(Bytes::from_static(b"2")), Datum::Unchanged]);
+        assert_eq!(
+            new,
+            vec![Datum::Text(Bytes::from_static(b"2")), Datum::Unchanged]
+        );
     }
 
     #[test]
     fn truncated_messages_are_errors_not_panics() {
-        for bytes in [&b"B\0\0"[..], b"I\0\0\0\x01N\0\x01t\0\0\0\x09ab", b"R\0\0\0\x01public", b"Z"] {
-            assert!(parse_message(Bytes::copy_from_slice(bytes), false).is_err(), "{bytes:?}");
+        for bytes in [
+            &b"B\0\0"[..],
+            b"I\0\0\0\x01N\0\x01t\0\0\0\x09ab",
+            b"R\0\0\0\x01public",
+            b"Z",
+        ] {
+            assert!(
+                parse_message(Bytes::copy_from_slice(bytes), false).is_err(),
+                "{bytes:?}"
+            );
         }
     }
 

@@ -51,7 +51,10 @@ impl Relation {
             match datum {
                 Datum::Null => row.push(column.name.clone(), Value::Null),
                 Datum::Unchanged => unchanged.push(column.name.clone()),
-                Datum::Text(bytes) => row.push(column.name.clone(), decode(&column.decoder, &String::from_utf8_lossy(bytes))),
+                Datum::Text(bytes) => row.push(
+                    column.name.clone(),
+                    decode(&column.decoder, &String::from_utf8_lossy(bytes)),
+                ),
                 Datum::Binary(bytes) => row.push(column.name.clone(), Value::Bytes(bytes.to_vec())),
             }
         }
@@ -88,7 +91,12 @@ impl Relation {
             .columns
             .iter()
             .zip(values)
-            .map(|(c, v)| (c.name.clone(), v.map_or(Value::Null, |text| decode(&c.decoder, text))))
+            .map(|(c, v)| {
+                (
+                    c.name.clone(),
+                    v.map_or(Value::Null, |text| decode(&c.decoder, text)),
+                )
+            })
             .collect();
         ChangeEvent {
             op: Op::Snapshot,
@@ -107,7 +115,12 @@ impl Relation {
         self.event(ctx, Op::Insert, None, Some(after), unchanged)
     }
 
-    pub fn update_event(&self, ctx: &ChangeContext, old: Option<&OldRow>, new: &Tuple) -> ChangeEvent {
+    pub fn update_event(
+        &self,
+        ctx: &ChangeContext,
+        old: Option<&OldRow>,
+        new: &Tuple,
+    ) -> ChangeEvent {
         let mut unchanged = Vec::new();
         let after = self.row(new, false, &mut unchanged);
         let before = old.map(|old| self.old_row(old));
@@ -140,7 +153,14 @@ impl Relation {
         }
     }
 
-    fn event(&self, ctx: &ChangeContext, op: Op, before: Option<Row>, after: Option<Row>, unchanged: Vec<ColumnName>) -> ChangeEvent {
+    fn event(
+        &self,
+        ctx: &ChangeContext,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        unchanged: Vec<ColumnName>,
+    ) -> ChangeEvent {
         // The key comes from the new row; a delete (or a key column left unchanged) uses the old.
         let mut key = after.as_ref().map(|a| self.key_of(a)).unwrap_or_default();
         if key.len() < self.key.len() {
@@ -148,6 +168,14 @@ impl Relation {
                 key = self.key_of(before);
             }
         }
-        ChangeEvent { op, source: self.source(ctx, false), key, before, after, unchanged, ts_ms: now_ms() }
+        ChangeEvent {
+            op,
+            source: self.source(ctx, false),
+            key,
+            before,
+            after,
+            unchanged,
+            ts_ms: now_ms(),
+        }
     }
 }

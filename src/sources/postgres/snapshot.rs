@@ -35,9 +35,15 @@ pub async fn copy_tables(
     ctx: &SourceContext,
 ) -> Result<(), Failure> {
     let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
-    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(sql_err("starting the snapshot transaction"))?;
     client
-        .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", super::config::quote_literal(snapshot_name)))
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(sql_err("starting the snapshot transaction"))?;
+    client
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            super::config::quote_literal(snapshot_name)
+        ))
         .await
         .map_err(sql_err("importing the exported snapshot"))?;
     let context = ChangeContext {
@@ -50,22 +56,41 @@ pub async fn copy_tables(
     for (table, oid) in tables {
         let relation = catalog::relation(client, types, *oid).await?;
         let estimate = catalog::estimated_rows(client, *oid).await?;
-        let columns: Vec<String> = relation.columns.iter().map(|c| super::config::quote_ident(&c.name)).collect();
-        let select = if columns.is_empty() { "SELECT".to_owned() } else { format!("SELECT {}", columns.join(", ")) };
+        let columns: Vec<String> = relation
+            .columns
+            .iter()
+            .map(|c| super::config::quote_ident(&c.name))
+            .collect();
+        let select = if columns.is_empty() {
+            "SELECT".to_owned()
+        } else {
+            format!("SELECT {}", columns.join(", "))
+        };
         client
-            .batch_execute(&format!("DECLARE cdc_bridge_snapshot NO SCROLL CURSOR FOR {select} FROM {}", table.quoted()))
+            .batch_execute(&format!(
+                "DECLARE cdc_bridge_snapshot NO SCROLL CURSOR FOR {select} FROM {}",
+                table.quoted()
+            ))
             .await
             .map_err(sql_err("opening the snapshot cursor"))?;
         tracing::info!(pipeline = %ctx.pipeline, table = %table, estimated_rows = estimate, "snapshot of table started");
-        let fetch = format!("FETCH {} FROM cdc_bridge_snapshot", config.snapshot_chunk_rows);
+        let fetch = format!(
+            "FETCH {} FROM cdc_bridge_snapshot",
+            config.snapshot_chunk_rows
+        );
         let (mut copied, mut last_log) = (0u64, Instant::now());
         loop {
-            let messages = client.simple_query(&fetch).await.map_err(sql_err("reading a snapshot chunk"))?;
+            let messages = client
+                .simple_query(&fetch)
+                .await
+                .map_err(sql_err("reading a snapshot chunk"))?;
             let mut rows_in_chunk = 0;
             for message in &messages {
                 if let SimpleQueryMessage::Row(row) = message {
                     let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-                    ctx.emit.event(relation.snapshot_event(&context, &values)).await?;
+                    ctx.emit
+                        .event(relation.snapshot_event(&context, &values))
+                        .await?;
                     rows_in_chunk += 1;
                 }
             }
@@ -78,9 +103,15 @@ pub async fn copy_tables(
                 tracing::info!(pipeline = %ctx.pipeline, table = %table, rows = copied, estimated_rows = estimate, "snapshot progress");
             }
         }
-        client.batch_execute("CLOSE cdc_bridge_snapshot").await.map_err(sql_err("closing the snapshot cursor"))?;
+        client
+            .batch_execute("CLOSE cdc_bridge_snapshot")
+            .await
+            .map_err(sql_err("closing the snapshot cursor"))?;
         tracing::info!(pipeline = %ctx.pipeline, table = %table, rows = copied, "snapshot of table done");
     }
-    client.batch_execute("COMMIT").await.map_err(sql_err("ending the snapshot transaction"))?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(sql_err("ending the snapshot transaction"))?;
     Ok(())
 }

@@ -77,7 +77,9 @@ impl Spool {
 
     /// Adds a change of (sub)transaction `xid`.
     pub fn push(&mut self, xid: u32, entry: Entry) -> Result<(), PostgresError> {
-        self.starts.entry(xid).or_insert((self.count, self.disk_len));
+        self.starts
+            .entry(xid)
+            .or_insert((self.count, self.disk_len));
         self.count += 1;
         self.bytes += entry.raw.len() + 32;
         match &mut self.storage {
@@ -87,7 +89,9 @@ impl Spool {
                     self.spill()?;
                 }
             }
-            Storage::Disk { writer } => self.disk_len += write_entry(writer, &entry).map_err(PostgresError::Spill)?,
+            Storage::Disk { writer } => {
+                self.disk_len += write_entry(writer, &entry).map_err(PostgresError::Spill)?
+            }
         }
         Ok(())
     }
@@ -99,7 +103,9 @@ impl Spool {
         }
         .map_err(PostgresError::Spill)?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
-        let Storage::Memory(entries) = std::mem::replace(&mut self.storage, Storage::Memory(Vec::new())) else {
+        let Storage::Memory(entries) =
+            std::mem::replace(&mut self.storage, Storage::Memory(Vec::new()))
+        else {
             return Ok(());
         };
         // Offsets of subtransaction starts were recorded as 0 while in memory: recompute.
@@ -114,7 +120,11 @@ impl Spool {
         }
         self.disk_len = offset;
         self.storage = Storage::Disk { writer };
-        tracing::debug!(entries = self.count, bytes = offset, "streamed transaction spilled to disk");
+        tracing::debug!(
+            entries = self.count,
+            bytes = offset,
+            "streamed transaction spilled to disk"
+        );
         Ok(())
     }
 
@@ -134,7 +144,8 @@ impl Spool {
                 writer.flush().map_err(PostgresError::Spill)?;
                 let file = writer.get_mut();
                 file.set_len(offset).map_err(PostgresError::Spill)?;
-                file.seek(SeekFrom::Start(offset)).map_err(PostgresError::Spill)?;
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(PostgresError::Spill)?;
                 self.disk_len = offset;
             }
         }
@@ -146,9 +157,15 @@ impl Spool {
         let entries = match self.storage {
             Storage::Memory(entries) => Entries::Memory(entries.into_iter()),
             Storage::Disk { writer } => {
-                let mut file = writer.into_inner().map_err(|e| PostgresError::Spill(e.into_error()))?;
-                file.seek(SeekFrom::Start(0)).map_err(PostgresError::Spill)?;
-                Entries::Disk { reader: BufReader::with_capacity(1 << 20, file), remaining: self.count }
+                let mut file = writer
+                    .into_inner()
+                    .map_err(|e| PostgresError::Spill(e.into_error()))?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(PostgresError::Spill)?;
+                Entries::Disk {
+                    reader: BufReader::with_capacity(1 << 20, file),
+                    remaining: self.count,
+                }
             }
         };
         Ok((self.relations, entries))
@@ -158,7 +175,10 @@ impl Spool {
 /// The changes of a spool, read back in order.
 pub enum Entries {
     Memory(std::vec::IntoIter<Entry>),
-    Disk { reader: BufReader<File>, remaining: usize },
+    Disk {
+        reader: BufReader<File>,
+        remaining: usize,
+    },
 }
 
 impl Entries {
@@ -203,7 +223,11 @@ fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
     input.read_exact(&mut u32_buf)?;
     let mut raw = vec![0u8; u32::from_le_bytes(u32_buf) as usize];
     input.read_exact(&mut raw)?;
-    Ok(Entry { lsn, relations, raw: Bytes::from(raw) })
+    Ok(Entry {
+        lsn,
+        relations,
+        raw: Bytes::from(raw),
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +235,11 @@ mod tests {
     use super::*;
 
     fn entry(n: u64) -> Entry {
-        Entry { lsn: Lsn(n), relations: vec![0], raw: Bytes::from(vec![n as u8; 100]) }
+        Entry {
+            lsn: Lsn(n),
+            relations: vec![0],
+            raw: Bytes::from(vec![n as u8; 100]),
+        }
     }
 
     fn drain(spool: Spool) -> Vec<u64> {

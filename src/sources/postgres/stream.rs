@@ -60,7 +60,14 @@ pub struct Streamer<'a> {
 }
 
 impl<'a> Streamer<'a> {
-    pub fn new(conn: ReplicationConnection, sql: &'a tokio_postgres::Client, config: &'a PostgresConfig, types: TypeRegistry, database: Arc<str>, resume: Lsn) -> Self {
+    pub fn new(
+        conn: ReplicationConnection,
+        sql: &'a tokio_postgres::Client,
+        config: &'a PostgresConfig,
+        types: TypeRegistry,
+        database: Arc<str>,
+        resume: Lsn,
+    ) -> Self {
         Streamer {
             conn,
             sql,
@@ -90,10 +97,19 @@ impl<'a> Streamer<'a> {
         self.conn.start_replication(&sql).await?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %self.config.slot, from = %self.resume, "streaming changes");
 
-        let mut status_tick = tokio::time::interval(Duration::from_millis(self.config.status_interval_ms.max(100)));
+        let mut status_tick = tokio::time::interval(Duration::from_millis(
+            self.config.status_interval_ms.max(100),
+        ));
         status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let heartbeat_ms = if self.config.heartbeat_interval_ms == 0 { u64::MAX / 4 } else { self.config.heartbeat_interval_ms };
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + Duration::from_millis(heartbeat_ms), Duration::from_millis(heartbeat_ms));
+        let heartbeat_ms = if self.config.heartbeat_interval_ms == 0 {
+            u64::MAX / 4
+        } else {
+            self.config.heartbeat_interval_ms
+        };
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + Duration::from_millis(heartbeat_ms),
+            Duration::from_millis(heartbeat_ms),
+        );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stored = ctx.stored.clone();
         let mut shutdown = ctx.shutdown.clone();
@@ -163,13 +179,26 @@ impl<'a> Streamer<'a> {
         self.open.is_none() && self.in_stream.is_none() && self.spools.is_empty()
     }
 
-    async fn on_message(&mut self, lsn: Lsn, message: Message, raw: Bytes, ctx: &SourceContext) -> Result<(), Failure> {
+    async fn on_message(
+        &mut self,
+        lsn: Lsn,
+        message: Message,
+        raw: Bytes,
+        ctx: &SourceContext,
+    ) -> Result<(), Failure> {
         if let Some(xid) = message.stream_xid() {
             return self.on_streamed(xid, lsn, message, raw).await;
         }
         match message {
-            Message::Begin { final_lsn, commit_ts_us, xid } => {
-                self.open = Some(OpenTransaction { context: self.context(ctx, xid, final_lsn, commit_ts_us), skip: final_lsn < self.resume });
+            Message::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
+                self.open = Some(OpenTransaction {
+                    context: self.context(ctx, xid, final_lsn, commit_ts_us),
+                    skip: final_lsn < self.resume,
+                });
             }
             Message::Commit { end_lsn, .. } => {
                 let skipped = self.open.take().is_some_and(|t| t.skip);
@@ -182,9 +211,14 @@ impl<'a> Streamer<'a> {
                 self.relations.insert(relation.oid, Arc::new(relation));
             }
             Message::Origin | Message::Type { .. } => {}
-            Message::Insert { .. } | Message::Update { .. } | Message::Delete { .. } | Message::Truncate { .. } => {
+            Message::Insert { .. }
+            | Message::Update { .. }
+            | Message::Delete { .. }
+            | Message::Truncate { .. } => {
                 let Some(open) = self.open.as_ref() else {
-                    return Err(PostgresError::Protocol("row change outside a transaction".into()).into());
+                    return Err(
+                        PostgresError::Protocol("row change outside a transaction".into()).into(),
+                    );
                 };
                 if !open.skip {
                     let context = open.context.clone();
@@ -193,7 +227,12 @@ impl<'a> Streamer<'a> {
                     }
                 }
             }
-            Message::Logical { transactional, lsn: message_lsn, prefix, .. } => {
+            Message::Logical {
+                transactional,
+                lsn: message_lsn,
+                prefix,
+                ..
+            } => {
                 if !transactional && self.is_idle() && message_lsn > self.last_mark {
                     // Heartbeats (ours or anyone's) move the checkpoint while nothing else does.
                     self.mark(ctx, message_lsn).await?;
@@ -203,11 +242,22 @@ impl<'a> Streamer<'a> {
             }
             Message::StreamStart { xid } => {
                 self.in_stream = Some(xid);
-                self.spools.entry(xid).or_insert_with(|| Spool::new(self.config.stream_memory_bytes, self.config.spill_dir.clone()));
+                self.spools.entry(xid).or_insert_with(|| {
+                    Spool::new(
+                        self.config.stream_memory_bytes,
+                        self.config.spill_dir.clone(),
+                    )
+                });
             }
             Message::StreamStop => self.in_stream = None,
-            Message::StreamCommit { xid, commit_lsn, end_lsn, commit_ts_us } => {
-                self.stream_commit(ctx, xid, commit_lsn, end_lsn, commit_ts_us).await?;
+            Message::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_ts_us,
+            } => {
+                self.stream_commit(ctx, xid, commit_lsn, end_lsn, commit_ts_us)
+                    .await?;
             }
             Message::StreamAbort { xid, subxid } => {
                 if xid == subxid {
@@ -222,15 +272,28 @@ impl<'a> Streamer<'a> {
     }
 
     /// A message inside a stream block: spooled until its transaction commits or aborts.
-    async fn on_streamed(&mut self, xid: u32, lsn: Lsn, message: Message, raw: Bytes) -> Result<(), Failure> {
-        let top = self.in_stream.ok_or_else(|| PostgresError::Protocol("streamed change outside a stream block".into()))?;
+    async fn on_streamed(
+        &mut self,
+        xid: u32,
+        lsn: Lsn,
+        message: Message,
+        raw: Bytes,
+    ) -> Result<(), Failure> {
+        let top = self.in_stream.ok_or_else(|| {
+            PostgresError::Protocol("streamed change outside a stream block".into())
+        })?;
         let relation_oids: Vec<u32> = match &message {
             Message::Relation { relation, .. } => {
                 let relation = Arc::new(self.relation_from(relation.clone()).await?);
-                self.stream_relations.entry(top).or_default().insert(relation.oid, relation);
+                self.stream_relations
+                    .entry(top)
+                    .or_default()
+                    .insert(relation.oid, relation);
                 return Ok(());
             }
-            Message::Insert { oid, .. } | Message::Update { oid, .. } | Message::Delete { oid, .. } => vec![*oid],
+            Message::Insert { oid, .. }
+            | Message::Update { oid, .. }
+            | Message::Delete { oid, .. } => vec![*oid],
             Message::Truncate { oids, .. } => oids.clone(),
             _ => return Ok(()),
         };
@@ -241,16 +304,34 @@ impl<'a> Streamer<'a> {
                 .and_then(|o| o.get(&oid))
                 .or_else(|| self.relations.get(&oid))
                 .cloned()
-                .ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")))?;
+                .ok_or_else(|| {
+                    PostgresError::Protocol(format!("change for unknown relation {oid}"))
+                })?;
             relations.push(relation);
         }
-        let spool = self.spools.get_mut(&top).ok_or_else(|| PostgresError::Protocol(format!("no spool for streamed transaction {top}")))?;
+        let spool = self.spools.get_mut(&top).ok_or_else(|| {
+            PostgresError::Protocol(format!("no spool for streamed transaction {top}"))
+        })?;
         let relations = relations.iter().map(|r| spool.relation_index(r)).collect();
-        spool.push(xid, Entry { lsn, relations, raw })?;
+        spool.push(
+            xid,
+            Entry {
+                lsn,
+                relations,
+                raw,
+            },
+        )?;
         Ok(())
     }
 
-    async fn stream_commit(&mut self, ctx: &SourceContext, xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64) -> Result<(), Failure> {
+    async fn stream_commit(
+        &mut self,
+        ctx: &SourceContext,
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts_us: i64,
+    ) -> Result<(), Failure> {
         // Once committed, the server treats relations sent inside the stream as known to us
         // for every later transaction: they join the shared cache.
         if let Some(overlay) = self.stream_relations.remove(&xid) {
@@ -266,8 +347,12 @@ impl<'a> Streamer<'a> {
         let (relations, mut entries) = spool.into_entries()?;
         while let Some(entry) = entries.next_entry()? {
             let message = pgoutput::parse_message(entry.raw, true)?;
-            let by_oid: HashMap<u32, Arc<Relation>> =
-                entry.relations.iter().map(|&i| relations[i as usize].clone()).map(|r| (r.oid, r)).collect();
+            let by_oid: HashMap<u32, Arc<Relation>> = entry
+                .relations
+                .iter()
+                .map(|&i| relations[i as usize].clone())
+                .map(|r| (r.oid, r))
+                .collect();
             for event in self.events(&message, &context, &by_oid)? {
                 ctx.emit.event(event).await?;
             }
@@ -284,19 +369,32 @@ impl<'a> Streamer<'a> {
         context: &ChangeContext,
         relations: &HashMap<u32, Arc<Relation>>,
     ) -> Result<Vec<crate::envelope::ChangeEvent>, PostgresError> {
-        let relation = |oid: &u32| relations.get(oid).ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")));
+        let relation = |oid: &u32| {
+            relations.get(oid).ok_or_else(|| {
+                PostgresError::Protocol(format!("change for unknown relation {oid}"))
+            })
+        };
         Ok(match message {
             Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, new)],
-            Message::Update { oid, old, new, .. } => vec![relation(oid)?.update_event(context, old.as_ref(), new)],
-            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, old)],
-            Message::Truncate { oids, .. } => {
-                oids.iter().map(|oid| Ok(relation(oid)?.truncate_event(context))).collect::<Result<_, PostgresError>>()?
+            Message::Update { oid, old, new, .. } => {
+                vec![relation(oid)?.update_event(context, old.as_ref(), new)]
             }
+            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, old)],
+            Message::Truncate { oids, .. } => oids
+                .iter()
+                .map(|oid| Ok(relation(oid)?.truncate_event(context)))
+                .collect::<Result<_, PostgresError>>()?,
             _ => Vec::new(),
         })
     }
 
-    fn context(&self, ctx: &SourceContext, xid: u32, commit_lsn: Lsn, commit_ts_us: i64) -> ChangeContext {
+    fn context(
+        &self,
+        ctx: &SourceContext,
+        xid: u32,
+        commit_lsn: Lsn,
+        commit_ts_us: i64,
+    ) -> ChangeContext {
         ChangeContext {
             pipeline: ctx.pipeline.clone(),
             database: self.database.clone(),
@@ -312,23 +410,47 @@ impl<'a> Streamer<'a> {
         let columns = def
             .columns
             .into_iter()
-            .map(|c| Column { decoder: self.types.get(c.type_oid), name: Arc::from(c.name), identity: c.identity })
+            .map(|c| Column {
+                decoder: self.types.get(c.type_oid),
+                name: Arc::from(c.name),
+                identity: c.identity,
+            })
             .collect();
-        let mut relation = Relation { oid: def.oid, schema: def.schema.into(), table: def.table.into(), columns, key: Vec::new() };
+        let mut relation = Relation {
+            oid: def.oid,
+            schema: def.schema.into(),
+            table: def.table.into(),
+            columns,
+            key: Vec::new(),
+        };
         relation.key = catalog::key_columns(self.sql, &relation).await?;
         Ok(relation)
     }
 
     async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Stopped> {
         self.last_mark = lsn;
-        ctx.emit.checkpoint(Mark { partition: String::new(), position: Position::from_counter(lsn.to_string(), lsn.0) }).await
+        ctx.emit
+            .checkpoint(Mark {
+                partition: String::new(),
+                position: Position::from_counter(lsn.to_string(), lsn.0),
+            })
+            .await
     }
 
     /// Reports `received` as written and the stored checkpoint as flushed.
     async fn send_status(&mut self, stored: &Checkpoints) -> Result<(), PostgresError> {
-        let flush = stored.get("").and_then(|p| p.token.parse::<Lsn>().ok()).unwrap_or(Lsn(0));
+        let flush = stored
+            .get("")
+            .and_then(|p| p.token.parse::<Lsn>().ok())
+            .unwrap_or(Lsn(0));
         let now_us = crate::envelope::now_ms() * 1000;
-        self.conn.send_copy_data(&pgoutput::status_update(self.received.max(flush), flush, now_us)).await?;
+        self.conn
+            .send_copy_data(&pgoutput::status_update(
+                self.received.max(flush),
+                flush,
+                now_us,
+            ))
+            .await?;
         if flush > self.flushed_sent {
             tracing::debug!(flush = %flush, "confirmed to PostgreSQL");
             self.flushed_sent = flush;

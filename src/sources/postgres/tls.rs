@@ -36,7 +36,10 @@ pub struct TlsSettings {
 
 /// Splits `sslmode` and `sslrootcert` off `url`; returns the rest of the URL and the settings.
 pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
-    let mut settings = TlsSettings { mode: SslMode::Disable, root_cert: None };
+    let mut settings = TlsSettings {
+        mode: SslMode::Disable,
+        root_cert: None,
+    };
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), settings));
     };
@@ -44,18 +47,25 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("sslmode", mode)) => {
-                settings.mode = match mode {
-                    "disable" => SslMode::Disable,
-                    "require" => SslMode::Require,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => return Err(format!("sslmode={other} is not supported; use disable, require or verify-full")),
-                }
+                settings.mode =
+                    match mode {
+                        "disable" => SslMode::Disable,
+                        "require" => SslMode::Require,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => return Err(format!(
+                            "sslmode={other} is not supported; use disable, require or verify-full"
+                        )),
+                    }
             }
             Some(("sslrootcert", path)) => settings.root_cert = Some(PathBuf::from(path)),
             _ => kept.push(pair),
         }
     }
-    let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
     Ok((rest, settings))
 }
 
@@ -67,18 +77,26 @@ pub fn client_config(settings: &TlsSettings) -> Result<Option<Arc<ClientConfig>>
         .map_err(|e| PostgresError::Tls(e.to_string()))?;
     let config = match settings.mode {
         SslMode::Disable => return Ok(None),
-        SslMode::Require => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
-        }
+        SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
         SslMode::VerifyFull => {
             let mut roots = RootCertStore::empty();
             match &settings.root_cert {
                 Some(path) => {
                     let certs = CertificateDer::pem_file_iter(path)
                         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                        .map_err(|e| PostgresError::Tls(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+                        .map_err(|e| {
+                            PostgresError::Tls(format!(
+                                "cannot read sslrootcert {}: {e}",
+                                path.display()
+                            ))
+                        })?;
                     for cert in certs {
-                        roots.add(cert).map_err(|e| PostgresError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
+                        roots.add(cert).map_err(|e| {
+                            PostgresError::Tls(format!("sslrootcert {}: {e}", path.display()))
+                        })?;
                     }
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -90,11 +108,16 @@ pub fn client_config(settings: &TlsSettings) -> Result<Option<Arc<ClientConfig>>
 }
 
 /// Wraps a stream in TLS for `host`.
-pub async fn handshake<S>(config: Arc<ClientConfig>, host: &str, stream: S) -> Result<tokio_rustls::client::TlsStream<S>, PostgresError>
+pub async fn handshake<S>(
+    config: Arc<ClientConfig>,
+    host: &str,
+    stream: S,
+) -> Result<tokio_rustls::client::TlsStream<S>, PostgresError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| PostgresError::Tls(format!("host {host:?}: {e}")))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| PostgresError::Tls(format!("host {host:?}: {e}")))?;
     tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await
@@ -106,16 +129,43 @@ where
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -144,7 +194,10 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        Ok(RustlsConnect { config: self.0.clone(), host: domain.to_owned() })
+        Ok(RustlsConnect {
+            config: self.0.clone(),
+            host: domain.to_owned(),
+        })
     }
 }
 
@@ -158,7 +211,10 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            handshake(self.config, &self.host, stream).await.map(RustlsStream).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            handshake(self.config, &self.host, stream)
+                .await
+                .map(RustlsStream)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
         })
     }
 }
@@ -170,13 +226,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
@@ -195,10 +259,24 @@ mod tests {
 
     #[test]
     fn ssl_parameters_leave_the_url() {
-        let (rest, settings) = split_url("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=5").unwrap();
+        let (rest, settings) = split_url(
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=5",
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u:p@h/db?connect_timeout=5");
-        assert_eq!(settings, TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("/ca.pem".into()) });
-        assert_eq!(split_url("postgres://h/db").unwrap().1.mode, SslMode::Disable);
-        assert!(split_url("postgres://h/db?sslmode=prefer").unwrap_err().contains("not supported"));
+        assert_eq!(
+            settings,
+            TlsSettings {
+                mode: SslMode::VerifyFull,
+                root_cert: Some("/ca.pem".into())
+            }
+        );
+        assert_eq!(
+            split_url("postgres://h/db").unwrap().1.mode,
+            SslMode::Disable
+        );
+        assert!(split_url("postgres://h/db?sslmode=prefer")
+            .unwrap_err()
+            .contains("not supported"));
     }
 }

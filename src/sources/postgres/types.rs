@@ -33,7 +33,10 @@ pub enum Decoder {
     TimestampTz,
     /// A type kept as text with its name (interval, inet, money, timetz, bit, ...).
     Named(Arc<str>),
-    Array { element: Box<Decoder>, delimiter: u8 },
+    Array {
+        element: Box<Decoder>,
+        delimiter: u8,
+    },
 }
 
 /// Decoders of the built-in scalar types, by OID.
@@ -91,7 +94,11 @@ impl TypeRegistry {
     }
 
     /// Loads from `pg_type` whatever `oids` (and their base and element types) need.
-    pub async fn ensure(&mut self, client: &tokio_postgres::Client, oids: &[u32]) -> Result<(), PostgresError> {
+    pub async fn ensure(
+        &mut self,
+        client: &tokio_postgres::Client,
+        oids: &[u32],
+    ) -> Result<(), PostgresError> {
         let mut wanted: Vec<u32> = oids.iter().copied().filter(|o| self.missing(*o)).collect();
         let mut rows: HashMap<u32, TypeRow> = HashMap::new();
         while !wanted.is_empty() {
@@ -118,7 +125,10 @@ impl TypeRegistry {
                     category: first_byte(6),
                 };
                 for dependency in [type_row.base, type_row.element] {
-                    if dependency != 0 && self.missing(dependency) && !rows.contains_key(&dependency) {
+                    if dependency != 0
+                        && self.missing(dependency)
+                        && !rows.contains_key(&dependency)
+                    {
                         next.push(dependency);
                     }
                 }
@@ -151,16 +161,20 @@ pub fn resolve(oid: u32, rows: &HashMap<u32, TypeRow>, depth: u8) -> Decoder {
     match row.kind {
         b'e' => Decoder::Text,
         b'd' => resolve(row.base, rows, depth + 1),
-        _ if row.category == b'A' && row.element != 0 => {
-            Decoder::Array { element: Box::new(resolve(row.element, rows, depth + 1)), delimiter: row.delimiter }
-        }
+        _ if row.category == b'A' && row.element != 0 => Decoder::Array {
+            element: Box::new(resolve(row.element, rows, depth + 1)),
+            delimiter: row.delimiter,
+        },
         _ => Decoder::Named(row.name.as_str().into()),
     }
 }
 
 /// Reads one value from its text form.
 pub fn decode(decoder: &Decoder, text: &str) -> Value {
-    decode_typed(decoder, text).unwrap_or_else(|| Value::Other { type_name: type_name(decoder).into(), text: text.to_owned() })
+    decode_typed(decoder, text).unwrap_or_else(|| Value::Other {
+        type_name: type_name(decoder).into(),
+        text: text.to_owned(),
+    })
 }
 
 fn type_name(decoder: &Decoder) -> String {
@@ -194,9 +208,17 @@ fn decode_typed(decoder: &Decoder, text: &str) -> Option<Value> {
         Decoder::Time => Value::Time(NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?),
         Decoder::Timestamp => Value::Timestamp(parse_timestamp(text)?),
         Decoder::TimestampTz => Value::TimestampTz(parse_timestamptz(text)?),
-        Decoder::Named(name) if &**name == "timetz" => Value::Other { type_name: name.clone(), text: iso_timetz(text)? },
-        Decoder::Named(name) => Value::Other { type_name: name.clone(), text: text.to_owned() },
-        Decoder::Array { element, delimiter } => array::parse(text, *delimiter, &|item| decode(element, item))?,
+        Decoder::Named(name) if &**name == "timetz" => Value::Other {
+            type_name: name.clone(),
+            text: iso_timetz(text)?,
+        },
+        Decoder::Named(name) => Value::Other {
+            type_name: name.clone(),
+            text: text.to_owned(),
+        },
+        Decoder::Array { element, delimiter } => {
+            array::parse(text, *delimiter, &|item| decode(element, item))?
+        }
     })
 }
 
@@ -204,7 +226,10 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
     }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Splits a trailing ` BC` and turns the year into ISO (astronomical) numbering: 1 BC = 0.
@@ -229,7 +254,11 @@ fn parse_date(text: &str) -> Option<NaiveDate> {
 fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     let (body, bc) = bc_adjusted(text);
     let (date, time) = body.split_once(' ')?;
-    let date = parse_date(&if bc { format!("{date} BC") } else { date.to_owned() })?;
+    let date = parse_date(&if bc {
+        format!("{date} BC")
+    } else {
+        date.to_owned()
+    })?;
     Some(date.and_time(NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?))
 }
 
@@ -238,9 +267,16 @@ fn parse_timestamptz(text: &str) -> Option<DateTime<chrono::Utc>> {
     let (body, bc) = bc_adjusted(text);
     let split = body.rfind(['+', '-']).filter(|&i| i > 10)?;
     let (local, offset) = body.split_at(split);
-    let local = parse_timestamp(&if bc { format!("{local} BC") } else { local.to_owned() })?;
+    let local = parse_timestamp(&if bc {
+        format!("{local} BC")
+    } else {
+        local.to_owned()
+    })?;
     let offset_secs = offset_seconds(offset)?;
-    Some(DateTime::from_naive_utc_and_offset(local - chrono::Duration::seconds(offset_secs), chrono::Utc))
+    Some(DateTime::from_naive_utc_and_offset(
+        local - chrono::Duration::seconds(offset_secs),
+        chrono::Utc,
+    ))
 }
 
 /// `+05`, `-03:30`, `+05:30:15` to seconds east of UTC.
@@ -273,40 +309,108 @@ mod tests {
 
     #[test]
     fn scalars_decode_exactly() {
-        assert_eq!(decode(&Decoder::Int, "-9223372036854775808"), Value::Int(i64::MIN));
-        assert_eq!(decode(&Decoder::Numeric, "NaN"), Value::Decimal(Decimal::parse("NaN").unwrap()));
-        assert_eq!(decode(&Decoder::Bytea, "\\x00ff"), Value::Bytes(vec![0, 255]));
-        assert_eq!(decode(&Decoder::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").approx_size() > 0, true);
-        assert!(matches!(decode(&Decoder::Float, "-Infinity"), Value::Float(f) if f == f64::NEG_INFINITY));
+        assert_eq!(
+            decode(&Decoder::Int, "-9223372036854775808"),
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(
+            decode(&Decoder::Numeric, "NaN"),
+            Value::Decimal(Decimal::parse("NaN").unwrap())
+        );
+        assert_eq!(
+            decode(&Decoder::Bytea, "\\x00ff"),
+            Value::Bytes(vec![0, 255])
+        );
+        assert_eq!(
+            decode(&Decoder::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").approx_size() > 0,
+            true
+        );
+        assert!(
+            matches!(decode(&Decoder::Float, "-Infinity"), Value::Float(f) if f == f64::NEG_INFINITY)
+        );
     }
 
     #[test]
     fn dates_handle_bc_and_infinity_falls_back_to_text() {
-        assert_eq!(decode(&Decoder::Date, "0044-03-15 BC"), Value::Date(NaiveDate::from_ymd_opt(-43, 3, 15).unwrap()));
-        assert_eq!(decode(&Decoder::Date, "infinity"), Value::Other { type_name: "date".into(), text: "infinity".into() });
+        assert_eq!(
+            decode(&Decoder::Date, "0044-03-15 BC"),
+            Value::Date(NaiveDate::from_ymd_opt(-43, 3, 15).unwrap())
+        );
+        assert_eq!(
+            decode(&Decoder::Date, "infinity"),
+            Value::Other {
+                type_name: "date".into(),
+                text: "infinity".into()
+            }
+        );
         let ts = decode(&Decoder::TimestampTz, "2025-11-22 03:04:05.5+05:30");
-        let expected = NaiveDate::from_ymd_opt(2025, 11, 21).unwrap().and_hms_milli_opt(21, 34, 5, 500).unwrap().and_utc();
+        let expected = NaiveDate::from_ymd_opt(2025, 11, 21)
+            .unwrap()
+            .and_hms_milli_opt(21, 34, 5, 500)
+            .unwrap()
+            .and_utc();
         assert_eq!(ts, Value::TimestampTz(expected));
     }
 
     #[test]
     fn timetz_becomes_iso() {
         assert_eq!(iso_timetz("12:34:56+02").unwrap(), "12:34:56+02:00");
-        assert_eq!(iso_timetz("12:34:56.25-03:30").unwrap(), "12:34:56.25-03:30");
+        assert_eq!(
+            iso_timetz("12:34:56.25-03:30").unwrap(),
+            "12:34:56.25-03:30"
+        );
     }
 
     #[test]
     fn catalog_resolution_follows_domains_and_arrays() {
         let rows: HashMap<u32, TypeRow> = [
-            TypeRow { oid: 90001, name: "mood".into(), kind: b'e', base: 0, element: 0, delimiter: b',', category: b'E' },
-            TypeRow { oid: 90002, name: "_mood".into(), kind: b'b', base: 0, element: 90001, delimiter: b',', category: b'A' },
-            TypeRow { oid: 90003, name: "posint".into(), kind: b'd', base: 23, element: 0, delimiter: b',', category: b'N' },
-            TypeRow { oid: 90004, name: "point".into(), kind: b'b', base: 0, element: 0, delimiter: b',', category: b'G' },
+            TypeRow {
+                oid: 90001,
+                name: "mood".into(),
+                kind: b'e',
+                base: 0,
+                element: 0,
+                delimiter: b',',
+                category: b'E',
+            },
+            TypeRow {
+                oid: 90002,
+                name: "_mood".into(),
+                kind: b'b',
+                base: 0,
+                element: 90001,
+                delimiter: b',',
+                category: b'A',
+            },
+            TypeRow {
+                oid: 90003,
+                name: "posint".into(),
+                kind: b'd',
+                base: 23,
+                element: 0,
+                delimiter: b',',
+                category: b'N',
+            },
+            TypeRow {
+                oid: 90004,
+                name: "point".into(),
+                kind: b'b',
+                base: 0,
+                element: 0,
+                delimiter: b',',
+                category: b'G',
+            },
         ]
         .into_iter()
         .map(|r| (r.oid, r))
         .collect();
-        assert_eq!(resolve(90002, &rows, 0), Decoder::Array { element: Box::new(Decoder::Text), delimiter: b',' });
+        assert_eq!(
+            resolve(90002, &rows, 0),
+            Decoder::Array {
+                element: Box::new(Decoder::Text),
+                delimiter: b','
+            }
+        );
         assert_eq!(resolve(90003, &rows, 0), Decoder::Int);
         assert_eq!(resolve(90004, &rows, 0), Decoder::Named("point".into()));
     }

@@ -34,17 +34,27 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn from_url(url: &Secret, application_name: String) -> Result<Self, PostgresError> {
         let (url, tls) = super::tls::split_url(url.expose()).map_err(PostgresError::Tls)?;
-        let config: tokio_postgres::Config = url.parse().map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             None => "localhost".to_owned(),
-            Some(_) => return Err(PostgresError::Protocol("unix-socket hosts are not supported; use a TCP host".into())),
+            Some(_) => {
+                return Err(PostgresError::Protocol(
+                    "unix-socket hosts are not supported; use a TCP host".into(),
+                ))
+            }
         };
         let user = config.get_user().unwrap_or_default().to_owned();
         Ok(Endpoint {
             port: config.get_ports().first().copied().unwrap_or(5432),
-            dbname: config.get_dbname().map_or_else(|| user.clone(), str::to_owned),
-            password: config.get_password().map(|p| Secret::new(String::from_utf8_lossy(p))),
+            dbname: config
+                .get_dbname()
+                .map_or_else(|| user.clone(), str::to_owned),
+            password: config
+                .get_password()
+                .map(|p| Secret::new(String::from_utf8_lossy(p))),
             user,
             host,
             tls: super::tls::client_config(&tls)?,
@@ -82,13 +92,20 @@ impl ReplicationConnection {
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, PostgresError> {
         let stream = TcpStream::connect(endpoint.addr())
             .await
-            .map_err(|source| PostgresError::Connect { addr: endpoint.addr(), source })?;
+            .map_err(|source| PostgresError::Connect {
+                addr: endpoint.addr(),
+                source,
+            })?;
         stream.set_nodelay(true).map_err(PostgresError::Io)?;
         let stream: Box<dyn ByteStream> = match &endpoint.tls {
             None => Box::new(stream),
             Some(tls) => Box::new(start_tls(stream, tls.clone(), &endpoint.host).await?),
         };
-        let mut conn = ReplicationConnection { stream, read: BytesMut::with_capacity(64 * 1024), write: BytesMut::new() };
+        let mut conn = ReplicationConnection {
+            stream,
+            read: BytesMut::with_capacity(64 * 1024),
+            write: BytesMut::new(),
+        };
         let params = [
             ("user", endpoint.user.as_str()),
             ("database", endpoint.dbname.as_str()),
@@ -96,13 +113,16 @@ impl ReplicationConnection {
             ("application_name", endpoint.application_name.as_str()),
             ("options", SESSION_OPTIONS),
         ];
-        frontend::startup_message(params.iter().copied(), &mut conn.write).map_err(PostgresError::Io)?;
+        frontend::startup_message(params.iter().copied(), &mut conn.write)
+            .map_err(PostgresError::Io)?;
         conn.flush().await?;
         conn.authenticate(endpoint).await?;
         loop {
             match conn.next().await? {
                 Backend::Other(backend::Message::ReadyForQuery(_)) => return Ok(conn),
-                Backend::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
+                Backend::Other(backend::Message::ErrorResponse(body)) => {
+                    return Err(server_error(&body))
+                }
                 _ => {}
             }
         }
@@ -114,22 +134,37 @@ impl ReplicationConnection {
                 .password
                 .as_ref()
                 .map(|p| p.expose().as_bytes().to_vec())
-                .ok_or_else(|| PostgresError::Auth(format!("the server wants a password for user {:?} and the url has none", endpoint.user)))
+                .ok_or_else(|| {
+                    PostgresError::Auth(format!(
+                        "the server wants a password for user {:?} and the url has none",
+                        endpoint.user
+                    ))
+                })
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
             let message = match self.next().await? {
                 Backend::Other(message) => message,
-                _ => return Err(PostgresError::Protocol("copy data during authentication".into())),
+                _ => {
+                    return Err(PostgresError::Protocol(
+                        "copy data during authentication".into(),
+                    ))
+                }
             };
             match message {
                 backend::Message::AuthenticationOk => return Ok(()),
                 backend::Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(&password()?, &mut self.write).map_err(PostgresError::Io)?;
+                    frontend::password_message(&password()?, &mut self.write)
+                        .map_err(PostgresError::Io)?;
                 }
                 backend::Message::AuthenticationMd5Password(body) => {
-                    let hash = postgres_protocol::authentication::md5_hash(endpoint.user.as_bytes(), &password()?, body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.write).map_err(PostgresError::Io)?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        endpoint.user.as_bytes(),
+                        &password()?,
+                        body.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut self.write)
+                        .map_err(PostgresError::Io)?;
                 }
                 backend::Message::AuthenticationSasl(body) => {
                     let mut mechanisms = body.mechanisms();
@@ -141,21 +176,40 @@ impl ReplicationConnection {
                         return Err(PostgresError::Auth("the server offers no SASL mechanism cdc-bridge supports (SCRAM-SHA-256)".into()));
                     }
                     let client = ScramSha256::new(&password()?, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut self.write).map_err(PostgresError::Io)?;
+                    frontend::sasl_initial_response(
+                        SCRAM_SHA_256,
+                        client.message(),
+                        &mut self.write,
+                    )
+                    .map_err(PostgresError::Io)?;
                     scram = Some(client);
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
-                    let client = scram.as_mut().ok_or_else(|| PostgresError::Protocol("SASL continue without start".into()))?;
-                    client.update(body.data()).map_err(|e| PostgresError::Auth(format!("SCRAM: {e}")))?;
-                    frontend::sasl_response(client.message(), &mut self.write).map_err(PostgresError::Io)?;
+                    let client = scram.as_mut().ok_or_else(|| {
+                        PostgresError::Protocol("SASL continue without start".into())
+                    })?;
+                    client
+                        .update(body.data())
+                        .map_err(|e| PostgresError::Auth(format!("SCRAM: {e}")))?;
+                    frontend::sasl_response(client.message(), &mut self.write)
+                        .map_err(PostgresError::Io)?;
                 }
                 backend::Message::AuthenticationSaslFinal(body) => {
-                    let client = scram.as_mut().ok_or_else(|| PostgresError::Protocol("SASL final without start".into()))?;
-                    client.finish(body.data()).map_err(|e| PostgresError::Auth(format!("SCRAM server signature: {e}")))?;
+                    let client = scram.as_mut().ok_or_else(|| {
+                        PostgresError::Protocol("SASL final without start".into())
+                    })?;
+                    client
+                        .finish(body.data())
+                        .map_err(|e| PostgresError::Auth(format!("SCRAM server signature: {e}")))?;
                     continue;
                 }
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
-                _ => return Err(PostgresError::Protocol("unsupported authentication method (use password, md5 or scram-sha-256)".into())),
+                _ => {
+                    return Err(PostgresError::Protocol(
+                        "unsupported authentication method (use password, md5 or scram-sha-256)"
+                            .into(),
+                    ))
+                }
             }
             self.flush().await?;
         }
@@ -170,7 +224,9 @@ impl ReplicationConnection {
         loop {
             match self.next().await? {
                 Backend::Other(backend::Message::DataRow(body)) => rows.push(text_values(&body)?),
-                Backend::Other(backend::Message::ErrorResponse(body)) => error = Some(server_error(&body)),
+                Backend::Other(backend::Message::ErrorResponse(body)) => {
+                    error = Some(server_error(&body))
+                }
                 Backend::Other(backend::Message::ReadyForQuery(_)) => break,
                 _ => {}
             }
@@ -188,7 +244,10 @@ impl ReplicationConnection {
                 Backend::Other(backend::Message::ErrorResponse(body)) => {
                     let err = server_error(&body);
                     // Drain to ReadyForQuery so the error is the whole story.
-                    while !matches!(self.next().await?, Backend::Other(backend::Message::ReadyForQuery(_))) {}
+                    while !matches!(
+                        self.next().await?,
+                        Backend::Other(backend::Message::ReadyForQuery(_))
+                    ) {}
                     return Err(err);
                 }
                 _ => {}
@@ -201,9 +260,14 @@ impl ReplicationConnection {
         loop {
             match self.next().await? {
                 Backend::CopyData(data) => return Ok(data),
-                Backend::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
+                Backend::Other(backend::Message::ErrorResponse(body)) => {
+                    return Err(server_error(&body))
+                }
                 Backend::Other(backend::Message::CopyDone) => {
-                    return Err(PostgresError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server ended the replication stream")))
+                    return Err(PostgresError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "server ended the replication stream",
+                    )))
                 }
                 _ => {}
             }
@@ -212,7 +276,9 @@ impl ReplicationConnection {
 
     /// Sends one CopyData message (a standby status update).
     pub async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), PostgresError> {
-        frontend::CopyData::new(payload).map_err(PostgresError::Io)?.write(&mut self.write);
+        frontend::CopyData::new(payload)
+            .map_err(PostgresError::Io)?
+            .write(&mut self.write);
         self.flush().await
     }
 
@@ -223,7 +289,10 @@ impl ReplicationConnection {
     }
 
     async fn flush(&mut self) -> Result<(), PostgresError> {
-        self.stream.write_all(&self.write).await.map_err(PostgresError::Io)?;
+        self.stream
+            .write_all(&self.write)
+            .await
+            .map_err(PostgresError::Io)?;
         self.write.clear();
         Ok(())
     }
@@ -232,7 +301,9 @@ impl ReplicationConnection {
         loop {
             if self.read.len() >= 5 {
                 let tag = self.read[0];
-                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+                let len =
+                    u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                        as usize;
                 if len < 4 {
                     return Err(PostgresError::Protocol(format!("message length {len}")));
                 }
@@ -248,16 +319,26 @@ impl ReplicationConnection {
                             return Ok(Backend::CopyBothResponse);
                         }
                         _ => {
-                            let message = backend::Message::parse(&mut self.read).map_err(PostgresError::Io)?;
-                            return message.map(Backend::Other).ok_or_else(|| PostgresError::Protocol("short message".into()));
+                            let message = backend::Message::parse(&mut self.read)
+                                .map_err(PostgresError::Io)?;
+                            return message
+                                .map(Backend::Other)
+                                .ok_or_else(|| PostgresError::Protocol("short message".into()));
                         }
                     }
                 }
                 self.read.reserve(len + 1 - self.read.len());
             }
-            let read = self.stream.read_buf(&mut self.read).await.map_err(PostgresError::Io)?;
+            let read = self
+                .stream
+                .read_buf(&mut self.read)
+                .await
+                .map_err(PostgresError::Io)?;
             if read == 0 {
-                return Err(PostgresError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection")));
+                return Err(PostgresError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                )));
             }
         }
     }
@@ -271,9 +352,15 @@ async fn start_tls(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PostgresError> {
     let mut request = BytesMut::new();
     frontend::ssl_request(&mut request);
-    stream.write_all(&request).await.map_err(PostgresError::Io)?;
+    stream
+        .write_all(&request)
+        .await
+        .map_err(PostgresError::Io)?;
     let mut answer = [0u8; 1];
-    stream.read_exact(&mut answer).await.map_err(PostgresError::Io)?;
+    stream
+        .read_exact(&mut answer)
+        .await
+        .map_err(PostgresError::Io)?;
     if answer[0] != b'S' {
         return Err(PostgresError::Tls("the server does not accept TLS (ssl = off); use sslmode=disable or enable ssl on the server".into()));
     }
@@ -293,7 +380,13 @@ fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, Postg
 
 /// Turns an ErrorResponse into a [`PostgresError`]; authentication failures become `Auth`.
 fn server_error(body: &backend::ErrorResponseBody) -> PostgresError {
-    let mut err = ServerError { severity: String::new(), code: String::new(), message: String::new(), detail: None, hint: None };
+    let mut err = ServerError {
+        severity: String::new(),
+        code: String::new(),
+        message: String::new(),
+        detail: None,
+        hint: None,
+    };
     let mut fields = body.fields();
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
