@@ -47,15 +47,16 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("sslmode", mode)) => {
-                settings.mode =
-                    match mode {
-                        "disable" => SslMode::Disable,
-                        "require" => SslMode::Require,
-                        "verify-full" => SslMode::VerifyFull,
-                        other => return Err(format!(
+                settings.mode = match mode {
+                    "disable" => SslMode::Disable,
+                    "require" => SslMode::Require,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(format!(
                             "sslmode={other} is not supported; use disable, require or verify-full"
-                        )),
+                        ))
                     }
+                }
             }
             Some(("sslrootcert", path)) => settings.root_cert = Some(PathBuf::from(path)),
             _ => kept.push(pair),
