@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::catalog;
@@ -122,7 +123,7 @@ impl<'a> Streamer<'a> {
                 _ = shutdown.requested() => break,
                 data = self.conn.recv_copy_data() => {
                     match self.on_frame(data?, ctx).await {
-                        Ok(true) => { let latest = stored.borrow().clone(); self.send_status(&latest).await? },
+                        Ok(true) => self.send_status(&stored).await?,
                         Ok(false) => {}
                         Err(Failure::Stopped) => break,
                         Err(Failure::Error(err)) => return Err(err),
@@ -139,9 +140,9 @@ impl<'a> Streamer<'a> {
                 }
                 _ = &mut store_debounce, if store_pending => {
                     store_pending = false;
-                    { let latest = stored.borrow().clone(); self.send_status(&latest).await? };
+                    self.send_status(&stored).await?;
                 }
-                _ = status_tick.tick() => { let latest = stored.borrow().clone(); self.send_status(&latest).await? },
+                _ = status_tick.tick() => self.send_status(&stored).await?,
                 _ = heartbeat.tick() => {
                     self.sql
                         .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
@@ -150,8 +151,7 @@ impl<'a> Streamer<'a> {
                 }
             }
         }
-        let last = stored.borrow().clone();
-        self.send_status(&last).await?;
+        self.send_status(&stored).await?;
         self.conn.close().await;
         Ok(())
     }
@@ -161,7 +161,7 @@ impl<'a> Streamer<'a> {
         match pgoutput::parse_frame(data)? {
             Frame::Keepalive { wal_end, reply } => {
                 self.received = self.received.max(wal_end);
-                if self.is_idle() && wal_end > self.last_mark {
+                if self.is_idle() {
                     self.mark(ctx, wal_end).await?;
                 }
                 Ok(reply)
@@ -202,7 +202,7 @@ impl<'a> Streamer<'a> {
             }
             Message::Commit { end_lsn, .. } => {
                 let skipped = self.open.take().is_some_and(|t| t.skip);
-                if !skipped && end_lsn > self.last_mark {
+                if !skipped {
                     self.mark(ctx, end_lsn).await?;
                 }
             }
@@ -222,7 +222,7 @@ impl<'a> Streamer<'a> {
                 };
                 if !open.skip {
                     let context = open.context.clone();
-                    for event in self.events(&message, &context, &self.relations)? {
+                    for event in events(&message, &context, |oid| self.relations.get(&oid))? {
                         ctx.emit.event(event).await?;
                     }
                 }
@@ -233,7 +233,7 @@ impl<'a> Streamer<'a> {
                 prefix,
                 ..
             } => {
-                if !transactional && self.is_idle() && message_lsn > self.last_mark {
+                if !transactional && self.is_idle() {
                     // Heartbeats (ours or anyone's) move the checkpoint while nothing else does.
                     self.mark(ctx, message_lsn).await?;
                 } else if prefix != HEARTBEAT_PREFIX {
@@ -347,45 +347,19 @@ impl<'a> Streamer<'a> {
         let (relations, mut entries) = spool.into_entries()?;
         while let Some(entry) = entries.next_entry()? {
             let message = pgoutput::parse_message(entry.raw, true)?;
-            let by_oid: HashMap<u32, Arc<Relation>> = entry
-                .relations
-                .iter()
-                .map(|&i| relations[i as usize].clone())
-                .map(|r| (r.oid, r))
-                .collect();
-            for event in self.events(&message, &context, &by_oid)? {
+            let relation_of = |oid| {
+                entry
+                    .relations
+                    .iter()
+                    .map(|&i| &relations[i as usize])
+                    .find(|r| r.oid == oid)
+            };
+            for event in events(&message, &context, relation_of)? {
                 ctx.emit.event(event).await?;
             }
         }
-        if end_lsn > self.last_mark {
-            self.mark(ctx, end_lsn).await?;
-        }
+        self.mark(ctx, end_lsn).await?;
         Ok(())
-    }
-
-    fn events(
-        &self,
-        message: &Message,
-        context: &ChangeContext,
-        relations: &HashMap<u32, Arc<Relation>>,
-    ) -> Result<Vec<crate::envelope::ChangeEvent>, PostgresError> {
-        let relation = |oid: &u32| {
-            relations.get(oid).ok_or_else(|| {
-                PostgresError::Protocol(format!("change for unknown relation {oid}"))
-            })
-        };
-        Ok(match message {
-            Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, new)],
-            Message::Update { oid, old, new, .. } => {
-                vec![relation(oid)?.update_event(context, old.as_ref(), new)]
-            }
-            Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, old)],
-            Message::Truncate { oids, .. } => oids
-                .iter()
-                .map(|oid| Ok(relation(oid)?.truncate_event(context)))
-                .collect::<Result<_, PostgresError>>()?,
-            _ => Vec::new(),
-        })
     }
 
     fn context(
@@ -427,7 +401,12 @@ impl<'a> Streamer<'a> {
         Ok(relation)
     }
 
+    /// Emits a checkpoint mark at `lsn`, unless one at or after it was emitted already
+    /// (marks must only move forward).
     async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Stopped> {
+        if lsn <= self.last_mark {
+            return Ok(());
+        }
         self.last_mark = lsn;
         ctx.emit
             .checkpoint(Mark {
@@ -438,10 +417,14 @@ impl<'a> Streamer<'a> {
     }
 
     /// Reports `received` as written and the stored checkpoint as flushed.
-    async fn send_status(&mut self, stored: &Checkpoints) -> Result<(), PostgresError> {
+    async fn send_status(
+        &mut self,
+        stored: &watch::Receiver<Checkpoints>,
+    ) -> Result<(), PostgresError> {
+        let stored = stored.borrow().get("").map(|p| p.token.clone());
         let flush = stored
-            .get("")
-            .and_then(|p| p.token.parse::<Lsn>().ok())
+            .as_deref()
+            .and_then(|token| token.parse::<Lsn>().ok())
             .unwrap_or(Lsn(0));
         let now_us = crate::envelope::now_ms() * 1000;
         self.conn
@@ -457,6 +440,30 @@ impl<'a> Streamer<'a> {
         }
         Ok(())
     }
+}
+
+/// The events of one row-change message; `relation_of` finds a table by OID.
+fn events<'r>(
+    message: &Message,
+    context: &ChangeContext,
+    relation_of: impl Fn(u32) -> Option<&'r Arc<Relation>>,
+) -> Result<Vec<crate::envelope::ChangeEvent>, PostgresError> {
+    let relation = |oid: &u32| {
+        relation_of(*oid)
+            .ok_or_else(|| PostgresError::Protocol(format!("change for unknown relation {oid}")))
+    };
+    Ok(match message {
+        Message::Insert { oid, new, .. } => vec![relation(oid)?.insert_event(context, new)],
+        Message::Update { oid, old, new, .. } => {
+            vec![relation(oid)?.update_event(context, old.as_ref(), new)]
+        }
+        Message::Delete { oid, old, .. } => vec![relation(oid)?.delete_event(context, old)],
+        Message::Truncate { oids, .. } => oids
+            .iter()
+            .map(|oid| Ok(relation(oid)?.truncate_event(context)))
+            .collect::<Result<_, PostgresError>>()?,
+        _ => Vec::new(),
+    })
 }
 
 /// Why handling a frame stopped: a source error, or the pipeline no longer reading.
