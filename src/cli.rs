@@ -177,13 +177,16 @@ async fn check(path: &Path) -> ExitCode {
             plan.source.kind(),
             plan.sink.kind()
         );
-        for finding in plan.source.check().await {
+        let source = plan
+            .source
+            .check()
+            .await
+            .into_iter()
+            .map(|f| ("source:", f));
+        let sink = plan.sink.check().await.into_iter().map(|f| ("sink:  ", f));
+        for (side, finding) in source.chain(sink) {
             failed |= finding.level == crate::check::Level::Fail;
-            println!("  source: {finding}");
-        }
-        for finding in plan.sink.check().await {
-            failed |= finding.level == crate::check::Level::Fail;
-            println!("  sink:   {finding}");
+            println!("  {side} {finding}");
         }
     }
     if failed {

@@ -89,18 +89,13 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer and checks that the brokers answer and accept our credentials.
+    /// Creates the producer (checked against the brokers) and the admin client if needed.
     pub async fn connect(
         config: &KafkaSinkConfig,
         template: TopicTemplate,
     ) -> Result<Self, BoxError> {
         let client_config = client_config(config);
-        let context = SinkContext::default();
-        let last_error = context.last_error.clone();
-        let producer: Producer = client_config
-            .create_with_context(context)
-            .map_err(KafkaSinkError::Client)?;
-        probe(&producer, &last_error, &config.brokers).await?;
+        let producer = open_producer(&client_config, &config.brokers).await?;
         let admin = if config.create_topics {
             Some(
                 client_config
@@ -157,9 +152,8 @@ impl KafkaSink {
     /// Enqueues one record, waiting while librdkafka's queue is full (backpressure).
     async fn send(
         &self,
-        record: FutureRecord<'_, [u8], [u8]>,
+        mut record: FutureRecord<'_, [u8], [u8]>,
     ) -> Result<DeliveryFuture, KafkaSinkError> {
-        let mut record = record;
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
@@ -187,6 +181,20 @@ fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
 }
 
 /// Fetches cluster metadata; classifies a failure as authentication or reachability.
+/// Creates a producer and checks that the brokers answer and accept our credentials.
+async fn open_producer(
+    client_config: &ClientConfig,
+    brokers: &str,
+) -> Result<Producer, KafkaSinkError> {
+    let context = SinkContext::default();
+    let last_error = context.last_error.clone();
+    let producer: Producer = client_config
+        .create_with_context(context)
+        .map_err(KafkaSinkError::Client)?;
+    probe(&producer, &last_error, brokers).await?;
+    Ok(producer)
+}
+
 async fn probe(
     producer: &Producer,
     last_error: &LastError,
@@ -330,19 +338,10 @@ impl Sink for KafkaSink {
 
 /// `cdc-bridge check` for this sink: brokers reachable, credentials accepted, topics.
 pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Finding> {
-    let context = SinkContext::default();
-    let last_error = context.last_error.clone();
-    let producer: Producer = match client_config(config).create_with_context(context) {
+    let producer = match open_producer(&client_config(config), &config.brokers).await {
         Ok(producer) => producer,
-        Err(err) => {
-            return vec![Finding::fail(format!(
-                "cannot create the Kafka client: {err}"
-            ))]
-        }
+        Err(err) => return vec![Finding::fail(crate::error::report(&err))],
     };
-    if let Err(err) = probe(&producer, &last_error, &config.brokers).await {
-        return vec![Finding::fail(crate::error::report(&err))];
-    }
     let mut findings = vec![Finding::ok(format!(
         "brokers {} reachable; credentials accepted",
         config.brokers
