@@ -77,13 +77,22 @@ impl Workspace {
     }
 }
 
-/// The `seq` of every line of a JSON-lines output file, in file order.
-pub fn output_seqs(path: &Path) -> Vec<u64> {
+/// The complete records of a JSON-lines output file, in file order. A last line without its
+/// newline is a write in progress (or torn by a kill, cut off by the next start): not a record.
+pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            let event: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
+        .collect()
+}
+
+/// The `seq` of every record of a JSON-lines output file, in file order.
+pub fn output_seqs(path: &Path) -> Vec<u64> {
+    read_records(path)
+        .iter()
+        .map(|event| {
             event["source"]["position"]
                 .as_str()
                 .expect("position")

@@ -194,11 +194,7 @@ pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) {
 }
 
 pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-        .collect()
+    super::read_records(path)
 }
 
 /// Applies `migrations/postgres/*.sql` as the superuser (serialised between tests).
