@@ -17,12 +17,14 @@
 # certificate from the throwaway test CA; tansu 0.6 cannot take --cert with --key itself).
 # tansu is built once into $CDC_BRIDGE_CACHE (default
 # ~/.cache/cdc-bridge), outside the repository, and reused (~30 min the first time).
+# kinesis (kinesalite, a Kinesis API emulator, on 127.0.0.1:14567; installed from npm into
+# $CDC_BRIDGE_CACHE/kinesalite once). Its env also sets throwaway AWS credentials and region.
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0
@@ -30,6 +32,8 @@ KAFKA_PORT=${CDC_BRIDGE_KAFKA_PORT:-19092}
 KAFKA_AUTH_PORT=$((KAFKA_PORT + 1))
 KAFKA_TLS_PORT=$((KAFKA_PORT + 2))
 KAFKA_TLS_BACKEND_PORT=$((KAFKA_PORT + 3))
+KINESIS_PORT=${CDC_BRIDGE_KINESIS_PORT:-14567}
+KINESALITE_VERSION=3.3.3
 
 log() { echo "services: $*" >&2; }
 
@@ -222,6 +226,39 @@ kafka_tls_stop() {
 }
 kafka_tls_env() {
   echo "export CDC_BRIDGE_KAFKA_TLS_BROKERS=127.0.0.1:$KAFKA_TLS_PORT CDC_BRIDGE_TEST_CA=$RUN_DIR/tls/ca.pem CDC_BRIDGE_TEST_OTHER_CA=$RUN_DIR/tls/other-ca.pem"
+}
+
+# ---- kinesalite (Kinesis API) ----
+kinesis_start() {
+  command -v node >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+  local dir=$CACHE/kinesalite
+  if [ ! -f "$dir/node_modules/kinesalite/package.json" ]; then
+    log "installing kinesalite $KINESALITE_VERSION into $dir (once)"
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --silent "kinesalite@$KINESALITE_VERSION" >"$CACHE/kinesalite-install.log" 2>&1) \
+      || { log "kinesalite install failed, see $CACHE/kinesalite-install.log"; return 1; }
+  fi
+  kinesis_stop
+  mkdir -p "$RUN_DIR/kinesis"
+  # The CLI would bind 0.0.0.0; this binds loopback only. Fast stream state changes for tests.
+  cat >"$RUN_DIR/kinesis/serve.js" <<JS
+require('$dir/node_modules/kinesalite')({createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 100})
+  .listen($KINESIS_PORT, '127.0.0.1')
+JS
+  (cd "$RUN_DIR/kinesis" && setsid node serve.js >>kinesalite.log 2>&1 </dev/null & echo $! >"$RUN_DIR/kinesis/kinesalite.pid")
+  wait_for 30 kinesis port_open "$KINESIS_PORT"
+  log "kinesis (kinesalite) running on 127.0.0.1:$KINESIS_PORT (pid $(cat "$RUN_DIR/kinesis/kinesalite.pid"))"
+}
+kinesis_stop() {
+  local pidfile=$RUN_DIR/kinesis/kinesalite.pid
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+kinesis_env() {
+  echo "export CDC_BRIDGE_KINESIS_ENDPOINT=http://127.0.0.1:$KINESIS_PORT AWS_ACCESS_KEY_ID=cdc-bridge-test AWS_SECRET_ACCESS_KEY=cdc-bridge-test AWS_REGION=us-east-1"
 }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }

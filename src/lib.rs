@@ -6,6 +6,7 @@
 //! ([`sources`], [`sinks`]) depend only on the core; [`daemon`] is the one place that knows
 //! them all.
 
+pub mod backoff;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;

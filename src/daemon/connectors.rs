@@ -8,6 +8,7 @@ use crate::error::BoxError;
 use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
 use crate::sinks::kafka::{self, KafkaSink, KafkaSinkConfig, TopicTemplate};
+use crate::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig, StreamRef};
 use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
@@ -15,7 +16,7 @@ use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
 const SOURCE_KINDS: &[&str] = &["generator", "postgres"];
-const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka"];
+const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
 
 /// A typed `source` section.
 #[derive(Debug, Clone)]
@@ -31,6 +32,7 @@ pub enum SinkSpec {
     Stdout(StdoutSinkConfig),
     Null(NullSinkConfig),
     Kafka(KafkaSinkConfig, TopicTemplate),
+    Kinesis(KinesisSinkConfig, StreamRef),
 }
 
 impl SourceSpec {
@@ -81,6 +83,11 @@ impl SinkSpec {
                 let template = config.validate(section.key())?;
                 Ok(SinkSpec::Kafka(config, template))
             }
+            "kinesis" => {
+                let config: KinesisSinkConfig = section.parse()?;
+                let stream = config.validate(section.key())?;
+                Ok(SinkSpec::Kinesis(config, stream))
+            }
             _ => Err(section.unknown_kind(SINK_KINDS)),
         }
     }
@@ -91,6 +98,7 @@ impl SinkSpec {
             SinkSpec::Stdout(_) => "stdout",
             SinkSpec::Null(_) => "null",
             SinkSpec::Kafka(..) => "kafka",
+            SinkSpec::Kinesis(..) => "kinesis",
         }
     }
 
@@ -103,6 +111,9 @@ impl SinkSpec {
             SinkSpec::Kafka(config, template) => Ok(Box::new(
                 KafkaSink::connect(config, template.clone()).await?,
             )),
+            SinkSpec::Kinesis(config, stream) => {
+                Ok(Box::new(KinesisSink::connect(config, stream).await?))
+            }
         }
     }
 
@@ -110,6 +121,7 @@ impl SinkSpec {
     pub async fn check(&self) -> Vec<Finding> {
         match self {
             SinkSpec::Kafka(config, template) => kafka::check(config, template).await,
+            SinkSpec::Kinesis(config, stream) => kinesis::check(config, stream).await,
             SinkSpec::File(_) | SinkSpec::Stdout(_) | SinkSpec::Null(_) => Vec::new(),
         }
     }

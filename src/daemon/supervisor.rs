@@ -57,7 +57,7 @@ pub async fn supervise(
         if started.elapsed() >= HEALTHY_RUN {
             backoff = initial;
         }
-        let wait = with_jitter(backoff);
+        let wait = crate::backoff::with_jitter(backoff);
         tracing::warn!(pipeline = %name, error = %report(&error), retry_in_ms = wait.as_millis() as u64, "transient failure; restarting from the stored checkpoint");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -75,13 +75,4 @@ async fn run_once(
 ) -> Result<pipeline::RunSummary, PipelineError> {
     let (source, sink) = connect().await?;
     pipeline::run(settings, source, sink, store.clone(), shutdown.clone()).await
-}
-
-/// `base` scaled by a random factor in [0.5, 1.0], so restarts of many pipelines spread out.
-fn with_jitter(base: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    let unit = (hasher.finish() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + unit / 2.0)
 }

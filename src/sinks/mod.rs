@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kafka;
+pub mod kinesis;
 pub mod null;
 pub mod oversize;
 pub mod stdout;

@@ -148,5 +148,6 @@ impl Rng {
 }
 
 pub mod kafka;
+pub mod kinesis;
 pub mod pg;
 pub mod types;

@@ -1,0 +1,176 @@
+//! The stream's open shards and their hash-key ranges (from ListShards), to predict where a
+//! partition key lands (aggregation groups records by shard), and per-shard pacing.
+//!
+//! Pacing keeps each shard within its write limits (1,000 records/s and 1 MiB/s) with a
+//! one-second burst, so a backlog drains at the rate the stream accepts instead of in waves
+//! of throttling errors.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+
+use super::config::StreamRef;
+use super::partition_key::hash_key;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRange {
+    pub shard_id: String,
+    pub start: u128,
+    pub end: u128,
+}
+
+/// The open shards of a stream, by hash-key range.
+#[derive(Debug, Clone, Default)]
+pub struct ShardMap {
+    shards: Vec<ShardRange>,
+}
+
+impl ShardMap {
+    pub fn new(mut shards: Vec<ShardRange>) -> Self {
+        shards.sort_by_key(|s| s.start);
+        ShardMap { shards }
+    }
+
+    /// Lists the stream's shards (all pages) and keeps the open ones.
+    pub async fn load(
+        client: &Client,
+        stream: &StreamRef,
+    ) -> Result<
+        Self,
+        aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::list_shards::ListShardsError>,
+    > {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = client.list_shards();
+            let request = match (&token, stream) {
+                (Some(token), _) => request.next_token(token),
+                (None, StreamRef::Name(name)) => request.stream_name(name),
+                (None, StreamRef::Arn { arn, .. }) => request.stream_arn(arn),
+            };
+            let page = request.send().await?;
+            for shard in page.shards() {
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none());
+                let range = shard.hash_key_range();
+                let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u128>().ok());
+                if let (true, Some(start), Some(end)) = (
+                    open,
+                    parse(range.map(|r| r.starting_hash_key())),
+                    parse(range.map(|r| r.ending_hash_key())),
+                ) {
+                    shards.push(ShardRange {
+                        shard_id: shard.shard_id().to_owned(),
+                        start,
+                        end,
+                    });
+                }
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(ShardMap::new(shards))
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// The index of the shard a partition key hashes to (0 when the map is empty).
+    pub fn shard_of(&self, partition_key: &str) -> usize {
+        let hash = hash_key(partition_key);
+        self.shards
+            .partition_point(|s| s.end < hash)
+            .min(self.shards.len().saturating_sub(1))
+    }
+
+    pub fn shard_id(&self, index: usize) -> Option<&str> {
+        self.shards.get(index).map(|s| s.shard_id.as_str())
+    }
+}
+
+/// Per-shard write pacing (a token bucket per shard and limit, as theoretical arrival times).
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// Per shard: when the records and the bytes sent so far are "paid for".
+    paid_until: HashMap<usize, (Instant, Instant)>,
+}
+
+pub const RECORDS_PER_SECOND: u32 = 1000;
+pub const BYTES_PER_SECOND: u32 = 1024 * 1024;
+const BURST: Duration = Duration::from_secs(1);
+
+impl Pacer {
+    /// Reserves capacity for a call that writes `(shard, records, bytes)` and returns when the
+    /// call may start (now, or later when a shard is over its rate).
+    pub fn reserve(&mut self, usage: &HashMap<usize, (u32, usize)>, now: Instant) -> Instant {
+        let mut start = now;
+        for (&shard, &(records, bytes)) in usage {
+            let (rec_tat, byte_tat) = self.paid_until.get(&shard).copied().unwrap_or((now, now));
+            let rec_cost =
+                Duration::from_secs_f64(f64::from(records) / f64::from(RECORDS_PER_SECOND));
+            let byte_cost = Duration::from_secs_f64(bytes as f64 / f64::from(BYTES_PER_SECOND));
+            let rec_tat = rec_tat.max(now) + rec_cost;
+            let byte_tat = byte_tat.max(now) + byte_cost;
+            start = start
+                .max(rec_tat.checked_sub(BURST).unwrap_or(now))
+                .max(byte_tat.checked_sub(BURST).unwrap_or(now));
+            self.paid_until.insert(shard, (rec_tat, byte_tat));
+        }
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_the_shard_whose_range_holds_their_hash() {
+        let half = u128::MAX / 2;
+        let map = ShardMap::new(vec![
+            ShardRange {
+                shard_id: "s1".into(),
+                start: half + 1,
+                end: u128::MAX,
+            },
+            ShardRange {
+                shard_id: "s0".into(),
+                start: 0,
+                end: half,
+            },
+        ]);
+        for key in ["a", "b", "c", "public.orders:{\"id\":1}"] {
+            let expected = if hash_key(key) <= half { "s0" } else { "s1" };
+            assert_eq!(map.shard_id(map.shard_of(key)), Some(expected), "{key}");
+        }
+    }
+
+    #[test]
+    fn pacing_allows_a_burst_then_the_shard_rate() {
+        let mut pacer = Pacer::default();
+        let now = Instant::now();
+        let call = HashMap::from([(0, (500, 1000))]);
+        assert_eq!(pacer.reserve(&call, now), now);
+        assert_eq!(
+            pacer.reserve(&call, now),
+            now,
+            "1,000 records fit the burst"
+        );
+        let third = pacer.reserve(&call, now);
+        assert_eq!(third - now, Duration::from_millis(500));
+        // Another shard is not held back by the first.
+        assert_eq!(pacer.reserve(&HashMap::from([(1, (500, 1000))]), now), now);
+        // Bytes count too: 2 MiB on a fresh shard waits a second beyond the burst.
+        let big = HashMap::from([(2, (1, 2 * 1024 * 1024))]);
+        assert_eq!(pacer.reserve(&big, now) - now, Duration::from_secs(1));
+    }
+}
