@@ -163,7 +163,10 @@ fn per_record_failures_and_throttled_calls_keep_every_key_in_order() {
         let faults = Arc::new(Faults::default());
         faults.fail_every_nth_record.store(3, Ordering::SeqCst);
         faults.throttle_calls.lock().unwrap().extend([0, 4, 5, 10]);
-        let (config, stream_ref) = sink_config(&stream, "max_records_per_call = 40\nlinger_ms = 2");
+        let (config, stream_ref) = sink_config(
+            &stream,
+            "max_records_per_call = 40\nlinger_ms = 2\nshard_pacing = true",
+        );
         let interceptor = FaultInterceptor(faults.clone());
         let sink = KinesisSink::connect_with(&config, &stream_ref, |b| b.interceptor(interceptor))
             .await
@@ -375,4 +378,75 @@ fn aggregated_records_deaggregate_to_exactly_the_events_sent() {
     }
     let by_key = check_routing_and_order(&events);
     assert_eq!(assert_complete(&by_key, 2000), 0);
+}
+
+/// generator -> kinesis on `stream`, for the error cases.
+fn small_config(ws: &Workspace, stream: &str, extra: &str) -> String {
+    ws.config(&format!(
+        "[[pipeline]]\nname = \"kinesis-errors\"\n[pipeline.source]\nkind = \"generator\"\ncount = 5\n\
+         [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\n{extra}\n",
+        endpoint()
+    ))
+    .to_str()
+    .unwrap()
+    .to_owned()
+}
+
+#[test]
+fn a_missing_stream_stops_with_its_name_and_the_fix() {
+    let ws = Workspace::new();
+    let config = small_config(&ws, "no-such-stream", "region = \"us-east-1\"");
+    let output = ws.run(&["run", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    let expected = "stream \"no-such-stream\" does not exist in region us-east-1 (ResourceNotFoundException): create it";
+    assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    let check = ws.run(&["check", "--config", &config]);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains(expected));
+    assert_eq!(ws.stored_seq("kinesis-errors"), 0, "nothing acknowledged");
+}
+
+#[test]
+fn missing_credentials_or_region_say_how_to_provide_them() {
+    let ws = Workspace::new();
+    let config = small_config(&ws, "any-stream", "region = \"us-east-1\"");
+    let no_aws_files = [
+        ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let output = ws
+        .command(&["run", "--config", &config])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .envs(no_aws_files)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no usable AWS credentials")
+            && stderr(&output)
+                .contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE"),
+        "{}",
+        stderr(&output)
+    );
+
+    let config = small_config(&ws, "any-stream", "");
+    let output = ws
+        .command(&["run", "--config", &config])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .envs(no_aws_files)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no AWS region: set `region` in the sink, AWS_REGION"),
+        "{}",
+        stderr(&output)
+    );
 }

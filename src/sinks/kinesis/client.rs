@@ -110,7 +110,7 @@ fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> 
     let mut current = err.source();
     while let Some(e) = current {
         if let Some(creds) = e.downcast_ref::<CredentialsError>() {
-            return Some(DisplayErrorContext(creds).to_string());
+            return Some(crate::error::report(creds));
         }
         current = e.source();
     }
