@@ -1,5 +1,5 @@
 # Multi-stage build: compile in the Rust image, run from a small Debian image as a non-root user.
-FROM rust:1.85-bookworm AS build
+FROM rust:1.94-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
