@@ -75,6 +75,9 @@ pub struct KafkaSinkConfig {
     pub sasl_mechanism: Option<SaslMechanism>,
     #[serde(default)]
     pub sasl_username: Option<String>,
+    /// Region of the MSK cluster, for AWS_MSK_IAM (else AWS_REGION or the profile's).
+    #[serde(default)]
+    pub aws_region: Option<String>,
     #[serde(default)]
     pub sasl_password: Option<Secret>,
     /// CA certificates (PEM) to verify the brokers.
@@ -144,12 +147,23 @@ impl KafkaSinkConfig {
                     "use sasl_plaintext or sasl_ssl with sasl_mechanism",
                 ))
             }
-            (true, Some(SaslMechanism::AwsMskIam)) => {
+            (true, Some(SaslMechanism::AwsMskIam))
+                if self.security_protocol != SecurityProtocol::SaslSsl =>
+            {
                 return Err(ConfigError::invalid(
-                    format!("{key}.sasl_mechanism"),
-                    "AWS_MSK_IAM is not implemented yet; use SCRAM-SHA-512 with MSK for now",
+                    format!("{key}.security_protocol"),
+                    "AWS_MSK_IAM needs sasl_ssl (MSK's IAM listener, port 9098, is TLS only)",
                 ))
             }
+            (true, Some(SaslMechanism::AwsMskIam))
+                if self.sasl_username.is_some() || self.sasl_password.is_some() =>
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.sasl_username"),
+                    "AWS_MSK_IAM takes its credentials from the AWS chain, not sasl_username/sasl_password",
+                ))
+            }
+            (true, Some(SaslMechanism::AwsMskIam)) => {}
             (true, Some(_)) if self.sasl_username.is_none() || self.sasl_password.is_none() => {
                 return Err(ConfigError::invalid(
                     format!("{key}.sasl_username"),
@@ -276,10 +290,15 @@ mod tests {
         assert!(parse("security_protocol = \"sasl_plaintext\"")
             .unwrap_err()
             .starts_with("s.sasl_mechanism: required"));
+        let iam =
+            parse("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"").unwrap();
+        assert!(iam
+            .client_settings()
+            .contains(&("sasl.mechanism".into(), "OAUTHBEARER".into())));
         assert!(
-            parse("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"")
+            parse("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"AWS_MSK_IAM\"")
                 .unwrap_err()
-                .contains("not implemented yet")
+                .starts_with("s.security_protocol: AWS_MSK_IAM needs sasl_ssl")
         );
         assert!(parse("oversize = \"dead_letter\"")
             .unwrap_err()

@@ -34,6 +34,10 @@ pub enum KafkaSinkError {
     },
     #[error("the producer dropped a delivery report (shutting down?)")]
     Canceled,
+    #[error("AWS_MSK_IAM needs a region: set aws_region in the sink, AWS_REGION, or a region in the AWS profile")]
+    MskIamRegion,
+    #[error("AWS_MSK_IAM cannot sign a token: {0} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity, or run with an instance role)")]
+    MskIamCredentials(String),
 }
 
 fn code_of(err: &KafkaError) -> Option<RDKafkaErrorCode> {
@@ -64,7 +68,9 @@ impl ConnectorError for KafkaSinkError {
             | KafkaSinkError::Authentication { .. }
             | KafkaSinkError::Tls { .. }
             | KafkaSinkError::MissingTopic { .. }
-            | KafkaSinkError::CreateTopic { .. } => Disposition::Fatal,
+            | KafkaSinkError::CreateTopic { .. }
+            | KafkaSinkError::MskIamRegion
+            | KafkaSinkError::MskIamCredentials(_) => Disposition::Fatal,
             KafkaSinkError::Delivery { source, .. } if code_of(source).is_some_and(is_fatal) => {
                 Disposition::Fatal
             }

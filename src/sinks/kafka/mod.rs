@@ -10,18 +10,24 @@
 //!
 //! Errors ([`KafkaSinkError`]): unreachable brokers and failed deliveries are transient;
 //! authentication, authorization, a missing topic and an invalid configuration are fatal.
+//!
+//! With `sasl_mechanism = "AWS_MSK_IAM"` the producer authenticates with SASL/OAUTHBEARER:
+//! librdkafka asks the client context for a token at start and again before each one expires,
+//! and the context signs one ([`msk_iam`]) with credentials fresh from the AWS chain.
 
 mod config;
 mod error;
+mod msk_iam;
 mod topic;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -48,13 +54,99 @@ const RECORD_OVERHEAD: usize = 256;
 /// must not hide it), to say why a connection failed.
 type LastError = Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>;
 
-/// Logs client errors and keeps the authentication or TLS failure, if any.
+/// What signs MSK IAM tokens: the region and the AWS credential chain.
+pub struct MskIamAuth {
+    region: String,
+    credentials: SharedCredentialsProvider,
+    runtime: tokio::runtime::Handle,
+}
+
+impl MskIamAuth {
+    /// Loads the standard AWS credential chain; the region is `region` or the chain's.
+    pub async fn load(region: Option<&str>) -> Result<Arc<Self>, KafkaSinkError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_owned()));
+        }
+        let sdk = loader.load().await;
+        let region = sdk
+            .region()
+            .ok_or(KafkaSinkError::MskIamRegion)?
+            .to_string();
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or_else(|| KafkaSinkError::MskIamCredentials("no credential provider".into()))?;
+        Ok(Arc::new(MskIamAuth {
+            region,
+            credentials,
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+
+    /// A fresh token. Called by librdkafka's threads; the credentials are fetched on a
+    /// thread of its own, so this works whatever thread calls it.
+    fn token(&self) -> Result<OAuthToken, KafkaSinkError> {
+        let credentials = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.runtime
+                        .block_on(self.credentials.provide_credentials())
+                })
+                .join()
+                .expect("credential thread does not panic")
+        })
+        .map_err(|e| KafkaSinkError::MskIamCredentials(crate::error::report(&e)))?;
+        let signed = msk_iam::token(&self.region, &credentials, SystemTime::now())
+            .map_err(|e| KafkaSinkError::MskIamCredentials(e.to_string()))?;
+        let expires_ms = signed
+            .expires_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        Ok(OAuthToken {
+            token: signed.token,
+            principal_name: "cdc-bridge".into(),
+            lifetime_ms: expires_ms,
+        })
+    }
+}
+
+/// Logs client errors and keeps the authentication or TLS failure, if any; signs MSK IAM
+/// tokens when configured.
 #[derive(Default)]
 pub struct SinkContext {
     last_error: LastError,
+    msk_iam: Option<Arc<MskIamAuth>>,
+}
+
+impl SinkContext {
+    fn new(msk_iam: Option<Arc<MskIamAuth>>) -> Self {
+        SinkContext {
+            last_error: LastError::default(),
+            msk_iam,
+        }
+    }
 }
 
 impl ClientContext for SinkContext {
+    // Only asked for when sasl.mechanism is OAUTHBEARER, which only AWS_MSK_IAM sets.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let auth = self
+            .msk_iam
+            .as_ref()
+            .ok_or("OAUTHBEARER tokens are only made for sasl_mechanism = \"AWS_MSK_IAM\"")?;
+        let token = auth.token().inspect_err(|err| {
+            tracing::error!(error = %err, "cannot make an MSK IAM token");
+        })?;
+        tracing::debug!("signed a new MSK IAM token");
+        Ok(token)
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "kafka client error");
         if let Some(
@@ -95,11 +187,12 @@ impl KafkaSink {
         template: TopicTemplate,
     ) -> Result<Self, BoxError> {
         let client_config = client_config(config);
-        let producer = open_producer(&client_config, &config.brokers).await?;
+        let msk_iam = msk_iam_auth(config).await?;
+        let producer = open_producer(&client_config, &config.brokers, msk_iam.clone()).await?;
         let admin = if config.create_topics {
             Some(
                 client_config
-                    .create_with_context(SinkContext::default())
+                    .create_with_context(SinkContext::new(msk_iam))
                     .map_err(KafkaSinkError::Client)?,
             )
         } else {
@@ -172,6 +265,17 @@ impl KafkaSink {
     }
 }
 
+/// The token signer, when the sink uses MSK IAM.
+async fn msk_iam_auth(config: &KafkaSinkConfig) -> Result<Option<Arc<MskIamAuth>>, KafkaSinkError> {
+    if config.sasl_mechanism != Some(SaslMechanism::AwsMskIam) {
+        return Ok(None);
+    }
+    let auth = MskIamAuth::load(config.aws_region.as_deref()).await?;
+    // Fail here, with the chain's explanation, rather than in librdkafka's thread.
+    auth.token()?;
+    Ok(Some(auth))
+}
+
 fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
     let mut client_config = ClientConfig::new();
     for (key, value) in config.client_settings() {
@@ -185,8 +289,9 @@ fn client_config(config: &KafkaSinkConfig) -> ClientConfig {
 async fn open_producer(
     client_config: &ClientConfig,
     brokers: &str,
+    msk_iam: Option<Arc<MskIamAuth>>,
 ) -> Result<Producer, KafkaSinkError> {
-    let context = SinkContext::default();
+    let context = SinkContext::new(msk_iam);
     let last_error = context.last_error.clone();
     let producer: Producer = client_config
         .create_with_context(context)
@@ -338,7 +443,11 @@ impl Sink for KafkaSink {
 
 /// `cdc-bridge check` for this sink: brokers reachable, credentials accepted, topics.
 pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Finding> {
-    let producer = match open_producer(&client_config(config), &config.brokers).await {
+    let msk_iam = match msk_iam_auth(config).await {
+        Ok(auth) => auth,
+        Err(err) => return vec![Finding::fail(crate::error::report(&err))],
+    };
+    let producer = match open_producer(&client_config(config), &config.brokers, msk_iam).await {
         Ok(producer) => producer,
         Err(err) => return vec![Finding::fail(crate::error::report(&err))],
     };
@@ -370,4 +479,53 @@ pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Fi
         )),
     });
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::Credentials;
+    use base64::Engine as _;
+
+    /// librdkafka asks the context for tokens from its own threads: each is a fresh MSK IAM
+    /// token for the configured region that lives 15 minutes.
+    #[test]
+    fn the_context_signs_msk_iam_tokens_for_librdkafka() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let auth = Arc::new(MskIamAuth {
+            region: "us-west-2".into(),
+            credentials: SharedCredentialsProvider::new(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            )),
+            runtime: runtime.handle().clone(),
+        });
+        let context = SinkContext::new(Some(auth));
+        let token = std::thread::spawn(move || context.generate_oauth_token(None).unwrap())
+            .join()
+            .unwrap();
+        let url = String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&token.token)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(url
+            .starts_with("https://kafka.us-west-2.amazonaws.com/?Action=kafka-cluster%3AConnect&"));
+        assert!(url.contains("X-Amz-Credential=AKIDEXAMPLE%2F"));
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((token.lifetime_ms - now_ms - 900_000).abs() < 5_000);
+
+        let without = SinkContext::default();
+        assert!(without.generate_oauth_token(None).is_err());
+    }
 }
