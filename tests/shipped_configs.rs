@@ -20,10 +20,14 @@ fn shipped() -> Vec<PathBuf> {
 }
 
 /// Connectors point at the test services (PostgreSQL prepared by the shipped migrations, the
-/// Kafka-protocol broker) through `PG_URL` and `KAFKA_BROKERS`, as a user points them at theirs.
+/// Kafka-protocol broker, the Kinesis emulator with a stream made for this run) through
+/// `PG_URL`, `KAFKA_BROKERS`, `KINESIS_ENDPOINT` and `KINESIS_STREAM`, as a user points them at
+/// theirs.
 #[tokio::test]
 async fn every_shipped_config_passes_check() {
     support::pg::apply_migrations().await;
+    let stream = support::kinesis::stream_name("shipped");
+    support::kinesis::create_stream(&support::kinesis::client().await, &stream, 1).await;
     let files = shipped();
     assert!(files.len() >= 5, "{files:?}");
     let ws = Workspace::new();
@@ -32,6 +36,8 @@ async fn every_shipped_config_passes_check() {
             .command(&["check", "--config", file.to_str().unwrap()])
             .env("PG_URL", support::pg::migrated_role_url())
             .env("KAFKA_BROKERS", support::kafka::brokers())
+            .env("KINESIS_ENDPOINT", support::kinesis::endpoint())
+            .env("KINESIS_STREAM", &stream)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
