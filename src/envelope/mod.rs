@@ -72,6 +72,8 @@ pub struct SourceInfo {
     pub txid: Option<String>,
     pub commit_ts_ms: Option<i64>,
     pub snapshot: bool,
+    /// A delete made by the source's time-to-live expiry (DynamoDB TTL), not by a client.
+    pub ttl_expired: bool,
 }
 
 /// An ordered list of columns and their values.

@@ -57,7 +57,7 @@ struct SourceJson<'a>(&'a SourceInfo);
 impl Serialize for SourceJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let src = self.0;
-        let mut obj = s.serialize_struct("source", 9)?;
+        let mut obj = s.serialize_struct("source", 10)?;
         obj.serialize_field("connector", src.connector.as_str())?;
         obj.serialize_field("pipeline", &*src.pipeline)?;
         obj.serialize_field("database", &*src.database)?;
@@ -67,6 +67,9 @@ impl Serialize for SourceJson<'_> {
         obj.serialize_field("txid", &src.txid)?;
         obj.serialize_field("commit_ts_ms", &src.commit_ts_ms)?;
         obj.serialize_field("snapshot", &src.snapshot)?;
+        if src.ttl_expired {
+            obj.serialize_field("ttl_expired", &true)?;
+        }
         obj.end()
     }
 }
@@ -165,6 +168,7 @@ mod tests {
                 txid: Some("748".into()),
                 commit_ts_ms: Some(1763781000123),
                 snapshot: false,
+                ttl_expired: false,
             },
             key,
             before: None,

@@ -2,4 +2,5 @@
 //! implements [`crate::source::Source`].
 
 pub mod generator;
+pub mod dynamodb;
 pub mod postgres;

@@ -134,6 +134,7 @@ impl GeneratorSource {
                 txid: Some(seq.to_string()),
                 commit_ts_ms: Some(commit_ms(seq)),
                 snapshot: false,
+                ttl_expired: false,
             },
             key,
             before,

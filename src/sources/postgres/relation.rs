@@ -82,6 +82,7 @@ impl Relation {
             txid: ctx.txid.clone(),
             commit_ts_ms: ctx.commit_ts_ms,
             snapshot,
+            ttl_expired: false,
         }
     }
 

@@ -1,0 +1,416 @@
+//! The read loop: lists shards, reads the readable ones (see [`Lineage`]) round-robin, turns
+//! records into events with a checkpoint mark each (partition = shard id, position = sequence
+//! number), and marks a shard finished once read to its end, which frees its children.
+//!
+//! Iterators that expire are renewed after the last sequence number read (no record skipped
+//! or repeated). Throttling and service errors back off per shard and give up after a while
+//! (transient: the pipeline restarts from its checkpoints). Records lost to the 24-hour
+//! retention and a disabled stream stop the source with what was lost and how to go on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::api::{ApiError, Page, RecordKind, Start, StreamRecord, StreamStatus, StreamsApi};
+use super::attribute::row;
+use super::config::{DynamoDbConfig, OnTrimmed, StartAt};
+use super::error::DynamoDbError;
+use super::lineage::Lineage;
+use crate::backoff;
+use crate::checkpoint::{Checkpoints, Position};
+use crate::envelope::{now_ms, ChangeEvent, Op, SourceInfo, SourceKind};
+use crate::source::{Mark, SourceContext, Stopped};
+
+/// The checkpoint token of a shard read to its end.
+pub const FINISHED: &str = "END";
+/// GetRecords allows 5 calls per second per shard.
+const MIN_POLL_GAP: Duration = Duration::from_millis(200);
+const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+const RECORDS_PER_CALL: i32 = 1000;
+/// Consecutive failures of one shard before the source gives up (and is restarted).
+const MAX_FAILURES: u32 = 12;
+
+/// The position of a record, ordered by sequence number (numeric strings of varying length).
+pub fn seq_position(seq: &str) -> Position {
+    let mut rank = vec![0u8];
+    rank.extend(format!("{seq:0>48}").into_bytes());
+    Position {
+        token: seq.to_owned(),
+        rank,
+    }
+}
+
+/// The position of a shard read to its end: after every sequence number.
+pub fn finished_position() -> Position {
+    Position {
+        token: FINISHED.to_owned(),
+        rank: vec![1],
+    }
+}
+
+struct Cursor {
+    iterator: Option<String>,
+    /// Where reading started, to renew an iterator before any record was read.
+    start: Start,
+    last_seq: Option<String>,
+    next_poll: Instant,
+    failures: u32,
+}
+
+pub struct Reader {
+    api: Arc<dyn StreamsApi>,
+    arn: String,
+    config: DynamoDbConfig,
+    lineage: Lineage,
+    cursors: BTreeMap<String, Cursor>,
+    resume: Checkpoints,
+    /// On a first start with `start = latest`: the shards that existed then.
+    latest_shards: Option<HashSet<String>>,
+    pipeline: Arc<str>,
+    database: Arc<str>,
+    table: Arc<str>,
+    status: StreamStatus,
+    next_refresh: Instant,
+}
+
+impl Reader {
+    pub fn new(api: Arc<dyn StreamsApi>, arn: String, config: DynamoDbConfig, database: &str, ctx: &SourceContext) -> Self {
+        let mut lineage = Lineage::default();
+        for (shard, position) in &ctx.resume {
+            if position.token == FINISHED {
+                lineage.finish(shard);
+            }
+        }
+        let latest_shards = (ctx.resume.is_empty() && config.start == StartAt::Latest).then(HashSet::new);
+        Reader {
+            api,
+            arn,
+            config,
+            lineage,
+            cursors: BTreeMap::new(),
+            resume: ctx.resume.clone(),
+            latest_shards,
+            pipeline: ctx.pipeline.clone(),
+            database: database.into(),
+            table: "".into(),
+            status: StreamStatus::Enabled,
+            next_refresh: Instant::now(),
+        }
+    }
+
+    pub async fn run(mut self, ctx: &mut SourceContext) -> Result<(), DynamoDbError> {
+        loop {
+            if ctx.shutdown.is_requested() {
+                return Ok(());
+            }
+            if Instant::now() >= self.next_refresh {
+                self.refresh().await?;
+            }
+            for shard in self.lineage.readable() {
+                if !self.cursors.contains_key(&shard) {
+                    if let Err(Stopped) = self.open(&shard, ctx).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            if self.status == StreamStatus::Disabled && self.lineage.all_finished() {
+                return Err(DynamoDbError::Disabled {
+                    table: self.table.to_string(),
+                });
+            }
+            let now = Instant::now();
+            let due: Vec<String> = self
+                .cursors
+                .iter()
+                .filter(|(_, c)| c.next_poll <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for shard in due {
+                if let Err(Stopped) = self.poll(&shard, ctx).await? {
+                    return Ok(());
+                }
+            }
+            let wake = self
+                .cursors
+                .values()
+                .map(|c| c.next_poll)
+                .min()
+                .map_or(self.next_refresh, |t| t.min(self.next_refresh));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = ctx.shutdown.requested() => return Ok(()),
+            }
+        }
+    }
+
+    /// Lists the shards again; checks that stored checkpoints still have their shard.
+    async fn refresh(&mut self) -> Result<(), DynamoDbError> {
+        let info = retry("DescribeStream", || self.api.describe(&self.arn)).await?;
+        self.table = info.table.as_str().into();
+        if info.status == StreamStatus::Disabled && self.status != StreamStatus::Disabled {
+            tracing::warn!(table = %info.table, "the stream is disabled: reading what it holds, then stopping");
+        }
+        self.status = info.status;
+        if let Some(initial) = &mut self.latest_shards {
+            if initial.is_empty() {
+                initial.extend(info.shards.iter().map(|s| s.id.clone()));
+            }
+        }
+        self.lineage.update(&info.shards);
+        // A checkpointed shard that is no longer listed (and not finished) aged out of the
+        // stream with records we had not read.
+        let lost: Vec<(String, String)> = self
+            .resume
+            .iter()
+            .filter(|(shard, pos)| pos.token != FINISHED && !self.lineage.is_listed(shard))
+            .map(|(shard, pos)| (shard.clone(), pos.token.clone()))
+            .collect();
+        for (shard, after) in lost {
+            self.on_trimmed(&shard, &after)?;
+            self.lineage.finish(&shard);
+            self.resume.remove(&shard);
+        }
+        self.next_refresh = Instant::now() + REFRESH_INTERVAL;
+        Ok(())
+    }
+
+    fn on_trimmed(&self, shard: &str, after: &str) -> Result<(), DynamoDbError> {
+        let err = DynamoDbError::Trimmed {
+            shard: shard.to_owned(),
+            after: after.to_owned(),
+        };
+        match self.config.on_trimmed {
+            OnTrimmed::Fail => Err(err),
+            OnTrimmed::RestartFromOldest => {
+                tracing::error!(shard, after, "RECORDS LOST: {err}; going on from the oldest record still in the stream (on_trimmed = \"restart_from_oldest\")");
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts reading a shard: after its checkpoint, or from its start.
+    async fn open(&mut self, shard: &str, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
+        let start = match self.resume.get(shard) {
+            Some(position) => Start::After(position.token.clone()),
+            None => match &self.latest_shards {
+                Some(initial) if initial.contains(shard) && self.lineage.is_closed(shard) => {
+                    // start = latest: a closed shard holds only the past.
+                    return Ok(self.finish(shard, ctx).await);
+                }
+                Some(initial) if initial.contains(shard) => Start::Latest,
+                _ => Start::TrimHorizon,
+            },
+        };
+        let iterator = match self.iterator(shard, &start).await {
+            Ok(iterator) => iterator,
+            Err(IteratorGone::Trimmed) => {
+                let Start::After(after) = &start else {
+                    return Err(DynamoDbError::Fatal(format!("shard {shard} trimmed at its horizon")));
+                };
+                self.on_trimmed(shard, after)?;
+                self.iterator(shard, &Start::TrimHorizon)
+                    .await
+                    .map_err(|_| DynamoDbError::Fatal(format!("shard {shard} cannot be read from its start")))?
+            }
+            Err(IteratorGone::Error(err)) => return Err(err),
+        };
+        let Some(iterator) = iterator else {
+            return Ok(self.finish(shard, ctx).await);
+        };
+        self.cursors.insert(
+            shard.to_owned(),
+            Cursor {
+                iterator: Some(iterator),
+                last_seq: match &start {
+                    Start::After(seq) => Some(seq.clone()),
+                    _ => None,
+                },
+                start,
+                next_poll: Instant::now(),
+                failures: 0,
+            },
+        );
+        Ok(Ok(()))
+    }
+
+    async fn iterator(&self, shard: &str, start: &Start) -> Result<Option<String>, IteratorGone> {
+        match retry("GetShardIterator", || self.api.iterator(&self.arn, shard, start)).await {
+            Ok(iterator) => Ok(iterator),
+            Err(DynamoDbError::Trimmed { .. }) => Err(IteratorGone::Trimmed),
+            // The shard itself aged out: lost records if we were reading it, else nothing to read.
+            Err(DynamoDbError::NotFound { .. }) if matches!(start, Start::After(_)) => Err(IteratorGone::Trimmed),
+            Err(DynamoDbError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(IteratorGone::Error(err)),
+        }
+    }
+
+    /// One GetRecords on `shard`, and its records emitted.
+    async fn poll(&mut self, shard: &str, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
+        let cursor = self.cursors.get_mut(shard).expect("polled shards have a cursor");
+        let iterator = match cursor.iterator.take() {
+            Some(iterator) => iterator,
+            None => {
+                // Renew after the last record read: nothing skipped, nothing repeated.
+                let start = cursor.last_seq.clone().map_or(cursor.start.clone(), Start::After);
+                match self.iterator(shard, &start).await {
+                    Ok(Some(iterator)) => iterator,
+                    Ok(None) => return Ok(self.finish(shard, ctx).await),
+                    Err(IteratorGone::Trimmed) => {
+                        let after = self.cursors[shard].last_seq.clone().unwrap_or_default();
+                        self.on_trimmed(shard, &after)?;
+                        let cursor = self.cursors.get_mut(shard).expect("cursor");
+                        cursor.start = Start::TrimHorizon;
+                        cursor.last_seq = None;
+                        return Ok(Ok(()));
+                    }
+                    Err(IteratorGone::Error(err)) => return Err(err),
+                }
+            }
+        };
+        match self.api.records(&iterator, RECORDS_PER_CALL).await {
+            Ok(page) => self.emit(shard, page, ctx).await,
+            Err(ApiError::ExpiredIterator) => {
+                tracing::debug!(shard, "shard iterator expired; renewing it after the last record read");
+                Ok(Ok(()))
+            }
+            Err(ApiError::Trimmed(_)) => {
+                let after = self.cursors[shard].last_seq.clone().unwrap_or_default();
+                self.on_trimmed(shard, &after)?;
+                let cursor = self.cursors.get_mut(shard).expect("cursor");
+                cursor.start = Start::TrimHorizon;
+                cursor.last_seq = None;
+                Ok(Ok(()))
+            }
+            Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_))) => {
+                let cursor = self.cursors.get_mut(shard).expect("cursor");
+                cursor.iterator = Some(iterator);
+                cursor.failures += 1;
+                if cursor.failures > MAX_FAILURES {
+                    return Err(DynamoDbError::Unavailable(err.to_string()));
+                }
+                let delay = backoff::exponential(cursor.failures - 1, MIN_POLL_GAP, Duration::from_secs(10));
+                cursor.next_poll = Instant::now() + backoff::with_jitter(delay);
+                tracing::warn!(shard, error = %err, "GetRecords failed; backing off");
+                Ok(Ok(()))
+            }
+            Err(err) => Err(api_error(err)),
+        }
+    }
+
+    async fn emit(&mut self, shard: &str, page: Page, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
+        let got_records = !page.records.is_empty();
+        for record in &page.records {
+            let event = self.event(shard, record);
+            let mark = Mark {
+                partition: shard.to_owned(),
+                position: seq_position(&record.sequence_number),
+            };
+            if let Err(stopped) = ctx.emit.event_then_checkpoint(event, mark).await {
+                return Ok(Err(stopped));
+            }
+            self.cursors.get_mut(shard).expect("cursor").last_seq = Some(record.sequence_number.clone());
+        }
+        let Some(next) = page.next else {
+            return Ok(self.finish(shard, ctx).await);
+        };
+        let cursor = self.cursors.get_mut(shard).expect("cursor");
+        cursor.iterator = Some(next);
+        cursor.failures = 0;
+        let gap = if got_records {
+            MIN_POLL_GAP
+        } else {
+            Duration::from_millis(self.config.poll_interval_ms)
+        };
+        cursor.next_poll = Instant::now() + gap;
+        Ok(Ok(()))
+    }
+
+    /// A shard read to its end: remembered in the checkpoints, and its children may start.
+    async fn finish(&mut self, shard: &str, ctx: &SourceContext) -> Result<(), Stopped> {
+        tracing::debug!(shard, "shard read to its end");
+        self.cursors.remove(shard);
+        self.lineage.finish(shard);
+        self.resume.remove(shard);
+        // Children of a closed shard may not be listed yet.
+        self.next_refresh = Instant::now();
+        ctx.emit
+            .checkpoint(Mark {
+                partition: shard.to_owned(),
+                position: finished_position(),
+            })
+            .await
+    }
+
+    fn event(&self, shard: &str, record: &StreamRecord) -> ChangeEvent {
+        let op = match record.kind {
+            RecordKind::Insert => Op::Insert,
+            RecordKind::Modify => Op::Update,
+            RecordKind::Remove => Op::Delete,
+        };
+        ChangeEvent {
+            op,
+            source: SourceInfo {
+                connector: SourceKind::Dynamodb,
+                pipeline: self.pipeline.clone(),
+                database: self.database.clone(),
+                schema: None,
+                table: self.table.clone(),
+                position: format!("{shard}:{}", record.sequence_number),
+                txid: None,
+                commit_ts_ms: record.created_ms,
+                snapshot: false,
+                ttl_expired: record.ttl && record.kind == RecordKind::Remove,
+            },
+            key: row(&record.keys),
+            before: record.old_image.as_ref().map(row),
+            after: record.new_image.as_ref().map(row),
+            unchanged: Vec::new(),
+            ts_ms: now_ms(),
+        }
+    }
+}
+
+enum IteratorGone {
+    Trimmed,
+    Error(DynamoDbError),
+}
+
+fn api_error(err: ApiError) -> DynamoDbError {
+    match err {
+        ApiError::NotFound(detail) => DynamoDbError::NotFound {
+            what: "stream or shard".into(),
+            detail,
+        },
+        ApiError::Denied(detail) => DynamoDbError::Denied(detail),
+        ApiError::Trimmed(detail) => DynamoDbError::Trimmed {
+            shard: String::new(),
+            after: detail,
+        },
+        ApiError::Throttled(detail) | ApiError::Transient(detail) => DynamoDbError::Unavailable(detail),
+        ApiError::ExpiredIterator => DynamoDbError::Unavailable("shard iterator expired".into()),
+        ApiError::Fatal(detail) => DynamoDbError::Fatal(detail),
+    }
+}
+
+/// Calls `call`, retrying throttling and service errors with backoff.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, DynamoDbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_))) if attempt < MAX_FAILURES => {
+                tracing::warn!(call = what, error = %err, "retrying after a backoff");
+                let delay = backoff::exponential(attempt, MIN_POLL_GAP, Duration::from_secs(10));
+                tokio::time::sleep(backoff::with_jitter(delay)).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(api_error(err)),
+        }
+    }
+}

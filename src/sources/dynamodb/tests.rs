@@ -1,0 +1,305 @@
+//! The reader against scripted shard trees, through the same [`StreamsApi`] the AWS client
+//! implements (no emulator rolls shards): lineage order across a split, a closed parent,
+//! an expired iterator, resume from per-shard checkpoints, trimmed data, a disabled stream.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::types::AttributeValue;
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::checkpoint::{Checkpoints, Position};
+use crate::envelope::{ChangeEvent, Value};
+use crate::shutdown::ShutdownTrigger;
+use crate::source::{Emitter, Item, SourceContext};
+
+struct ScriptShard {
+    info: ShardInfo,
+    records: Vec<StreamRecord>,
+    /// Records before this index are trimmed (gone).
+    trimmed_before: usize,
+}
+
+#[derive(Default)]
+struct Script {
+    shards: Vec<ScriptShard>,
+    status: Option<StreamStatus>,
+    /// (shard, record index): the first GetRecords at this point answers ExpiredIterator.
+    expire_once: HashSet<(String, usize)>,
+    calls: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Scripted(Arc<Mutex<Script>>);
+
+fn record(key: &str, version: u32, seq: u64) -> StreamRecord {
+    let image: HashMap<String, AttributeValue> = [
+        ("pk".to_owned(), AttributeValue::S(key.into())),
+        ("version".to_owned(), AttributeValue::N(version.to_string())),
+    ]
+    .into();
+    StreamRecord {
+        sequence_number: format!("{seq:021}"),
+        kind: if version == 1 { RecordKind::Insert } else { RecordKind::Modify },
+        keys: [("pk".to_owned(), AttributeValue::S(key.into()))].into(),
+        new_image: Some(image),
+        old_image: None,
+        created_ms: Some(1_700_000_000_000),
+        ttl: false,
+    }
+}
+
+fn shard(id: &str, parent: Option<&str>, closed: bool, records: Vec<StreamRecord>) -> ScriptShard {
+    ScriptShard {
+        info: ShardInfo {
+            id: id.into(),
+            parent: parent.map(Into::into),
+            closed,
+        },
+        records,
+        trimmed_before: 0,
+    }
+}
+
+#[async_trait]
+impl StreamsApi for Scripted {
+    async fn describe(&self, _arn: &str) -> Result<StreamInfo, ApiError> {
+        let script = self.0.lock().unwrap();
+        Ok(StreamInfo {
+            table: "items".into(),
+            status: script.status.unwrap_or(StreamStatus::Enabled),
+            view_type: "NEW_AND_OLD_IMAGES".into(),
+            shards: script.shards.iter().map(|s| s.info.clone()).collect(),
+        })
+    }
+
+    async fn iterator(&self, _arn: &str, shard: &str, start: &Start) -> Result<Option<String>, ApiError> {
+        let mut script = self.0.lock().unwrap();
+        script.calls.push(format!("iterator {shard} {start:?}"));
+        let s = script
+            .shards
+            .iter()
+            .find(|s| s.info.id == shard)
+            .ok_or_else(|| ApiError::NotFound(shard.into()))?;
+        let index = match start {
+            Start::TrimHorizon => s.trimmed_before,
+            Start::Latest => s.records.len(),
+            Start::After(seq) => {
+                let at = s
+                    .records
+                    .iter()
+                    .position(|r| &r.sequence_number == seq)
+                    .ok_or_else(|| ApiError::Fatal(format!("no record {seq}")))?;
+                if at < s.trimmed_before {
+                    return Err(ApiError::Trimmed(seq.clone()));
+                }
+                at + 1
+            }
+        };
+        Ok(Some(format!("{shard}#{index}")))
+    }
+
+    async fn records(&self, iterator: &str, _limit: i32) -> Result<Page, ApiError> {
+        let mut script = self.0.lock().unwrap();
+        let (shard, index) = iterator.split_once('#').unwrap();
+        let index: usize = index.parse().unwrap();
+        if script.expire_once.remove(&(shard.to_owned(), index)) {
+            return Err(ApiError::ExpiredIterator);
+        }
+        let s = script.shards.iter().find(|s| s.info.id == shard).unwrap();
+        // Two records per call, to page through shards.
+        let end = (index + 2).min(s.records.len());
+        let records = s.records[index..end].to_vec();
+        let next = (!(s.info.closed && end == s.records.len())).then(|| format!("{shard}#{end}"));
+        Ok(Page { records, next })
+    }
+}
+
+fn config(extra: &str) -> DynamoDbConfig {
+    toml::from_str(&format!("table = \"items\"\npoll_interval_ms = 200\n{extra}")).unwrap()
+}
+
+struct Run {
+    events: Vec<ChangeEvent>,
+    marks: Vec<(String, String)>,
+    result: Result<(), String>,
+}
+
+/// Runs the source until `events` events arrived (or it ended), then stops it.
+async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events: usize) -> Run {
+    let (tx, mut rx) = mpsc::channel::<Item>(1000);
+    let trigger = ShutdownTrigger::new();
+    let (_stored_tx, stored) = watch::channel(resume.clone());
+    let ctx = SourceContext {
+        pipeline: "p".into(),
+        resume,
+        emit: Emitter::new(tx, 1 << 24),
+        stored,
+        shutdown: trigger.subscribe(),
+    };
+    let source = Box::new(DynamoDbSource::with_api(config, Arc::new(api), "arn:scripted"));
+    let task = tokio::spawn(source.run(ctx));
+    let mut out = Run {
+        events: Vec::new(),
+        marks: Vec::new(),
+        result: Ok(()),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.events.len() < events {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => {
+                    if let Some(event) = item.event { out.events.push(event); }
+                    if let Some(mark) = item.mark { out.marks.push((mark.partition, mark.position.token)); }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => panic!("only {} of {events} events", out.events.len()),
+        }
+    }
+    // Let the reader go on briefly (shards finishing), then stop it.
+    let settle = tokio::time::Instant::now() + Duration::from_millis(600);
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => {
+                    if let Some(event) = item.event { out.events.push(event); }
+                    if let Some(mark) = item.mark { out.marks.push((mark.partition, mark.position.token)); }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(settle) => break,
+        }
+    }
+    trigger.trigger();
+    out.result = task.await.unwrap().map_err(|e| crate::error::report(&e));
+    out
+}
+
+fn versions(events: &[ChangeEvent]) -> BTreeMap<String, Vec<u32>> {
+    let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for event in events {
+        let Some(Value::Text(key)) = event.key.get("pk") else { panic!("pk") };
+        let Some(Value::Decimal(v)) = event.after.as_ref().unwrap().get("version") else { panic!("version") };
+        by_key.entry(key.clone()).or_default().push(v.as_str().parse().unwrap());
+    }
+    by_key
+}
+
+/// A -> (B1, B2) split, B1 -> C; k1 and k2 move across the split.
+fn split_tree() -> Scripted {
+    let script = Script {
+        shards: vec![
+            shard("A", None, true, vec![record("k1", 1, 1), record("k2", 1, 2), record("k1", 2, 3), record("k2", 2, 4), record("k1", 3, 5)]),
+            shard("B1", Some("A"), true, vec![record("k1", 4, 10), record("k1", 5, 11), record("k1", 6, 12)]),
+            shard("B2", Some("A"), false, vec![record("k2", 3, 20), record("k2", 4, 21)]),
+            shard("C", Some("B1"), false, vec![record("k1", 7, 30)]),
+        ],
+        expire_once: [("B1".to_owned(), 2)].into(),
+        ..Script::default()
+    };
+    Scripted(Arc::new(Mutex::new(script)))
+}
+
+#[tokio::test]
+async fn parents_are_read_to_their_end_before_children_through_a_split() {
+    let api = split_tree();
+    let out = run(api.clone(), config(""), Checkpoints::new(), 11).await;
+    assert_eq!(out.result, Ok(()));
+    let by_key = versions(&out.events);
+    assert_eq!(by_key["k1"], [1, 2, 3, 4, 5, 6, 7], "per item order across A -> B1 -> C, nothing skipped or repeated");
+    assert_eq!(by_key["k2"], [1, 2, 3, 4]);
+    // Every event of A comes before any event of its children.
+    let shard_of = |e: &ChangeEvent| e.source.position.split(':').next().unwrap().to_owned();
+    let last_a = out.events.iter().rposition(|e| shard_of(e) == "A").unwrap();
+    let first_child = out.events.iter().position(|e| shard_of(e) != "A").unwrap();
+    assert!(last_a < first_child);
+    // Closed shards are remembered as finished; open ones by sequence number.
+    for closed in ["A", "B1"] {
+        assert!(out.marks.contains(&(closed.to_owned(), FINISHED.to_owned())), "{closed} finished: {:?}", out.marks);
+    }
+    assert!(!out.marks.iter().any(|(shard, token)| shard == "B2" && token == FINISHED));
+    // The expired iterator was renewed after the last record read.
+    let calls = api.0.lock().unwrap().calls.clone();
+    assert!(calls.contains(&format!("iterator B1 After(\"{:021}\")", 11)), "{calls:?}");
+    assert_eq!(out.events[0].source.position, format!("A:{:021}", 1));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_each_shard_after_its_checkpoint() {
+    let resume: Checkpoints = [
+        ("A".to_owned(), finished_position()),
+        ("B1".to_owned(), seq_position(&format!("{:021}", 10))),
+    ]
+    .into();
+    let out = run(split_tree(), config(""), resume, 5).await;
+    assert_eq!(out.result, Ok(()));
+    let by_key = versions(&out.events);
+    assert_eq!(by_key["k1"], [5, 6, 7], "B1 after its checkpoint, then C");
+    assert_eq!(by_key["k2"], [3, 4], "B2 from its start; nothing of the finished A");
+}
+
+#[tokio::test]
+async fn trimmed_records_stop_the_source_unless_restarting_from_the_oldest() {
+    let tree = || {
+        let api = split_tree();
+        api.0.lock().unwrap().shards[0].trimmed_before = 3;
+        api
+    };
+    let resume: Checkpoints = [("A".to_owned(), seq_position(&format!("{:021}", 1)))].into();
+    let out = run(tree(), config(""), resume.clone(), 0).await;
+    let err = out.result.unwrap_err();
+    assert!(err.contains("records of shard A after 000000000000000000001 are gone"), "{err}");
+    assert!(err.contains("on_trimmed = \"restart_from_oldest\""));
+    assert!(out.events.is_empty());
+
+    let out = run(tree(), config("on_trimmed = \"restart_from_oldest\""), resume, 8).await;
+    assert_eq!(out.result, Ok(()));
+    let by_key = versions(&out.events);
+    assert_eq!(by_key["k1"], [3, 4, 5, 6, 7], "from the oldest record left in A");
+    assert_eq!(by_key["k2"], [2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_checkpointed_shard_that_aged_out_is_reported_lost() {
+    let resume: Checkpoints = [("Z".to_owned(), seq_position("5"))].into();
+    let out = run(split_tree(), config(""), resume, 0).await;
+    assert!(out.result.unwrap_err().contains("records of shard Z after 5 are gone"));
+}
+
+#[tokio::test]
+async fn a_disabled_stream_is_read_to_its_end_then_stops_with_the_fix() {
+    let api = Scripted(Arc::new(Mutex::new(Script {
+        shards: vec![shard("A", None, true, vec![record("k1", 1, 1), record("k1", 2, 2)])],
+        status: Some(StreamStatus::Disabled),
+        ..Script::default()
+    })));
+    let out = run(api, config(""), Checkpoints::new(), 2).await;
+    assert_eq!(versions(&out.events)["k1"], [1, 2]);
+    let err = out.result.unwrap_err();
+    assert!(err.contains("stream of table items is disabled") && err.contains("reset this pipeline's checkpoints"), "{err}");
+}
+
+#[tokio::test]
+async fn start_latest_skips_the_past_but_reads_new_shards_whole() {
+    let api = split_tree();
+    let out = run(api.clone(), config("start = \"latest\""), Checkpoints::new(), 0).await;
+    assert_eq!(out.result, Ok(()));
+    assert!(out.events.is_empty(), "nothing from before the start: {:?}", versions(&out.events));
+    // A shard created after the start is read from its beginning.
+    api.0.lock().unwrap().shards.push(shard("D", Some("B2"), false, vec![record("k9", 1, 40)]));
+    api.0.lock().unwrap().shards[2].info.closed = true;
+    let calls = api.0.lock().unwrap().calls.clone();
+    assert!(calls.contains(&"iterator B2 Latest".to_owned()), "{calls:?}");
+}
+
+#[test]
+fn sequence_positions_order_numerically_and_finished_comes_last() {
+    let (a, b) = (seq_position("999"), seq_position("1000"));
+    assert!(a.rank < b.rank);
+    assert!(b.rank < finished_position().rank);
+    let _ = Position::from_counter("x", 1);
+}
