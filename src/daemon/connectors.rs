@@ -12,10 +12,11 @@ use crate::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig, StreamRef};
 use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
+use crate::sources::dynamodb::{self, DynamoDbConfig, DynamoDbSource};
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
-const SOURCE_KINDS: &[&str] = &["generator", "postgres"];
+const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb"];
 const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
 
 /// A typed `source` section.
@@ -23,6 +24,7 @@ const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
 pub enum SourceSpec {
     Generator(GeneratorConfig),
     Postgres(PostgresConfig),
+    Dynamodb(DynamoDbConfig),
 }
 
 /// A typed `sink` section.
@@ -44,6 +46,11 @@ impl SourceSpec {
                 config.validate(section.key())?;
                 Ok(SourceSpec::Postgres(config))
             }
+            "dynamodb" => {
+                let config: DynamoDbConfig = section.parse()?;
+                config.validate(section.key())?;
+                Ok(SourceSpec::Dynamodb(config))
+            }
             _ => Err(section.unknown_kind(SOURCE_KINDS)),
         }
     }
@@ -52,6 +59,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Generator(_) => "generator",
             SourceSpec::Postgres(_) => "postgres",
+            SourceSpec::Dynamodb(_) => "dynamodb",
         }
     }
 
@@ -60,6 +68,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Generator(config) => Ok(Box::new(GeneratorSource::new(config.clone()))),
             SourceSpec::Postgres(config) => Ok(Box::new(PostgresSource::new(config.clone()))),
+            SourceSpec::Dynamodb(config) => Ok(Box::new(DynamoDbSource::new(config.clone()))),
         }
     }
 
@@ -68,6 +77,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Generator(_) => Vec::new(),
             SourceSpec::Postgres(config) => postgres::check(config).await,
+            SourceSpec::Dynamodb(config) => dynamodb::check(config).await,
         }
     }
 }

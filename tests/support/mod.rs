@@ -147,6 +147,7 @@ impl Rng {
     }
 }
 
+pub mod dynamodb;
 pub mod kafka;
 pub mod kinesis;
 pub mod pg;

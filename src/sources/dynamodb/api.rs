@@ -94,7 +94,12 @@ pub trait StreamsApi: Send + Sync + 'static {
     /// The stream and all its shards (every page).
     async fn describe(&self, arn: &str) -> Result<StreamInfo, ApiError>;
     /// An iterator for `shard` from `start`; `None` when the shard has nothing left.
-    async fn iterator(&self, arn: &str, shard: &str, start: &Start) -> Result<Option<String>, ApiError>;
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        start: &Start,
+    ) -> Result<Option<String>, ApiError>;
     async fn records(&self, iterator: &str, limit: i32) -> Result<Page, ApiError>;
 }
 
@@ -108,9 +113,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkError
         "ExpiredIteratorException" => ApiError::ExpiredIterator,
         "TrimmedDataAccessException" => ApiError::Trimmed(text),
         "ResourceNotFoundException" => ApiError::NotFound(text),
-        "LimitExceededException" | "ThrottlingException" | "ProvisionedThroughputExceededException"
+        "LimitExceededException"
+        | "ThrottlingException"
+        | "ProvisionedThroughputExceededException"
         | "RequestLimitExceeded" => ApiError::Throttled(text),
-        "AccessDeniedException" | "UnrecognizedClientException" | "InvalidSignatureException"
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
         | "MissingAuthenticationToken" => ApiError::Denied(text),
         "ValidationException" => ApiError::Fatal(text),
         _ if matches!(err, SdkError::ServiceError(_)) && !code.is_empty() => {
@@ -136,9 +145,9 @@ impl StreamsApi for AwsStreams {
                 .send()
                 .await
                 .map_err(classify)?;
-            let description = output
-                .stream_description()
-                .ok_or_else(|| ApiError::Transient("DescribeStream without a description".into()))?;
+            let description = output.stream_description().ok_or_else(|| {
+                ApiError::Transient("DescribeStream without a description".into())
+            })?;
             for shard in description.shards() {
                 shards.push(ShardInfo {
                     id: shard.shard_id().unwrap_or_default().to_owned(),
@@ -170,7 +179,12 @@ impl StreamsApi for AwsStreams {
         }
     }
 
-    async fn iterator(&self, arn: &str, shard: &str, start: &Start) -> Result<Option<String>, ApiError> {
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        start: &Start,
+    ) -> Result<Option<String>, ApiError> {
         let request = self.0.get_shard_iterator().stream_arn(arn).shard_id(shard);
         let request = match start {
             Start::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),

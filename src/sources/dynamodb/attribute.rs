@@ -38,13 +38,15 @@ pub fn value(attribute: &AttributeValue) -> Value {
         AttributeValue::L(items) => Value::Array(items.iter().map(value).collect()),
         AttributeValue::Ss(items) => Value::Array(items.iter().cloned().map(Value::Text).collect()),
         AttributeValue::Ns(items) => Value::Array(items.iter().map(|n| number(n)).collect()),
-        AttributeValue::Bs(items) => {
-            Value::Array(items.iter().map(|b| Value::Bytes(b.as_ref().to_vec())).collect())
-        }
+        AttributeValue::Bs(items) => Value::Array(
+            items
+                .iter()
+                .map(|b| Value::Bytes(b.as_ref().to_vec()))
+                .collect(),
+        ),
         AttributeValue::M(map) => {
-            let json = serde_json::Value::Object(
-                map.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
-            );
+            let json =
+                serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), json(v))).collect());
             Value::Json(Json::parse(&json.to_string()).expect("serde_json writes valid JSON"))
         }
         // A type this version does not know: keep its debug text rather than drop it.
@@ -80,7 +82,9 @@ fn json(attribute: &AttributeValue) -> serde_json::Value {
             J::Array(items.iter().cloned().map(J::String).collect())
         }
         AttributeValue::Bs(items) => J::Array(items.iter().map(|b| b64(b.as_ref())).collect()),
-        AttributeValue::M(map) => J::Object(map.iter().map(|(k, v)| (k.clone(), json(v))).collect()),
+        AttributeValue::M(map) => {
+            J::Object(map.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
         other => J::String(format!("{other:?}")),
     }
 }
@@ -98,11 +102,20 @@ mod tests {
         let item: HashMap<String, AttributeValue> = [
             ("s", AttributeValue::S("héllo".into())),
             ("n", AttributeValue::N(big.into())),
-            ("frac", AttributeValue::N("-0.000000000000000000000000000000000001".into())),
+            (
+                "frac",
+                AttributeValue::N("-0.000000000000000000000000000000000001".into()),
+            ),
             ("b", AttributeValue::B(Blob::new(vec![0, 1, 255]))),
             ("t", AttributeValue::Bool(true)),
             ("z", AttributeValue::Null(true)),
-            ("l", AttributeValue::L(vec![AttributeValue::N("1".into()), AttributeValue::S("x".into())])),
+            (
+                "l",
+                AttributeValue::L(vec![
+                    AttributeValue::N("1".into()),
+                    AttributeValue::S("x".into()),
+                ]),
+            ),
             ("ss", AttributeValue::Ss(vec!["a".into(), "b".into()])),
             ("ns", AttributeValue::Ns(vec![big.into(), "2.5".into()])),
             ("bs", AttributeValue::Bs(vec![Blob::new(vec![7])])),
@@ -110,7 +123,12 @@ mod tests {
                 "m",
                 AttributeValue::M(
                     [
-                        ("deep".to_owned(), AttributeValue::M([("n".to_owned(), AttributeValue::N(big.into()))].into())),
+                        (
+                            "deep".to_owned(),
+                            AttributeValue::M(
+                                [("n".to_owned(), AttributeValue::N(big.into()))].into(),
+                            ),
+                        ),
                         ("bytes".to_owned(), AttributeValue::B(Blob::new(vec![1, 2]))),
                     ]
                     .into(),
@@ -120,8 +138,9 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut event = crate::sources::generator::GeneratorSource::new(toml::from_str("keys = 1").unwrap())
-            .event(&"p".into(), &"d".into(), &"t".into(), 1);
+        let mut event =
+            crate::sources::generator::GeneratorSource::new(toml::from_str("keys = 1").unwrap())
+                .event(&"p".into(), &"d".into(), &"t".into(), 1);
         event.after = Some(row(&item));
         let mut out = Vec::new();
         JsonFormat.encode_value(&event, &mut out);
@@ -134,6 +153,10 @@ mod tests {
         });
         assert_eq!(after, &expected);
         let keys: Vec<&String> = after.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["b", "bs", "frac", "l", "m", "n", "ns", "s", "ss", "t", "z"], "name order");
+        assert_eq!(
+            keys,
+            ["b", "bs", "frac", "l", "m", "n", "ns", "s", "ss", "t", "z"],
+            "name order"
+        );
     }
 }

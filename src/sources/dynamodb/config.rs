@@ -71,7 +71,10 @@ impl DynamoDbConfig {
         }
         if let Some(url) = &self.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(format!("{key}.endpoint_url"), "must start with http:// or https://"));
+                return Err(ConfigError::invalid(
+                    format!("{key}.endpoint_url"),
+                    "must start with http:// or https://",
+                ));
             }
         }
         if self.poll_interval_ms < 200 {
@@ -110,12 +113,21 @@ mod tests {
         let config = parse("table = \"orders\"").unwrap();
         assert_eq!(config.start, StartAt::TrimHorizon);
         assert_eq!(config.on_trimmed, OnTrimmed::Fail);
-        let arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2025-01-01T00:00:00.000";
+        let arn =
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2025-01-01T00:00:00.000";
         let config = parse(&format!("stream_arn = \"{arn}\"")).unwrap();
         assert_eq!(config.explicit_region().as_deref(), Some("eu-west-1"));
-        assert!(parse("").unwrap_err().starts_with("s.table: set exactly one"));
-        assert!(parse("stream_arn = \"orders\"").unwrap_err().starts_with("s.stream_arn: not a DynamoDB stream ARN"));
-        assert!(parse("table = \"t\"\npoll_interval_ms = 10").unwrap_err().starts_with("s.poll_interval_ms"));
-        assert!(parse("table = \"t\"\nstart = \"now\"").unwrap_err().contains("unknown variant"));
+        assert!(parse("")
+            .unwrap_err()
+            .starts_with("s.table: set exactly one"));
+        assert!(parse("stream_arn = \"orders\"")
+            .unwrap_err()
+            .starts_with("s.stream_arn: not a DynamoDB stream ARN"));
+        assert!(parse("table = \"t\"\npoll_interval_ms = 10")
+            .unwrap_err()
+            .starts_with("s.poll_interval_ms"));
+        assert!(parse("table = \"t\"\nstart = \"now\"")
+            .unwrap_err()
+            .contains("unknown variant"));
     }
 }

@@ -4,7 +4,9 @@ use crate::error::{ConnectorError, Disposition};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DynamoDbError {
-    #[error("no AWS region: set `region` in the source, AWS_REGION, or a region in the AWS profile")]
+    #[error(
+        "no AWS region: set `region` in the source, AWS_REGION, or a region in the AWS profile"
+    )]
     NoRegion,
     #[error("table {table:?} has no stream: enable DynamoDB Streams on it (NEW_AND_OLD_IMAGES gives before and after rows)")]
     NoStream { table: String },

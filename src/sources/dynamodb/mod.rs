@@ -23,7 +23,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 
-pub use api::{ApiError, Page, RecordKind, ShardInfo, Start, StreamInfo, StreamRecord, StreamStatus, StreamsApi};
+pub use api::{
+    ApiError, Page, RecordKind, ShardInfo, Start, StreamInfo, StreamRecord, StreamStatus,
+    StreamsApi,
+};
 pub use attribute::{row as attribute_row, value as attribute_value};
 pub use config::{DynamoDbConfig, OnTrimmed, StartAt};
 pub use error::DynamoDbError;
@@ -46,7 +49,11 @@ impl DynamoDbSource {
     }
 
     /// Reads `arn` through `api` instead of the AWS client.
-    pub fn with_api(config: DynamoDbConfig, api: Arc<dyn StreamsApi>, arn: impl Into<String>) -> Self {
+    pub fn with_api(
+        config: DynamoDbConfig,
+        api: Arc<dyn StreamsApi>,
+        arn: impl Into<String>,
+    ) -> Self {
         DynamoDbSource {
             config,
             api: Some((api, arn.into())),
@@ -61,7 +68,11 @@ impl Source for DynamoDbSource {
             Some((api, arn)) => (api, arn, "local".to_owned()),
             None => {
                 let connected = connect(&self.config).await?;
-                (Arc::new(AwsStreams(connected.streams)) as Arc<dyn StreamsApi>, connected.arn, connected.region)
+                (
+                    Arc::new(AwsStreams(connected.streams)) as Arc<dyn StreamsApi>,
+                    connected.arn,
+                    connected.region,
+                )
             }
         };
         tracing::info!(stream = %arn, "reading DynamoDB stream");
@@ -104,7 +115,9 @@ async fn connect(config: &DynamoDbConfig) -> Result<Connected, DynamoDbError> {
                             what: format!("table {table:?} in region {region}"),
                             detail,
                         },
-                        Some("AccessDeniedException" | "UnrecognizedClientException") => DynamoDbError::Denied(detail),
+                        Some("AccessDeniedException" | "UnrecognizedClientException") => {
+                            DynamoDbError::Denied(detail)
+                        }
                         _ if detail.contains("credentials") => DynamoDbError::Denied(detail),
                         _ => DynamoDbError::Unavailable(detail),
                     }
@@ -112,8 +125,14 @@ async fn connect(config: &DynamoDbConfig) -> Result<Connected, DynamoDbError> {
             let description = output.table();
             let arn = description
                 .and_then(|t| t.latest_stream_arn())
-                .filter(|_| description.and_then(|t| t.stream_specification()).is_some_and(|s| s.stream_enabled()))
-                .ok_or_else(|| DynamoDbError::NoStream { table: table.clone() })?;
+                .filter(|_| {
+                    description
+                        .and_then(|t| t.stream_specification())
+                        .is_some_and(|s| s.stream_enabled())
+                })
+                .ok_or_else(|| DynamoDbError::NoStream {
+                    table: table.clone(),
+                })?;
             let view_type = description
                 .and_then(|t| t.stream_specification())
                 .and_then(|s| s.stream_view_type())
@@ -139,7 +158,12 @@ pub async fn check(config: &DynamoDbConfig) -> Vec<Finding> {
     let api = AwsStreams(connected.streams);
     let info = match api.describe(&connected.arn).await {
         Ok(info) => info,
-        Err(err) => return vec![Finding::fail(format!("DescribeStream {}: {err}", connected.arn))],
+        Err(err) => {
+            return vec![Finding::fail(format!(
+                "DescribeStream {}: {err}",
+                connected.arn
+            ))]
+        }
     };
     let open = info.shards.iter().filter(|s| !s.closed).count();
     let mut findings = vec![Finding::ok(format!(
@@ -157,7 +181,10 @@ pub async fn check(config: &DynamoDbConfig) -> Vec<Finding> {
         other => Finding::warn(format!("view type {other}: events carry {} only; NEW_AND_OLD_IMAGES gives both", if other == "NEW_IMAGE" { "after rows" } else { "before rows" })),
     });
     if info.status != StreamStatus::Enabled {
-        findings.push(Finding::fail(format!("the stream is {:?}: enable DynamoDB Streams on the table", info.status)));
+        findings.push(Finding::fail(format!(
+            "the stream is {:?}: enable DynamoDB Streams on the table",
+            info.status
+        )));
     }
     findings
 }

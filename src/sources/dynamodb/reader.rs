@@ -76,14 +76,21 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(api: Arc<dyn StreamsApi>, arn: String, config: DynamoDbConfig, database: &str, ctx: &SourceContext) -> Self {
+    pub fn new(
+        api: Arc<dyn StreamsApi>,
+        arn: String,
+        config: DynamoDbConfig,
+        database: &str,
+        ctx: &SourceContext,
+    ) -> Self {
         let mut lineage = Lineage::default();
         for (shard, position) in &ctx.resume {
             if position.token == FINISHED {
                 lineage.finish(shard);
             }
         }
-        let latest_shards = (ctx.resume.is_empty() && config.start == StartAt::Latest).then(HashSet::new);
+        let latest_shards =
+            (ctx.resume.is_empty() && config.start == StartAt::Latest).then(HashSet::new);
         Reader {
             api,
             arn,
@@ -191,7 +198,11 @@ impl Reader {
     }
 
     /// Starts reading a shard: after its checkpoint, or from its start.
-    async fn open(&mut self, shard: &str, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
+    async fn open(
+        &mut self,
+        shard: &str,
+        ctx: &SourceContext,
+    ) -> Result<Result<(), Stopped>, DynamoDbError> {
         let start = match self.resume.get(shard) {
             Some(position) => Start::After(position.token.clone()),
             None => match &self.latest_shards {
@@ -207,12 +218,16 @@ impl Reader {
             Ok(iterator) => iterator,
             Err(IteratorGone::Trimmed) => {
                 let Start::After(after) = &start else {
-                    return Err(DynamoDbError::Fatal(format!("shard {shard} trimmed at its horizon")));
+                    return Err(DynamoDbError::Fatal(format!(
+                        "shard {shard} trimmed at its horizon"
+                    )));
                 };
                 self.on_trimmed(shard, after)?;
                 self.iterator(shard, &Start::TrimHorizon)
                     .await
-                    .map_err(|_| DynamoDbError::Fatal(format!("shard {shard} cannot be read from its start")))?
+                    .map_err(|_| {
+                        DynamoDbError::Fatal(format!("shard {shard} cannot be read from its start"))
+                    })?
             }
             Err(IteratorGone::Error(err)) => return Err(err),
         };
@@ -236,24 +251,40 @@ impl Reader {
     }
 
     async fn iterator(&self, shard: &str, start: &Start) -> Result<Option<String>, IteratorGone> {
-        match retry("GetShardIterator", || self.api.iterator(&self.arn, shard, start)).await {
+        match retry("GetShardIterator", || {
+            self.api.iterator(&self.arn, shard, start)
+        })
+        .await
+        {
             Ok(iterator) => Ok(iterator),
             Err(DynamoDbError::Trimmed { .. }) => Err(IteratorGone::Trimmed),
             // The shard itself aged out: lost records if we were reading it, else nothing to read.
-            Err(DynamoDbError::NotFound { .. }) if matches!(start, Start::After(_)) => Err(IteratorGone::Trimmed),
+            Err(DynamoDbError::NotFound { .. }) if matches!(start, Start::After(_)) => {
+                Err(IteratorGone::Trimmed)
+            }
             Err(DynamoDbError::NotFound { .. }) => Ok(None),
             Err(err) => Err(IteratorGone::Error(err)),
         }
     }
 
     /// One GetRecords on `shard`, and its records emitted.
-    async fn poll(&mut self, shard: &str, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
-        let cursor = self.cursors.get_mut(shard).expect("polled shards have a cursor");
+    async fn poll(
+        &mut self,
+        shard: &str,
+        ctx: &SourceContext,
+    ) -> Result<Result<(), Stopped>, DynamoDbError> {
+        let cursor = self
+            .cursors
+            .get_mut(shard)
+            .expect("polled shards have a cursor");
         let iterator = match cursor.iterator.take() {
             Some(iterator) => iterator,
             None => {
                 // Renew after the last record read: nothing skipped, nothing repeated.
-                let start = cursor.last_seq.clone().map_or(cursor.start.clone(), Start::After);
+                let start = cursor
+                    .last_seq
+                    .clone()
+                    .map_or(cursor.start.clone(), Start::After);
                 match self.iterator(shard, &start).await {
                     Ok(Some(iterator)) => iterator,
                     Ok(None) => return Ok(self.finish(shard, ctx).await),
@@ -272,7 +303,10 @@ impl Reader {
         match self.api.records(&iterator, RECORDS_PER_CALL).await {
             Ok(page) => self.emit(shard, page, ctx).await,
             Err(ApiError::ExpiredIterator) => {
-                tracing::debug!(shard, "shard iterator expired; renewing it after the last record read");
+                tracing::debug!(
+                    shard,
+                    "shard iterator expired; renewing it after the last record read"
+                );
                 Ok(Ok(()))
             }
             Err(ApiError::Trimmed(_)) => {
@@ -290,7 +324,11 @@ impl Reader {
                 if cursor.failures > MAX_FAILURES {
                     return Err(DynamoDbError::Unavailable(err.to_string()));
                 }
-                let delay = backoff::exponential(cursor.failures - 1, MIN_POLL_GAP, Duration::from_secs(10));
+                let delay = backoff::exponential(
+                    cursor.failures - 1,
+                    MIN_POLL_GAP,
+                    Duration::from_secs(10),
+                );
                 cursor.next_poll = Instant::now() + backoff::with_jitter(delay);
                 tracing::warn!(shard, error = %err, "GetRecords failed; backing off");
                 Ok(Ok(()))
@@ -299,7 +337,12 @@ impl Reader {
         }
     }
 
-    async fn emit(&mut self, shard: &str, page: Page, ctx: &SourceContext) -> Result<Result<(), Stopped>, DynamoDbError> {
+    async fn emit(
+        &mut self,
+        shard: &str,
+        page: Page,
+        ctx: &SourceContext,
+    ) -> Result<Result<(), Stopped>, DynamoDbError> {
         let got_records = !page.records.is_empty();
         for record in &page.records {
             let event = self.event(shard, record);
@@ -310,7 +353,8 @@ impl Reader {
             if let Err(stopped) = ctx.emit.event_then_checkpoint(event, mark).await {
                 return Ok(Err(stopped));
             }
-            self.cursors.get_mut(shard).expect("cursor").last_seq = Some(record.sequence_number.clone());
+            self.cursors.get_mut(shard).expect("cursor").last_seq =
+                Some(record.sequence_number.clone());
         }
         let Some(next) = page.next else {
             return Ok(self.finish(shard, ctx).await);
@@ -388,7 +432,9 @@ fn api_error(err: ApiError) -> DynamoDbError {
             shard: String::new(),
             after: detail,
         },
-        ApiError::Throttled(detail) | ApiError::Transient(detail) => DynamoDbError::Unavailable(detail),
+        ApiError::Throttled(detail) | ApiError::Transient(detail) => {
+            DynamoDbError::Unavailable(detail)
+        }
         ApiError::ExpiredIterator => DynamoDbError::Unavailable("shard iterator expired".into()),
         ApiError::Fatal(detail) => DynamoDbError::Fatal(detail),
     }
@@ -404,7 +450,9 @@ where
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_))) if attempt < MAX_FAILURES => {
+            Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_)))
+                if attempt < MAX_FAILURES =>
+            {
                 tracing::warn!(call = what, error = %err, "retrying after a backoff");
                 let delay = backoff::exponential(attempt, MIN_POLL_GAP, Duration::from_secs(10));
                 tokio::time::sleep(backoff::with_jitter(delay)).await;

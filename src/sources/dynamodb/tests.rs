@@ -43,7 +43,11 @@ fn record(key: &str, version: u32, seq: u64) -> StreamRecord {
     .into();
     StreamRecord {
         sequence_number: format!("{seq:021}"),
-        kind: if version == 1 { RecordKind::Insert } else { RecordKind::Modify },
+        kind: if version == 1 {
+            RecordKind::Insert
+        } else {
+            RecordKind::Modify
+        },
         keys: [("pk".to_owned(), AttributeValue::S(key.into()))].into(),
         new_image: Some(image),
         old_image: None,
@@ -76,7 +80,12 @@ impl StreamsApi for Scripted {
         })
     }
 
-    async fn iterator(&self, _arn: &str, shard: &str, start: &Start) -> Result<Option<String>, ApiError> {
+    async fn iterator(
+        &self,
+        _arn: &str,
+        shard: &str,
+        start: &Start,
+    ) -> Result<Option<String>, ApiError> {
         let mut script = self.0.lock().unwrap();
         script.calls.push(format!("iterator {shard} {start:?}"));
         let s = script
@@ -119,7 +128,10 @@ impl StreamsApi for Scripted {
 }
 
 fn config(extra: &str) -> DynamoDbConfig {
-    toml::from_str(&format!("table = \"items\"\npoll_interval_ms = 200\n{extra}")).unwrap()
+    toml::from_str(&format!(
+        "table = \"items\"\npoll_interval_ms = 200\n{extra}"
+    ))
+    .unwrap()
 }
 
 struct Run {
@@ -140,7 +152,11 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
         stored,
         shutdown: trigger.subscribe(),
     };
-    let source = Box::new(DynamoDbSource::with_api(config, Arc::new(api), "arn:scripted"));
+    let source = Box::new(DynamoDbSource::with_api(
+        config,
+        Arc::new(api),
+        "arn:scripted",
+    ));
     let task = tokio::spawn(source.run(ctx));
     let mut out = Run {
         events: Vec::new(),
@@ -182,9 +198,16 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
 fn versions(events: &[ChangeEvent]) -> BTreeMap<String, Vec<u32>> {
     let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for event in events {
-        let Some(Value::Text(key)) = event.key.get("pk") else { panic!("pk") };
-        let Some(Value::Decimal(v)) = event.after.as_ref().unwrap().get("version") else { panic!("version") };
-        by_key.entry(key.clone()).or_default().push(v.as_str().parse().unwrap());
+        let Some(Value::Text(key)) = event.key.get("pk") else {
+            panic!("pk")
+        };
+        let Some(Value::Decimal(v)) = event.after.as_ref().unwrap().get("version") else {
+            panic!("version")
+        };
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .push(v.as_str().parse().unwrap());
     }
     by_key
 }
@@ -193,9 +216,34 @@ fn versions(events: &[ChangeEvent]) -> BTreeMap<String, Vec<u32>> {
 fn split_tree() -> Scripted {
     let script = Script {
         shards: vec![
-            shard("A", None, true, vec![record("k1", 1, 1), record("k2", 1, 2), record("k1", 2, 3), record("k2", 2, 4), record("k1", 3, 5)]),
-            shard("B1", Some("A"), true, vec![record("k1", 4, 10), record("k1", 5, 11), record("k1", 6, 12)]),
-            shard("B2", Some("A"), false, vec![record("k2", 3, 20), record("k2", 4, 21)]),
+            shard(
+                "A",
+                None,
+                true,
+                vec![
+                    record("k1", 1, 1),
+                    record("k2", 1, 2),
+                    record("k1", 2, 3),
+                    record("k2", 2, 4),
+                    record("k1", 3, 5),
+                ],
+            ),
+            shard(
+                "B1",
+                Some("A"),
+                true,
+                vec![
+                    record("k1", 4, 10),
+                    record("k1", 5, 11),
+                    record("k1", 6, 12),
+                ],
+            ),
+            shard(
+                "B2",
+                Some("A"),
+                false,
+                vec![record("k2", 3, 20), record("k2", 4, 21)],
+            ),
             shard("C", Some("B1"), false, vec![record("k1", 7, 30)]),
         ],
         expire_once: [("B1".to_owned(), 2)].into(),
@@ -210,7 +258,11 @@ async fn parents_are_read_to_their_end_before_children_through_a_split() {
     let out = run(api.clone(), config(""), Checkpoints::new(), 11).await;
     assert_eq!(out.result, Ok(()));
     let by_key = versions(&out.events);
-    assert_eq!(by_key["k1"], [1, 2, 3, 4, 5, 6, 7], "per item order across A -> B1 -> C, nothing skipped or repeated");
+    assert_eq!(
+        by_key["k1"],
+        [1, 2, 3, 4, 5, 6, 7],
+        "per item order across A -> B1 -> C, nothing skipped or repeated"
+    );
     assert_eq!(by_key["k2"], [1, 2, 3, 4]);
     // Every event of A comes before any event of its children.
     let shard_of = |e: &ChangeEvent| e.source.position.split(':').next().unwrap().to_owned();
@@ -219,12 +271,23 @@ async fn parents_are_read_to_their_end_before_children_through_a_split() {
     assert!(last_a < first_child);
     // Closed shards are remembered as finished; open ones by sequence number.
     for closed in ["A", "B1"] {
-        assert!(out.marks.contains(&(closed.to_owned(), FINISHED.to_owned())), "{closed} finished: {:?}", out.marks);
+        assert!(
+            out.marks
+                .contains(&(closed.to_owned(), FINISHED.to_owned())),
+            "{closed} finished: {:?}",
+            out.marks
+        );
     }
-    assert!(!out.marks.iter().any(|(shard, token)| shard == "B2" && token == FINISHED));
+    assert!(!out
+        .marks
+        .iter()
+        .any(|(shard, token)| shard == "B2" && token == FINISHED));
     // The expired iterator was renewed after the last record read.
     let calls = api.0.lock().unwrap().calls.clone();
-    assert!(calls.contains(&format!("iterator B1 After(\"{:021}\")", 11)), "{calls:?}");
+    assert!(
+        calls.contains(&format!("iterator B1 After(\"{:021}\")", 11)),
+        "{calls:?}"
+    );
     assert_eq!(out.events[0].source.position, format!("A:{:021}", 1));
 }
 
@@ -239,7 +302,11 @@ async fn a_restart_resumes_each_shard_after_its_checkpoint() {
     assert_eq!(out.result, Ok(()));
     let by_key = versions(&out.events);
     assert_eq!(by_key["k1"], [5, 6, 7], "B1 after its checkpoint, then C");
-    assert_eq!(by_key["k2"], [3, 4], "B2 from its start; nothing of the finished A");
+    assert_eq!(
+        by_key["k2"],
+        [3, 4],
+        "B2 from its start; nothing of the finished A"
+    );
 }
 
 #[tokio::test]
@@ -252,14 +319,27 @@ async fn trimmed_records_stop_the_source_unless_restarting_from_the_oldest() {
     let resume: Checkpoints = [("A".to_owned(), seq_position(&format!("{:021}", 1)))].into();
     let out = run(tree(), config(""), resume.clone(), 0).await;
     let err = out.result.unwrap_err();
-    assert!(err.contains("records of shard A after 000000000000000000001 are gone"), "{err}");
+    assert!(
+        err.contains("records of shard A after 000000000000000000001 are gone"),
+        "{err}"
+    );
     assert!(err.contains("on_trimmed = \"restart_from_oldest\""));
     assert!(out.events.is_empty());
 
-    let out = run(tree(), config("on_trimmed = \"restart_from_oldest\""), resume, 8).await;
+    let out = run(
+        tree(),
+        config("on_trimmed = \"restart_from_oldest\""),
+        resume,
+        8,
+    )
+    .await;
     assert_eq!(out.result, Ok(()));
     let by_key = versions(&out.events);
-    assert_eq!(by_key["k1"], [3, 4, 5, 6, 7], "from the oldest record left in A");
+    assert_eq!(
+        by_key["k1"],
+        [3, 4, 5, 6, 7],
+        "from the oldest record left in A"
+    );
     assert_eq!(by_key["k2"], [2, 3, 4]);
 }
 
@@ -267,33 +347,62 @@ async fn trimmed_records_stop_the_source_unless_restarting_from_the_oldest() {
 async fn a_checkpointed_shard_that_aged_out_is_reported_lost() {
     let resume: Checkpoints = [("Z".to_owned(), seq_position("5"))].into();
     let out = run(split_tree(), config(""), resume, 0).await;
-    assert!(out.result.unwrap_err().contains("records of shard Z after 5 are gone"));
+    assert!(out
+        .result
+        .unwrap_err()
+        .contains("records of shard Z after 5 are gone"));
 }
 
 #[tokio::test]
 async fn a_disabled_stream_is_read_to_its_end_then_stops_with_the_fix() {
     let api = Scripted(Arc::new(Mutex::new(Script {
-        shards: vec![shard("A", None, true, vec![record("k1", 1, 1), record("k1", 2, 2)])],
+        shards: vec![shard(
+            "A",
+            None,
+            true,
+            vec![record("k1", 1, 1), record("k1", 2, 2)],
+        )],
         status: Some(StreamStatus::Disabled),
         ..Script::default()
     })));
     let out = run(api, config(""), Checkpoints::new(), 2).await;
     assert_eq!(versions(&out.events)["k1"], [1, 2]);
     let err = out.result.unwrap_err();
-    assert!(err.contains("stream of table items is disabled") && err.contains("reset this pipeline's checkpoints"), "{err}");
+    assert!(
+        err.contains("stream of table items is disabled")
+            && err.contains("reset this pipeline's checkpoints"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn start_latest_skips_the_past_but_reads_new_shards_whole() {
     let api = split_tree();
-    let out = run(api.clone(), config("start = \"latest\""), Checkpoints::new(), 0).await;
+    let out = run(
+        api.clone(),
+        config("start = \"latest\""),
+        Checkpoints::new(),
+        0,
+    )
+    .await;
     assert_eq!(out.result, Ok(()));
-    assert!(out.events.is_empty(), "nothing from before the start: {:?}", versions(&out.events));
+    assert!(
+        out.events.is_empty(),
+        "nothing from before the start: {:?}",
+        versions(&out.events)
+    );
     // A shard created after the start is read from its beginning.
-    api.0.lock().unwrap().shards.push(shard("D", Some("B2"), false, vec![record("k9", 1, 40)]));
+    api.0
+        .lock()
+        .unwrap()
+        .shards
+        .push(shard("D", Some("B2"), false, vec![record("k9", 1, 40)]));
     api.0.lock().unwrap().shards[2].info.closed = true;
     let calls = api.0.lock().unwrap().calls.clone();
-    assert!(calls.contains(&"iterator B2 Latest".to_owned()), "{calls:?}");
+    assert!(
+        calls.contains(&"iterator B2 Latest".to_owned()),
+        "{calls:?}"
+    );
 }
 
 #[test]
