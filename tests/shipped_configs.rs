@@ -20,14 +20,21 @@ fn shipped() -> Vec<PathBuf> {
 }
 
 /// Connectors point at the test services (PostgreSQL prepared by the shipped migrations, the
-/// Kafka-protocol broker, the Kinesis emulator with a stream made for this run) through
-/// `PG_URL`, `KAFKA_BROKERS`, `KINESIS_ENDPOINT` and `KINESIS_STREAM`, as a user points them at
-/// theirs.
+/// Kafka-protocol broker, the Kinesis emulator with a stream and DynamoDB Local with a table
+/// made for this run) through environment variables, as a user points them at theirs.
 #[tokio::test]
 async fn every_shipped_config_passes_check() {
     support::pg::apply_migrations().await;
     let stream = support::kinesis::stream_name("shipped");
     support::kinesis::create_stream(&support::kinesis::client().await, &stream, 1).await;
+    let table = support::dynamodb::table_name("shipped");
+    support::dynamodb::create_table(
+        &support::dynamodb::client().await,
+        &table,
+        false,
+        aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages,
+    )
+    .await;
     let files = shipped();
     assert!(files.len() >= 5, "{files:?}");
     let ws = Workspace::new();
@@ -38,6 +45,8 @@ async fn every_shipped_config_passes_check() {
             .env("KAFKA_BROKERS", support::kafka::brokers())
             .env("KINESIS_ENDPOINT", support::kinesis::endpoint())
             .env("KINESIS_STREAM", &stream)
+            .env("DYNAMODB_ENDPOINT", support::dynamodb::endpoint())
+            .env("DYNAMODB_TABLE", &table)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

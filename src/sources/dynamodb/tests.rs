@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::checkpoint::{Checkpoints, Position};
-use crate::envelope::{ChangeEvent, Value};
+use crate::envelope::{ChangeEvent, Op, Value};
 use crate::shutdown::ShutdownTrigger;
 use crate::source::{Emitter, Item, SourceContext};
 
@@ -411,4 +411,26 @@ fn sequence_positions_order_numerically_and_finished_comes_last() {
     assert!(a.rank < b.rank);
     assert!(b.rank < finished_position().rank);
     let _ = Position::from_counter("x", 1);
+}
+
+#[tokio::test]
+async fn ttl_deletes_are_marked_and_images_follow_the_view() {
+    let mut removed = record("k1", 2, 2);
+    removed.kind = RecordKind::Remove;
+    removed.old_image = removed.new_image.take();
+    removed.ttl = true;
+    let api = Scripted(Arc::new(Mutex::new(Script {
+        shards: vec![shard("A", None, false, vec![record("k1", 1, 1), removed])],
+        ..Script::default()
+    })));
+    let out = run(api, config(""), Checkpoints::new(), 2).await;
+    let (insert, delete) = (&out.events[0], &out.events[1]);
+    assert_eq!((insert.op, insert.source.ttl_expired), (Op::Insert, false));
+    assert_eq!((delete.op, delete.source.ttl_expired), (Op::Delete, true));
+    assert!(delete.after.is_none() && delete.before.is_some());
+    let mut json = Vec::new();
+    crate::format::Format::encode_value(&crate::format::JsonFormat, delete, &mut json);
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["source"]["ttl_expired"], true);
+    assert_eq!(json["source"]["position"], format!("A:{:021}", 2));
 }
