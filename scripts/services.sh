@@ -158,6 +158,16 @@ tansu_install() {
 
 port_open() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# stop_pidfile FILE: stops the process recorded in FILE (waiting up to 5 s), forgets it.
+stop_pidfile() {
+  local pidfile=$1
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+
 # tansu_run NAME PORT [--authentication]: start a broker in $RUN_DIR/NAME, record its pid.
 tansu_run() {
   local name=$1 port=$2; shift 2
@@ -172,14 +182,7 @@ tansu_run() {
   wait_for 30 "$name" port_open "$port"
 }
 
-tansu_stop() {
-  local pidfile=$RUN_DIR/$1/broker.pid
-  [ -f "$pidfile" ] || return 0
-  local pid; pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$pidfile"
-}
+tansu_stop() { stop_pidfile "$RUN_DIR/$1/broker.pid"; }
 
 kafka_start() {
   tansu_install
@@ -225,8 +228,7 @@ kafka_tls_start() {
   log "kafka_tls (tansu behind TLS) running on 127.0.0.1:$KAFKA_TLS_PORT"
 }
 kafka_tls_stop() {
-  local pidfile=$RUN_DIR/kafka_tls/socat.pid
-  if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+  stop_pidfile "$RUN_DIR/kafka_tls/socat.pid"
   tansu_stop kafka_tls
 }
 kafka_tls_env() {
@@ -254,14 +256,7 @@ JS
   wait_for 30 kinesis port_open "$KINESIS_PORT"
   log "kinesis (kinesalite) running on 127.0.0.1:$KINESIS_PORT (pid $(cat "$RUN_DIR/kinesis/kinesalite.pid"))"
 }
-kinesis_stop() {
-  local pidfile=$RUN_DIR/kinesis/kinesalite.pid
-  [ -f "$pidfile" ] || return 0
-  local pid; pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$pidfile"
-}
+kinesis_stop() { stop_pidfile "$RUN_DIR/kinesis/kinesalite.pid"; }
 kinesis_env() {
   echo "export CDC_BRIDGE_KINESIS_ENDPOINT=http://127.0.0.1:$KINESIS_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
 }
@@ -287,14 +282,7 @@ dynamodb_start() {
   wait_for 60 dynamodb port_open "$DYNAMODB_PORT"
   log "dynamodb (DynamoDB Local) running on 127.0.0.1:$DYNAMODB_PORT (pid $(cat "$RUN_DIR/dynamodb/dynamodb.pid"))"
 }
-dynamodb_stop() {
-  local pidfile=$RUN_DIR/dynamodb/dynamodb.pid
-  [ -f "$pidfile" ] || return 0
-  local pid; pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$pidfile"
-}
+dynamodb_stop() { stop_pidfile "$RUN_DIR/dynamodb/dynamodb.pid"; }
 dynamodb_env() {
   echo "export CDC_BRIDGE_DYNAMODB_ENDPOINT=http://127.0.0.1:$DYNAMODB_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
 }

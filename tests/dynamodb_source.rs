@@ -301,46 +301,17 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_item_order()
         "kills must land while changes flow ({progressing} of {KILLS})"
     );
 
-    // The table has one shard: its stream order is the write order. Each run between kills is
-    // a contiguous slice of the writes, starting at or before where the previous runs ended and
-    // after the checkpoint stored at the previous kill.
-    let mut bounds: Vec<usize> = kills.iter().map(|(lines, _)| *lines).collect();
-    bounds.push(events.len());
-    let (mut start, mut covered_until, mut duplicates) = (0usize, 0usize, 0usize);
-    for (run, end) in bounds.iter().enumerate() {
-        let segment = &events[start..*end];
-        start = *end;
-        if segment.is_empty() {
-            continue;
-        }
-        let from = expected
-            .iter()
-            .position(|w| *w == segment[0].0)
-            .expect("every event was written");
-        let got: Vec<Write> = segment.iter().map(|(w, _)| w.clone()).collect();
-        assert_eq!(
-            got,
-            expected[from..from + segment.len()],
-            "run {run} is not the writes in order"
-        );
-        assert!(
-            from <= covered_until,
-            "run {run} skipped writes {covered_until}..{from}"
-        );
-        if run > 0 {
-            if let Some(checkpoint) = &kills[run - 1].1 {
-                assert!(
-                    segment
-                        .iter()
-                        .all(|(_, seq)| seq_key(seq) > seq_key(checkpoint)),
-                    "run {run} repeated changes at or before its checkpoint"
-                );
-            }
-        }
-        duplicates += covered_until.saturating_sub(from).min(segment.len());
-        covered_until = covered_until.max(from + segment.len());
-    }
-    assert_eq!(covered_until, expected.len(), "every write arrived");
+    // The table has one shard: its stream order is the write order.
+    let bounds: Vec<usize> = kills.iter().map(|(lines, _)| *lines).collect();
+    let checkpoints: Vec<Option<(usize, String)>> = kills
+        .iter()
+        .map(|(_, stored)| stored.as_deref().map(seq_key))
+        .collect();
+    let events: Vec<(Write, (usize, String))> = events
+        .into_iter()
+        .map(|(write, seq)| (write, seq_key(&seq)))
+        .collect();
+    let duplicates = support::check_crash_runs(&expected, &events, &bounds, &checkpoints);
     eprintln!(
         "{} writes, {} events, {duplicates} duplicates, {KILLS} kills",
         expected.len(),

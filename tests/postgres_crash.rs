@@ -164,48 +164,9 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_key_order() 
         "kills must land while changes flow ({progressing} of {KILLS} runs stored progress)"
     );
 
-    // Split the output into the runs between kills; each run must be a contiguous slice of the
-    // committed changes that starts after the checkpoint stored before it.
-    let mut bounds: Vec<usize> = kills.iter().map(|(lines, _)| *lines).collect();
-    bounds.push(events.len());
-    let mut covered_until = 0usize; // expected[..covered_until] was delivered by earlier runs
-    let mut start = 0usize;
-    for (run, end) in bounds.iter().enumerate() {
-        let segment = &events[start..*end];
-        start = *end;
-        if segment.is_empty() {
-            continue;
-        }
-        let from = expected
-            .iter()
-            .position(|c| *c == segment[0].0)
-            .expect("every event was committed");
-        let expected_slice = &expected[from..from + segment.len()];
-        let got: Vec<Change> = segment.iter().map(|(c, _)| c.clone()).collect();
-        assert_eq!(
-            got, expected_slice,
-            "run {run} is not the committed changes in order"
-        );
-        assert!(
-            from <= covered_until,
-            "run {run} skipped committed changes {covered_until}..{from}"
-        );
-        if run > 0 {
-            // Repeated changes (from..covered_until) all lie after the checkpoint stored at the
-            // previous kill; so do the new ones.
-            let checkpoint = kills[run - 1].1;
-            assert!(
-                segment.iter().all(|(_, position)| *position > checkpoint),
-                "run {run} repeated changes before its checkpoint"
-            );
-        }
-        covered_until = covered_until.max(from + segment.len());
-    }
-    assert_eq!(
-        covered_until,
-        expected.len(),
-        "not every committed change arrived"
-    );
+    let bounds: Vec<usize> = kills.iter().map(|(lines, _)| *lines).collect();
+    let checkpoints: Vec<Option<u64>> = kills.iter().map(|(_, stored)| Some(*stored)).collect();
+    support::check_crash_runs(&expected, &events, &bounds, &checkpoints);
     let duplicates = events.len() - expected.len();
     eprintln!("{} committed changes, {} events written, {duplicates} duplicates across {KILLS} kills ({progressing} runs stored progress)", expected.len(), events.len());
 }

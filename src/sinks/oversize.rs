@@ -160,11 +160,10 @@ impl RecordLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::generator::{GeneratorConfig, GeneratorSource};
+    use crate::sources::generator::GeneratorSource;
 
     fn event() -> ChangeEvent {
-        let config: GeneratorConfig = toml::from_str("keys = 5").unwrap();
-        GeneratorSource::new(config).event(&"p".into(), &"db".into(), &"items".into(), 7)
+        GeneratorSource::sample_event(5, 7)
     }
 
     #[test]

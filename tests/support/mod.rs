@@ -152,3 +152,60 @@ pub mod kafka;
 pub mod kinesis;
 pub mod pg;
 pub mod types;
+
+/// Checks the output of a crash loop against what was written upstream, in order.
+///
+/// `events` is the output (each change with its source position), `bounds` the number of
+/// output records when each kill happened, `checkpoints` the position stored at each kill.
+/// Each run between kills must be a contiguous slice of `expected` that starts no later than
+/// where the earlier runs ended (nothing skipped) and lies entirely after the checkpoint stored
+/// before it (only changes after the checkpoint repeat); all of `expected` must arrive.
+/// Returns how many output records were repeats.
+pub fn check_crash_runs<C, P>(
+    expected: &[C],
+    events: &[(C, P)],
+    bounds: &[usize],
+    checkpoints: &[Option<P>],
+) -> usize
+where
+    C: PartialEq + Clone + std::fmt::Debug,
+    P: PartialOrd + std::fmt::Debug,
+{
+    let mut ends = bounds.to_vec();
+    ends.push(events.len());
+    let (mut start, mut covered_until) = (0usize, 0usize);
+    for (run, end) in ends.iter().enumerate() {
+        let segment = &events[start..*end];
+        start = *end;
+        if segment.is_empty() {
+            continue;
+        }
+        let from = expected
+            .iter()
+            .position(|c| *c == segment[0].0)
+            .unwrap_or_else(|| panic!("run {run}: {:?} was never written", segment[0].0));
+        let got: Vec<C> = segment.iter().map(|(c, _)| c.clone()).collect();
+        assert_eq!(
+            got,
+            expected[from..(from + segment.len()).min(expected.len())],
+            "run {run} is not the written changes in order"
+        );
+        assert!(
+            from <= covered_until,
+            "run {run} skipped written changes {covered_until}..{from}"
+        );
+        if let Some(Some(checkpoint)) = run.checked_sub(1).map(|k| &checkpoints[k]) {
+            assert!(
+                segment.iter().all(|(_, position)| position > checkpoint),
+                "run {run} repeated changes at or before its checkpoint {checkpoint:?}"
+            );
+        }
+        covered_until = covered_until.max(from + segment.len());
+    }
+    assert_eq!(
+        covered_until,
+        expected.len(),
+        "not every written change arrived"
+    );
+    events.len() - expected.len()
+}

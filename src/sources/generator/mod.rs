@@ -98,6 +98,13 @@ impl GeneratorSource {
         .collect()
     }
 
+    /// Row `seq` of a generator over `keys` keys, as table `db.items` (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn sample_event(keys: u64, seq: u64) -> ChangeEvent {
+        let config: GeneratorConfig = toml::from_str(&format!("keys = {keys}")).expect("valid");
+        GeneratorSource::new(config).event(&"p".into(), &"db".into(), &"items".into(), seq)
+    }
+
     fn key_of(&self, seq: u64) -> u64 {
         (seq - 1) % self.config.keys.get() + 1
     }
