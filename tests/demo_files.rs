@@ -48,6 +48,7 @@ fn compose_services_start_in_order_from_files_that_exist() {
         "kafka",
         "cdc-bridge-kinesis",
         "cdc-bridge-kafka",
+        "kafka-init",
     ] {
         assert!(
             names.contains(required),
@@ -92,15 +93,20 @@ fn compose_services_start_in_order_from_files_that_exist() {
             for (target, condition) in depends {
                 let target = target.as_str().unwrap();
                 assert!(names.contains(target), "{name} depends on unknown {target}");
-                assert_eq!(
-                    condition["condition"].as_str(),
-                    Some("service_healthy"),
-                    "{name} -> {target}"
-                );
-                assert!(
-                    compose["services"][target].get("healthcheck").is_some(),
-                    "{target} has no health check for {name} to wait on"
-                );
+                match condition["condition"].as_str() {
+                    // Wait for a long-running service to be ready...
+                    Some("service_healthy") => assert!(
+                        compose["services"][target].get("healthcheck").is_some(),
+                        "{target} has no health check for {name} to wait on"
+                    ),
+                    // ...or for a one-shot init step to have done its work.
+                    Some("service_completed_successfully") => assert_eq!(
+                        compose["services"][target]["restart"].as_str(),
+                        Some("no"),
+                        "{target} is an init step: it must not restart"
+                    ),
+                    other => panic!("{name} -> {target}: starts on {other:?}, not on readiness"),
+                }
             }
         }
     }
