@@ -53,6 +53,8 @@ for _ in $(seq 1 50); do
 done
 
 say "starting cdc-bridge: postgres -> kinesis and postgres -> kafka"
+# The services are new on every run: so are the pipelines' checkpoints.
+rm -rf "$CDC_BRIDGE_RUN_DIR/bridge"
 for connector in postgres-kinesis postgres-kafka; do
   mkdir -p "$CDC_BRIDGE_RUN_DIR/bridge/$connector"
   (cd "$CDC_BRIDGE_RUN_DIR/bridge/$connector" && exec "$repo/target/release/cdc-bridge" run \
