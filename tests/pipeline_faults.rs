@@ -70,10 +70,12 @@ fn settings(
     buffer_events: usize,
     buffer_bytes: u32,
 ) -> PipelineSettings {
-    let mut batch = BatchConfig::default();
-    batch.max_events = max_events.try_into().unwrap();
-    batch.max_in_flight = in_flight.try_into().unwrap();
-    batch.linger_ms = 5;
+    let batch = BatchConfig {
+        max_events: max_events.try_into().unwrap(),
+        max_in_flight: in_flight.try_into().unwrap(),
+        linger_ms: 5,
+        ..BatchConfig::default()
+    };
     let buffer = BufferConfig {
         max_events: buffer_events.try_into().unwrap(),
         max_bytes: buffer_bytes.try_into().unwrap(),

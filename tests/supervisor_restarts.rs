@@ -56,9 +56,11 @@ impl Sink for FailingSink {
 }
 
 fn settings() -> PipelineSettings {
-    let mut batch = BatchConfig::default();
-    batch.max_events = 10.try_into().unwrap();
-    batch.linger_ms = 1;
+    let batch = BatchConfig {
+        max_events: 10.try_into().unwrap(),
+        linger_ms: 1,
+        ..BatchConfig::default()
+    };
     PipelineSettings {
         name: "sup".into(),
         batch,

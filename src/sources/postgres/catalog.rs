@@ -21,7 +21,7 @@ pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
         .parse()
         .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
     pg.options(SESSION_OPTIONS)
-        .application_name(&config.application_name());
+        .application_name(config.application_name().as_str());
     let connect_error = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) if db.code().code().starts_with("28") => {
             PostgresError::Auth(db.message().to_owned())

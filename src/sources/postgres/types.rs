@@ -223,7 +223,7 @@ fn decode_typed(decoder: &Decoder, text: &str) -> Option<Value> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
@@ -321,10 +321,7 @@ mod tests {
             decode(&Decoder::Bytea, "\\x00ff"),
             Value::Bytes(vec![0, 255])
         );
-        assert_eq!(
-            decode(&Decoder::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").approx_size() > 0,
-            true
-        );
+        assert!(decode(&Decoder::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").approx_size() > 0);
         assert!(
             matches!(decode(&Decoder::Float, "-Infinity"), Value::Float(f) if f == f64::NEG_INFINITY)
         );
