@@ -450,3 +450,55 @@ fn missing_credentials_or_region_say_how_to_provide_them() {
         stderr(&output)
     );
 }
+
+#[test]
+fn access_denied_stops_the_pipeline_with_the_permissions_it_needs() {
+    let rt = runtime();
+    rt.block_on(async {
+        let client = support::kinesis::client().await;
+        let stream = stream_name("denied");
+        create_stream(&client, &stream, 1).await;
+        let faults = Arc::new(Faults::default());
+        faults.deny_calls.lock().unwrap().insert(2);
+        let (config, stream_ref) = sink_config(
+            &stream,
+            "max_records_per_call = 10\nmax_concurrent_calls = 1",
+        );
+        let interceptor = FaultInterceptor(faults.clone());
+        let sink = KinesisSink::connect_with(&config, &stream_ref, |b| b.interceptor(interceptor))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
+        let trigger = ShutdownTrigger::new();
+        let err = pipeline::run(
+            &settings("denied", 1 << 20),
+            generator("count = 100\nkeys = 100"),
+            Box::new(sink),
+            store.clone(),
+            trigger.subscribe(),
+        )
+        .await
+        .expect_err("access denied stops the pipeline");
+        assert_eq!(err.disposition(), cdc_bridge::error::Disposition::Fatal);
+        let message = cdc_bridge::error::report(&err);
+        assert!(
+            message.contains(&format!(
+                "access to stream \"{stream}\" denied (AccessDeniedException"
+            )) && message.contains("kinesis:PutRecords"),
+            "{message}"
+        );
+        // The calls before the refused one were written; nothing was acknowledged beyond them.
+        let stored: usize = store
+            .load("denied")
+            .unwrap()
+            .get("")
+            .map_or(0, |p| p.token.parse().unwrap());
+        let in_stream = read_all(&client, &stream).await.len();
+        assert!(in_stream < 100, "the pipeline stopped at the refused call");
+        assert!(
+            stored <= in_stream,
+            "stored {stored} but only {in_stream} written"
+        );
+    });
+}

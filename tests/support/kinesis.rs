@@ -175,6 +175,8 @@ pub struct Faults {
     pub calls: AtomicU64,
     /// Calls (by number, from 0) that fail as a whole with throttling.
     pub throttle_calls: Mutex<HashSet<u64>>,
+    /// Calls that fail as a whole with AccessDeniedException.
+    pub deny_calls: Mutex<HashSet<u64>>,
     /// Every n-th record of a call (n > 0) fails with a per-record error, on odd calls.
     pub fail_every_nth_record: AtomicU64,
     /// Records failed so far (per-record and in throttled calls).
@@ -185,7 +187,8 @@ pub struct Faults {
 #[derive(Debug, Clone)]
 struct Withheld {
     indexes: Vec<usize>,
-    throttled: bool,
+    /// The error the whole call answers with, if any.
+    call_error: Option<&'static str>,
 }
 
 impl Storable for Withheld {
@@ -234,7 +237,14 @@ impl Intercept for FaultInterceptor {
         let mut body: serde_json::Value =
             serde_json::from_slice(request.body().bytes().expect("in-memory body"))?;
         let records = body["Records"].as_array_mut().expect("Records");
-        let throttled = self.0.throttle_calls.lock().unwrap().contains(&call);
+        let call_error = if self.0.deny_calls.lock().unwrap().contains(&call) {
+            Some("AccessDeniedException")
+        } else if self.0.throttle_calls.lock().unwrap().contains(&call) {
+            Some("ProvisionedThroughputExceededException")
+        } else {
+            None
+        };
+        let throttled = call_error.is_some();
         let nth = self.0.fail_every_nth_record.load(Ordering::SeqCst) as usize;
         let indexes: Vec<usize> = if throttled {
             (0..records.len()).collect()
@@ -264,8 +274,10 @@ impl Intercept for FaultInterceptor {
             .headers_mut()
             .insert("content-length", bytes.len().to_string());
         *request.body_mut() = SdkBody::from(bytes);
-        cfg.interceptor_state()
-            .store_put(Withheld { indexes, throttled });
+        cfg.interceptor_state().store_put(Withheld {
+            indexes,
+            call_error,
+        });
         Ok(())
     }
 
@@ -283,11 +295,11 @@ impl Intercept for FaultInterceptor {
         let Some(result) = context.output_or_error_mut() else {
             return Ok(());
         };
-        if withheld.throttled {
+        if let Some(code) = withheld.call_error {
             let err = PutRecordsError::generic(
                 ErrorMetadata::builder()
-                    .code("ProvisionedThroughputExceededException")
-                    .message("Rate exceeded for stream (injected)")
+                    .code(code)
+                    .message("injected call failure")
                     .build(),
             );
             *result = Err(OrchestratorError::operation(context::Error::erase(err)));

@@ -165,34 +165,42 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while out.events.len() < events {
-        tokio::select! {
-            item = rx.recv() => match item {
-                Some(item) => {
-                    if let Some(event) = item.event { out.events.push(event); }
-                    if let Some(mark) = item.mark { out.marks.push((mark.partition, mark.position.token)); }
-                }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(deadline) => panic!("only {} of {events} events", out.events.len()),
+        if !out.receive(&mut rx, deadline).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {events} events",
+                out.events.len()
+            );
+            break;
         }
     }
     // Let the reader go on briefly (shards finishing), then stop it.
     let settle = tokio::time::Instant::now() + Duration::from_millis(600);
-    loop {
-        tokio::select! {
-            item = rx.recv() => match item {
-                Some(item) => {
-                    if let Some(event) = item.event { out.events.push(event); }
-                    if let Some(mark) = item.mark { out.marks.push((mark.partition, mark.position.token)); }
-                }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(settle) => break,
-        }
-    }
+    while out.receive(&mut rx, settle).await {}
     trigger.trigger();
     out.result = task.await.unwrap().map_err(|e| crate::error::report(&e));
     out
+}
+
+impl Run {
+    /// Takes the next item, if one comes before `until` and the source is still running.
+    async fn receive(
+        &mut self,
+        rx: &mut mpsc::Receiver<Item>,
+        until: tokio::time::Instant,
+    ) -> bool {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => {
+                    if let Some(event) = item.event { self.events.push(event); }
+                    if let Some(mark) = item.mark { self.marks.push((mark.partition, mark.position.token)); }
+                    true
+                }
+                None => false,
+            },
+            _ = tokio::time::sleep_until(until) => false,
+        }
+    }
 }
 
 fn versions(events: &[ChangeEvent]) -> BTreeMap<String, Vec<u32>> {
