@@ -23,14 +23,13 @@
 # $CDC_BRIDGE_CACHE/dynamodb-local once; needs java). DynamoDB Local accepts only letters and
 # digits in access keys, hence the test credentials cdcbridgetest.
 # mariadb (MariaDB 10.11 from Debian, ROW binlog with FULL row image and metadata, on
-# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app): for the
-# MySQL source being built, so not among the services started by default yet.
+# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0

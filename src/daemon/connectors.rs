@@ -14,9 +14,10 @@ use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
 use crate::sources::dynamodb::{self, DynamoDbConfig, DynamoDbSource};
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
+use crate::sources::mysql::{self, MysqlConfig, MysqlSource, TableFilter};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
-const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb"];
+const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb", "mysql"];
 const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
 
 /// A typed `source` section.
@@ -25,6 +26,7 @@ pub enum SourceSpec {
     Generator(GeneratorConfig),
     Postgres(PostgresConfig),
     Dynamodb(DynamoDbConfig),
+    Mysql(MysqlConfig, TableFilter),
 }
 
 /// A typed `sink` section.
@@ -51,6 +53,11 @@ impl SourceSpec {
                 config.validate(section.key())?;
                 Ok(SourceSpec::Dynamodb(config))
             }
+            "mysql" => {
+                let config: MysqlConfig = section.parse()?;
+                let filter = config.validate(section.key())?;
+                Ok(SourceSpec::Mysql(config, filter))
+            }
             _ => Err(section.unknown_kind(SOURCE_KINDS)),
         }
     }
@@ -60,6 +67,7 @@ impl SourceSpec {
             SourceSpec::Generator(_) => "generator",
             SourceSpec::Postgres(_) => "postgres",
             SourceSpec::Dynamodb(_) => "dynamodb",
+            SourceSpec::Mysql(..) => "mysql",
         }
     }
 
@@ -69,6 +77,9 @@ impl SourceSpec {
             SourceSpec::Generator(config) => Ok(Box::new(GeneratorSource::new(config.clone()))),
             SourceSpec::Postgres(config) => Ok(Box::new(PostgresSource::new(config.clone()))),
             SourceSpec::Dynamodb(config) => Ok(Box::new(DynamoDbSource::new(config.clone()))),
+            SourceSpec::Mysql(config, filter) => {
+                Ok(Box::new(MysqlSource::new(config.clone(), filter.clone())))
+            }
         }
     }
 
@@ -78,6 +89,7 @@ impl SourceSpec {
             SourceSpec::Generator(_) => Vec::new(),
             SourceSpec::Postgres(config) => postgres::check(config).await,
             SourceSpec::Dynamodb(config) => dynamodb::check(config).await,
+            SourceSpec::Mysql(config, _) => mysql::check(config).await,
         }
     }
 }

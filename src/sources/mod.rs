@@ -3,4 +3,5 @@
 
 pub mod dynamodb;
 pub mod generator;
+pub mod mysql;
 pub mod postgres;

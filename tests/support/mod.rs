@@ -150,6 +150,7 @@ impl Rng {
 pub mod dynamodb;
 pub mod kafka;
 pub mod kinesis;
+pub mod mysql;
 pub mod pg;
 pub mod types;
 

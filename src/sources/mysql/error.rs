@@ -1,0 +1,49 @@
+//! Errors of the MySQL/MariaDB source, each with its disposition and the fix.
+
+use crate::error::{ConnectorError, Disposition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("cannot connect to MySQL/MariaDB")]
+    Connect(#[source] mysql_async::Error),
+    #[error("MySQL/MariaDB: {context}")]
+    Sql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("{setting} is {found:?} but the binlog source needs {needed}: set {setting} = {needed} in the server configuration (see migrations/mysql/)")]
+    Setting {
+        setting: &'static str,
+        found: String,
+        needed: &'static str,
+    },
+    #[error("binary logging is off: start the server with log_bin (see migrations/mysql/)")]
+    NoBinlog,
+    #[error("the binlog holds compressed events (log_bin_compress = ON), which cdc-bridge cannot read: set log_bin_compress = OFF; changes written compressed cannot be captured")]
+    Compressed,
+    #[error("the server no longer has binlog {position} (purged): the changes since the checkpoint are lost; reset this pipeline's checkpoints to start from the current position")]
+    Purged { position: String },
+    #[error("stored checkpoint {0:?} is not a binlog position (file:pos); reset this pipeline's checkpoints")]
+    BadCheckpoint(String),
+    #[error("cannot decode a row of {table} at {position}: {reason}")]
+    Decode {
+        table: String,
+        position: String,
+        reason: String,
+    },
+    #[error("the binlog stream ended")]
+    StreamEnded,
+}
+
+impl ConnectorError for MysqlError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            MysqlError::Connect(_) | MysqlError::Sql { .. } | MysqlError::StreamEnded => {
+                Disposition::Transient
+            }
+            MysqlError::Decode { .. } => Disposition::Data,
+            _ => Disposition::Fatal,
+        }
+    }
+}
