@@ -195,23 +195,119 @@ fn check_reports_the_binlog_settings_and_privileges() {
     );
 }
 
-#[test]
-fn the_initial_snapshot_is_refused_as_not_implemented_yet() {
-    let ws = Workspace::new();
-    let config = config(&ws, "mysql-snap", "t", "");
-    let config_path = ws.path("snap.toml");
-    std::fs::write(
-        &config_path,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("snapshot = \"never\"\n", ""),
+/// The final table, rebuilt from the events: snapshot rows, then changes in order.
+fn replay(events: &[Value]) -> std::collections::BTreeMap<i64, i64> {
+    let mut rows = std::collections::BTreeMap::new();
+    for event in events {
+        let id = event["key"]["id"].as_i64().unwrap();
+        match event["op"].as_str().unwrap() {
+            "delete" => {
+                rows.remove(&id);
+            }
+            _ => {
+                rows.insert(id, event["after"]["n"].as_i64().unwrap());
+            }
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_and_the_stream_meet_without_gap_or_overlap() {
+    use mysql_async::prelude::Queryable;
+    let table = format!("seam_{}", std::process::id());
+    let mut conn = connect().await;
+    sql(
+        &mut conn,
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"),
     )
-    .unwrap();
-    let output = ws.run(&["run", "--config", config_path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
+    .await;
+    // 20,000 rows, so the snapshot is still running while the writer changes the table.
+    for chunk in 0..20 {
+        let values: Vec<String> = (1..=1000)
+            .map(|i| format!("({}, 0)", chunk * 1000 + i))
+            .collect();
+        sql(
+            &mut conn,
+            &format!("INSERT INTO {table} VALUES {}", values.join(",")),
+        )
+        .await;
+    }
+    let ws = Workspace::new();
+    let config = config(&ws, "mysql-seam", &table, "").replace("snapshot = \"never\"\n", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("snapshot = \"never\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let child = ws.spawn(&["run", "--config", &config]);
+    // Concurrent writes: updates, deletes and inserts spread over the table.
+    let mut writes = 0;
+    for round in 1..=300i64 {
+        let id = (round * 7919) % 20_000 + 1;
+        sql(&mut conn, &format!(
+            "UPDATE {table} SET n = {round} WHERE id = {id}; DELETE FROM {table} WHERE id = {}; INSERT INTO {table} VALUES ({}, {round})",
+            (round * 104_729) % 20_000 + 1,
+            20_000 + round
+        )).await;
+        writes += 3;
+    }
+    sql(
+        &mut conn,
+        &format!("INSERT INTO {table} VALUES (999999, 1)"),
+    )
+    .await;
+    wait_until(Duration::from_secs(90), "the last write", || {
+        read_records(&ws.path("out.jsonl"))
+            .iter()
+            .rev()
+            .take(5)
+            .any(|e| e["key"]["id"] == 999999)
+    });
+    terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+
+    let events = read_records(&ws.path("out.jsonl"));
+    let snapshot_rows = events.iter().filter(|e| e["op"] == "snapshot").count();
+    assert!(snapshot_rows >= 19_000, "{snapshot_rows} snapshot rows");
+    let streamed = events.len() - snapshot_rows;
     assert!(
-        stderr(&output).contains("snapshot: only \"never\""),
-        "{}",
-        stderr(&output)
+        streamed > 0 && streamed <= writes + 1,
+        "{streamed} streamed events for {writes} writes"
     );
+    let table_now: Vec<(i64, i64)> = conn
+        .query(format!("SELECT id, n FROM {table} ORDER BY id"))
+        .await
+        .unwrap();
+    let expected: std::collections::BTreeMap<i64, i64> = table_now.into_iter().collect();
+    assert_eq!(
+        replay(&events),
+        expected,
+        "events rebuild exactly the final table"
+    );
+}
+
+#[test]
+fn initial_only_copies_the_tables_and_stops() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = format!("once_{}", std::process::id());
+    rt.block_on(async {
+        let mut conn = connect().await;
+        sql(&mut conn, &format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT); INSERT INTO {table} VALUES (1, 10), (2, 20)")).await;
+    });
+    let ws = Workspace::new();
+    let config = config(&ws, "mysql-once", &table, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("snapshot = \"never\"", "snapshot = \"initial_only\"");
+    std::fs::write(&config, text).unwrap();
+    let output = ws.run(&["run", "--config", &config]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events = read_records(&ws.path("out.jsonl"));
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e["op"] == "snapshot" && e["source"]["snapshot"] == true));
+    assert_eq!(events[1]["after"], json!({"id": 2, "n": 20}));
+    assert_eq!(events[1]["key"], json!({"id": 2}));
 }

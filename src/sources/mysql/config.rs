@@ -7,12 +7,12 @@ use crate::config::{ConfigError, Secret};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMode {
-    /// Copy the tables, then stream (not implemented yet: refused).
+    /// Copy the tables, then stream from the snapshot's position.
     #[default]
     Initial,
     /// Stream changes from the current binlog position on.
     Never,
-    /// Copy the tables and stop (not implemented yet: refused).
+    /// Copy the tables and stop.
     InitialOnly,
 }
 
@@ -60,12 +60,6 @@ impl MysqlConfig {
                 "must not be 0 (a replica needs an id)",
             ));
         }
-        if self.snapshot != SnapshotMode::Never {
-            return Err(ConfigError::invalid(
-                format!("{key}.snapshot"),
-                "only \"never\" (stream changes from the current binlog position) is implemented yet; the initial snapshot is not",
-            ));
-        }
         if self.tables.is_empty() {
             return Err(ConfigError::invalid(
                 format!("{key}.tables"),
@@ -107,8 +101,10 @@ mod tests {
         assert!(parse(&format!("{base}tables = [\"orders\"]"))
             .unwrap_err()
             .starts_with("s.tables[0]"));
-        assert!(parse("url = \"mysql://u:p@h/app\"\ntables = [\"a.b\"]")
-            .unwrap_err()
-            .starts_with("s.snapshot: only \"never\""));
+        assert!(
+            parse("url = \"mysql://u:p@h/app\"\ntables = [\"a.b\"]\nsnapshot = \"always\"")
+                .unwrap_err()
+                .contains("unknown variant `always`")
+        );
     }
 }

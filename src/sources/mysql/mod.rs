@@ -8,9 +8,10 @@
 //! transaction's end (XID, or a statement outside a transaction), never inside one. ROTATE
 //! events move to the next file. `source.position` is `file:pos` of the row event's end.
 //!
-//! Not yet: the initial snapshot (`snapshot` must be `never`), GTID positions, event checksum
-//! verification, TLS, and the information_schema fallback for servers without FULL metadata;
-//! each is refused or reported, never skipped silently.
+//! The initial snapshot ([`snapshot`]) copies the tables as of one binlog position first.
+//!
+//! Not yet: GTID positions, event checksum verification, TLS, and the information_schema
+//! fallback for servers without FULL metadata; each is refused or reported, never skipped.
 //!
 //! Errors ([`MysqlError`]): lost connections are transient (restart from the checkpoint);
 //! wrong server settings, a purged binlog and compressed events are fatal with the fix; a row
@@ -20,6 +21,7 @@ mod config;
 mod error;
 mod position;
 mod shape;
+mod snapshot;
 mod value;
 
 use async_trait::async_trait;
@@ -129,16 +131,22 @@ impl Source for MysqlSource {
             Some(stored) => BinlogPosition::parse(&stored.token)
                 .ok_or_else(|| MysqlError::BadCheckpoint(stored.token.clone()))?,
             None => {
-                let position = current_position(&mut conn).await?;
-                // Remember where streaming starts, so a restart does not skip to "now".
-                if ctx
-                    .emit
-                    .checkpoint(Mark {
-                        partition: PARTITION.into(),
-                        position: position.checkpoint(),
-                    })
-                    .await
-                    .is_err()
+                let position = match self.config.snapshot {
+                    SnapshotMode::Never => current_position(&mut conn).await?,
+                    SnapshotMode::Initial | SnapshotMode::InitialOnly => {
+                        match snapshot::copy(&self.config, &self.filter, &ctx).await? {
+                            Ok(position) => position,
+                            Err(_stopped) => return Ok(()),
+                        }
+                    }
+                };
+                // The snapshot's end (or the start position): a restart streams from here.
+                let mark = Mark {
+                    partition: PARTITION.into(),
+                    position: position.checkpoint(),
+                };
+                if ctx.emit.checkpoint(mark).await.is_err()
+                    || self.config.snapshot == SnapshotMode::InitialOnly
                 {
                     return Ok(());
                 }
