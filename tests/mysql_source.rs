@@ -311,3 +311,213 @@ fn initial_only_copies_the_tables_and_stops() {
     assert_eq!(events[1]["after"], json!({"id": 2, "n": 20}));
     assert_eq!(events[1]["key"], json!({"id": 2}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_mid_stream_changes_the_shape_of_the_following_events() {
+    let table = format!("ddl_{}", std::process::id());
+    let mut conn = connect().await;
+    sql(
+        &mut conn,
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY, a INT, b VARCHAR(10))"),
+    )
+    .await;
+    let ws = Workspace::new();
+    let config = config(&ws, "mysql-ddl", &table, "");
+    let child = start(&ws, &config);
+    sql(
+        &mut conn,
+        &format!("INSERT INTO {table} VALUES (1, 1, 'x')"),
+    )
+    .await;
+    sql(
+        &mut conn,
+        &format!("ALTER TABLE {table} ADD COLUMN c INT DEFAULT 7, DROP COLUMN a"),
+    )
+    .await;
+    sql(
+        &mut conn,
+        &format!("INSERT INTO {table} (id, b) VALUES (2, 'y')"),
+    )
+    .await;
+    sql(
+        &mut conn,
+        &format!("ALTER TABLE {table} RENAME COLUMN b TO label"),
+    )
+    .await;
+    sql(
+        &mut conn,
+        &format!("UPDATE {table} SET label = 'z' WHERE id = 2"),
+    )
+    .await;
+    sql(&mut conn, &format!("TRUNCATE TABLE {table}")).await;
+    sql(
+        &mut conn,
+        &format!("INSERT INTO {table} (id, label) VALUES (3, 'after')"),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), "5 events", || {
+        read_records(&ws.path("out.jsonl")).len() >= 5
+    });
+    terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+    let events = read_records(&ws.path("out.jsonl"));
+    assert_eq!(events[0]["after"], json!({"id": 1, "a": 1, "b": "x"}));
+    assert_eq!(
+        events[1]["after"],
+        json!({"id": 2, "b": "y", "c": 7}),
+        "new shape after ALTER"
+    );
+    assert_eq!(
+        events[2]["before"],
+        json!({"id": 2, "label": "y", "c": 7}),
+        "renamed column"
+    );
+    assert_eq!(events[2]["after"]["label"], "z");
+    assert_eq!(events[3]["op"], "truncate");
+    assert_eq!(events[3]["source"]["table"], table.as_str());
+    assert_eq!(
+        events[4]["after"],
+        json!({"id": 3, "label": "after", "c": 7})
+    );
+    assert_eq!(events.len(), 5);
+}
+
+const KILLS: usize = 20;
+
+/// One committed change of the crash workload: key and value written (None: deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Change {
+    id: i64,
+    g: Option<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_commit_order() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let table = format!("crash_{}", std::process::id());
+    let mut conn = connect().await;
+    sql(
+        &mut conn,
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY, g BIGINT)"),
+    )
+    .await;
+    let ws = Workspace::new();
+    let config = config(&ws, "mysql-crash", &table, "");
+    // A first run stores the starting position.
+    let child = start(&ws, &config);
+    terminate(&child);
+    let mut child = child;
+    child.wait().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let expected: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let writer = {
+        let (stop, expected, table) = (stop.clone(), expected.clone(), table.clone());
+        tokio::spawn(async move {
+            let mut conn = connect().await;
+            let mut rng = support::Rng::seeded();
+            let mut existing = std::collections::HashSet::new();
+            let mut g = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                g += 1;
+                let id = rng.below(30) as i64 + 1;
+                let mut changes = Vec::new();
+                if existing.contains(&id) && rng.below(4) == 0 {
+                    sql(&mut conn, &format!("START TRANSACTION; UPDATE {table} SET g = {g} WHERE id = {id}; DELETE FROM {table} WHERE id = {id}; COMMIT")).await;
+                    changes.push(Change { id, g: Some(g) });
+                    changes.push(Change { id, g: None });
+                    existing.remove(&id);
+                } else {
+                    sql(&mut conn, &format!("INSERT INTO {table} VALUES ({id}, {g}) ON DUPLICATE KEY UPDATE g = {g}")).await;
+                    changes.push(Change { id, g: Some(g) });
+                    existing.insert(id);
+                }
+                expected.lock().unwrap().extend(changes);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let stored = || -> Option<(u64, u64)> {
+        let store = cdc_bridge::checkpoint::CheckpointStore::open(&ws.path("state")).unwrap();
+        let token = store
+            .load("mysql-crash")
+            .unwrap()
+            .get("")
+            .map(|p| p.token.clone())?;
+        let (file, pos) = token.rsplit_once(':').unwrap();
+        Some((
+            file.rsplit('.').next().unwrap().parse().unwrap(),
+            pos.parse().unwrap(),
+        ))
+    };
+    let mut rng = support::Rng::seeded();
+    let mut kills: Vec<(usize, Option<(u64, u64)>)> = Vec::new();
+    for _ in 0..KILLS {
+        let mut child = ws.spawn(&["run", "--config", &config]);
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bridge exited early:\n{}",
+            ws.log_tail()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((read_records(&ws.path("out.jsonl")).len(), stored()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let expected = expected.lock().unwrap().clone();
+    let last = expected.last().cloned().unwrap();
+    let mut child = ws.spawn(&["run", "--config", &config]);
+    let change_of = |e: &Value| Change {
+        id: e["key"]["id"].as_i64().unwrap(),
+        g: if e["op"] == "delete" {
+            None
+        } else {
+            e["after"]["g"].as_i64()
+        },
+    };
+    wait_until(Duration::from_secs(60), "the last change", || {
+        read_records(&ws.path("out.jsonl"))
+            .iter()
+            .rev()
+            .take(10)
+            .any(|e| change_of(e) == last)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    terminate(&child);
+    child.wait().unwrap();
+
+    let events: Vec<(Change, (u64, u64))> = read_records(&ws.path("out.jsonl"))
+        .iter()
+        .map(|e| {
+            let (file, pos) = e["source"]["position"]
+                .as_str()
+                .unwrap()
+                .rsplit_once(':')
+                .unwrap();
+            (
+                change_of(e),
+                (
+                    file.rsplit('.').next().unwrap().parse().unwrap(),
+                    pos.parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert!(
+        expected.len() > 300,
+        "workload too small: {}",
+        expected.len()
+    );
+    let bounds: Vec<usize> = kills.iter().map(|(lines, _)| *lines).collect();
+    let checkpoints: Vec<Option<(u64, u64)>> = kills.iter().map(|(_, stored)| *stored).collect();
+    let duplicates = support::check_crash_runs(&expected, &events, &bounds, &checkpoints);
+    eprintln!(
+        "{} committed changes, {} events, {duplicates} duplicates, {KILLS} kills",
+        expected.len(),
+        events.len()
+    );
+}

@@ -47,6 +47,7 @@ async fn every_shipped_config_passes_check() {
             .env("KINESIS_STREAM", &stream)
             .env("DYNAMODB_ENDPOINT", support::dynamodb::endpoint())
             .env("DYNAMODB_TABLE", &table)
+            .env("MYSQL_URL", support::mysql::url())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

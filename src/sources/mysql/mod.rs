@@ -247,12 +247,26 @@ impl Source for MysqlSource {
                         Ok(())
                     } else {
                         // COMMIT of a non-transactional change, or DDL: its own transaction.
-                        ctx.emit
-                            .checkpoint(Mark {
-                                partition: PARTITION.into(),
-                                position: here.checkpoint(),
-                            })
-                            .await
+                        // (Column changes need nothing here: every TABLE_MAP carries the shape.)
+                        let truncated = truncated_table(&text, &query.schema())
+                            .filter(|(db, table)| self.filter.matches(db, table));
+                        let mut sent = Ok(());
+                        if let Some((db, table)) = truncated {
+                            sent = ctx
+                                .emit
+                                .event(truncate_event(&ctx, &db, &table, &here))
+                                .await;
+                        }
+                        if sent.is_ok() {
+                            sent = ctx
+                                .emit
+                                .checkpoint(Mark {
+                                    partition: PARTITION.into(),
+                                    position: here.checkpoint(),
+                                })
+                                .await;
+                        }
+                        sent
                     }
                 }
                 _ => Ok(()),
@@ -336,6 +350,54 @@ fn row_events(
     Ok(events)
 }
 
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties, with its database.
+fn truncated_table(statement: &str, default_db: &str) -> Option<(String, String)> {
+    let mut words = statement.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("TABLE") {
+        name = words.next()?;
+    }
+    let unquote = |part: &str| part.trim_matches('`').replace("``", "`");
+    let name = name.trim_end_matches(';');
+    Some(
+        match name.split_once("`.`").or_else(|| name.split_once('.')) {
+            Some((db, table)) => (unquote(db), unquote(table)),
+            None => (default_db.to_owned(), unquote(name)),
+        },
+    )
+}
+
+fn truncate_event(
+    ctx: &SourceContext,
+    database: &str,
+    table: &str,
+    here: &BinlogPosition,
+) -> ChangeEvent {
+    ChangeEvent {
+        op: Op::Truncate,
+        source: SourceInfo {
+            connector: SourceKind::Mysql,
+            pipeline: ctx.pipeline.clone(),
+            database: database.into(),
+            schema: None,
+            table: table.into(),
+            position: here.token(),
+            txid: None,
+            commit_ts_ms: None,
+            snapshot: false,
+            ttl_expired: false,
+        },
+        key: Row::new(),
+        before: None,
+        after: None,
+        unchanged: Vec::new(),
+        ts_ms: now_ms(),
+    }
+}
+
 /// Error 1236 means the binlog asked for is gone from the server.
 fn purged_or(err: mysql_async::Error, position: &BinlogPosition) -> MysqlError {
     match &err {
@@ -389,4 +451,27 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
         });
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated_table;
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        let t = |s| truncated_table(s, "app");
+        assert_eq!(
+            t("TRUNCATE TABLE orders"),
+            Some(("app".into(), "orders".into()))
+        );
+        assert_eq!(
+            t("truncate `shop`.`or``ders`"),
+            Some(("shop".into(), "or`ders".into()))
+        );
+        assert_eq!(
+            t("TRUNCATE shop.orders"),
+            Some(("shop".into(), "orders".into()))
+        );
+        assert_eq!(t("ALTER TABLE orders ADD c INT"), None);
+    }
 }
