@@ -32,6 +32,8 @@ pub enum MysqlError {
         position: String,
         reason: String,
     },
+    #[error("binlog event at {position} fails its CRC32 checksum: the binlog or the connection corrupted it; nothing after it is read")]
+    Checksum { position: String },
     #[error("the binlog stream ended")]
     StreamEnded,
 }
