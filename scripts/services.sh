@@ -23,13 +23,15 @@
 # $CDC_BRIDGE_CACHE/dynamodb-local once; needs java). DynamoDB Local accepts only letters and
 # digits in access keys, hence the test credentials cdcbridgetest.
 # mariadb (MariaDB 10.11 from Debian, ROW binlog with FULL row image and metadata, on
-# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app).
+# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app), and
+# mariadb_bad (the same on 33070, where cdc may change global settings: for the tests of wrong
+# server settings, so they do not disturb the others).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=0.6.0
@@ -42,6 +44,7 @@ KINESALITE_VERSION=3.3.3
 DYNAMODB_PORT=${CDC_BRIDGE_DYNAMODB_PORT:-18000}
 DYNAMODB_LOCAL_VERSION=10.3.0
 MARIADB_PORT=${CDC_BRIDGE_MARIADB_PORT:-33069}
+MARIADB_BAD_PORT=$((MARIADB_PORT + 1))
 
 log() { echo "services: $*" >&2; }
 
@@ -302,13 +305,15 @@ dynamodb_env() {
 }
 
 # ---- MariaDB (binlog source) ----
-mariadb_start() {
+# mariadb_run NAME PORT EXTRA_SQL: a throwaway server in $RUN_DIR/NAME.
+mariadb_run() {
+  local name=$1 port=$2 extra_sql=$3
   command -v mariadbd >/dev/null || {
     log "installing mariadb-server"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
   }
-  mariadb_stop
-  local dir=$RUN_DIR/mariadb
+  stop_pidfile "$RUN_DIR/$name/server.pid"
+  local dir=$RUN_DIR/$name
   rm -rf "$dir"; mkdir -p "$dir"
   cat >"$dir/my.cnf" <<CNF
 [mysqld]
@@ -317,7 +322,7 @@ datadir                 = $dir/data
 socket                  = $dir/mysqld.sock
 pid-file                = $dir/mysqld.pid
 log-error               = $dir/mysqld.err
-port                    = $MARIADB_PORT
+port                    = $port
 bind-address            = 127.0.0.1
 skip-name-resolve
 server_id               = 1
@@ -336,16 +341,23 @@ CNF
     setsid /usr/sbin/mariadbd --defaults-file="$dir/my.cnf" >"$dir/mariadbd.out" 2>&1 </dev/null &
     echo $! >"$dir/server.pid"
   )
-  wait_for 60 mariadb mariadb-admin --socket="$dir/mysqld.sock" -uroot ping
-  mariadb --socket="$dir/mysqld.sock" -uroot <<'SQL'
+  wait_for 60 "$name" mariadb-admin --socket="$dir/mysqld.sock" -uroot ping
+  mariadb --socket="$dir/mysqld.sock" -uroot <<SQL
 CREATE DATABASE IF NOT EXISTS app;
 CREATE USER IF NOT EXISTS 'cdc'@'127.0.0.1' IDENTIFIED BY 'cdc';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD ON *.* TO 'cdc'@'127.0.0.1';
 GRANT ALL ON app.* TO 'cdc'@'127.0.0.1';
+$extra_sql
 SQL
-  log "mariadb running on 127.0.0.1:$MARIADB_PORT (pid $(cat "$dir/server.pid"))"
+  log "$name running on 127.0.0.1:$port (pid $(cat "$dir/server.pid"))"
 }
+mariadb_start() { mariadb_run mariadb "$MARIADB_PORT" ""; }
 mariadb_stop() { stop_pidfile "$RUN_DIR/mariadb/server.pid"; }
+mariadb_bad_start() {
+  mariadb_run mariadb_bad "$MARIADB_BAD_PORT" "GRANT ALL ON *.* TO 'cdc'@'127.0.0.1' WITH GRANT OPTION;"
+}
+mariadb_bad_stop() { stop_pidfile "$RUN_DIR/mariadb_bad/server.pid"; }
+mariadb_bad_env() { echo "export CDC_BRIDGE_MYSQL_BAD_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_BAD_PORT/app"; }
 mariadb_env() {
   echo "export CDC_BRIDGE_MYSQL_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_PORT/app CDC_BRIDGE_MYSQL_ADMIN_SOCKET=$RUN_DIR/mariadb/mysqld.sock"
 }

@@ -12,6 +12,8 @@ pub enum MysqlError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error("{context}: {message} (grant the privilege, or fix the user and password in `url`; see migrations/mysql/001_prepare_database.sql)")]
+    Denied { context: String, message: String },
     #[error("{setting} is {found:?} but the binlog source needs {needed}: set {setting} = {needed} in the server configuration (see migrations/mysql/)")]
     Setting {
         setting: &'static str,

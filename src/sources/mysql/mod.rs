@@ -60,13 +60,30 @@ impl MysqlSource {
 
 async fn connect(config: &MysqlConfig) -> Result<Conn, MysqlError> {
     let opts = Opts::from_url(config.url.expose()).map_err(|e| MysqlError::Connect(e.into()))?;
-    Conn::new(opts).await.map_err(MysqlError::Connect)
+    Conn::new(opts)
+        .await
+        .map_err(|e| match sql("logging in")(e) {
+            denied @ MysqlError::Denied { .. } => denied,
+            MysqlError::Sql { source, .. } => MysqlError::Connect(source),
+            other => other,
+        })
 }
 
+/// Server error codes that mean the user lacks a privilege or cannot log in.
+const ACCESS_DENIED: [u16; 5] = [1044, 1045, 1142, 1227, 1370];
+
 fn sql(context: &str) -> impl FnOnce(mysql_async::Error) -> MysqlError + '_ {
-    move |source| MysqlError::Sql {
-        context: context.to_owned(),
-        source,
+    move |source| match &source {
+        mysql_async::Error::Server(server) if ACCESS_DENIED.contains(&server.code) => {
+            MysqlError::Denied {
+                context: context.to_owned(),
+                message: server.message.clone(),
+            }
+        }
+        _ => MysqlError::Sql {
+            context: context.to_owned(),
+            source,
+        },
     }
 }
 
