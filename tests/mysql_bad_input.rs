@@ -125,13 +125,29 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
     wait_until(Duration::from_secs(30), "the plain change", || {
         read_records(&ws.path("out.jsonl")).len() == 1
     });
-    sql(&mut admin, "SET GLOBAL log_bin_compress = ON").await;
+    // Compress every event, however small.
     sql(
         &mut admin,
-        &format!("INSERT INTO t VALUES (2, '{}')", "x".repeat(500)),
+        "SET GLOBAL log_bin_compress_min_len = 10; SET GLOBAL log_bin_compress = ON",
     )
     .await;
-    let status = child.0.wait().unwrap();
+    sql(
+        &mut admin,
+        &format!("INSERT INTO t VALUES (2, '{}')", "x".repeat(5000)),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge read past a compressed event:\n{}",
+            ws.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status.code(), Some(1));
     assert!(
         ws.log_tail()
