@@ -48,6 +48,19 @@ pub struct SourceContext {
     pub shutdown: Shutdown,
 }
 
+/// Whether a database source copies its tables before streaming (`snapshot` in its settings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Copy every table consistently with the stream's start, then stream (first run only).
+    #[default]
+    Initial,
+    /// Only stream changes from the start position on.
+    Never,
+    /// Copy every table, then stop.
+    InitialOnly,
+}
+
 /// A checkpoint mark: after this, `partition` may resume after `position`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {

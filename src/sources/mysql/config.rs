@@ -4,17 +4,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, Secret};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotMode {
-    /// Copy the tables, then stream from the snapshot's position.
-    #[default]
-    Initial,
-    /// Stream changes from the current binlog position on.
-    Never,
-    /// Copy the tables and stop.
-    InitialOnly,
-}
+pub use crate::source::SnapshotMode;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,18 +12,7 @@ pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
 pub const DEFAULT_STREAM_MEMORY_BYTES: usize = 8 * 1024 * 1024;
 
-/// Whether to copy the tables before streaming.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotMode {
-    /// Copy every table consistently with the slot, then stream (first run only).
-    #[default]
-    Initial,
-    /// Only stream changes from the slot's creation on.
-    Never,
-    /// Copy every table, then stop.
-    InitialOnly,
-}
+pub use crate::source::SnapshotMode;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
