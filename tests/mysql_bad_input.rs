@@ -55,6 +55,33 @@ fn wait_streaming(ws: &Workspace) {
     }
 }
 
+/// Runs the bridge, which must stop on its own within 30 s (a bridge that streams on instead
+/// fails the test rather than hanging it).
+fn run_to_exit(ws: &Workspace, config: &str) -> std::process::Output {
+    let mut child = Running(
+        ws.command(&["run", "--config", config])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stderr = Vec::new();
+    std::io::Read::read_to_end(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    std::process::Output {
+        status: child.0.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr,
+    }
+}
+
 /// `check` fails naming `expected`, and `run` stops (exit 1) with the same message.
 fn refused(ws: &Workspace, config: &str, expected: &str) {
     let check = ws.run(&["check", "--config", config]);
@@ -63,7 +90,7 @@ fn refused(ws: &Workspace, config: &str, expected: &str) {
         !check.status.success() && report.contains(expected),
         "check: {report}"
     );
-    let run = ws.run(&["run", "--config", config]);
+    let run = run_to_exit(ws, config);
     assert_eq!(run.status.code(), Some(1));
     assert!(stderr(&run).contains(expected), "run: {}", stderr(&run));
 }
@@ -169,6 +196,12 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
     wait_streaming(&ws2);
     support::terminate(&child.0);
     child.0.wait().unwrap();
+    let store = cdc_bridge::checkpoint::CheckpointStore::open(&ws2.path("state")).unwrap();
+    assert!(
+        store.load("purged").unwrap().contains_key(""),
+        "a position is stored before the purge"
+    );
+    drop(store);
     sql(&mut admin, "FLUSH BINARY LOGS").await;
     sql(&mut admin, "FLUSH BINARY LOGS").await;
     let current: mysql_async::Row = {
@@ -181,7 +214,7 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
     };
     let file: String = current.get(0).unwrap();
     sql(&mut admin, &format!("PURGE BINARY LOGS TO '{file}'")).await;
-    let run = ws2.run(&["run", "--config", &cfg2]);
+    let run = run_to_exit(&ws2, &cfg2);
     assert_eq!(run.status.code(), Some(1));
     assert!(
         stderr(&run).contains("(purged): the changes since the checkpoint are lost"),

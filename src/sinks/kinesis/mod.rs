@@ -131,14 +131,6 @@ impl KinesisSink {
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
-
-    fn stopped(&self) -> KinesisSinkError {
-        self.failure
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .unwrap_or_else(|| KinesisSinkError::Stopped("the sender task ended".into()))
-    }
 }
 
 impl Drop for KinesisSink {
@@ -179,21 +171,25 @@ impl Sink for KinesisSink {
             done,
         };
         if self.submissions.send(submission).await.is_err() {
-            return Err(self.stopped().into());
+            return Err(stop_reason(&self.failure).into());
         }
         let failure = self.failure.clone();
         Ok(Box::pin(async move {
             match outcome.await {
                 Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(failure
-                    .lock()
-                    .expect("not poisoned")
-                    .clone()
-                    .unwrap_or_else(|| KinesisSinkError::Stopped("the sender task ended".into()))
-                    .into()),
+                Err(_) => Err(stop_reason(&failure).into()),
             }
         }))
     }
+}
+
+/// Why the sender task stopped: its recorded failure, if it had one.
+fn stop_reason(failure: &Mutex<Option<KinesisSinkError>>) -> KinesisSinkError {
+    failure
+        .lock()
+        .expect("not poisoned")
+        .clone()
+        .unwrap_or_else(|| KinesisSinkError::Stopped("the sender task ended".into()))
 }
 
 /// What `DescribeStreamSummary` says about the stream.

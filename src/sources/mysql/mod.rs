@@ -346,25 +346,16 @@ fn row_events(
             .as_ref()
             .or(before.as_ref())
             .expect("a row event has an image");
-        let key: Row = table
-            .key
-            .iter()
-            .filter_map(|&i| image.iter().nth(i).map(|(n, v)| (n.clone(), v.clone())))
-            .collect();
+        let key = key_of(image, &table.key);
         events.push(ChangeEvent {
             op,
-            source: SourceInfo {
-                connector: SourceKind::Mysql,
-                pipeline: ctx.pipeline.clone(),
-                database: table.database.as_str().into(),
-                schema: None,
-                table: table.table.as_str().into(),
-                position: here.token(),
-                txid: None,
-                commit_ts_ms: None,
-                snapshot: false,
-                ttl_expired: false,
-            },
+            source: source_info(
+                ctx,
+                table.database.as_str().into(),
+                table.table.as_str().into(),
+                here,
+                false,
+            ),
             key,
             before,
             after,
@@ -373,6 +364,35 @@ fn row_events(
         });
     }
     Ok(events)
+}
+
+/// The envelope's `source` for a change of `database.table` at `position`.
+fn source_info(
+    ctx: &SourceContext,
+    database: std::sync::Arc<str>,
+    table: std::sync::Arc<str>,
+    position: &BinlogPosition,
+    snapshot: bool,
+) -> SourceInfo {
+    SourceInfo {
+        connector: SourceKind::Mysql,
+        pipeline: ctx.pipeline.clone(),
+        database,
+        schema: None,
+        table,
+        position: position.token(),
+        txid: None,
+        commit_ts_ms: None,
+        snapshot,
+        ttl_expired: false,
+    }
+}
+
+/// The primary-key columns of `row`, by their indexes.
+fn key_of(row: &Row, key: &[usize]) -> Row {
+    key.iter()
+        .filter_map(|&i| row.iter().nth(i).map(|(n, v)| (n.clone(), v.clone())))
+        .collect()
 }
 
 /// Whether the event's CRC32 (when the binlog has checksums) matches its bytes. The library
@@ -422,18 +442,7 @@ fn truncate_event(
 ) -> ChangeEvent {
     ChangeEvent {
         op: Op::Truncate,
-        source: SourceInfo {
-            connector: SourceKind::Mysql,
-            pipeline: ctx.pipeline.clone(),
-            database: database.into(),
-            schema: None,
-            table: table.into(),
-            position: here.token(),
-            txid: None,
-            commit_ts_ms: None,
-            snapshot: false,
-            ttl_expired: false,
-        },
+        source: source_info(ctx, database.into(), table.into(), here, false),
         key: Row::new(),
         before: None,
         after: None,

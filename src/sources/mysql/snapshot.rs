@@ -20,8 +20,8 @@ use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::position::BinlogPosition;
 use super::shape::ColumnShape;
-use super::{connect, sql, value};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, SourceKind};
+use super::{connect, key_of, source_info, sql, value};
+use crate::envelope::{now_ms, ChangeEvent, Op, Row};
 use crate::source::{SourceContext, Stopped};
 
 /// Copies the captured tables; returns the binlog position to stream from.
@@ -169,24 +169,10 @@ async fn copy_table(
             position: position.token(),
             reason,
         })?;
-        let key: Row = key_index
-            .iter()
-            .filter_map(|&i| after.iter().nth(i).map(|(n, v)| (n.clone(), v.clone())))
-            .collect();
+        let key = key_of(&after, &key_index);
         let event = ChangeEvent {
             op: Op::Snapshot,
-            source: SourceInfo {
-                connector: SourceKind::Mysql,
-                pipeline: ctx.pipeline.clone(),
-                database: database.clone(),
-                schema: None,
-                table: table_name.clone(),
-                position: position.token(),
-                txid: None,
-                commit_ts_ms: None,
-                snapshot: true,
-                ttl_expired: false,
-            },
+            source: source_info(ctx, database.clone(), table_name.clone(), position, true),
             key,
             before: None,
             after: Some(after),
