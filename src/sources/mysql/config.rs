@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::position::BinlogPosition;
 use crate::config::{ConfigError, Secret};
 
 pub use crate::source::SnapshotMode;
@@ -18,6 +19,22 @@ pub struct MysqlConfig {
     pub tables: Vec<String>,
     #[serde(default)]
     pub snapshot: SnapshotMode,
+    /// Where a pipeline without a checkpoint starts (needs `snapshot = "never"`): `file:pos`,
+    /// a MariaDB GTID list or a MySQL GTID set. Default: the server's current position.
+    #[serde(default)]
+    pub start_position: Option<String>,
+    /// How a restart finds its place: by the stored GTID state when there is one (MariaDB
+    /// always; MySQL with gtid_mode = ON), or by binlog file and offset.
+    #[serde(default)]
+    pub resume_by: ResumeBy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeBy {
+    #[default]
+    Gtid,
+    File,
 }
 
 fn default_server_id() -> u32 {
@@ -69,7 +86,33 @@ impl MysqlConfig {
             };
             filter.push((db.to_owned(), (table != "*").then(|| table.to_owned())));
         }
+        let field = format!("{key}.start_position");
+        if let Some(start) = self
+            .start()
+            .map_err(|reason| ConfigError::invalid(field.clone(), reason))?
+        {
+            if self.snapshot != SnapshotMode::Never {
+                return Err(ConfigError::invalid(
+                    field,
+                    "needs snapshot = \"never\" (a snapshot starts at its own position)",
+                ));
+            }
+            if start.file.is_empty() && self.resume_by == ResumeBy::File {
+                return Err(ConfigError::invalid(
+                    field,
+                    "is a GTID state but resume_by = \"file\": give file:pos, or resume by gtid",
+                ));
+            }
+        }
         Ok(TableFilter(filter))
+    }
+
+    /// The configured start position, parsed.
+    pub fn start(&self) -> Result<Option<BinlogPosition>, String> {
+        self.start_position
+            .as_deref()
+            .map(BinlogPosition::parse_start)
+            .transpose()
     }
 }
 
@@ -96,5 +139,18 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown variant `always`")
         );
+    }
+
+    #[test]
+    fn start_position_is_checked() {
+        let base = "url = \"mysql://u:p@h/app\"\ntables = [\"a.b\"]\n";
+        assert!(parse(&format!("{base}snapshot = \"never\"\nstart_position = \"0-1-5\"")).is_ok());
+        assert!(parse(&format!("{base}snapshot = \"never\"\nstart_position = \"bin.000001:4\"\nresume_by = \"file\"")).is_ok());
+        let err = parse(&format!("{base}start_position = \"0-1-5\"")).unwrap_err();
+        assert!(err.starts_with("s.start_position") && err.contains("snapshot"), "{err}");
+        let err = parse(&format!("{base}snapshot = \"never\"\nstart_position = \"0-1-5\"\nresume_by = \"file\"")).unwrap_err();
+        assert!(err.contains("resume_by"), "{err}");
+        let err = parse(&format!("{base}snapshot = \"never\"\nstart_position = \"soon\"")).unwrap_err();
+        assert!(err.starts_with("s.start_position") && err.contains("file:pos"), "{err}");
     }
 }

@@ -22,11 +22,11 @@ pub enum MysqlError {
     },
     #[error("binary logging is off: start the server with log_bin (see migrations/mysql/)")]
     NoBinlog,
-    #[error("the binlog holds compressed events (log_bin_compress = ON), which cdc-bridge cannot read: set log_bin_compress = OFF; changes written compressed cannot be captured")]
-    Compressed,
-    #[error("the server no longer has binlog {position} (purged): the changes since the checkpoint are lost; reset this pipeline's checkpoints to start from the current position")]
-    Purged { position: String },
-    #[error("stored checkpoint {0:?} is not a binlog position (file:pos); reset this pipeline's checkpoints")]
+    #[error("the binlog holds compressed events ({setting} = ON), which cdc-bridge cannot read: set {setting} = OFF; changes written compressed cannot be captured")]
+    Compressed { setting: &'static str },
+    #[error("the server no longer has the binlog for {position} (purged: {message}): the changes since the checkpoint are lost; reset this pipeline's checkpoints to start from the current position")]
+    Purged { position: String, message: String },
+    #[error("stored checkpoint {0:?} is not a binlog position (file:pos, optionally ;gtids=STATE) for this server; reset this pipeline's checkpoints")]
     BadCheckpoint(String),
     #[error("cannot decode a row of {table} at {position}: {reason}")]
     Decode {

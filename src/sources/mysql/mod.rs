@@ -21,31 +21,29 @@
 
 mod config;
 mod error;
+mod gtid;
 mod position;
+mod raw_events;
 mod shape;
 mod snapshot;
+mod stream;
 mod value;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, Row as MyRow};
-use mysql_common::binlog::events::{EventData, RowsEventData};
+use mysql_async::{Conn, Opts, Row as MyRow};
 
-pub use config::{MysqlConfig, SnapshotMode, TableFilter};
+pub use config::{MysqlConfig, ResumeBy, SnapshotMode, TableFilter};
 pub use error::MysqlError;
 pub use position::BinlogPosition;
 
 use crate::check::Finding;
-use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, SourceKind};
+use crate::envelope::{Row, SourceInfo, SourceKind};
 use crate::error::BoxError;
 use crate::source::{Mark, Source, SourceContext};
-use shape::TableShape;
 
 /// The source's single partition (one binlog).
 const PARTITION: &str = "";
-/// Compressed event types (MariaDB log_bin_compress): 166-171.
-const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 166..=171;
 
 pub struct MysqlSource {
     config: MysqlConfig,
@@ -116,254 +114,141 @@ async fn check_settings(conn: &mut Conn) -> Result<(), MysqlError> {
             });
         }
     }
-    let compressed: Option<MyRow> = conn
-        .query_first("SHOW VARIABLES LIKE 'log_bin_compress'")
+    // MariaDB's log_bin_compress, MySQL's binlog_transaction_compression.
+    let compression: Vec<(String, String)> = conn
+        .query(
+            "SHOW VARIABLES WHERE Variable_name IN \
+             ('log_bin_compress', 'binlog_transaction_compression')",
+        )
         .await
-        .map_err(sql("reading log_bin_compress"))?;
-    if compressed
-        .and_then(|r| r.get::<String, _>(1))
-        .is_some_and(|v| v.eq_ignore_ascii_case("ON"))
-    {
-        return Err(MysqlError::Compressed);
+        .map_err(sql("reading the binlog compression settings"))?;
+    for (name, value) in compression {
+        if value.eq_ignore_ascii_case("ON") {
+            return Err(MysqlError::Compressed {
+                setting: if name == "log_bin_compress" {
+                    "log_bin_compress"
+                } else {
+                    "binlog_transaction_compression"
+                },
+            });
+        }
     }
     Ok(())
 }
 
-async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
-    let row: MyRow = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .map_err(sql("SHOW MASTER STATUS"))?
-        .ok_or(MysqlError::NoBinlog)?;
-    Ok(BinlogPosition {
-        file: row.get::<String, _>(0).unwrap_or_default(),
-        pos: row.get::<u64, _>(1).unwrap_or(4),
-    })
-}
-
 #[async_trait]
 impl Source for MysqlSource {
-    async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<(), BoxError> {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError> {
         let mut conn = connect(&self.config).await?;
         check_settings(&mut conn).await?;
+        let flavor = Flavor::detect(&mut conn).await?;
         let start = match ctx.resume.get(PARTITION) {
             Some(stored) => BinlogPosition::parse(&stored.token)
                 .ok_or_else(|| MysqlError::BadCheckpoint(stored.token.clone()))?,
             None => {
-                let position = match self.config.snapshot {
-                    SnapshotMode::Never => current_position(&mut conn).await?,
-                    SnapshotMode::Initial | SnapshotMode::InitialOnly => {
+                let configured = self.config.start().map_err(MysqlError::BadCheckpoint)?;
+                let position = match (configured, self.config.snapshot) {
+                    (Some(position), _) => position,
+                    (None, SnapshotMode::Never) => current_position(&mut conn).await?,
+                    (None, SnapshotMode::Initial | SnapshotMode::InitialOnly) => {
                         match snapshot::copy(&self.config, &self.filter, &ctx).await? {
                             Ok(position) => position,
                             Err(_stopped) => return Ok(()),
                         }
                     }
                 };
+                let position = with_gtids(&mut conn, flavor, position).await?;
                 // The snapshot's end (or the start position): a restart streams from here.
-                let mark = Mark {
-                    partition: PARTITION.into(),
-                    position: position.checkpoint(),
-                };
-                if ctx.emit.checkpoint(mark).await.is_err()
-                    || self.config.snapshot == SnapshotMode::InitialOnly
-                {
+                if !position.file.is_empty() {
+                    let mark = Mark {
+                        partition: PARTITION.into(),
+                        position: position.checkpoint(),
+                    };
+                    if ctx.emit.checkpoint(mark).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if self.config.snapshot == SnapshotMode::InitialOnly {
                     return Ok(());
                 }
                 position
             }
         };
-        tracing::info!(position = %start.token(), "streaming the binlog");
-        // MariaDB: send its own GTID events as they are (not rewritten as queries).
-        conn.query_drop("SET @mariadb_slave_capability = 4")
-            .await
-            .map_err(sql("setting the replica capability"))?;
-        // A heartbeat every second when idle keeps the connection checked.
-        conn.query_drop("SET @master_heartbeat_period = 1000000000")
-            .await
-            .map_err(sql("setting the heartbeat"))?;
-        let request = BinlogStreamRequest::new(self.config.server_id)
-            .with_filename(start.file.as_bytes())
-            .with_pos(start.pos);
-        let mut stream = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(|e| purged_or(e, &start))?;
-        let mut file = start.file.clone();
-        loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                _ = ctx.shutdown.requested() => return Ok(()),
-            };
-            let event = match event {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(purged_or(e, &BinlogPosition { file, pos: 0 }).into()),
-                None => return Err(MysqlError::StreamEnded.into()),
-            };
-            let raw_type = event.header().event_type_raw();
-            if COMPRESSED_EVENTS.contains(&raw_type) {
-                return Err(MysqlError::Compressed.into());
-            }
-            let end = u64::from(event.header().log_pos());
-            if !checksum_ok(&event) {
-                return Err(MysqlError::Checksum {
-                    position: format!("{file}:{end}"),
-                }
-                .into());
-            }
-            let data = event.read_data().map_err(|e| MysqlError::Decode {
-                table: String::new(),
-                position: format!("{file}:{end}"),
-                reason: e.to_string(),
-            })?;
-            let here = BinlogPosition {
-                file: file.clone(),
-                pos: end,
-            };
-            let sent = match data {
-                Some(EventData::RotateEvent(rotate)) => {
-                    // The first ROTATE after connecting is made up (log_pos 0): keep the file asked for.
-                    if end != 0 {
-                        file = rotate.name().into_owned();
-                    }
-                    Ok(())
-                }
-                Some(EventData::RowsEvent(rows)) => {
-                    let Some(tme) = stream.get_tme(rows.table_id()) else {
-                        return Err(MysqlError::Decode {
-                            table: String::new(),
-                            position: here.token(),
-                            reason: format!("rows for unknown table id {}", rows.table_id()),
-                        }
-                        .into());
-                    };
-                    if !self.filter.matches(&tme.database_name(), &tme.table_name()) {
-                        continue;
-                    }
-                    let table = shape::shape(tme).map_err(|reason| MysqlError::Decode {
-                        table: format!("{}.{}", tme.database_name(), tme.table_name()),
-                        position: here.token(),
-                        reason,
-                    })?;
-                    let events = row_events(&ctx, &table, &rows, tme, &here)?;
-                    let mut result = Ok(());
-                    for event in events {
-                        result = ctx.emit.event(event).await;
-                        if result.is_err() {
-                            break;
-                        }
-                    }
-                    result
-                }
-                Some(EventData::XidEvent(_)) => {
-                    ctx.emit
-                        .checkpoint(Mark {
-                            partition: PARTITION.into(),
-                            position: here.checkpoint(),
-                        })
-                        .await
-                }
-                Some(EventData::QueryEvent(query)) => {
-                    let text = query.query();
-                    let statement = text.trim_start().to_ascii_uppercase();
-                    if statement.starts_with("BEGIN")
-                        || statement.starts_with("SAVEPOINT")
-                        || statement.starts_with("ROLLBACK TO")
-                    {
-                        Ok(())
-                    } else {
-                        // COMMIT of a non-transactional change, or DDL: its own transaction.
-                        // (Column changes need nothing here: every TABLE_MAP carries the shape.)
-                        let truncated = truncated_table(&text, &query.schema())
-                            .filter(|(db, table)| self.filter.matches(db, table));
-                        let mut sent = Ok(());
-                        if let Some((db, table)) = truncated {
-                            sent = ctx
-                                .emit
-                                .event(truncate_event(&ctx, &db, &table, &here))
-                                .await;
-                        }
-                        if sent.is_ok() {
-                            sent = ctx
-                                .emit
-                                .checkpoint(Mark {
-                                    partition: PARTITION.into(),
-                                    position: here.checkpoint(),
-                                })
-                                .await;
-                        }
-                        sent
-                    }
-                }
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                return Ok(());
-            }
-        }
+        let start = with_gtids(&mut conn, flavor, start).await?;
+        stream::run(conn, flavor, &self.config, &self.filter, ctx, start).await
     }
 }
 
-/// The events of one rows event, in order.
-fn row_events(
-    ctx: &SourceContext,
-    table: &TableShape,
-    rows: &RowsEventData<'_>,
-    tme: &mysql_common::binlog::events::TableMapEvent<'_>,
-    here: &BinlogPosition,
-) -> Result<Vec<ChangeEvent>, MysqlError> {
-    let op = match rows {
-        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
-        RowsEventData::UpdateRowsEvent(_)
-        | RowsEventData::UpdateRowsEventV1(_)
-        | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
-        RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
-    };
-    let decode_error = |reason: String| MysqlError::Decode {
-        table: format!("{}.{}", table.database, table.table),
-        position: here.token(),
-        reason,
-    };
-    let to_row = |row: &mysql_common::binlog::row::BinlogRow| -> Result<Row, MysqlError> {
-        table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, column)| {
-                Ok((
-                    column.name.clone(),
-                    value::value(column, row.as_ref(i))
-                        .map_err(|e| decode_error(format!("column {}: {e}", column.name)))?,
-                ))
-            })
-            .collect()
-    };
-    let mut events = Vec::new();
-    for pair in rows.rows(tme) {
-        let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
-        let before = before.as_ref().map(to_row).transpose()?;
-        let after = after.as_ref().map(to_row).transpose()?;
-        let image = after
-            .as_ref()
-            .or(before.as_ref())
-            .expect("a row event has an image");
-        let key = key_of(image, &table.key);
-        events.push(ChangeEvent {
-            op,
-            source: source_info(
-                ctx,
-                table.database.as_str().into(),
-                table.table.as_str().into(),
-                here,
-                false,
-            ),
-            key,
-            before,
-            after,
-            unchanged: Vec::new(),
-            ts_ms: now_ms(),
-        });
+/// The server's flavor: their GTIDs and snapshot positions differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Mariadb,
+    Mysql,
+}
+
+impl Flavor {
+    async fn detect(conn: &mut Conn) -> Result<Flavor, MysqlError> {
+        let version: String = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(sql("SELECT VERSION()"))?
+            .unwrap_or_default();
+        Ok(if version.contains("MariaDB") {
+            Flavor::Mariadb
+        } else {
+            Flavor::Mysql
+        })
     }
-    Ok(events)
+}
+
+/// MariaDB: adds the GTID state at `position` (`BINLOG_GTID_POS`) when it is not known yet.
+/// MySQL has no such lookup: its set is known only from SHOW MASTER STATUS or a GTID start.
+async fn with_gtids(
+    conn: &mut Conn,
+    flavor: Flavor,
+    mut position: BinlogPosition,
+) -> Result<BinlogPosition, MysqlError> {
+    if flavor != Flavor::Mariadb || position.gtids.is_some() || position.file.is_empty() {
+        return Ok(position);
+    }
+    let state: Option<Option<String>> = conn
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (position.file.as_str(), position.pos),
+        )
+        .await
+        .map_err(sql("reading the GTID state at the start position"))?;
+    if let Some(state) = state.flatten() {
+        let state = gtid::GtidState::parse(&state)
+            .map_err(|reason| MysqlError::BadCheckpoint(format!("{}: {reason}", position.token())))?;
+        position.gtids = Some(state);
+    }
+    Ok(position)
+}
+
+/// The server's current binlog position, with its executed GTID set (MySQL, when GTIDs are
+/// on). MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.
+async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
+    let row: Option<MyRow> = match conn.query_first("SHOW BINARY LOG STATUS").await {
+        Ok(row) => row,
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(sql("SHOW MASTER STATUS"))?,
+        Err(e) => return Err(sql("SHOW BINARY LOG STATUS")(e)),
+    };
+    let row = row.ok_or(MysqlError::NoBinlog)?;
+    let mut position = BinlogPosition::new(
+        row.get::<String, _>(0).unwrap_or_default(),
+        row.get::<u64, _>(1).unwrap_or(4),
+    );
+    let executed: Option<String> = row.get::<Option<String>, _>(4).flatten();
+    if let Some(set) = executed.filter(|s| !s.trim().is_empty()) {
+        let set = gtid::GtidSet::parse(&set)
+            .map_err(|reason| MysqlError::BadCheckpoint(format!("Executed_Gtid_Set: {reason}")))?;
+        position.gtids = Some(gtid::GtidState::Mysql(set));
+    }
+    Ok(position)
 }
 
 /// The envelope's `source` for a change of `database.table` at `position`.
@@ -380,7 +265,7 @@ fn source_info(
         database,
         schema: None,
         table,
-        position: position.token(),
+        position: position.file_pos(),
         txid: None,
         commit_ts_ms: None,
         snapshot,
@@ -393,75 +278,6 @@ fn key_of(row: &Row, key: &[usize]) -> Row {
     key.iter()
         .filter_map(|&i| row.iter().nth(i).map(|(n, v)| (n.clone(), v.clone())))
         .collect()
-}
-
-/// Whether the event's CRC32 (when the binlog has checksums) matches its bytes. The library
-/// strips the checksum without checking it. Artificial events (position 0, heartbeats) are
-/// made by the server on the fly and not checked.
-fn checksum_ok(event: &mysql_common::binlog::events::Event) -> bool {
-    use mysql_common::binlog::consts::BinlogChecksumAlg;
-    const HEARTBEAT: u8 = 27;
-    let header = event.header();
-    if header.log_pos() == 0 || header.event_type_raw() == HEARTBEAT {
-        return true;
-    }
-    match (event.checksum(), event.footer().get_checksum_alg()) {
-        (Some(sum), Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))) => {
-            event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-                == u32::from_le_bytes(sum)
-        }
-        _ => true,
-    }
-}
-
-/// The table a `TRUNCATE [TABLE] [db.]name` statement empties, with its database.
-fn truncated_table(statement: &str, default_db: &str) -> Option<(String, String)> {
-    let mut words = statement.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("TABLE") {
-        name = words.next()?;
-    }
-    let unquote = |part: &str| part.trim_matches('`').replace("``", "`");
-    let name = name.trim_end_matches(';');
-    Some(
-        match name.split_once("`.`").or_else(|| name.split_once('.')) {
-            Some((db, table)) => (unquote(db), unquote(table)),
-            None => (default_db.to_owned(), unquote(name)),
-        },
-    )
-}
-
-fn truncate_event(
-    ctx: &SourceContext,
-    database: &str,
-    table: &str,
-    here: &BinlogPosition,
-) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Truncate,
-        source: source_info(ctx, database.into(), table.into(), here, false),
-        key: Row::new(),
-        before: None,
-        after: None,
-        unchanged: Vec::new(),
-        ts_ms: now_ms(),
-    }
-}
-
-/// Error 1236 means the binlog asked for is gone from the server.
-fn purged_or(err: mysql_async::Error, position: &BinlogPosition) -> MysqlError {
-    match &err {
-        mysql_async::Error::Server(server) if server.code == 1236 => MysqlError::Purged {
-            position: position.token(),
-        },
-        _ => MysqlError::Sql {
-            context: "reading the binlog".into(),
-            source: err,
-        },
-    }
 }
 
 /// `cdc-bridge check` for this source: connection, binlog settings, privileges.
@@ -506,25 +322,3 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
     findings
 }
 
-#[cfg(test)]
-mod tests {
-    use super::truncated_table;
-
-    #[test]
-    fn truncate_statements_name_their_table() {
-        let t = |s| truncated_table(s, "app");
-        assert_eq!(
-            t("TRUNCATE TABLE orders"),
-            Some(("app".into(), "orders".into()))
-        );
-        assert_eq!(
-            t("truncate `shop`.`or``ders`"),
-            Some(("shop".into(), "or`ders".into()))
-        );
-        assert_eq!(
-            t("TRUNCATE shop.orders"),
-            Some(("shop".into(), "orders".into()))
-        );
-        assert_eq!(t("ALTER TABLE orders ADD c INT"), None);
-    }
-}

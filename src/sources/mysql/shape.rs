@@ -18,6 +18,8 @@ pub struct ColumnShape {
     pub binary: bool,
     /// ENUM or SET labels, in declaration order.
     pub labels: Vec<String>,
+    /// Fractional-second digits of TIME / DATETIME / TIMESTAMP (binlog metadata; 0 otherwise).
+    pub decimals: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +131,15 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<TableShape, String> {
                 ColumnType::MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
                 ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
                 _ => Vec::new(),
+            },
+            decimals: match kinds[i] {
+                ColumnType::MYSQL_TYPE_TIME2
+                | ColumnType::MYSQL_TYPE_DATETIME2
+                | ColumnType::MYSQL_TYPE_TIMESTAMP2 => tme
+                    .get_column_metadata(i)
+                    .and_then(|meta| meta.first().copied())
+                    .unwrap_or(0),
+                _ => 0,
             },
         })
         .collect();

@@ -56,12 +56,12 @@ pub async fn copy(
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        BinlogPosition {
-            file: get("binlog_snapshot_file").unwrap_or_default(),
-            pos: get("binlog_snapshot_position")
+        BinlogPosition::new(
+            get("binlog_snapshot_file").unwrap_or_default(),
+            get("binlog_snapshot_position")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(4),
-        }
+        )
     } else {
         mysql_position_under_lock(&mut conn).await?
     };
@@ -154,6 +154,7 @@ async fn copy_table(
                 unsigned: flags.contains(ColumnFlags::UNSIGNED_FLAG),
                 binary: c.character_set() == 63,
                 labels: Vec::new(),
+                decimals: 0,
             }
         })
         .collect();
@@ -166,7 +167,7 @@ async fn copy_table(
     while let Some(row) = result.next().await.map_err(sql("reading a row"))? {
         let after = snapshot_row(&columns, &row).map_err(|reason| MysqlError::Decode {
             table: format!("{database}.{table_name}"),
-            position: position.token(),
+            position: position.file_pos(),
             reason,
         })?;
         let key = key_of(&after, &key_index);

@@ -3,7 +3,8 @@
 //! Integers follow the column's signedness (BIGINT UNSIGNED max stays exact); DECIMAL is exact
 //! text; character columns are text unless their charset is binary (then bytes); ENUM and SET
 //! become their labels; DATE / DATETIME / TIMESTAMP map to date, timestamp and UTC timestamp;
-//! TIME beyond a day or negative keeps its text form; BIT becomes an unsigned integer; MySQL's
+//! TIME beyond a day or negative keeps its text form (negative TIME(1)/TIME(2) with a fraction,
+//! which mysql_common decodes wrongly, is repaired); BIT becomes an unsigned integer; MySQL's
 //! binary JSON and MariaDB's JSON text become JSON; GEOMETRY stays bytes (SRID + WKB).
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
@@ -113,6 +114,13 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             }
         }
         (_, My::Time(negative, days, h, m, s, us)) => {
+            let (negative, days, h, m, s, us) = if column.kind == MYSQL_TYPE_TIME2
+                && matches!(column.decimals, 1 | 2)
+            {
+                repair_short_fraction_time(negative, days, h, m, s, us)
+            } else {
+                (negative, days, h, m, s, us)
+            };
             match (
                 negative,
                 days,
@@ -130,6 +138,35 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             }
         }
     })
+}
+
+/// The offset mysql_common (0.37, 0.38) adds to a negative TIME(1)/TIME(2) with a fraction:
+/// it subtracts 0x100 from the fraction byte as an unsigned 32-bit number, and the wrapped
+/// 2^32 is then scaled by 10,000 microseconds.
+const SHORT_FRACTION_TIME_ERROR: i64 = (1 << 32) * 10_000;
+
+/// Repairs a TIME(1)/TIME(2) value decoded by mysql_common. Values it decodes right are kept:
+/// positive ones have a fraction under a second, negative ones none at all (the bug needs a
+/// fraction). A wrong one is re-encoded to the packed number it was decoded from (exact: the
+/// packed hours fit the 10 bits it keeps), the error is taken off, and the result decoded.
+fn repair_short_fraction_time(
+    negative: bool,
+    days: u32,
+    h: u8,
+    m: u8,
+    s: u8,
+    us: u32,
+) -> (bool, u32, u8, u8, u8, u32) {
+    if us < 1_000_000 && !(negative && us != 0) {
+        return (negative, days, h, m, s, us);
+    }
+    let hours = i64::from(days) * 24 + i64::from(h);
+    let packed = (((hours << 12) | (i64::from(m) << 6) | i64::from(s)) << 24) + i64::from(us);
+    let wrong = if negative { -packed } else { packed };
+    match mysql_common::binlog::misc::time_from_packed(wrong - SHORT_FRACTION_TIME_ERROR) {
+        My::Time(negative, days, h, m, s, us) => (negative, days, h, m, s, us),
+        _ => unreachable!("time_from_packed returns a TIME"),
+    }
 }
 
 fn little_endian(bytes: &[u8]) -> u64 {
@@ -159,5 +196,58 @@ fn label(labels: &[String], index: usize) -> Value {
         n => labels
             .get(n - 1)
             .map_or_else(|| Value::UInt(n as u64), |l| Value::Text(l.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_common::binlog::misc::{my_time_packed_from_binary, time_from_packed};
+
+    /// TIME(1)/TIME(2) as the server writes it (MySQL's my_time_packed_to_binary): the packed
+    /// value's integer part (floored) plus 0x800000 in 3 big-endian bytes, then the remainder
+    /// (C semantics: negative for a negative value) in hundredths as one signed byte.
+    fn stored(negative: bool, h: i64, m: i64, s: i64, us: i64) -> Vec<u8> {
+        let magnitude = (((h << 12) | (m << 6) | s) << 24) + us;
+        let packed = if negative { -magnitude } else { magnitude };
+        let mut bytes = ((packed >> 24) + 0x80_0000).to_be_bytes()[5..].to_vec();
+        bytes.push(((packed % (1 << 24)) / 10_000) as i8 as u8);
+        bytes
+    }
+
+    fn decoded(bytes: &[u8], fsp: u32) -> My {
+        time_from_packed(my_time_packed_from_binary(bytes, fsp).unwrap())
+    }
+
+    fn repaired(value: My) -> My {
+        let My::Time(n, d, h, m, s, us) = value else { panic!("not a time") };
+        let (n, d, h, m, s, us) = repair_short_fraction_time(n, d, h, m, s, us);
+        My::Time(n, d, h, m, s, us)
+    }
+
+    #[test]
+    fn negative_short_fraction_times_are_repaired() {
+        for (negative, h, m, s, us) in [
+            (true, 0, 0, 1, 500_000),
+            (true, 12, 34, 56, 10_000),
+            (true, 838, 59, 59, 990_000),
+            (true, 700, 0, 0, 500_000),
+            (true, 3, 0, 0, 0),
+            (false, 838, 59, 59, 990_000),
+            (false, 0, 0, 0, 10_000),
+        ] {
+            for fsp in [1, 2] {
+                let bytes = stored(negative, h, m, s, us);
+                let expected = My::Time(
+                    negative,
+                    (h / 24) as u32,
+                    (h % 24) as u8,
+                    m as u8,
+                    s as u8,
+                    us as u32,
+                );
+                assert_eq!(repaired(decoded(&bytes, fsp)), expected, "{bytes:?} fsp {fsp}");
+            }
+        }
     }
 }

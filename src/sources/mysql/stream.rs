@@ -1,0 +1,416 @@
+//! Streaming the binlog: register as a replica at a position, turn row events into change
+//! events, and mark a checkpoint at each transaction's end.
+//!
+//! Flow per event: compressed types are refused -> the CRC32 is verified -> ROTATE moves to the
+//! next file; a GTID event (MariaDB's own type, or MySQL's) names the transaction that follows;
+//! TABLE_MAP gives the table's shape ([`super::shape`]); row events become insert / update /
+//! delete events; XID (or a statement outside a transaction) ends the transaction: the GTID
+//! joins the state and a checkpoint mark with `file:pos` and the GTID state is emitted.
+//!
+//! The stream starts by GTID state when the position has one and `resume_by = "gtid"`
+//! (MariaDB: `@slave_connect_state`; MySQL: a GTID dump request), else by file and offset.
+
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+
+use super::config::{MysqlConfig, ResumeBy, TableFilter};
+use super::error::MysqlError;
+use super::gtid::{Gtid, GtidState};
+use super::position::BinlogPosition;
+use super::shape::{self, TableShape};
+use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
+use crate::envelope::{now_ms, ChangeEvent, Op, Row};
+use crate::error::BoxError;
+use crate::source::{Mark, SourceContext, Stopped};
+
+/// Compressed event types: MariaDB log_bin_compress (166-171), MySQL transaction payloads (40).
+const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 166..=171;
+const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+
+/// Where the stream is: the file, the GTID state of committed transactions, and the GTID of
+/// the transaction in progress.
+struct Cursor {
+    file: String,
+    gtids: Option<GtidState>,
+    pending: Option<Gtid>,
+}
+
+impl Cursor {
+    fn at(&self, pos: u64) -> BinlogPosition {
+        BinlogPosition {
+            file: self.file.clone(),
+            pos,
+            gtids: self.gtids.clone(),
+        }
+    }
+
+    /// The transaction in progress committed; its end is `pos`.
+    fn commit(&mut self, pos: u64) -> Mark {
+        if let (Some(gtids), Some(gtid)) = (self.gtids.as_mut(), self.pending.take()) {
+            gtids.commit(&gtid);
+        }
+        Mark {
+            partition: PARTITION.into(),
+            position: self.at(pos).checkpoint(),
+        }
+    }
+}
+
+/// Streams from `start` until shutdown (`Ok`) or an error.
+pub async fn run(
+    conn: Conn,
+    flavor: Flavor,
+    config: &MysqlConfig,
+    filter: &TableFilter,
+    mut ctx: SourceContext,
+    start: BinlogPosition,
+) -> Result<(), BoxError> {
+    let mut stream = open(conn, flavor, config, &start).await?;
+    let mut cursor = Cursor {
+        file: start.file.clone(),
+        gtids: start.gtids.clone(),
+        pending: None,
+    };
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            _ = ctx.shutdown.requested() => return Ok(()),
+        };
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => return Err(purged_or(e, &cursor.at(0)).into()),
+            None => return Err(MysqlError::StreamEnded.into()),
+        };
+        let here = cursor.at(u64::from(event.header().log_pos()));
+        match handle(&event, &stream, &mut cursor, filter, &ctx, &here).await? {
+            Ok(()) => {}
+            Err(Stopped) => return Ok(()),
+        }
+    }
+}
+
+/// Registers as a replica and asks for the binlog from `start`.
+async fn open(
+    mut conn: Conn,
+    flavor: Flavor,
+    config: &MysqlConfig,
+    start: &BinlogPosition,
+) -> Result<BinlogStream, MysqlError> {
+    // MariaDB: send its own GTID events as they are (not rewritten as queries).
+    conn.query_drop("SET @mariadb_slave_capability = 4")
+        .await
+        .map_err(sql("setting the replica capability"))?;
+    // A heartbeat every second when idle keeps the connection checked.
+    conn.query_drop("SET @master_heartbeat_period = 1000000000")
+        .await
+        .map_err(sql("setting the heartbeat"))?;
+    let gtids = start.gtids.as_ref().filter(|g| !g.is_empty());
+    let by_gtid = start.file.is_empty() || (config.resume_by == ResumeBy::Gtid && gtids.is_some());
+    let request = BinlogStreamRequest::new(config.server_id);
+    let request = match (by_gtid, gtids, flavor) {
+        (true, Some(GtidState::Mariadb(state)), Flavor::Mariadb) => {
+            tracing::info!(gtids = %state, "streaming the binlog after GTID state");
+            conn.exec_drop(
+                "SET @slave_connect_state = ?, @slave_gtid_strict_mode = 1",
+                (state.to_string(),),
+            )
+            .await
+            .map_err(sql("setting the GTID start state"))?;
+            request.with_filename(b"").with_pos(4u64)
+        }
+        (true, Some(GtidState::Mysql(set)), Flavor::Mysql) => {
+            tracing::info!(gtids = %set, "streaming the binlog after GTID set");
+            let sids = set.to_sids().map_err(MysqlError::BadCheckpoint)?;
+            request
+                .with_gtid()
+                .with_gtid_set(sids)
+                .with_filename(b"")
+                .with_pos(4u64)
+        }
+        (true, _, _) => {
+            return Err(MysqlError::BadCheckpoint(format!(
+                "GTID state {} does not fit this {flavor:?} server",
+                start.token()
+            )))
+        }
+        (false, _, _) => {
+            tracing::info!(position = %start.file_pos(), "streaming the binlog");
+            request
+                .with_filename(start.file.as_bytes())
+                .with_pos(start.pos)
+        }
+    };
+    conn.get_binlog_stream(request)
+        .await
+        .map_err(|e| purged_or(e, start))
+}
+
+/// One binlog event; `Ok(Err(Stopped))` when the pipeline stopped.
+async fn handle(
+    event: &Event,
+    stream: &BinlogStream,
+    cursor: &mut Cursor,
+    filter: &TableFilter,
+    ctx: &SourceContext,
+    here: &BinlogPosition,
+) -> Result<Result<(), Stopped>, MysqlError> {
+    let raw_type = event.header().event_type_raw();
+    if MARIADB_COMPRESSED.contains(&raw_type) {
+        return Err(MysqlError::Compressed {
+            setting: "log_bin_compress",
+        });
+    }
+    if raw_type == MYSQL_TRANSACTION_PAYLOAD {
+        return Err(MysqlError::Compressed {
+            setting: "binlog_transaction_compression",
+        });
+    }
+    if !checksum_ok(event) {
+        return Err(MysqlError::Checksum {
+            position: here.file_pos(),
+        });
+    }
+    if raw_type == raw_events::MARIADB_GTID {
+        cursor.pending = raw_events::mariadb_gtid(event);
+        return Ok(Ok(()));
+    }
+    let data = event.read_data().map_err(|e| MysqlError::Decode {
+        table: String::new(),
+        position: here.file_pos(),
+        reason: e.to_string(),
+    })?;
+    Ok(match data {
+        Some(EventData::RotateEvent(rotate)) => {
+            cursor.file = if event.header().log_pos() == 0 {
+                // Made up by the server when the dump starts (see raw_events).
+                raw_events::fake_rotate_name(event)
+            } else {
+                rotate.name().into_owned()
+            };
+            Ok(())
+        }
+        Some(EventData::GtidEvent(gtid)) => {
+            cursor.pending = Some(Gtid::Mysql {
+                uuid: gtid.sid(),
+                tag: gtid.tag().map(|t| t.as_str().to_owned()),
+                number: gtid.gno(),
+            });
+            Ok(())
+        }
+        Some(EventData::RowsEvent(rows)) => {
+            let Some(tme) = stream.get_tme(rows.table_id()) else {
+                return Err(MysqlError::Decode {
+                    table: String::new(),
+                    position: here.file_pos(),
+                    reason: format!("rows for unknown table id {}", rows.table_id()),
+                });
+            };
+            if !filter.matches(&tme.database_name(), &tme.table_name()) {
+                return Ok(Ok(()));
+            }
+            let table = shape::shape(tme).map_err(|reason| MysqlError::Decode {
+                table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                position: here.file_pos(),
+                reason,
+            })?;
+            let txid = cursor.pending.as_ref().map(Gtid::to_string);
+            for change in row_events(ctx, &table, &rows, tme, here, txid)? {
+                if let Err(stopped) = ctx.emit.event(change).await {
+                    return Ok(Err(stopped));
+                }
+            }
+            Ok(())
+        }
+        Some(EventData::XidEvent(_)) => ctx.emit.checkpoint(cursor.commit(here.pos)).await,
+        Some(EventData::QueryEvent(query)) => {
+            let text = query.query();
+            let statement = text.trim_start().to_ascii_uppercase();
+            if statement.starts_with("BEGIN")
+                || statement.starts_with("SAVEPOINT")
+                || statement.starts_with("ROLLBACK TO")
+            {
+                return Ok(Ok(()));
+            }
+            // COMMIT of a non-transactional change, or DDL: its own transaction.
+            // (Column changes need nothing here: every TABLE_MAP carries the shape.)
+            let truncated = truncated_table(&text, &query.schema())
+                .filter(|(db, table)| filter.matches(db, table));
+            if let Some((db, table)) = truncated {
+                let txid = cursor.pending.as_ref().map(Gtid::to_string);
+                if let Err(stopped) = ctx
+                    .emit
+                    .event(truncate_event(ctx, &db, &table, here, txid))
+                    .await
+                {
+                    return Ok(Err(stopped));
+                }
+            }
+            ctx.emit.checkpoint(cursor.commit(here.pos)).await
+        }
+        _ => Ok(()),
+    })
+}
+
+/// The events of one rows event, in order.
+fn row_events(
+    ctx: &SourceContext,
+    table: &TableShape,
+    rows: &RowsEventData<'_>,
+    tme: &TableMapEvent<'_>,
+    here: &BinlogPosition,
+    txid: Option<String>,
+) -> Result<Vec<ChangeEvent>, MysqlError> {
+    let op = match rows {
+        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+        RowsEventData::UpdateRowsEvent(_)
+        | RowsEventData::UpdateRowsEventV1(_)
+        | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
+        RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+    };
+    let decode_error = |reason: String| MysqlError::Decode {
+        table: format!("{}.{}", table.database, table.table),
+        position: here.file_pos(),
+        reason,
+    };
+    let to_row = |row: &mysql_common::binlog::row::BinlogRow| -> Result<Row, MysqlError> {
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                Ok((
+                    column.name.clone(),
+                    value::value(column, row.as_ref(i))
+                        .map_err(|e| decode_error(format!("column {}: {e}", column.name)))?,
+                ))
+            })
+            .collect()
+    };
+    let mut events = Vec::new();
+    for pair in rows.rows(tme) {
+        let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
+        let before = before.as_ref().map(to_row).transpose()?;
+        let after = after.as_ref().map(to_row).transpose()?;
+        let image = after
+            .as_ref()
+            .or(before.as_ref())
+            .expect("a row event has an image");
+        let key = key_of(image, &table.key);
+        let mut source = source_info(
+            ctx,
+            table.database.as_str().into(),
+            table.table.as_str().into(),
+            here,
+            false,
+        );
+        source.txid = txid.clone();
+        events.push(ChangeEvent {
+            op,
+            source,
+            key,
+            before,
+            after,
+            unchanged: Vec::new(),
+            ts_ms: now_ms(),
+        });
+    }
+    Ok(events)
+}
+
+/// Whether the event's CRC32 (when the binlog has checksums) matches its bytes. The library
+/// strips the checksum without checking it. Artificial events (position 0, heartbeats) are
+/// made by the server on the fly and not checked.
+fn checksum_ok(event: &Event) -> bool {
+    use mysql_common::binlog::consts::BinlogChecksumAlg;
+    const HEARTBEAT: u8 = 27;
+    let header = event.header();
+    if header.log_pos() == 0 || header.event_type_raw() == HEARTBEAT {
+        return true;
+    }
+    match (event.checksum(), event.footer().get_checksum_alg()) {
+        (Some(sum), Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))) => {
+            event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+                == u32::from_le_bytes(sum)
+        }
+        _ => true,
+    }
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties, with its database.
+fn truncated_table(statement: &str, default_db: &str) -> Option<(String, String)> {
+    let mut words = statement.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("TABLE") {
+        name = words.next()?;
+    }
+    let unquote = |part: &str| part.trim_matches('`').replace("``", "`");
+    let name = name.trim_end_matches(';');
+    Some(
+        match name.split_once("`.`").or_else(|| name.split_once('.')) {
+            Some((db, table)) => (unquote(db), unquote(table)),
+            None => (default_db.to_owned(), unquote(name)),
+        },
+    )
+}
+
+fn truncate_event(
+    ctx: &SourceContext,
+    database: &str,
+    table: &str,
+    here: &BinlogPosition,
+    txid: Option<String>,
+) -> ChangeEvent {
+    let mut source = source_info(ctx, database.into(), table.into(), here, false);
+    source.txid = txid;
+    ChangeEvent {
+        op: Op::Truncate,
+        source,
+        key: Row::new(),
+        before: None,
+        after: None,
+        unchanged: Vec::new(),
+        ts_ms: now_ms(),
+    }
+}
+
+/// Error 1236 means the binlog asked for is gone from the server.
+fn purged_or(err: mysql_async::Error, position: &BinlogPosition) -> MysqlError {
+    match &err {
+        mysql_async::Error::Server(server) if server.code == 1236 => MysqlError::Purged {
+            position: position.token(),
+            message: server.message.clone(),
+        },
+        _ => MysqlError::Sql {
+            context: "reading the binlog".into(),
+            source: err,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated_table;
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        let t = |s| truncated_table(s, "app");
+        assert_eq!(
+            t("TRUNCATE TABLE orders"),
+            Some(("app".into(), "orders".into()))
+        );
+        assert_eq!(
+            t("truncate `shop`.`or``ders`"),
+            Some(("shop".into(), "or`ders".into()))
+        );
+        assert_eq!(
+            t("TRUNCATE shop.orders"),
+            Some(("shop".into(), "orders".into()))
+        );
+        assert_eq!(t("ALTER TABLE orders ADD c INT"), None);
+    }
+}
