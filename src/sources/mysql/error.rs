@@ -28,6 +28,11 @@ pub enum MysqlError {
     Purged { position: String, message: String },
     #[error("stored checkpoint {0:?} is not a binlog position (file:pos, optionally ;gtids=STATE) for this server; reset this pipeline's checkpoints")]
     BadCheckpoint(String),
+    #[error("position {position} holds GTIDs in the other server flavor's notation, but the server is {server}: fix start_position, or reset this pipeline's checkpoints if the server was replaced")]
+    GtidFlavor {
+        position: String,
+        server: super::Flavor,
+    },
     #[error("cannot decode a row of {table} at {position}: {reason}")]
     Decode {
         table: String,

@@ -186,6 +186,15 @@ pub enum Flavor {
     Mysql,
 }
 
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavor::Mariadb => "MariaDB",
+            Flavor::Mysql => "MySQL",
+        })
+    }
+}
+
 impl Flavor {
     async fn detect(conn: &mut Conn) -> Result<Flavor, MysqlError> {
         let version: String = conn

@@ -130,10 +130,10 @@ async fn open(
                 .with_pos(4u64)
         }
         (true, _, _) => {
-            return Err(MysqlError::BadCheckpoint(format!(
-                "GTID state {} does not fit this {flavor:?} server",
-                start.token()
-            )))
+            return Err(MysqlError::GtidFlavor {
+                position: start.token(),
+                server: flavor,
+            })
         }
         (false, _, _) => {
             tracing::info!(position = %start.file_pos(), "streaming the binlog");

@@ -5,7 +5,8 @@
 //! become their labels; DATE / DATETIME / TIMESTAMP map to date, timestamp and UTC timestamp;
 //! TIME beyond a day or negative keeps its text form (negative TIME(1)/TIME(2) with a fraction,
 //! which mysql_common decodes wrongly, is repaired); BIT becomes an unsigned integer; MySQL's
-//! binary JSON and MariaDB's JSON text become JSON; GEOMETRY stays bytes (SRID + WKB).
+//! binary JSON and MariaDB's JSON text become JSON; GEOMETRY becomes `{"srid": n, "wkb":
+//! base64}` (the server stores the SRID, then standard WKB), as Debezium writes it.
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use mysql_common::binlog::value::BinlogValue;
@@ -88,7 +89,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             let text = String::from_utf8(b).map_err(|e| e.to_string())?;
             Value::Json(Json::parse(&text).map_err(|e| e.to_string())?)
         }
-        (MYSQL_TYPE_GEOMETRY, My::Bytes(b)) => Value::Bytes(b),
+        (MYSQL_TYPE_GEOMETRY, My::Bytes(b)) => geometry(&b)?,
         (_, My::Bytes(b)) if column.binary => Value::Bytes(b),
         (_, My::Bytes(b)) => match String::from_utf8(b) {
             Ok(text) => Value::Text(text),
@@ -169,6 +170,20 @@ fn repair_short_fraction_time(
     }
 }
 
+/// `{"srid": n, "wkb": "<base64>"}` from the stored form: a little-endian SRID, then WKB.
+fn geometry(stored: &[u8]) -> Result<Value, String> {
+    use base64::Engine as _;
+    let (srid, wkb) = stored
+        .split_first_chunk::<4>()
+        .ok_or_else(|| format!("geometry of {} bytes has no SRID", stored.len()))?;
+    let text = format!(
+        r#"{{"srid":{},"wkb":"{}"}}"#,
+        u32::from_le_bytes(*srid),
+        base64::engine::general_purpose::STANDARD.encode(wkb)
+    );
+    Json::parse(&text).map(Value::Json).map_err(|e| e.to_string())
+}
+
 fn little_endian(bytes: &[u8]) -> u64 {
     bytes
         .iter()
@@ -223,6 +238,24 @@ mod tests {
         let My::Time(n, d, h, m, s, us) = value else { panic!("not a time") };
         let (n, d, h, m, s, us) = repair_short_fraction_time(n, d, h, m, s, us);
         My::Time(n, d, h, m, s, us)
+    }
+
+    #[test]
+    fn geometry_becomes_srid_and_wkb() {
+        // POINT(1 2) with SRID 4326: the SRID, then WKB (little-endian, type 1, x, y).
+        let mut stored = 4326u32.to_le_bytes().to_vec();
+        stored.push(1);
+        stored.extend(1u32.to_le_bytes());
+        stored.extend(1f64.to_le_bytes());
+        stored.extend(2f64.to_le_bytes());
+        let Value::Json(json) = geometry(&stored).unwrap() else {
+            panic!("not JSON")
+        };
+        assert_eq!(
+            json.as_str(),
+            r#"{"srid":4326,"wkb":"AQEAAAAAAAAAAADwPwAAAAAAAABA"}"#
+        );
+        assert!(geometry(&[1, 2]).is_err());
     }
 
     #[test]
