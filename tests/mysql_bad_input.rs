@@ -127,12 +127,6 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
             "FULL",
             "binlog_row_image is \"MINIMAL\" but the binlog source needs FULL",
         ),
-        (
-            "binlog_row_metadata",
-            "MINIMAL",
-            "FULL",
-            "binlog_row_metadata is \"MINIMAL\" but the binlog source needs FULL",
-        ),
         ("log_bin_compress", "ON", "OFF", "log_bin_compress = ON"),
     ] {
         sql(&mut admin, &format!("SET GLOBAL {setting} = '{wrong}'")).await;

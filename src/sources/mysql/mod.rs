@@ -19,6 +19,7 @@
 //! wrong server settings, a purged binlog and compressed events are fatal with the fix; a row
 //! that cannot be decoded is a data error naming the table and position.
 
+mod catalog;
 mod config;
 mod error;
 mod gtid;
@@ -85,8 +86,9 @@ fn sql(context: &str) -> impl FnOnce(mysql_async::Error) -> MysqlError + '_ {
     }
 }
 
-/// The settings the binlog source needs, checked; the first wrong one is the error.
-async fn check_settings(conn: &mut Conn) -> Result<(), MysqlError> {
+/// The settings the binlog source needs, checked; the first wrong one is the error. Returns
+/// `binlog_row_metadata` when it is not FULL (shapes then come from information_schema).
+async fn check_settings(conn: &mut Conn) -> Result<Option<String>, MysqlError> {
     let row: MyRow = conn
         .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata")
         .await
@@ -100,11 +102,7 @@ async fn check_settings(conn: &mut Conn) -> Result<(), MysqlError> {
     if get(0) != "1" && !get(0).eq_ignore_ascii_case("ON") {
         return Err(MysqlError::NoBinlog);
     }
-    for (i, setting, needed) in [
-        (1, "binlog_format", "ROW"),
-        (2, "binlog_row_image", "FULL"),
-        (3, "binlog_row_metadata", "FULL"),
-    ] {
+    for (i, setting, needed) in [(1, "binlog_format", "ROW"), (2, "binlog_row_image", "FULL")] {
         let found = get(i);
         if !found.eq_ignore_ascii_case(needed) {
             return Err(MysqlError::Setting {
@@ -133,14 +131,22 @@ async fn check_settings(conn: &mut Conn) -> Result<(), MysqlError> {
             });
         }
     }
-    Ok(())
+    let metadata = get(3);
+    Ok((!metadata.eq_ignore_ascii_case("FULL")).then_some(metadata))
+}
+
+/// What a binlog without FULL metadata costs, for the log and `check`.
+fn partial_metadata_note(metadata: &str) -> String {
+    format!("binlog_row_metadata is {metadata:?}: column names, signedness and ENUM/SET labels are read from information_schema, which describes each table as it is now; an event written before a later column change is refused. Set binlog_row_metadata = FULL to read each event's own shape")
 }
 
 #[async_trait]
 impl Source for MysqlSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError> {
         let mut conn = connect(&self.config).await?;
-        check_settings(&mut conn).await?;
+        if let Some(metadata) = check_settings(&mut conn).await? {
+            tracing::warn!("{}", partial_metadata_note(&metadata));
+        }
         let flavor = Flavor::detect(&mut conn).await?;
         let start = match ctx.resume.get(PARTITION) {
             Some(stored) => BinlogPosition::parse(&stored.token)
@@ -302,7 +308,11 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
         version.unwrap_or_default()
     )));
     findings.push(match check_settings(&mut conn).await {
-        Ok(()) => Finding::ok("binlog: ROW format, FULL row image and metadata, not compressed"),
+        Ok(None) => Finding::ok("binlog: ROW format, FULL row image and metadata, not compressed"),
+        Ok(Some(metadata)) => Finding::warn(format!(
+            "binlog: ROW format, FULL row image, not compressed; {}",
+            partial_metadata_note(&metadata)
+        )),
         Err(err) => Finding::fail(err.to_string()),
     });
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();

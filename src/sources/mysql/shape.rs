@@ -1,6 +1,7 @@
 //! A table's shape from its TABLE_MAP event: column names, types, signedness, binary-ness,
 //! ENUM/SET labels and the primary key, all from the event's optional metadata
-//! (`binlog_row_metadata = FULL`, which the source requires).
+//! (`binlog_row_metadata = FULL`). Without column names in the binlog, the types still come
+//! from the event and the rest from the server's catalog ([`super::catalog`]).
 
 use mysql_common::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
@@ -31,17 +32,90 @@ pub struct TableShape {
     pub key: Vec<usize>,
 }
 
-/// The shape of `tme`'s table; `Err` names what is missing.
-pub fn shape(tme: &TableMapEvent<'_>) -> Result<TableShape, String> {
-    let count = tme.columns_count() as usize;
-    let mut kinds = Vec::with_capacity(count);
-    for i in 0..count {
-        let kind = tme
-            .get_column_type(i)
-            .map_err(|e| format!("column {i}: {e}"))?
-            .ok_or_else(|| format!("column {i} has no type"))?;
-        kinds.push(kind);
+/// A column as the catalog (information_schema) describes it now.
+#[derive(Debug, Clone)]
+pub struct CatalogColumn {
+    pub name: String,
+    pub unsigned: bool,
+    pub binary: bool,
+    pub labels: Vec<String>,
+}
+
+/// The binlog types of `tme`'s columns.
+fn kinds(tme: &TableMapEvent<'_>) -> Result<Vec<ColumnType>, String> {
+    (0..tme.columns_count() as usize)
+        .map(|i| {
+            tme.get_column_type(i)
+                .map_err(|e| format!("column {i}: {e}"))?
+                .ok_or_else(|| format!("column {i} has no type"))
+        })
+        .collect()
+}
+
+/// Fractional-second digits of a TIME / DATETIME / TIMESTAMP column (0 for other types).
+fn decimals(tme: &TableMapEvent<'_>, i: usize, kind: ColumnType) -> u8 {
+    match kind {
+        ColumnType::MYSQL_TYPE_TIME2
+        | ColumnType::MYSQL_TYPE_DATETIME2
+        | ColumnType::MYSQL_TYPE_TIMESTAMP2 => tme
+            .get_column_metadata(i)
+            .and_then(|meta| meta.first().copied())
+            .unwrap_or(0),
+        _ => 0,
     }
+}
+
+/// The shape of `tme`'s table from the event's types and the catalog's columns (in order)
+/// and primary key (column indexes). The catalog describes the table as it is now: when its
+/// columns no longer fit the event (a schema change lies ahead in the binlog), that is the
+/// error.
+pub fn shape_from_catalog(
+    tme: &TableMapEvent<'_>,
+    catalog: &[CatalogColumn],
+    key: &[usize],
+) -> Result<TableShape, String> {
+    let kinds = kinds(tme)?;
+    let mismatch = |what: String| {
+        format!("{what}: the table changed since this event (binlog_row_metadata is not FULL, so its shape is read from information_schema); set binlog_row_metadata = FULL")
+    };
+    if catalog.len() != kinds.len() {
+        return Err(mismatch(format!(
+            "the event has {} columns, the table now {}",
+            kinds.len(),
+            catalog.len()
+        )));
+    }
+    let mut columns = Vec::with_capacity(kinds.len());
+    for (i, (kind, column)) in kinds.iter().zip(catalog).enumerate() {
+        let labelled = matches!(kind, ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET);
+        if labelled != !column.labels.is_empty() {
+            return Err(mismatch(format!(
+                "column {} is {kind:?} in the event",
+                column.name
+            )));
+        }
+        columns.push(ColumnShape {
+            name: column.name.as_str().into(),
+            kind: *kind,
+            unsigned: column.unsigned,
+            binary: column.binary,
+            labels: column.labels.clone(),
+            decimals: decimals(tme, i, *kind),
+        });
+    }
+    Ok(TableShape {
+        database: tme.database_name().into_owned(),
+        table: tme.table_name().into_owned(),
+        columns,
+        key: key.to_vec(),
+    })
+}
+
+/// The shape of `tme`'s table from its metadata; `None` when the binlog carries no column
+/// names (binlog_row_metadata is not FULL); `Err` when the metadata cannot be read.
+pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
+    let kinds = kinds(tme)?;
+    let count = kinds.len();
     let mut names: Vec<String> = Vec::new();
     let mut unsigned = vec![false; count];
     let mut charsets: Vec<Option<u16>> = vec![None; count];
@@ -118,7 +192,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<TableShape, String> {
         }
     }
     if names.len() != count {
-        return Err("the binlog has no column names: set binlog_row_metadata = FULL".into());
+        return Ok(None);
     }
     let (mut enums, mut sets) = (enum_labels.into_iter(), set_labels.into_iter());
     let columns = (0..count)
@@ -132,21 +206,13 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<TableShape, String> {
                 ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
                 _ => Vec::new(),
             },
-            decimals: match kinds[i] {
-                ColumnType::MYSQL_TYPE_TIME2
-                | ColumnType::MYSQL_TYPE_DATETIME2
-                | ColumnType::MYSQL_TYPE_TIMESTAMP2 => tme
-                    .get_column_metadata(i)
-                    .and_then(|meta| meta.first().copied())
-                    .unwrap_or(0),
-                _ => 0,
-            },
+            decimals: decimals(tme, i, kinds[i]),
         })
         .collect();
-    Ok(TableShape {
+    Ok(Some(TableShape {
         database: tme.database_name().into_owned(),
         table: tme.table_name().into_owned(),
         columns,
         key,
-    })
+    }))
 }

@@ -19,7 +19,8 @@ use super::config::{MysqlConfig, ResumeBy, TableFilter};
 use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
 use super::position::BinlogPosition;
-use super::shape::{self, TableShape};
+use super::catalog::Catalog;
+use super::shape::TableShape;
 use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row};
 use crate::error::BoxError;
@@ -73,6 +74,7 @@ pub async fn run(
         gtids: start.gtids.clone(),
         pending: None,
     };
+    let mut catalog = Catalog::new(config);
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
@@ -84,7 +86,7 @@ pub async fn run(
             None => return Err(MysqlError::StreamEnded.into()),
         };
         let here = cursor.at(u64::from(event.header().log_pos()));
-        match handle(&event, &stream, &mut cursor, filter, &ctx, &here).await? {
+        match handle(&event, &stream, &mut cursor, &mut catalog, filter, &ctx, &here).await? {
             Ok(()) => {}
             Err(Stopped) => return Ok(()),
         }
@@ -152,6 +154,7 @@ async fn handle(
     event: &Event,
     stream: &BinlogStream,
     cursor: &mut Cursor,
+    catalog: &mut Catalog,
     filter: &TableFilter,
     ctx: &SourceContext,
     here: &BinlogPosition,
@@ -210,7 +213,7 @@ async fn handle(
             if !filter.matches(&tme.database_name(), &tme.table_name()) {
                 return Ok(Ok(()));
             }
-            let table = shape::shape(tme).map_err(|reason| MysqlError::Decode {
+            let table = catalog.shape(tme).await?.map_err(|reason| MysqlError::Decode {
                 table: format!("{}.{}", tme.database_name(), tme.table_name()),
                 position: here.file_pos(),
                 reason,
@@ -233,8 +236,11 @@ async fn handle(
             {
                 return Ok(Ok(()));
             }
-            // COMMIT of a non-transactional change, or DDL: its own transaction.
-            // (Column changes need nothing here: every TABLE_MAP carries the shape.)
+            // COMMIT of a non-transactional change, or DDL: its own transaction. With FULL
+            // metadata every TABLE_MAP carries the new shape; the catalog must read it again.
+            if !statement.starts_with("COMMIT") {
+                catalog.forget();
+            }
             let truncated = truncated_table(&text, &query.schema())
                 .filter(|(db, table)| filter.matches(db, table));
             if let Some((db, table)) = truncated {

@@ -1,0 +1,173 @@
+//! Table shapes from information_schema, for binlogs without column names
+//! (`binlog_row_metadata` MINIMAL or NO_LOG, MariaDB's default).
+//!
+//! The catalog describes each table as it is now, not as it was when an event was written;
+//! [`shape::shape_from_catalog`] refuses an event whose columns no longer fit, and every DDL
+//! statement in the binlog empties the cache so the next event reads the catalog again. The
+//! lookup connection is opened on first use.
+
+use std::collections::HashMap;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use mysql_common::binlog::events::TableMapEvent;
+
+use super::config::MysqlConfig;
+use super::error::MysqlError;
+use super::shape::{self, CatalogColumn, TableShape};
+use super::{connect, sql};
+
+/// Columns in order and primary-key indexes, per (database, table).
+type Entry = (Vec<CatalogColumn>, Vec<usize>);
+
+pub struct Catalog {
+    config: MysqlConfig,
+    conn: Option<Conn>,
+    tables: HashMap<(String, String), Entry>,
+}
+
+impl Catalog {
+    pub fn new(config: &MysqlConfig) -> Self {
+        Catalog {
+            config: config.clone(),
+            conn: None,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// The shape of `tme`'s table: from the event's metadata when it has column names, else
+    /// from the catalog. `Err(reason)` is a data error for the caller to place.
+    pub async fn shape(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+    ) -> Result<Result<TableShape, String>, MysqlError> {
+        match shape::shape(tme) {
+            Ok(Some(shape)) => return Ok(Ok(shape)),
+            Ok(None) => {}
+            Err(reason) => return Ok(Err(reason)),
+        }
+        let name = (
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        if !self.tables.contains_key(&name) {
+            let entry = self.read(&name.0, &name.1).await?;
+            self.tables.insert(name.clone(), entry);
+        }
+        let (columns, key) = &self.tables[&name];
+        Ok(shape::shape_from_catalog(tme, columns, key))
+    }
+
+    /// A schema change went by: read every table again when next needed.
+    pub fn forget(&mut self) {
+        self.tables.clear();
+    }
+
+    async fn read(&mut self, database: &str, table: &str) -> Result<Entry, MysqlError> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.config).await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let rows: Vec<(String, String, Option<String>, String, String)> = conn
+            .exec(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, DATA_TYPE, COLUMN_KEY \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                 ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            .await
+            .map_err(sql("reading a table's columns from information_schema"))?;
+        let key_names: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                 ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            .await
+            .map_err(sql("reading a table's primary key from information_schema"))?;
+        let columns: Vec<CatalogColumn> = rows
+            .into_iter()
+            .map(|(name, column_type, charset, data_type, _)| catalog_column(name, &column_type, charset, &data_type))
+            .collect();
+        let key = key_names
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        tracing::debug!(table = %format!("{database}.{table}"), columns = columns.len(), "shape read from information_schema");
+        Ok((columns, key))
+    }
+}
+
+/// One information_schema.COLUMNS row as a column description.
+fn catalog_column(
+    name: String,
+    column_type: &str,
+    charset: Option<String>,
+    data_type: &str,
+) -> CatalogColumn {
+    let lower = column_type.to_ascii_lowercase();
+    let binary_types = ["binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"];
+    CatalogColumn {
+        name,
+        unsigned: lower.contains(" unsigned"),
+        binary: charset.is_none() && binary_types.contains(&data_type.to_ascii_lowercase().as_str()),
+        labels: if lower.starts_with("enum(") || lower.starts_with("set(") {
+            labels(column_type)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The quoted labels of `enum('a','b''c')` or `set(...)`: `a`, `b'c`.
+fn labels(column_type: &str) -> Vec<String> {
+    let inner = column_type
+        .split_once('(')
+        .map(|(_, rest)| rest.strip_suffix(')').unwrap_or(rest))
+        .unwrap_or_default();
+    let mut labels = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut label = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(escaped) = chars.next() {
+                        label.push(escaped);
+                    }
+                }
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_types_give_signedness_binaryness_and_labels() {
+        let c = catalog_column("n".into(), "int(10) unsigned", None, "int");
+        assert!(c.unsigned && !c.binary && c.labels.is_empty());
+        let c = catalog_column("b".into(), "varbinary(4)", None, "varbinary");
+        assert!(c.binary && !c.unsigned);
+        let c = catalog_column("t".into(), "varchar(4)", Some("utf8mb4".into()), "varchar");
+        assert!(!c.binary);
+        let c = catalog_column("e".into(), "enum('small','it''s','a,b')", Some("utf8mb4".into()), "enum");
+        assert_eq!(c.labels, ["small", "it's", "a,b"]);
+        let c = catalog_column("s".into(), "set('x','y')", Some("utf8mb4".into()), "set");
+        assert_eq!(c.labels, ["x", "y"]);
+    }
+}
