@@ -23,7 +23,8 @@
 # $CDC_BRIDGE_CACHE/dynamodb-local once; needs java). DynamoDB Local accepts only letters and
 # digits in access keys, hence the test credentials cdcbridgetest.
 # mariadb (MariaDB 10.11 from Debian, ROW binlog with FULL row image and metadata, on
-# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app), and
+# 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app; TLS with the
+# throwaway test CA's certificate, and user cdc_tls / cdc_tls that must use it), and
 # mariadb_bad (the same on 33070, where cdc may change global settings: for the tests of wrong
 # server settings, so they do not disturb the others).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
@@ -312,6 +313,7 @@ mariadb_run() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
   }
   stop_pidfile "$RUN_DIR/$name/server.pid"
+  make_test_certs
   local dir=$RUN_DIR/$name
   rm -rf "$dir"; mkdir -p "$dir"
   cat >"$dir/my.cnf" <<CNF
@@ -333,6 +335,9 @@ binlog_checksum         = CRC32
 log_bin_compress        = OFF
 max_binlog_size         = 1M
 innodb_buffer_pool_size = 64M
+ssl_ca                  = $RUN_DIR/tls/ca.pem
+ssl_cert                = $RUN_DIR/tls/server.pem
+ssl_key                 = $RUN_DIR/tls/server.key
 CNF
   mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=socket >"$dir/install-db.log" 2>&1
   (
@@ -346,6 +351,8 @@ CREATE DATABASE IF NOT EXISTS app;
 CREATE USER IF NOT EXISTS 'cdc'@'127.0.0.1' IDENTIFIED BY 'cdc';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD ON *.* TO 'cdc'@'127.0.0.1';
 GRANT ALL ON app.* TO 'cdc'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'cdc_tls'@'127.0.0.1' IDENTIFIED BY 'cdc_tls' REQUIRE SSL;
+GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'cdc_tls'@'127.0.0.1';
 $extra_sql
 SQL
   log "$name running on 127.0.0.1:$port (pid $(cat "$dir/server.pid"))"
@@ -359,6 +366,7 @@ mariadb_bad_stop() { stop_pidfile "$RUN_DIR/mariadb_bad/server.pid"; }
 mariadb_bad_env() { echo "export CDC_BRIDGE_MYSQL_BAD_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_BAD_PORT/app"; }
 mariadb_env() {
   echo "export CDC_BRIDGE_MYSQL_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_PORT/app CDC_BRIDGE_MYSQL_ADMIN_SOCKET=$RUN_DIR/mariadb/mysqld.sock"
+  echo "export CDC_BRIDGE_MYSQL_TLS_URL=mysql://cdc_tls:cdc_tls@127.0.0.1:$MARIADB_PORT/app CDC_BRIDGE_MYSQL_CA=$RUN_DIR/tls/ca.pem CDC_BRIDGE_MYSQL_OTHER_CA=$RUN_DIR/tls/other-ca.pem"
 }
 
 services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }

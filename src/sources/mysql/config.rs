@@ -10,7 +10,7 @@ pub use crate::source::SnapshotMode;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlConfig {
-    /// `mysql://user:password@host:port/database`.
+    /// `mysql://user:password@host:port/database[?ssl-mode=VERIFY_IDENTITY&ssl-ca=/ca.pem]`.
     pub url: Secret,
     /// This client's server id among the server's replicas: unique per pipeline.
     #[serde(default = "default_server_id")]
@@ -60,6 +60,9 @@ impl MysqlConfig {
                 format!("{key}.url"),
                 "must start with mysql://",
             ));
+        }
+        if let Err(reason) = super::tls::split_url(self.url.expose()) {
+            return Err(ConfigError::invalid(format!("{key}.url"), reason));
         }
         if self.server_id == 0 {
             return Err(ConfigError::invalid(

@@ -4,6 +4,10 @@ use crate::error::{ConnectorError, Disposition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlError {
+    #[error("url: {0}")]
+    Url(String),
+    #[error("the server's TLS certificate is not accepted ({0}): give the CA that signed it in the url's ssl-ca, or use ssl-mode=VERIFY_CA when the host name differs")]
+    Certificate(String),
     #[error("cannot connect to MySQL/MariaDB")]
     Connect(#[source] mysql_async::Error),
     #[error("MySQL/MariaDB: {context}")]

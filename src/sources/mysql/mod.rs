@@ -28,11 +28,12 @@ mod raw_events;
 mod shape;
 mod snapshot;
 mod stream;
+mod tls;
 mod value;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row as MyRow};
+use mysql_async::{Conn, Row as MyRow};
 
 pub use config::{MysqlConfig, ResumeBy, SnapshotMode, TableFilter};
 pub use error::MysqlError;
@@ -58,14 +59,35 @@ impl MysqlSource {
 }
 
 async fn connect(config: &MysqlConfig) -> Result<Conn, MysqlError> {
-    let opts = Opts::from_url(config.url.expose()).map_err(|e| MysqlError::Connect(e.into()))?;
+    let opts = tls::opts(config.url.expose()).map_err(MysqlError::Url)?;
     Conn::new(opts)
         .await
         .map_err(|e| match sql("logging in")(e) {
             denied @ MysqlError::Denied { .. } => denied,
+            MysqlError::Sql { source, .. } if rejected_certificate(&source) => {
+                MysqlError::Certificate(crate::error::report(&source))
+            }
             MysqlError::Sql { source, .. } => MysqlError::Connect(source),
             other => other,
         })
+}
+
+/// Whether connecting failed because the server's certificate was not accepted (a setting
+/// to fix, not a network fault to retry).
+fn rejected_certificate(err: &mysql_async::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return matches!(tls, rustls::Error::InvalidCertificate(_));
+            }
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Server error codes that mean the user lacks a privilege or cannot log in.
