@@ -18,6 +18,17 @@ pub enum Gtid {
     Mysql { uuid: [u8; 16], tag: Option<String>, number: u64 },
 }
 
+impl Gtid {
+    /// The GTID of a MySQL GTID event (tagged or not).
+    pub fn from_mysql(event: &mysql_common::binlog::events::GtidEvent) -> Gtid {
+        Gtid::Mysql {
+            uuid: event.sid(),
+            tag: event.tag().map(|t| t.as_str().to_owned()),
+            number: event.gno(),
+        }
+    }
+}
+
 impl fmt::Display for Gtid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

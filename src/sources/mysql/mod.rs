@@ -31,6 +31,9 @@ mod stream;
 mod tls;
 mod value;
 
+#[cfg(test)]
+mod mysql8_format_tests;
+
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row as MyRow};

@@ -195,11 +195,7 @@ async fn handle(
             Ok(())
         }
         Some(EventData::GtidEvent(gtid)) => {
-            cursor.pending = Some(Gtid::Mysql {
-                uuid: gtid.sid(),
-                tag: gtid.tag().map(|t| t.as_str().to_owned()),
-                number: gtid.gno(),
-            });
+            cursor.pending = Some(Gtid::from_mysql(&gtid));
             Ok(())
         }
         Some(EventData::RowsEvent(rows)) => {
