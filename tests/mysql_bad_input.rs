@@ -226,13 +226,17 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
         if logs.first().map(|(name, _)| name) == Some(&file) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "binlogs not purged: {logs:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "binlogs not purged: {logs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let run = run_to_exit(&ws2, &cfg2);
     assert_eq!(run.status.code(), Some(1));
     assert!(
-        stderr(&run).contains("(purged: ") && stderr(&run).contains("the changes since the checkpoint are lost"),
+        stderr(&run).contains("(purged: ")
+            && stderr(&run).contains("the changes since the checkpoint are lost"),
         "{}",
         stderr(&run)
     );

@@ -65,7 +65,10 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
         json!({"id": 4294967295u64, "big": 18446744073709551615u64, "e": "b", "s": "x,y", "b": "AP8=", "t": "hé"})
     );
     assert_eq!(events[0]["key"], json!({"id": 4294967295u64}));
-    assert_eq!(events[1]["after"]["extra"], 5, "the new column after the DDL");
+    assert_eq!(
+        events[1]["after"]["extra"], 5,
+        "the new column after the DDL"
+    );
 
     // A change made before a column was dropped, read after the drop: refused with the fix.
     sql(
@@ -78,8 +81,14 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
     sql(&mut admin, "SET GLOBAL binlog_row_metadata = 'FULL'").await;
     assert_eq!(output.status.code(), Some(1), "{run_err}");
     assert!(
-        run_err.contains("app.f") && run_err.contains("the table changed since this event") && run_err.contains("set binlog_row_metadata = FULL"),
+        run_err.contains("app.f")
+            && run_err.contains("the table changed since this event")
+            && run_err.contains("set binlog_row_metadata = FULL"),
         "{run_err}"
     );
-    assert_eq!(read_records(&ws.path("out.jsonl")).len(), 2, "nothing misread");
+    assert_eq!(
+        read_records(&ws.path("out.jsonl")).len(),
+        2,
+        "nothing misread"
+    );
 }

@@ -73,7 +73,14 @@ async fn restart_across_rotation(resume_by: &str) -> (Vec<Value>, String) {
     assert_eq!(ids, (1..=30).collect::<Vec<_>>());
     let files: std::collections::BTreeSet<&str> = events
         .iter()
-        .map(|e| e["source"]["position"].as_str().unwrap().split(':').next().unwrap())
+        .map(|e| {
+            e["source"]["position"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+        })
         .collect();
     assert!(files.len() >= 2, "the changes span the rotation: {files:?}");
     for (i, event) in events[30..].iter().enumerate() {
@@ -92,7 +99,10 @@ async fn a_restart_resumes_by_gtid_across_a_binlog_rotation() {
         "{second_run}"
     );
     // Each change carries its transaction's MariaDB GTID, one per autocommit statement.
-    let gtids: Vec<&str> = events.iter().map(|e| e["source"]["txid"].as_str().unwrap()).collect();
+    let gtids: Vec<&str> = events
+        .iter()
+        .map(|e| e["source"]["txid"].as_str().unwrap())
+        .collect();
     let sequences: Vec<u64> = gtids
         .iter()
         .map(|g| g.rsplit('-').next().unwrap().parse().unwrap())
@@ -125,16 +135,29 @@ async fn configured_start(name: &str, start_at: impl Fn(&str, &str, &str) -> Str
     for id in 1..=3 {
         sql(&mut conn, &format!("INSERT INTO {table} VALUES ({id})")).await;
     }
-    let gtid: String = conn.query_first("SELECT @@last_gtid").await.unwrap().unwrap();
+    let gtid: String = conn
+        .query_first("SELECT @@last_gtid")
+        .await
+        .unwrap()
+        .unwrap();
     let (file, pos): (String, u64) = {
-        let row: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+        let row: mysql_async::Row = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .unwrap()
+            .unwrap();
         (row.get(0).unwrap(), row.get(1).unwrap())
     };
     for id in 4..=6 {
         sql(&mut conn, &format!("INSERT INTO {table} VALUES ({id})")).await;
     }
     let ws = Workspace::new();
-    let config = pipeline(&ws, "mysql-start", &table, &start_at(&gtid, &file, &pos.to_string()));
+    let config = pipeline(
+        &ws,
+        "mysql-start",
+        &table,
+        &start_at(&gtid, &file, &pos.to_string()),
+    );
     let mut child = start_streaming(&ws, &config);
     sql(&mut conn, &format!("INSERT INTO {table} VALUES (7)")).await;
     wait_until(Duration::from_secs(30), "4 events", || {
@@ -155,7 +178,9 @@ async fn configured_start(name: &str, start_at: impl Fn(&str, &str, &str) -> Str
         let (name, offset) = position.rsplit_once(':').unwrap();
         let sequence = name.strip_prefix("binlog.").unwrap_or_default();
         assert!(
-            sequence.len() == 6 && sequence.bytes().all(|b| b.is_ascii_digit()) && name >= file.as_str(),
+            sequence.len() == 6
+                && sequence.bytes().all(|b| b.is_ascii_digit())
+                && name >= file.as_str(),
             "{position:?}"
         );
         assert!(offset.parse::<u64>().unwrap() > 4, "{position}");

@@ -16,7 +16,8 @@ fn tls_url(query: &str) -> String {
 }
 
 fn ca(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh"))
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test.sh"))
 }
 
 fn config(ws: &Workspace, table: &str, url: &str) -> String {
@@ -34,12 +35,19 @@ fn config(ws: &Workspace, table: &str, url: &str) -> String {
 async fn the_source_streams_over_verified_tls() {
     let table = format!("tls_{}", std::process::id());
     let mut conn = connect().await;
-    sql(&mut conn, &format!("CREATE TABLE {table} (id INT PRIMARY KEY)")).await;
+    sql(
+        &mut conn,
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
+    )
+    .await;
     let ws = Workspace::new();
     let verified = config(
         &ws,
         &table,
-        &tls_url(&format!("?ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca("CDC_BRIDGE_MYSQL_CA"))),
+        &tls_url(&format!(
+            "?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            ca("CDC_BRIDGE_MYSQL_CA")
+        )),
     );
     let mut child = support::mysql::start_streaming(&ws, &verified);
     sql(&mut conn, &format!("INSERT INTO {table} VALUES (42)")).await;
@@ -54,13 +62,19 @@ async fn the_source_streams_over_verified_tls() {
     let plain = Workspace::new();
     let output = plain.run(&["check", "--config", &config(&plain, &table, &tls_url(""))]);
     let report = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success() && report.contains("Access denied"), "{report}");
+    assert!(
+        !output.status.success() && report.contains("Access denied"),
+        "{report}"
+    );
 }
 
 #[test]
 fn a_certificate_from_another_ca_stops_the_source_with_the_fix() {
     let ws = Workspace::new();
-    let url = tls_url(&format!("?ssl-mode=VERIFY_CA&ssl-ca={}", ca("CDC_BRIDGE_MYSQL_OTHER_CA")));
+    let url = tls_url(&format!(
+        "?ssl-mode=VERIFY_CA&ssl-ca={}",
+        ca("CDC_BRIDGE_MYSQL_OTHER_CA")
+    ));
     let config = config(&ws, "anything", &url);
     let check = ws.run(&["check", "--config", &config]);
     let report = String::from_utf8_lossy(&check.stdout);
@@ -69,7 +83,11 @@ fn a_certificate_from_another_ca_stops_the_source_with_the_fix() {
         "{report}"
     );
     // Not retried as a network fault: the run stops on its own.
-    let mut child = ws.command(&["run", "--config", &config]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = ws
+        .command(&["run", "--config", &config])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {

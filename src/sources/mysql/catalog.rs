@@ -88,7 +88,9 @@ impl Catalog {
             .map_err(sql("reading a table's primary key from information_schema"))?;
         let columns: Vec<CatalogColumn> = rows
             .into_iter()
-            .map(|(name, column_type, charset, data_type, _)| catalog_column(name, &column_type, charset, &data_type))
+            .map(|(name, column_type, charset, data_type, _)| {
+                catalog_column(name, &column_type, charset, &data_type)
+            })
             .collect();
         let key = key_names
             .iter()
@@ -107,11 +109,20 @@ fn catalog_column(
     data_type: &str,
 ) -> CatalogColumn {
     let lower = column_type.to_ascii_lowercase();
-    let binary_types = ["binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"];
+    let binary_types = [
+        "binary",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+    ];
     CatalogColumn {
         name,
         unsigned: lower.contains(" unsigned"),
-        binary: charset.is_none() && binary_types.contains(&data_type.to_ascii_lowercase().as_str()),
+        binary: charset.is_none()
+            && binary_types.contains(&data_type.to_ascii_lowercase().as_str()),
+        latin1: charset.as_deref() == Some("latin1"),
         labels: if lower.starts_with("enum(") || lower.starts_with("set(") {
             labels(column_type)
         } else {
@@ -165,7 +176,12 @@ mod tests {
         assert!(c.binary && !c.unsigned);
         let c = catalog_column("t".into(), "varchar(4)", Some("utf8mb4".into()), "varchar");
         assert!(!c.binary);
-        let c = catalog_column("e".into(), "enum('small','it''s','a,b')", Some("utf8mb4".into()), "enum");
+        let c = catalog_column(
+            "e".into(),
+            "enum('small','it''s','a,b')",
+            Some("utf8mb4".into()),
+            "enum",
+        );
         assert_eq!(c.labels, ["small", "it's", "a,b"]);
         let c = catalog_column("s".into(), "set('x','y')", Some("utf8mb4".into()), "set");
         assert_eq!(c.labels, ["x", "y"]);

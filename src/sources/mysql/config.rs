@@ -147,13 +147,31 @@ mod tests {
     #[test]
     fn start_position_is_checked() {
         let base = "url = \"mysql://u:p@h/app\"\ntables = [\"a.b\"]\n";
-        assert!(parse(&format!("{base}snapshot = \"never\"\nstart_position = \"0-1-5\"")).is_ok());
-        assert!(parse(&format!("{base}snapshot = \"never\"\nstart_position = \"bin.000001:4\"\nresume_by = \"file\"")).is_ok());
+        assert!(parse(&format!(
+            "{base}snapshot = \"never\"\nstart_position = \"0-1-5\""
+        ))
+        .is_ok());
+        assert!(parse(&format!(
+            "{base}snapshot = \"never\"\nstart_position = \"bin.000001:4\"\nresume_by = \"file\""
+        ))
+        .is_ok());
         let err = parse(&format!("{base}start_position = \"0-1-5\"")).unwrap_err();
-        assert!(err.starts_with("s.start_position") && err.contains("snapshot"), "{err}");
-        let err = parse(&format!("{base}snapshot = \"never\"\nstart_position = \"0-1-5\"\nresume_by = \"file\"")).unwrap_err();
+        assert!(
+            err.starts_with("s.start_position") && err.contains("snapshot"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{base}snapshot = \"never\"\nstart_position = \"0-1-5\"\nresume_by = \"file\""
+        ))
+        .unwrap_err();
         assert!(err.contains("resume_by"), "{err}");
-        let err = parse(&format!("{base}snapshot = \"never\"\nstart_position = \"soon\"")).unwrap_err();
-        assert!(err.starts_with("s.start_position") && err.contains("file:pos"), "{err}");
+        let err = parse(&format!(
+            "{base}snapshot = \"never\"\nstart_position = \"soon\""
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("s.start_position") && err.contains("file:pos"),
+            "{err}"
+        );
     }
 }

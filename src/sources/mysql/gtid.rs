@@ -14,8 +14,16 @@ use std::fmt;
 /// One transaction's id, as read from its GTID event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gtid {
-    Mariadb { domain: u32, server: u32, sequence: u64 },
-    Mysql { uuid: [u8; 16], tag: Option<String>, number: u64 },
+    Mariadb {
+        domain: u32,
+        server: u32,
+        sequence: u64,
+    },
+    Mysql {
+        uuid: [u8; 16],
+        tag: Option<String>,
+        number: u64,
+    },
 }
 
 impl Gtid {
@@ -113,7 +121,9 @@ impl MariadbState {
         for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let parts: Vec<&str> = gtid.split('-').collect();
             let [domain, server, sequence] = parts[..] else {
-                return Err(format!("{gtid:?} is not a MariaDB GTID (domain-server-sequence)"));
+                return Err(format!(
+                    "{gtid:?} is not a MariaDB GTID (domain-server-sequence)"
+                ));
             };
             let number = |part: &str| {
                 part.parse::<u64>()
@@ -168,7 +178,9 @@ impl GtidSet {
                 }
                 let (start, end) = part.split_once('-').unwrap_or((part, part));
                 let (Ok(start), Ok(end)) = (start.parse::<u64>(), end.parse::<u64>()) else {
-                    return Err(format!("{part:?} in {member:?} is not a number or a-b range"));
+                    return Err(format!(
+                        "{part:?} in {member:?} is not a number or a-b range"
+                    ));
                 };
                 if start == 0 || end < start {
                     return Err(format!("{part:?} in {member:?} is not a valid range"));

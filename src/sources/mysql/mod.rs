@@ -84,7 +84,10 @@ fn rejected_certificate(err: &mysql_async::Error) -> bool {
             return matches!(tls, rustls::Error::InvalidCertificate(_));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            if let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
                 return matches!(tls, rustls::Error::InvalidCertificate(_));
             }
         }
@@ -259,8 +262,9 @@ async fn with_gtids(
         .await
         .map_err(sql("reading the GTID state at the start position"))?;
     if let Some(state) = state.flatten() {
-        let state = gtid::GtidState::parse(&state)
-            .map_err(|reason| MysqlError::BadCheckpoint(format!("{}: {reason}", position.token())))?;
+        let state = gtid::GtidState::parse(&state).map_err(|reason| {
+            MysqlError::BadCheckpoint(format!("{}: {reason}", position.token()))
+        })?;
         position.gtids = Some(state);
     }
     Ok(position)
@@ -365,4 +369,3 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
     }
     findings
 }
-

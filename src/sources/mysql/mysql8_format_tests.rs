@@ -72,7 +72,7 @@ fn write_rows_v2() -> Vec<u8> {
     body.extend(2u16.to_le_bytes()); // extra data length (no extra data)
     body.push(3); // columns
     body.push(0b111); // all present
-    // Row 1: every column set.
+                      // Row 1: every column set.
     body.push(0); // null bitmap
     body.extend(u64::MAX.to_le_bytes());
     let jsonb = jsonb_object();
@@ -92,7 +92,9 @@ fn v2_rows_with_binary_json_map_to_values() {
     let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
         panic!("not a table map")
     };
-    let table = shape::shape(&tme).unwrap().expect("FULL metadata has names");
+    let table = shape::shape(&tme)
+        .unwrap()
+        .expect("FULL metadata has names");
     let names: Vec<&str> = table.columns.iter().map(|c| &*c.name).collect();
     assert_eq!(names, ["id", "doc", "note"]);
     assert_eq!(table.key, [0]);
@@ -146,5 +148,8 @@ fn gtid_events_extend_the_executed_set() {
     assert_eq!(gtid.to_string(), "3e11fa47-71ca-11e1-9e33-c80aa9429562:24");
     let mut state = GtidState::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-23").unwrap();
     state.commit(&gtid);
-    assert_eq!(state.to_string(), "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-24");
+    assert_eq!(
+        state.to_string(),
+        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-24"
+    );
 }

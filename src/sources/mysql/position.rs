@@ -109,7 +109,10 @@ mod tests {
     fn tokens_carry_the_gtid_state() {
         let mariadb = BinlogPosition::parse("mariadb-bin.000002:1234;gtids=0-1-57,1-1-3").unwrap();
         assert_eq!(mariadb.file_pos(), "mariadb-bin.000002:1234");
-        assert_eq!(mariadb.token(), "mariadb-bin.000002:1234;gtids=0-1-57,1-1-3");
+        assert_eq!(
+            mariadb.token(),
+            "mariadb-bin.000002:1234;gtids=0-1-57,1-1-3"
+        );
         let set = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7";
         let mysql = BinlogPosition::parse(&format!("binlog.000001:99;gtids={set}")).unwrap();
         assert!(matches!(mysql.gtids, Some(GtidState::Mysql(_))));
@@ -120,11 +123,13 @@ mod tests {
     #[test]
     fn configured_starts_in_every_notation() {
         let file = BinlogPosition::parse_start("binlog.000003:4").unwrap();
-        assert_eq!((file.file.as_str(), file.pos, file.gtids), ("binlog.000003", 4, None));
+        assert_eq!(
+            (file.file.as_str(), file.pos, file.gtids),
+            ("binlog.000003", 4, None)
+        );
         let mariadb = BinlogPosition::parse_start("0-1-57").unwrap();
         assert_eq!(mariadb.gtids.unwrap().to_string(), "0-1-57");
-        let mysql =
-            BinlogPosition::parse_start("3E11FA47-71CA-11E1-9E33-C80AA9429562:23").unwrap();
+        let mysql = BinlogPosition::parse_start("3E11FA47-71CA-11E1-9E33-C80AA9429562:23").unwrap();
         assert_eq!(
             mysql.gtids.unwrap().to_string(),
             "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"

@@ -52,8 +52,8 @@ fn ends_in_own_crc(event: &Event, name_len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mysql_common::binlog::events::{BinlogEventHeader, FormatDescriptionEvent};
     use mysql_common::binlog::consts::BinlogVersion;
+    use mysql_common::binlog::events::{BinlogEventHeader, FormatDescriptionEvent};
 
     /// An event as the server sends it, read with a format description without checksums
     /// (the state of the reader before the server's own description arrives).
@@ -81,7 +81,10 @@ mod tests {
         body.push(0x01); // FL_STANDALONE
         let gtid = mariadb_gtid(&event(MARIADB_GTID, 11, 1234, &body, false)).unwrap();
         assert_eq!(gtid.to_string(), "3-11-57");
-        assert_eq!(mariadb_gtid(&event(MARIADB_GTID, 11, 1234, &body[..6], false)), None);
+        assert_eq!(
+            mariadb_gtid(&event(MARIADB_GTID, 11, 1234, &body[..6], false)),
+            None
+        );
     }
 
     #[test]
@@ -89,7 +92,13 @@ mod tests {
         const ROTATE: u8 = 4;
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"mariadb-bin.000007");
-        assert_eq!(fake_rotate_name(&event(ROTATE, 1, 0, &body, true)), "mariadb-bin.000007");
-        assert_eq!(fake_rotate_name(&event(ROTATE, 1, 0, &body, false)), "mariadb-bin.000007");
+        assert_eq!(
+            fake_rotate_name(&event(ROTATE, 1, 0, &body, true)),
+            "mariadb-bin.000007"
+        );
+        assert_eq!(
+            fake_rotate_name(&event(ROTATE, 1, 0, &body, false)),
+            "mariadb-bin.000007"
+        );
     }
 }

@@ -21,6 +21,46 @@ pub struct ColumnShape {
     pub labels: Vec<String>,
     /// Fractional-second digits of TIME / DATETIME / TIMESTAMP (binlog metadata; 0 otherwise).
     pub decimals: u8,
+    /// How text bytes decode (by the column's character set).
+    pub text: TextEncoding,
+    /// BINARY(n): n. The binlog leaves out trailing zero bytes; they are put back.
+    pub fixed_width: Option<usize>,
+}
+
+/// The character sets text is decoded from. Others stay bytes (base64 in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    /// utf8mb4, utf8mb3, ascii (and anything not listed: bytes if not valid UTF-8).
+    Utf8,
+    /// MySQL's latin1, which is Windows-1252.
+    Latin1,
+}
+
+/// latin1 collation ids (latin1_german1_ci, _swedish_ci, _danish_ci, _german2_ci, _bin,
+/// _general_ci, _general_cs, _spanish_ci).
+const LATIN1_COLLATIONS: [u16; 8] = [5, 8, 15, 31, 47, 48, 49, 94];
+
+fn encoding_of(collation: Option<u16>) -> TextEncoding {
+    match collation {
+        Some(c) if LATIN1_COLLATIONS.contains(&c) => TextEncoding::Latin1,
+        _ => TextEncoding::Utf8,
+    }
+}
+
+/// The declared width of a BINARY(n) column: MYSQL_TYPE_STRING metadata holds the real type
+/// and the byte length, with the length's two high bits folded into the type byte.
+fn fixed_width(tme: &TableMapEvent<'_>, i: usize, kind: ColumnType, binary: bool) -> Option<usize> {
+    if kind != ColumnType::MYSQL_TYPE_STRING || !binary {
+        return None;
+    }
+    let meta = tme.get_column_metadata(i)?;
+    let (&byte0, &byte1) = (meta.first()?, meta.get(1)?);
+    let high = if byte0 & 0x30 != 0x30 {
+        usize::from((byte0 & 0x30) ^ 0x30) << 4
+    } else {
+        0
+    };
+    Some(high | usize::from(byte1))
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +78,7 @@ pub struct CatalogColumn {
     pub name: String,
     pub unsigned: bool,
     pub binary: bool,
+    pub latin1: bool,
     pub labels: Vec<String>,
 }
 
@@ -87,7 +128,10 @@ pub fn shape_from_catalog(
     }
     let mut columns = Vec::with_capacity(kinds.len());
     for (i, (kind, column)) in kinds.iter().zip(catalog).enumerate() {
-        let labelled = matches!(kind, ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET);
+        let labelled = matches!(
+            kind,
+            ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
+        );
         if labelled != !column.labels.is_empty() {
             return Err(mismatch(format!(
                 "column {} is {kind:?} in the event",
@@ -101,6 +145,12 @@ pub fn shape_from_catalog(
             binary: column.binary,
             labels: column.labels.clone(),
             decimals: decimals(tme, i, *kind),
+            text: if column.latin1 {
+                TextEncoding::Latin1
+            } else {
+                TextEncoding::Utf8
+            },
+            fixed_width: fixed_width(tme, i, *kind, column.binary),
         });
     }
     Ok(TableShape {
@@ -207,6 +257,8 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
                 _ => Vec::new(),
             },
             decimals: decimals(tme, i, kinds[i]),
+            text: encoding_of(charsets[i]),
+            fixed_width: fixed_width(tme, i, kinds[i], charsets[i] == Some(BINARY_CHARSET)),
         })
         .collect();
     Ok(Some(TableShape {

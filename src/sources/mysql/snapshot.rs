@@ -19,7 +19,7 @@ use mysql_common::constants::{ColumnFlags, ColumnType};
 use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::position::BinlogPosition;
-use super::shape::ColumnShape;
+use super::shape::{ColumnShape, TextEncoding};
 use super::{connect, key_of, source_info, sql, value};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row};
 use crate::source::{SourceContext, Stopped};
@@ -155,6 +155,9 @@ async fn copy_table(
                 binary: c.character_set() == 63,
                 labels: Vec::new(),
                 decimals: 0,
+                // The server converts text to the connection's utf8mb4 and pads BINARY(n).
+                text: TextEncoding::Utf8,
+                fixed_width: None,
             }
         })
         .collect();

@@ -15,11 +15,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 
+use super::catalog::Catalog;
 use super::config::{MysqlConfig, ResumeBy, TableFilter};
 use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
 use super::position::BinlogPosition;
-use super::catalog::Catalog;
 use super::shape::TableShape;
 use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row};
@@ -86,7 +86,17 @@ pub async fn run(
             None => return Err(MysqlError::StreamEnded.into()),
         };
         let here = cursor.at(u64::from(event.header().log_pos()));
-        match handle(&event, &stream, &mut cursor, &mut catalog, filter, &ctx, &here).await? {
+        match handle(
+            &event,
+            &stream,
+            &mut cursor,
+            &mut catalog,
+            filter,
+            &ctx,
+            &here,
+        )
+        .await?
+        {
             Ok(()) => {}
             Err(Stopped) => return Ok(()),
         }
@@ -209,11 +219,14 @@ async fn handle(
             if !filter.matches(&tme.database_name(), &tme.table_name()) {
                 return Ok(Ok(()));
             }
-            let table = catalog.shape(tme).await?.map_err(|reason| MysqlError::Decode {
-                table: format!("{}.{}", tme.database_name(), tme.table_name()),
-                position: here.file_pos(),
-                reason,
-            })?;
+            let table = catalog
+                .shape(tme)
+                .await?
+                .map_err(|reason| MysqlError::Decode {
+                    table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                    position: here.file_pos(),
+                    reason,
+                })?;
             let txid = cursor.pending.as_ref().map(Gtid::to_string);
             for change in row_events(ctx, &table, &rows, tme, here, txid)? {
                 if let Err(stopped) = ctx.emit.event(change).await {

@@ -97,9 +97,10 @@ mod tests {
 
     #[test]
     fn tls_settings_come_off_the_url() {
-        let (url, mode, ca) =
-            split_url("mysql://u:p@h:3306/app?ssl-mode=verify_identity&ssl-ca=/ca.pem&prefer_socket=false")
-                .unwrap();
+        let (url, mode, ca) = split_url(
+            "mysql://u:p@h:3306/app?ssl-mode=verify_identity&ssl-ca=/ca.pem&prefer_socket=false",
+        )
+        .unwrap();
         assert_eq!(url, "mysql://u:p@h:3306/app?prefer_socket=false");
         assert_eq!(mode, SslMode::VerifyIdentity);
         assert_eq!(ca, Some(PathBuf::from("/ca.pem")));
@@ -121,8 +122,10 @@ mod tests {
         let ssl = verified.ssl_opts().expect("TLS on");
         assert!(!ssl.accept_invalid_certs() && !ssl.skip_domain_validation());
         assert!(opts("mysql://u@h/app").unwrap().ssl_opts().is_none());
-        assert!(opts("mysql://u@h/app?ssl-mode=VERIFY_CA&ssl-ca=/nonexistent.pem")
-            .unwrap_err()
-            .contains("not a readable file"));
+        assert!(
+            opts("mysql://u@h/app?ssl-mode=VERIFY_CA&ssl-ca=/nonexistent.pem")
+                .unwrap_err()
+                .contains("not a readable file")
+        );
     }
 }

@@ -1,19 +1,25 @@
 //! Binlog row values to envelope values, by the column's shape.
 //!
-//! Integers follow the column's signedness (BIGINT UNSIGNED max stays exact); DECIMAL is exact
-//! text; character columns are text unless their charset is binary (then bytes); ENUM and SET
-//! become their labels; DATE / DATETIME / TIMESTAMP map to date, timestamp and UTC timestamp;
-//! TIME beyond a day or negative keeps its text form (negative TIME(1)/TIME(2) with a fraction,
-//! which mysql_common decodes wrongly, is repaired); BIT becomes an unsigned integer; MySQL's
-//! binary JSON and MariaDB's JSON text become JSON; GEOMETRY becomes `{"srid": n, "wkb":
-//! base64}` (the server stores the SRID, then standard WKB), as Debezium writes it.
+//! - Integers follow the column's signedness (BIGINT UNSIGNED max stays exact; MEDIUMINT's
+//!   sign is extended); BOOL is TINYINT (0/1); BIT is an unsigned integer.
+//! - DECIMAL is exact text; FLOAT is the decimal it was written as (1.1, not 1.1000000238).
+//! - Text in utf8/utf8mb4/ascii, and latin1 (decoded as Windows-1252), is text; text in any
+//!   other character set stays bytes. Binary columns are bytes; BINARY(n) is padded back to n.
+//! - ENUM and SET become their labels.
+//! - DATE / DATETIME / TIMESTAMP become date, timestamp and UTC timestamp; zero dates null.
+//!   TIME beyond a day or negative keeps its text form (negative TIME(1)/TIME(2) with a
+//!   fraction, which mysql_common decodes wrongly, is repaired). YEAR 0000 is 0.
+//! - MySQL's binary JSON becomes JSON; MariaDB's JSON is a LONGTEXT in the binlog and stays a
+//!   string, as with Debezium.
+//! - GEOMETRY becomes `{"srid": n, "wkb": base64}` (the server stores the SRID, then standard
+//!   WKB), as Debezium writes it.
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::value::Value as My;
 
-use super::shape::ColumnShape;
+use super::shape::{ColumnShape, TextEncoding};
 use crate::envelope::{Decimal, Json, Value};
 
 pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Value, String> {
@@ -48,7 +54,10 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
         (MYSQL_TYPE_SET, My::Bytes(b)) => set_labels(&column.labels, little_endian(&b)),
         (MYSQL_TYPE_YEAR, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
-            Value::Int(text.parse().map_err(|_| format!("bad year {text:?}"))?)
+            let year: i64 = text.parse().map_err(|_| format!("bad year {text:?}"))?;
+            // The binlog stores YEAR as years since 1900, with 0 for YEAR 0000 (1900 itself
+            // is outside the type's range); mysql_common adds 1900 to both.
+            Value::Int(if year == 1900 { 0 } else { year })
         }
         // TIMESTAMP comes as the text of seconds since the epoch, with the fraction.
         (MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2, My::Bytes(b)) => {
@@ -60,6 +69,10 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             let micros: u32 = format!("{fraction:0<6}")[..6]
                 .parse()
                 .map_err(|_| format!("bad timestamp {text:?}"))?;
+            if secs == 0 && micros == 0 {
+                // 0 is how the binlog stores the zero TIMESTAMP (its range starts at 1 s).
+                return Ok(Value::Null);
+            }
             Value::TimestampTz(
                 Utc.timestamp_opt(secs, micros * 1000)
                     .single()
@@ -73,9 +86,12 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             MYSQL_TYPE_LONG => i as u32 as u64,
             _ => i as u64,
         }),
+        // The binlog gives MEDIUMINT's 3 bytes unsigned: extend the sign.
+        (MYSQL_TYPE_INT24, My::Int(i)) => Value::Int((i << 40) >> 40),
         (_, My::Int(i)) => Value::Int(i),
         (_, My::UInt(u)) => Value::UInt(u),
-        (_, My::Float(f)) => Value::Float(f64::from(f)),
+        // FLOAT as the decimal it was written as (1.1, not 1.100000023841858).
+        (_, My::Float(f)) => Value::Float(f.to_string().parse().unwrap_or(f64::from(f))),
         (_, My::Double(f)) => Value::Float(f),
         (MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
@@ -90,15 +106,29 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             Value::Json(Json::parse(&text).map_err(|e| e.to_string())?)
         }
         (MYSQL_TYPE_GEOMETRY, My::Bytes(b)) => geometry(&b)?,
-        (_, My::Bytes(b)) if column.binary => Value::Bytes(b),
+        (_, My::Bytes(mut b)) if column.binary => {
+            if let Some(width) = column.fixed_width {
+                if b.len() < width {
+                    b.resize(width, 0);
+                }
+            }
+            Value::Bytes(b)
+        }
+        (_, My::Bytes(b)) if column.text == TextEncoding::Latin1 => Value::Text(windows_1252(&b)),
         (_, My::Bytes(b)) => match String::from_utf8(b) {
             Ok(text) => Value::Text(text),
+            // A character set not decoded here: its bytes, as they are.
             Err(e) => Value::Bytes(e.into_bytes()),
         },
         (kind, My::Date(y, m, d, h, mi, s, us)) => {
             let text = format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}");
+            if (y, m, d) == (0, 0, 0) {
+                // Zero dates ('0000-00-00', allowed without NO_ZERO_DATE) have no calendar
+                // value: null, as Debezium writes them.
+                return Ok(Value::Null);
+            }
             let Some(date) = NaiveDate::from_ymd_opt(y.into(), m.into(), d.into()) else {
-                // Zero dates ('0000-00-00') have no calendar value.
+                // Partly zero dates ('2025-00-10') have none either: kept as text.
                 return Ok(Value::Other {
                     type_name: "datetime".into(),
                     text,
@@ -115,13 +145,12 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             }
         }
         (_, My::Time(negative, days, h, m, s, us)) => {
-            let (negative, days, h, m, s, us) = if column.kind == MYSQL_TYPE_TIME2
-                && matches!(column.decimals, 1 | 2)
-            {
-                repair_short_fraction_time(negative, days, h, m, s, us)
-            } else {
-                (negative, days, h, m, s, us)
-            };
+            let (negative, days, h, m, s, us) =
+                if column.kind == MYSQL_TYPE_TIME2 && matches!(column.decimals, 1 | 2) {
+                    repair_short_fraction_time(negative, days, h, m, s, us)
+                } else {
+                    (negative, days, h, m, s, us)
+                };
             match (
                 negative,
                 days,
@@ -181,7 +210,27 @@ fn geometry(stored: &[u8]) -> Result<Value, String> {
         u32::from_le_bytes(*srid),
         base64::engine::general_purpose::STANDARD.encode(wkb)
     );
-    Json::parse(&text).map(Value::Json).map_err(|e| e.to_string())
+    Json::parse(&text)
+        .map(Value::Json)
+        .map_err(|e| e.to_string())
+}
+
+/// MySQL's latin1 (Windows-1252): bytes 0x80-0x9F are the typographic characters of that code
+/// page (the five it leaves undefined map to the C1 controls, as MySQL does); the rest are
+/// the same code points.
+fn windows_1252(bytes: &[u8]) -> String {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
+    ];
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9f => HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
+        })
+        .collect()
 }
 
 fn little_endian(bytes: &[u8]) -> u64 {
@@ -235,9 +284,16 @@ mod tests {
     }
 
     fn repaired(value: My) -> My {
-        let My::Time(n, d, h, m, s, us) = value else { panic!("not a time") };
+        let My::Time(n, d, h, m, s, us) = value else {
+            panic!("not a time")
+        };
         let (n, d, h, m, s, us) = repair_short_fraction_time(n, d, h, m, s, us);
         My::Time(n, d, h, m, s, us)
+    }
+
+    #[test]
+    fn latin1_is_windows_1252() {
+        assert_eq!(windows_1252(b"caf\xe9 \x80\x9f \xff"), "café €Ÿ ÿ");
     }
 
     #[test]
@@ -279,7 +335,11 @@ mod tests {
                     s as u8,
                     us as u32,
                 );
-                assert_eq!(repaired(decoded(&bytes, fsp)), expected, "{bytes:?} fsp {fsp}");
+                assert_eq!(
+                    repaired(decoded(&bytes, fsp)),
+                    expected,
+                    "{bytes:?} fsp {fsp}"
+                );
             }
         }
     }
