@@ -274,8 +274,13 @@ async fn ddl_mid_stream_changes_the_shape_of_the_following_events() {
         &format!("INSERT INTO {table} (id, label) VALUES (3, 'after')"),
     )
     .await;
-    wait_until(Duration::from_secs(30), "5 events", || {
-        read_records(&ws.path("out.jsonl")).len() >= 5
+    sql(
+        &mut conn,
+        &format!("DROP TABLE {table}; CREATE TABLE {table} (id INT PRIMARY KEY, other TEXT); INSERT INTO {table} VALUES (4, 'recreated')"),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), "6 events", || {
+        read_records(&ws.path("out.jsonl")).len() >= 6
     });
     terminate(&child);
     let mut child = child;
@@ -299,7 +304,12 @@ async fn ddl_mid_stream_changes_the_shape_of_the_following_events() {
         events[4]["after"],
         json!({"id": 3, "label": "after", "c": 7})
     );
-    assert_eq!(events.len(), 5);
+    assert_eq!(
+        events[5]["after"],
+        json!({"id": 4, "other": "recreated"}),
+        "a dropped and re-created table has its new shape"
+    );
+    assert_eq!(events.len(), 6);
 }
 
 const KILLS: usize = 20;

@@ -153,9 +153,12 @@ impl fmt::Display for MariadbState {
     }
 }
 
+/// A server uuid and its optional MySQL 8.4 tag.
+type Source = (String, Option<String>);
+
 /// MySQL: executed transactions as sorted, disjoint, half-open intervals per (uuid, tag).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GtidSet(BTreeMap<(String, Option<String>), Vec<(u64, u64)>>);
+pub struct GtidSet(BTreeMap<Source, Vec<(u64, u64)>>);
 
 impl GtidSet {
     /// Parses `uuid[:tag]:a-b:c,uuid...` (whitespace and newlines, as SHOW MASTER STATUS
@@ -362,7 +365,7 @@ mod tests {
     fn malformed_mysql_sets_are_refused() {
         for bad in [
             "not-a-uuid:1-5".to_owned(),
-            format!("{A}"),
+            A.to_string(),
             format!("{A}:0"),
             format!("{A}:5-3"),
             format!("{A}:x"),

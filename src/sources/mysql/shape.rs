@@ -132,7 +132,7 @@ pub fn shape_from_catalog(
             kind,
             ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
         );
-        if labelled != !column.labels.is_empty() {
+        if labelled == column.labels.is_empty() {
             return Err(mismatch(format!(
                 "column {} is {kind:?} in the event",
                 column.name
