@@ -303,6 +303,15 @@ fn row_events(
             })
             .collect()
     };
+    // The same for every row of the event.
+    let mut source = source_info(
+        ctx,
+        table.database.as_str().into(),
+        table.table.as_str().into(),
+        here,
+        false,
+    );
+    source.txid = txid;
     let mut events = Vec::new();
     for pair in rows.rows(tme) {
         let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
@@ -313,17 +322,9 @@ fn row_events(
             .or(before.as_ref())
             .expect("a row event has an image");
         let key = key_of(image, &table.key);
-        let mut source = source_info(
-            ctx,
-            table.database.as_str().into(),
-            table.table.as_str().into(),
-            here,
-            false,
-        );
-        source.txid = txid.clone();
         events.push(ChangeEvent {
             op,
-            source,
+            source: source.clone(),
             key,
             before,
             after,
