@@ -201,7 +201,13 @@ async fn last_commit(conn: &mut Conn) -> Position {
 
 /// Seconds `mariadb-binlog` takes over the range; with `decode_rows` (`-v`) it also prints
 /// every row as commented SQL, as the other readers decode them.
-fn mariadb_binlog(url: &str, files: &[String], start: &Position, end: &Position, decode_rows: bool) -> f64 {
+fn mariadb_binlog(
+    url: &str,
+    files: &[String],
+    start: &Position,
+    end: &Position,
+    decode_rows: bool,
+) -> f64 {
     let opts = Opts::from_url(url).unwrap();
     let bin = ["mariadb-binlog", "mysqlbinlog"]
         .into_iter()
