@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 
+#[path = "support.rs"]
+mod support;
+
 const ROWS: u64 = 1_000_000;
 const ROWS_PER_TXN: u64 = 1_000;
 const BRIDGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/cdc-bridge");
@@ -391,24 +394,10 @@ impl Bridge {
             );
         }
         let secs = began.elapsed().as_secs_f64();
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-        let peak_kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        let exit = child.wait().unwrap();
+        let peak_mib = support::peak_rss_mib(child.id());
+        let exit = support::terminate(&mut child);
         assert!(exit.success(), "the bridge exited with {exit}");
         assert_eq!(self.checkpoint(&self.config).as_ref(), Some(end));
-        (secs, peak_kib / 1024.0)
+        (secs, peak_mib)
     }
 }

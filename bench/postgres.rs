@@ -12,6 +12,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support.rs"]
+mod support;
+
 const ROWS: i64 = 1_000_000;
 const ROWS_PER_TXN: i64 = 1_000;
 
@@ -184,21 +187,7 @@ async fn bridge(url: &str, client: &tokio_postgres::Client, end_lsn: &str) -> (f
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let peak_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-    (secs, peak_kib / 1024.0)
+    let peak_mib = support::peak_rss_mib(child.id());
+    support::terminate(&mut child);
+    (secs, peak_mib)
 }

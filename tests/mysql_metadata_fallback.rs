@@ -30,14 +30,7 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
     )
     .await;
     let ws = Workspace::new();
-    let config = ws
-        .config(&format!(
-            "[[pipeline]]\nname = \"fallback\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{url}\"\nserver_id = 6002\ntables = [\"app.f\"]\nsnapshot = \"never\"\n\
-             [pipeline.sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n"
-        ))
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let config = support::mysql::pipeline_at(&url, &ws, "fallback", "f", "");
     let check = ws.run(&["check", "--config", &config]);
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(

@@ -21,14 +21,7 @@ fn ca(var: &str) -> String {
 }
 
 fn config(ws: &Workspace, table: &str, url: &str) -> String {
-    ws.config(&format!(
-        "[[pipeline]]\nname = \"tls\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{url}\"\nserver_id = {}\ntables = [\"app.{table}\"]\nsnapshot = \"never\"\n\
-         [pipeline.sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n",
-        7000 + std::process::id() % 1000
-    ))
-    .to_str()
-    .unwrap()
-    .to_owned()
+    support::mysql::pipeline_at(url, ws, "tls", table, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

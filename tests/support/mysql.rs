@@ -8,18 +8,22 @@ use mysql_async::prelude::Queryable;
 
 use super::{wait_until, Workspace};
 
-/// A pipeline `name` from `app.table` to `out.jsonl`; `extra` adds source settings
-/// (`snapshot = "never"` unless it sets `snapshot`). Returns the config path.
+/// A pipeline `name` from `app.table` of the test server to `out.jsonl`; `extra` adds source
+/// settings (`snapshot = "never"` unless it sets `snapshot`). Returns the config path.
 pub fn pipeline(ws: &Workspace, name: &str, table: &str, extra: &str) -> String {
+    pipeline_at(&url(), ws, name, table, extra)
+}
+
+/// [`pipeline`] from the server at `url`.
+pub fn pipeline_at(url: &str, ws: &Workspace, name: &str, table: &str, extra: &str) -> String {
     let snapshot = if extra.contains("snapshot =") {
         ""
     } else {
         "snapshot = \"never\"\n"
     };
     ws.config(&format!(
-        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{}\"\nserver_id = {}\ntables = [\"app.{table}\"]\n{snapshot}{extra}\n\
+        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{url}\"\nserver_id = {}\ntables = [\"app.{table}\"]\n{snapshot}{extra}\n\
          [pipeline.sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n",
-        url(),
         5000 + std::process::id() % 1000
     ))
     .to_str()
