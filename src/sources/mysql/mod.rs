@@ -1,23 +1,18 @@
 //! The `mysql` source: row changes from the MySQL or MariaDB binlog (row-based replication).
 //!
-//! Flow: connect -> check the server's binlog settings (ROW format, FULL row image and
-//! metadata, no compression) -> register as a replica and stream from the stored position (or
-//! the current one on a first start) -> TABLE_MAP events give each table's shape ([`shape`]),
-//! WRITE / UPDATE / DELETE row events (v1 and v2) become insert / update / delete events with
-//! full before and after rows ([`value`] maps the values) -> a checkpoint mark at each
-//! transaction's end (XID, or a statement outside a transaction), never inside one. ROTATE
-//! events move to the next file. `source.position` is `file:pos` of the row event's end.
-//!
-//! The initial snapshot ([`snapshot`]) copies the tables as of one binlog position first.
-//!
-//! Every event's CRC32 is verified (the library does not); a mismatch is fatal.
-//!
-//! Not yet: GTID positions, TLS, and the information_schema
-//! fallback for servers without FULL metadata; each is refused or reported, never skipped.
+//! Flow: connect (TLS by the URL's `ssl-mode`, [`tls`]) -> check the server's binlog settings
+//! (ROW format, FULL row image, no compression) and detect the flavor -> find the start: the
+//! stored checkpoint, else `start_position`, else a snapshot's position ([`snapshot`]) or the
+//! current one, with the GTID state there ([`gtid`], [`position`]) -> stream ([`stream`]):
+//! TABLE_MAP events give each table's shape ([`shape`], or [`catalog`] when the binlog has no
+//! column names), row events (v1 and v2) become insert / update / delete events ([`value`]
+//! maps the values), a checkpoint mark (`file:pos` and GTID state) at each transaction's end,
+//! never inside one.
 //!
 //! Errors ([`MysqlError`]): lost connections are transient (restart from the checkpoint);
-//! wrong server settings, a purged binlog and compressed events are fatal with the fix; a row
-//! that cannot be decoded is a data error naming the table and position.
+//! wrong server settings, a purged binlog, compressed events, a rejected certificate and
+//! missing privileges are fatal with the fix; a row that cannot be decoded (or no longer fits
+//! the catalog) is a data error naming the table and position.
 
 mod catalog;
 mod config;
