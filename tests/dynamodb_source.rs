@@ -255,21 +255,9 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_per_item_order()
             .next()
             .map(|p| p.token)
     };
-    let mut rng = Rng::seeded();
-    let mut kills: Vec<(usize, Option<String>)> = Vec::new();
-    for _ in 0..KILLS {
-        let mut child = ws.spawn(&["run", "--config", &config]);
-        tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "bridge exited early:\n{}",
-            ws.log_tail()
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let lines = read_records(&ws.path("out.jsonl")).len();
-        kills.push((lines, stored_seq()));
-    }
+    let kills = ws
+        .kill_repeatedly(&config, KILLS, (500, 1500), stored_seq)
+        .await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     let expected = expected.lock().unwrap().clone();

@@ -382,20 +382,9 @@ async fn sigkill_during_a_live_workload_loses_nothing_and_keeps_commit_order() {
             pos.parse().unwrap(),
         ))
     };
-    let mut rng = support::Rng::seeded();
-    let mut kills: Vec<(usize, Option<(u64, u64)>)> = Vec::new();
-    for _ in 0..KILLS {
-        let mut child = ws.spawn(&["run", "--config", &config]);
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "bridge exited early:\n{}",
-            ws.log_tail()
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((read_records(&ws.path("out.jsonl")).len(), stored()));
-    }
+    let kills = ws
+        .kill_repeatedly(&config, KILLS, (300, 1200), stored)
+        .await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     let expected = expected.lock().unwrap().clone();

@@ -66,6 +66,36 @@ impl Workspace {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// Runs the bridge `kills` times, each time SIGKILLing it after `min_ms` plus up to
+    /// `spread_ms` (it must still be running then). After each kill: the records in
+    /// `out.jsonl` so far and `stored()` (the checkpoint), for [`check_crash_runs`].
+    pub async fn kill_repeatedly<T>(
+        &self,
+        config: &str,
+        kills: usize,
+        (min_ms, spread_ms): (u64, u64),
+        mut stored: impl FnMut() -> T,
+    ) -> Vec<(usize, T)> {
+        let mut rng = Rng::seeded();
+        let mut after_kills = Vec::with_capacity(kills);
+        for _ in 0..kills {
+            let mut child = self.spawn(&["run", "--config", config]);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                min_ms + rng.below(spread_ms),
+            ))
+            .await;
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "bridge exited early:\n{}",
+                self.log_tail()
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+            after_kills.push((read_records(&self.path("out.jsonl")).len(), stored()));
+        }
+        after_kills
+    }
+
     /// The generator position stored for `pipeline` (0 when none).
     pub fn stored_seq(&self, pipeline: &str) -> u64 {
         let store = CheckpointStore::open(&self.path("state")).expect("open store");

@@ -290,13 +290,14 @@ async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError>
     Ok(position)
 }
 
-/// The envelope's `source` for a change of `database.table` at `position`.
+/// The envelope's `source` for a streamed change of `database.table` at `position` in
+/// transaction `txid` (its GTID), or a snapshot row (`txid` None).
 fn source_info(
     ctx: &SourceContext,
     database: std::sync::Arc<str>,
     table: std::sync::Arc<str>,
     position: &BinlogPosition,
-    snapshot: bool,
+    txid: Option<String>,
 ) -> SourceInfo {
     SourceInfo {
         connector: SourceKind::Mysql,
@@ -305,9 +306,9 @@ fn source_info(
         schema: None,
         table,
         position: position.file_pos(),
-        txid: None,
         commit_ts_ms: None,
-        snapshot,
+        snapshot: false,
+        txid,
         ttl_expired: false,
     }
 }

@@ -21,7 +21,7 @@ use super::error::MysqlError;
 use super::position::BinlogPosition;
 use super::shape::{ColumnShape, TextEncoding};
 use super::{connect, key_of, source_info, sql, value};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row};
+use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo};
 use crate::source::{SourceContext, Stopped};
 
 /// Copies the captured tables; returns the binlog position to stream from.
@@ -176,7 +176,10 @@ async fn copy_table(
         let key = key_of(&after, &key_index);
         let event = ChangeEvent {
             op: Op::Snapshot,
-            source: source_info(ctx, database.clone(), table_name.clone(), position, true),
+            source: SourceInfo {
+                snapshot: true,
+                ..source_info(ctx, database.clone(), table_name.clone(), position, None)
+            },
             key,
             before: None,
             after: Some(after),

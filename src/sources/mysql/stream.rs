@@ -39,11 +39,17 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Where an event ending at `pos` is: the file and offset events and errors name (the
+    /// GTID state is not copied for every event, only for checkpoints).
     fn at(&self, pos: u64) -> BinlogPosition {
+        BinlogPosition::new(self.file.clone(), pos)
+    }
+
+    /// `pos` with the GTID state of the transactions committed so far.
+    fn with_state(&self, pos: u64) -> BinlogPosition {
         BinlogPosition {
-            file: self.file.clone(),
-            pos,
             gtids: self.gtids.clone(),
+            ..self.at(pos)
         }
     }
 
@@ -54,7 +60,7 @@ impl Cursor {
         }
         Mark {
             partition: PARTITION.into(),
-            position: self.at(pos).checkpoint(),
+            position: self.with_state(pos).checkpoint(),
         }
     }
 }
@@ -82,7 +88,7 @@ pub async fn run(
         };
         let event = match event {
             Some(Ok(event)) => event,
-            Some(Err(e)) => return Err(purged_or(e, &cursor.at(0)).into()),
+            Some(Err(e)) => return Err(purged_or(e, &cursor.with_state(0)).into()),
             None => return Err(MysqlError::StreamEnded.into()),
         };
         let here = cursor.at(u64::from(event.header().log_pos()));
@@ -304,14 +310,13 @@ fn row_events(
             .collect()
     };
     // The same for every row of the event.
-    let mut source = source_info(
+    let source = source_info(
         ctx,
         table.database.as_str().into(),
         table.table.as_str().into(),
         here,
-        false,
+        txid,
     );
-    source.txid = txid;
     let mut events = Vec::new();
     for pair in rows.rows(tme) {
         let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
@@ -381,8 +386,7 @@ fn truncate_event(
     here: &BinlogPosition,
     txid: Option<String>,
 ) -> ChangeEvent {
-    let mut source = source_info(ctx, database.into(), table.into(), here, false);
-    source.txid = txid;
+    let source = source_info(ctx, database.into(), table.into(), here, txid);
     ChangeEvent {
         op: Op::Truncate,
         source,
