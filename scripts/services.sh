@@ -3,9 +3,14 @@
 # ports, as throwaway instances under $CDC_BRIDGE_RUN_DIR. Installs what is missing (Debian
 # packages) on first use. Stops only the processes it started, by their recorded PIDs.
 #
-#   scripts/services.sh start [SERVICE...]   start (all when none given), print their env
+#   scripts/services.sh start [SERVICE...]   start (all when none given); if one fails, stop
+#                                            the ones this call started and exit non-zero
 #   scripts/services.sh stop  [SERVICE...]   stop what this script started
 #   scripts/services.sh env                  print the variables tests read (source it)
+#   scripts/services.sh tansu-install        build the Kafka broker into the cache if missing
+#   scripts/services.sh tansu-progress       how far a tansu build in progress got
+# Everything installed goes to $CDC_BRIDGE_CACHE (default ~/.cache/cdc-bridge), created when
+# missing; scripts/services-selftest.sh checks the install and failure paths from an empty one.
 #
 # Services: postgres (wal_level=logical, TLS with a throwaway CA; the tests' main server), postgres_restart (a second
 # logical server that one test restarts), postgres_replica (wal_level=replica, for the error
@@ -35,7 +40,7 @@ PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
 ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
-TANSU_VERSION=0.6.0
+TANSU_VERSION=${CDC_BRIDGE_TANSU_VERSION:-0.6.0}
 KAFKA_PORT=${CDC_BRIDGE_KAFKA_PORT:-19092}
 KAFKA_AUTH_PORT=$((KAFKA_PORT + 1))
 KAFKA_TLS_PORT=$((KAFKA_PORT + 2))
@@ -156,11 +161,25 @@ postgres_restart_env() { echo "export CDC_BRIDGE_PG_RESTART_URL=postgres://cdc:c
 postgres_replica_env() { echo "export CDC_BRIDGE_PG_REPLICA_URL=postgres://cdc:cdc@127.0.0.1:$PG_REPLICA_PORT/app"; }
 
 # ---- tansu (Kafka protocol) ----
+# The build keeps its target folder in the cache until it succeeds, so an interrupted build
+# resumes where it stopped. `tansu_build_progress` reads how far it got.
+TANSU_BUILD_LOG=$CACHE/tansu-build.log
+TANSU_CRATES=${CDC_BRIDGE_TANSU_CRATES:-620}  # crates a cold build compiles (measured once)
 tansu_install() {
   [ -x "$TANSU" ] && return 0
-  log "building tansu $TANSU_VERSION into $CACHE/tansu (once; about 30 minutes on 2 cores)"
-  cargo install --locked tansu --version "$TANSU_VERSION" --features libsql --root "$CACHE/tansu" >"$CACHE/tansu-build.log" 2>&1 \
-    || { log "tansu build failed, see $CACHE/tansu-build.log"; return 1; }
+  mkdir -p "$CACHE"
+  log "building tansu $TANSU_VERSION into $CACHE/tansu (once; 10-30 minutes on 2 cores; log: $TANSU_BUILD_LOG)"
+  CARGO_TARGET_DIR=$CACHE/tansu-target cargo install --locked tansu --version "$TANSU_VERSION" --features libsql \
+    --root "$CACHE/tansu" >"$TANSU_BUILD_LOG" 2>&1 \
+    || { log "tansu build failed, see $TANSU_BUILD_LOG"; return 1; }
+  rm -rf "$CACHE/tansu-target"
+}
+
+# Prints "compiled N of about M crates" for a tansu build in progress.
+tansu_build_progress() {
+  local done=0
+  [ -f "$TANSU_BUILD_LOG" ] && done=$(grep -c '^ *Compiling ' "$TANSU_BUILD_LOG" || true)
+  echo "compiled $done of about $TANSU_CRATES crates"
 }
 
 port_open() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -248,7 +267,7 @@ npm_install() {
   [ -f "$dir/node_modules/$package/package.json" ] && return 0
   command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
   log "installing $package $version from npm into $dir (once)"
-  mkdir -p "$dir"
+  mkdir -p "$dir" "$CACHE"
   (cd "$dir" && npm install --no-audit --no-fund --silent "$package@$version" >"$CACHE/$package-install.log" 2>&1) \
     || { log "$package install failed, see $CACHE/$package-install.log"; return 1; }
 }
@@ -373,11 +392,25 @@ services() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-  start) mkdir -p "$RUN_DIR"; for s in $(services "$@"); do "${s}_start"; done ;;
+  start) # All or nothing: when a service fails to start (set -e exits), the EXIT trap stops it
+         # and every service started before it.
+         mkdir -p "$RUN_DIR" "$CACHE"
+         starting=()
+         stop_on_failure() {
+           local rc=$?
+           [ "$rc" -eq 0 ] && return 0
+           log "start failed (status $rc); stopping ${starting[*]}"
+           for t in "${starting[@]}"; do "${t}_stop" || true; done
+         }
+         trap stop_on_failure EXIT
+         for s in $(services "$@"); do starting+=("$s"); "${s}_start"; done
+         trap - EXIT ;;
+  tansu-install) tansu_install ;;
+  tansu-progress) tansu_build_progress ;;
   stop)  for s in $(services "$@"); do "${s}_stop"; done ;;
   env)   for s in $(services "$@"); do "${s}_env"; done ;;
   restart) for s in "$@"; do
              case "$s" in postgres|postgres_restart|postgres_replica|postgres_small_wal) pg_cluster_restart "$s" ;; *) echo "cannot restart $s" >&2; exit 2 ;; esac
            done ;;
-  *) echo "usage: $0 start|stop|env|restart [SERVICE...]  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|restart [SERVICE...] | tansu-install | tansu-progress  (services: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
 esac

@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh start
+# The install and failure paths of services.sh, from an empty cache (a minute at most).
+scripts/services-selftest.sh
+
+# The trap comes first: a start that fails halfway still stops what it started.
 trap 'scripts/services.sh stop' EXIT
+scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
 if cargo nextest --version >/dev/null 2>&1; then
