@@ -164,7 +164,7 @@ postgres_replica_env() { echo "export CDC_BRIDGE_PG_REPLICA_URL=postgres://cdc:c
 # The build keeps its target folder in the cache until it succeeds, so an interrupted build
 # resumes where it stopped. `tansu_build_progress` reads how far it got.
 TANSU_BUILD_LOG=$CACHE/tansu-build.log
-TANSU_CRATES=${CDC_BRIDGE_TANSU_CRATES:-620}  # crates a cold build compiles (measured once)
+TANSU_CRATES=${CDC_BRIDGE_TANSU_CRATES:-410}  # crates a cold build of 0.6.0 compiles (measured once)
 tansu_install() {
   [ -x "$TANSU" ] && return 0
   mkdir -p "$CACHE"
