@@ -34,7 +34,8 @@ pub struct PostgresConfig {
     /// Send a standby status update at least this often.
     #[serde(default = "default_status")]
     pub status_interval_ms: u64,
-    /// Rows fetched per round trip during the snapshot.
+    /// Rows fetched per round trip during the snapshot (streamed: memory follows the buffer's
+    /// byte budget, not this count).
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: NonZeroU32,
     /// Bytes of a streamed in-progress transaction kept in memory before spilling to disk.

@@ -2,13 +2,18 @@
 //! creation, so that streaming from the slot's consistent point continues exactly where the
 //! copy ends (nothing lost or doubled at the seam).
 //!
-//! Rows are read through a cursor in chunks of `snapshot_chunk_rows`, so memory stays bounded,
-//! and become `snapshot` events positioned at the consistent point. Progress is logged per
+//! Rows are read through a cursor, `snapshot_chunk_rows` per round trip, and become `snapshot`
+//! events positioned at the consistent point. A round's rows are streamed, not collected: each
+//! row is decoded from the connection only once the previous one was handed to the emitter,
+//! which waits while the pipeline's byte budget (`buffer.max_bytes`) is spent. While it waits,
+//! the connection stops reading and TCP holds the server back, so the rows read and not yet
+//! acknowledged stay within the budget whatever their width. Progress is logged per
 //! table. A snapshot interrupted before its end leaves no checkpoint; the next run drops the
 //! slot and takes a new one (at-least-once: rows copied before are delivered again).
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -82,11 +87,13 @@ pub async fn copy_tables(
         let (mut copied, mut last_log) = (0u64, Instant::now());
         loop {
             let messages = client
-                .simple_query(&fetch)
+                .simple_query_raw(&fetch)
                 .await
                 .map_err(sql_err("reading a snapshot chunk"))?;
+            let mut messages = std::pin::pin!(messages);
             let mut rows_in_chunk = 0;
-            for message in &messages {
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(sql_err("reading a snapshot chunk"))?;
                 if let SimpleQueryMessage::Row(row) = message {
                     let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
                     ctx.emit
