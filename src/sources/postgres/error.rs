@@ -72,6 +72,8 @@ pub enum PostgresError {
     BadCheckpoint(String),
     #[error("unexpected replication protocol data: {0}")]
     Protocol(String),
+    #[error("the server announced a message of {len} bytes (type {tag:?}), more than the {max} bytes PostgreSQL can send in one message; refusing it (corrupted stream, or not a PostgreSQL server?)")]
+    MessageTooLarge { tag: char, len: usize, max: usize },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("cannot spill a large transaction to disk")]
@@ -120,7 +122,8 @@ impl ConnectorError for PostgresError {
             | PostgresError::SlotAhead { .. }
             | PostgresError::BadCheckpoint(_)
             | PostgresError::Tls(_)
-            | PostgresError::Protocol(_) => Disposition::Fatal,
+            | PostgresError::Protocol(_)
+            | PostgresError::MessageTooLarge { .. } => Disposition::Fatal,
         }
     }
 }

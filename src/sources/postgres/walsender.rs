@@ -19,6 +19,15 @@ use crate::config::Secret;
 pub const SESSION_OPTIONS: &str =
     "-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex";
 
+/// The longest message accepted from the server (its length field, which counts itself).
+/// PostgreSQL builds a message in a buffer of at most 1 GiB (`MaxAllocSize`); a replication
+/// message adds a header of 25 bytes. A longer announced length is refused as an error before
+/// anything is allocated for it.
+pub const MAX_MESSAGE_BYTES: usize = (1 << 30) + 64;
+
+/// How much read buffer is reserved at a time while a long message arrives.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -307,6 +316,13 @@ impl ReplicationConnection {
                 if len < 4 {
                     return Err(PostgresError::Protocol(format!("message length {len}")));
                 }
+                if len > MAX_MESSAGE_BYTES {
+                    return Err(PostgresError::MessageTooLarge {
+                        tag: char::from(tag),
+                        len,
+                        max: MAX_MESSAGE_BYTES,
+                    });
+                }
                 if self.read.len() > len {
                     match tag {
                         b'd' => {
@@ -327,7 +343,9 @@ impl ReplicationConnection {
                         }
                     }
                 }
-                self.read.reserve(len + 1 - self.read.len());
+                // Grow with the bytes that arrive, not with the length the peer announced.
+                self.read
+                    .reserve((len + 1 - self.read.len()).min(READ_AHEAD_BYTES));
             }
             let read = self
                 .stream
@@ -404,5 +422,69 @@ fn server_error(body: &backend::ErrorResponseBody) -> PostgresError {
         PostgresError::Auth(err.message)
     } else {
         PostgresError::Server(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn over(stream: tokio::io::DuplexStream) -> ReplicationConnection {
+        ReplicationConnection {
+            stream: Box::new(stream),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_over_the_maximum_is_an_error_not_an_allocation() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut conn = over(client);
+        // CopyData announcing 4 GiB, then silence (the connection stays open).
+        server
+            .write_all(&[b'd', 0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), conn.recv_copy_data())
+            .await
+            .expect("refused at once, without waiting for the announced bytes");
+        match answer {
+            Err(PostgresError::MessageTooLarge { tag, len, max }) => {
+                assert_eq!((tag, len, max), ('d', u32::MAX as usize, MAX_MESSAGE_BYTES));
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(data) => panic!("accepted {} bytes", data.len()),
+        }
+        assert!(
+            conn.read.capacity() <= READ_AHEAD_BYTES,
+            "{} bytes reserved",
+            conn.read.capacity()
+        );
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn a_long_message_arriving_in_pieces_is_framed_whole() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let mut conn = over(client);
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut message = vec![b'd'];
+        message.extend(u32::try_from(payload.len() + 4).unwrap().to_be_bytes());
+        message.extend(&payload);
+        message.extend([b'c', 0, 0, 0, 4]); // CopyDone
+        let writer = tokio::spawn(async move {
+            server.write_all(&message).await.unwrap();
+            server
+        });
+        let data = conn.recv_copy_data().await.unwrap();
+        assert_eq!(&data[..], &payload[..]);
+        let _server = writer.await.unwrap();
+        assert!(matches!(
+            conn.recv_copy_data().await,
+            Err(PostgresError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
     }
 }
