@@ -151,9 +151,25 @@ impl CheckpointStore {
     /// Stores `updates` for `pipeline` in one durable transaction. Refuses (changing nothing)
     /// if any position ranks below the one stored for its partition.
     pub fn commit(&self, pipeline: &str, updates: &Checkpoints) -> Result<(), CheckpointError> {
+        self.apply(pipeline, updates, &[])
+    }
+
+    /// Like [`CheckpointStore::commit`], and deletes the positions of `removed` partitions
+    /// (partitions the source will never read again) in the same transaction.
+    pub fn apply(
+        &self,
+        pipeline: &str,
+        updates: &Checkpoints,
+        removed: &[String],
+    ) -> Result<(), CheckpointError> {
         let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
         {
             let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.storage(e))?;
+            for partition in removed {
+                table
+                    .remove((pipeline, partition.as_str()))
+                    .map_err(|e| self.storage(e))?;
+            }
             for (partition, position) in updates {
                 let stored = match table
                     .get((pipeline, partition.as_str()))
@@ -268,6 +284,26 @@ mod tests {
         assert_eq!(store.reset("ddb").unwrap(), 2);
         assert!(store.load("ddb").unwrap().is_empty());
         assert_eq!(store.load("other").unwrap(), single(1));
+    }
+
+    #[test]
+    fn removed_partitions_are_deleted_with_the_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let shards = Checkpoints::from([
+            ("shard-1".to_owned(), Position::from_counter("5", 5)),
+            ("shard-2".to_owned(), Position::from_counter("2", 2)),
+        ]);
+        store.commit("ddb", &shards).unwrap();
+        store.commit("other", &shards).unwrap();
+        let update = Checkpoints::from([("shard-2".to_owned(), Position::from_counter("3", 3))]);
+        store.apply("ddb", &update, &["shard-1".into()]).unwrap();
+        assert_eq!(store.load("ddb").unwrap(), update);
+        assert_eq!(
+            store.load("other").unwrap(),
+            shards,
+            "other pipelines untouched"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Mark {
 pub(crate) struct Item {
     pub event: Option<ChangeEvent>,
     pub mark: Option<Mark>,
+    /// A partition whose stored position is no longer needed (see [`Emitter::forget`]).
+    pub forget: Option<String>,
     /// Memory budget held by this item until its batch is acknowledged.
     pub permit: Option<OwnedSemaphorePermit>,
 }
@@ -117,6 +119,20 @@ impl Emitter {
         self.send(None, Some(mark)).await
     }
 
+    /// Drops the stored position of `partition` (e.g. a shard gone from its stream), once
+    /// everything emitted before is acknowledged: the next start sees no checkpoint for it.
+    pub async fn forget(&self, partition: String) -> Result<(), Stopped> {
+        self.tx
+            .send(Item {
+                event: None,
+                mark: None,
+                forget: Some(partition),
+                permit: None,
+            })
+            .await
+            .map_err(|_| Stopped)
+    }
+
     async fn send(&self, event: Option<ChangeEvent>, mark: Option<Mark>) -> Result<(), Stopped> {
         let permit = match &event {
             Some(event) => {
@@ -137,6 +153,7 @@ impl Emitter {
             .send(Item {
                 event,
                 mark,
+                forget: None,
                 permit,
             })
             .await

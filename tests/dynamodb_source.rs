@@ -1,7 +1,8 @@
 //! The DynamoDB Streams source against DynamoDB Local: puts, updates and deletes on two tables
 //! arrive with the right images and keys; `check` reports the stream; and a crash loop
 //! (SIGKILL at random moments under a live workload) loses nothing and keeps per-item order,
-//! each restart resuming after the stored shard checkpoint.
+//! each restart resuming after the stored shard checkpoint; END marks of shards gone from the
+//! stream are pruned.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, StreamViewType};
 use cdc_bridge::checkpoint::CheckpointStore;
+use cdc_bridge::sources::dynamodb::{finished_position, FINISHED};
 use serde_json::{json, Value};
 use support::dynamodb::{client, create_table, endpoint, table_name};
 use support::{read_records, stderr, terminate, wait_until, Rng, Workspace};
@@ -151,6 +153,91 @@ async fn changes_on_two_tables_arrive_with_their_images_and_keys() {
     let o = read_records(&ws.path("orders.jsonl"));
     assert_eq!(o.len(), 4, "only the change after the checkpoint");
     assert_eq!(o[3]["key"], json!({"pk": "o2"}));
+}
+
+/// END marks of shards the stream no longer lists (aged out past the 24-hour retention; the
+/// emulator never rolls shards, so they are stored up front) are deleted from the checkpoint
+/// store, the last one only once the live shard has a checkpoint of its own; nothing is read
+/// twice across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_marks_of_shards_gone_from_the_stream_are_pruned() {
+    let db = client().await;
+    let table = table_name("prune");
+    create_table(&db, &table, false, StreamViewType::NewAndOldImages).await;
+    let ws = Workspace::new();
+    let config = ws.config(&pipeline("ddb-prune", &table, "out.jsonl"));
+    let config = config.to_str().unwrap().to_owned();
+    let gone: Vec<String> = (1..=40)
+        .map(|i| format!("shardId-00000001600000000000-{i:08x}"))
+        .collect();
+    let stored = || {
+        CheckpointStore::open(&ws.path("state"))
+            .unwrap()
+            .load("ddb-prune")
+            .unwrap()
+    };
+    CheckpointStore::open(&ws.path("state"))
+        .unwrap()
+        .commit(
+            "ddb-prune",
+            &gone
+                .iter()
+                .map(|s| (s.clone(), finished_position()))
+                .collect(),
+        )
+        .unwrap();
+    for pk in ["a", "b", "c"] {
+        db.put_item()
+            .table_name(&table)
+            .item("pk", s(pk))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let child = ws.spawn(&["run", "--config", &config]);
+    wait_until(
+        Duration::from_secs(60),
+        "3 events and every END mark pruned",
+        || {
+            let log = std::fs::read_to_string(ws.path("bridge.log")).unwrap_or_default();
+            read_records(&ws.path("out.jsonl")).len() == 3
+            && log.contains("shards=39") // the first listing keeps one...
+            && log.contains("shards=1") // ...until the live shard has its checkpoint
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+    let after = stored();
+    assert_eq!(after.len(), 1, "only the live shard: {:?}", after.keys());
+    let (shard, position) = after.iter().next().unwrap();
+    assert!(
+        !gone.contains(shard) && position.token != FINISHED,
+        "{shard}: {position:?}"
+    );
+
+    // A restart reads only the new change: nothing from the pruned shards, nothing twice.
+    db.put_item()
+        .table_name(&table)
+        .item("pk", s("d"))
+        .send()
+        .await
+        .unwrap();
+    let mut child = ws.spawn(&["run", "--config", &config]);
+    wait_until(Duration::from_secs(60), "the new event", || {
+        read_records(&ws.path("out.jsonl")).len() >= 4
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    terminate(&child);
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+    let keys: Vec<Value> = read_records(&ws.path("out.jsonl"))
+        .iter()
+        .map(|e| e["key"]["pk"].clone())
+        .collect();
+    assert_eq!(keys, ["a", "b", "c", "d"]);
+    assert_eq!(stored().len(), 1);
 }
 
 const KILLS: usize = 22;

@@ -2,8 +2,9 @@
 //!
 //! The driver publishes the cumulative released positions on a watch channel and moves on;
 //! the writer commits the latest value (coalescing releases that arrived during an fsync into
-//! one commit) and only then publishes it as stored to the source. Closing the channel makes
-//! the writer commit whatever is left and return.
+//! one commit) and only then publishes it as stored to the source. A commit writes only the
+//! partitions that changed since the last one and deletes those no longer released (forgotten).
+//! Closing the channel makes the writer commit whatever is left and return.
 
 use std::sync::Arc;
 
@@ -30,9 +31,10 @@ impl Checkpointer {
             loop {
                 let closed = rx.changed().await.is_err();
                 let latest = rx.borrow_and_update().clone();
-                if latest != *stored.borrow() {
-                    let (store, name, to_commit) = (store.clone(), name.clone(), latest.clone());
-                    tokio::task::spawn_blocking(move || store.commit(&name, &to_commit))
+                let (changed, removed) = difference(&stored.borrow(), &latest);
+                if !changed.is_empty() || !removed.is_empty() {
+                    let (store, name) = (store.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || store.apply(&name, &changed, &removed))
                         .await
                         .map_err(|e| PipelineError::Panic {
                             stage: "checkpoint",
@@ -66,4 +68,19 @@ impl Checkpointer {
             message: e.to_string(),
         })?
     }
+}
+
+/// What `latest` changes from `stored`: partitions with a new position, partitions dropped.
+fn difference(stored: &Checkpoints, latest: &Checkpoints) -> (Checkpoints, Vec<String>) {
+    let changed = latest
+        .iter()
+        .filter(|(partition, position)| stored.get(*partition) != Some(*position))
+        .map(|(partition, position)| (partition.clone(), position.clone()))
+        .collect();
+    let removed = stored
+        .keys()
+        .filter(|partition| !latest.contains_key(*partition))
+        .cloned()
+        .collect();
+    (changed, removed)
 }

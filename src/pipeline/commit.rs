@@ -6,9 +6,13 @@
 //! checkpoint never passes a gap. A failed batch is never acknowledged: nothing after it is
 //! ever released.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::Position;
+
+/// Checkpoint marks by partition: the latest position, or `None` when the partition was
+/// forgotten (its stored position is to be deleted).
+pub type Marks = BTreeMap<String, Option<Position>>;
 
 /// Identifies a registered batch; increases by one per registration.
 pub type BatchId = u64;
@@ -24,7 +28,7 @@ enum State {
 pub struct CommitTracker {
     /// Id of the front of `pending`.
     first_pending: BatchId,
-    pending: VecDeque<(State, Checkpoints)>,
+    pending: VecDeque<(State, Marks)>,
 }
 
 impl CommitTracker {
@@ -33,19 +37,19 @@ impl CommitTracker {
     }
 
     /// Registers the next batch, with the checkpoint marks it carries (latest per partition).
-    pub fn register(&mut self, marks: Checkpoints) -> BatchId {
+    pub fn register(&mut self, marks: Marks) -> BatchId {
         self.pending.push_back((State::InFlight, marks));
         self.first_pending + self.pending.len() as u64 - 1
     }
 
     /// Records that batch `id` was delivered. Returns the marks that became storable: the
     /// latest per partition over every batch released by this acknowledgement, or `None`.
-    pub fn acknowledge(&mut self, id: BatchId) -> Option<Checkpoints> {
+    pub fn acknowledge(&mut self, id: BatchId) -> Option<Marks> {
         let slot = self.slot(id)?;
         if slot.0 == State::InFlight {
             slot.0 = State::Acknowledged;
         }
-        let mut released = Checkpoints::new();
+        let mut released = Marks::new();
         while self
             .pending
             .front()
@@ -70,7 +74,7 @@ impl CommitTracker {
         self.pending.len()
     }
 
-    fn slot(&mut self, id: BatchId) -> Option<&mut (State, Checkpoints)> {
+    fn slot(&mut self, id: BatchId) -> Option<&mut (State, Marks)> {
         let index = id.checked_sub(self.first_pending)?;
         self.pending.get_mut(usize::try_from(index).ok()?)
     }
@@ -79,14 +83,16 @@ impl CommitTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Position;
 
-    fn mark(n: u64) -> Checkpoints {
-        Checkpoints::from([(String::new(), Position::from_counter(n.to_string(), n))])
+    fn mark(n: u64) -> Marks {
+        Marks::from([(
+            String::new(),
+            Some(Position::from_counter(n.to_string(), n)),
+        )])
     }
 
-    fn stored_counter(marks: Option<Checkpoints>) -> Option<String> {
-        marks.map(|m| m[""].token.clone())
+    fn stored_counter(marks: Option<Marks>) -> Option<String> {
+        marks.map(|m| m[""].as_ref().unwrap().token.clone())
     }
 
     #[test]
@@ -130,21 +136,24 @@ mod tests {
     #[test]
     fn batches_without_marks_pass_through_and_latest_mark_per_partition_wins() {
         let mut tracker = CommitTracker::new();
-        let a = tracker.register(Checkpoints::new());
-        let shard_marks = Checkpoints::from([
-            ("s1".to_owned(), Position::from_counter("10", 10)),
-            ("s2".to_owned(), Position::from_counter("20", 20)),
+        let a = tracker.register(Marks::new());
+        let shard_marks = Marks::from([
+            ("s1".to_owned(), Some(Position::from_counter("10", 10))),
+            ("s2".to_owned(), Some(Position::from_counter("20", 20))),
         ]);
         let b = tracker.register(shard_marks);
-        let c = tracker.register(Checkpoints::from([(
+        let c = tracker.register(Marks::from([(
             "s1".to_owned(),
-            Position::from_counter("11", 11),
+            Some(Position::from_counter("11", 11)),
         )]));
+        let d = tracker.register(Marks::from([("s2".to_owned(), None)]));
         assert_eq!(tracker.acknowledge(a), None);
         assert_eq!(tracker.acknowledge(c), None);
         let released = tracker.acknowledge(b).unwrap();
-        assert_eq!(released["s1"].token, "11");
-        assert_eq!(released["s2"].token, "20");
+        assert_eq!(released["s1"].as_ref().unwrap().token, "11");
+        assert_eq!(released["s2"].as_ref().unwrap().token, "20");
+        // A later forget releases after the mark it follows, never before.
+        assert_eq!(tracker.acknowledge(d).unwrap()["s2"], None);
     }
 
     #[test]

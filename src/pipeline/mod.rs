@@ -7,7 +7,8 @@
 //! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
 //! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
 //! Released checkpoints go to the [`checkpointer`], which commits them durably (coalescing
-//! commits while an fsync runs) before it publishes them to the source as stored.
+//! commits while an fsync runs) before it publishes them to the source as stored. A partition
+//! the source forgot is released like a mark (after everything before it), then deleted.
 //!
 //! Errors: a failed delivery stops the run at once (its batch is never acknowledged) and is
 //! returned as [`PipelineError::Sink`]; a failed source is returned after everything it emitted
@@ -33,7 +34,7 @@ use crate::sink::{Batch, Sink};
 use crate::source::{Emitter, Item, Source, SourceContext};
 use checkpointer::Checkpointer;
 
-pub use commit::{BatchId, CommitTracker};
+pub use commit::{BatchId, CommitTracker, Marks};
 
 /// After a failure, how long deliveries still in flight may take to finish (those that succeed
 /// are checkpointed, so the restart repeats less).
@@ -158,7 +159,7 @@ pub async fn run(
 #[derive(Default)]
 struct OpenBatch {
     events: Vec<ChangeEvent>,
-    marks: Checkpoints,
+    marks: Marks,
     permits: Vec<OwnedSemaphorePermit>,
     bytes: usize,
     deadline: Option<Instant>,
@@ -262,7 +263,10 @@ impl Driver {
             self.open.events.push(event);
         }
         if let Some(mark) = item.mark {
-            self.open.marks.insert(mark.partition, mark.position);
+            self.open.marks.insert(mark.partition, Some(mark.position));
+        }
+        if let Some(partition) = item.forget {
+            self.open.marks.insert(partition, None);
         }
         self.open.permits.extend(item.permit);
         if self.open.events.len() >= self.batch.max_events.get()
@@ -326,7 +330,12 @@ impl Driver {
         let Some(released) = self.tracker.acknowledge(id) else {
             return Ok(());
         };
-        self.released.extend(released);
+        for (partition, position) in released {
+            match position {
+                Some(position) => self.released.insert(partition, position),
+                None => self.released.remove(&partition),
+            };
+        }
         if self.checkpointer.release(&self.released).is_err() {
             // The writer stopped on an error; `finish` returns that error instead of this one.
             return Err(PipelineError::Panic {

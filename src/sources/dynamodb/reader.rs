@@ -2,12 +2,17 @@
 //! records into events with a checkpoint mark each (partition = shard id, position = sequence
 //! number), and marks a shard finished once read to its end, which frees its children.
 //!
+//! The `END` marks of finished shards are forgotten once a listing no longer holds the shard
+//! (gone from the stream, past its 24-hour retention), so the checkpoint does not grow with
+//! every shard the stream ever had; at least one checkpoint is always kept, so that a restart
+//! is never taken for a first start.
+//!
 //! Iterators that expire are renewed after the last sequence number read (no record skipped
 //! or repeated). Throttling and service errors back off per shard and give up after a while
 //! (transient: the pipeline restarts from its checkpoints). Records lost to the 24-hour
 //! retention and a disabled stream stop the source with what was lost and how to go on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +36,8 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const RECORDS_PER_CALL: i32 = 1000;
 /// Consecutive failures of one shard before the source gives up (and is restarted).
 const MAX_FAILURES: u32 = 12;
+/// How long the ids of finished shards gone from the stream are remembered.
+const GONE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// The position of a record, ordered by sequence number (numeric strings of varying length).
 pub fn seq_position(seq: &str) -> Position {
@@ -66,6 +73,8 @@ pub struct Reader {
     lineage: Lineage,
     cursors: BTreeMap<String, Cursor>,
     resume: Checkpoints,
+    /// Shards with a stored (or emitted) checkpoint.
+    marked: BTreeSet<String>,
     /// On a first start with `start = latest`: the shards that existed then.
     latest_shards: Option<HashSet<String>>,
     pipeline: Arc<str>,
@@ -98,6 +107,7 @@ impl Reader {
             lineage,
             cursors: BTreeMap::new(),
             resume: ctx.resume.clone(),
+            marked: ctx.resume.keys().cloned().collect(),
             latest_shards,
             pipeline: ctx.pipeline.clone(),
             database: database.into(),
@@ -114,6 +124,9 @@ impl Reader {
             }
             if Instant::now() >= self.next_refresh {
                 self.refresh().await?;
+                if let Err(Stopped) = self.forget_gone(ctx).await {
+                    return Ok(());
+                }
             }
             for shard in self.lineage.readable() {
                 if !self.cursors.contains_key(&shard) {
@@ -165,7 +178,7 @@ impl Reader {
                 initial.extend(info.shards.iter().map(|s| s.id.clone()));
             }
         }
-        self.lineage.update(&info.shards);
+        self.lineage.update(&info.shards, Instant::now());
         // A checkpointed shard that is no longer listed (and not finished) aged out of the
         // stream with records we had not read.
         let lost: Vec<(String, String)> = self
@@ -180,6 +193,31 @@ impl Reader {
             self.resume.remove(&shard);
         }
         self.next_refresh = Instant::now() + REFRESH_INTERVAL;
+        Ok(())
+    }
+
+    /// Forgets the checkpoints of finished shards gone from the stream; the lineage still
+    /// knows them as finished, so they are not read again.
+    async fn forget_gone(&mut self, ctx: &SourceContext) -> Result<(), Stopped> {
+        let mut gone: Vec<String> = self
+            .lineage
+            .gone()
+            .into_iter()
+            .filter(|shard| self.marked.contains(shard))
+            .collect();
+        if gone.len() == self.marked.len() {
+            // Keep one: without any checkpoint, the next start would be a first start.
+            gone.pop();
+        }
+        if !gone.is_empty() {
+            tracing::info!(shards = gone.len(), first = %gone[0], "forgetting the checkpoints of finished shards gone from the stream");
+        }
+        for shard in gone {
+            self.marked.remove(&shard);
+            self.resume.remove(&shard);
+            ctx.emit.forget(shard).await?;
+        }
+        self.lineage.drop_gone(Instant::now(), GONE_MEMORY);
         Ok(())
     }
 
@@ -344,6 +382,9 @@ impl Reader {
         ctx: &SourceContext,
     ) -> Result<Result<(), Stopped>, DynamoDbError> {
         let got_records = !page.records.is_empty();
+        if got_records && !self.marked.contains(shard) {
+            self.marked.insert(shard.to_owned());
+        }
         for record in &page.records {
             let event = self.event(shard, record);
             let mark = Mark {
@@ -377,6 +418,7 @@ impl Reader {
         self.cursors.remove(shard);
         self.lineage.finish(shard);
         self.resume.remove(shard);
+        self.marked.insert(shard.to_owned());
         // Children of a closed shard may not be listed yet.
         self.next_refresh = Instant::now();
         ctx.emit
