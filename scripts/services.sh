@@ -15,7 +15,8 @@
 # Services: postgres (wal_level=logical, TLS with a throwaway CA; the tests' main server), postgres_restart (a second
 # logical server that one test restarts), postgres_replica (wal_level=replica, for the error
 # test), postgres_small_wal (max_slot_wal_keep_size = 1MB, to see a slot invalidated); each is
-# a throwaway cluster with role cdc/cdc (REPLICATION) owning database app.
+# a throwaway cluster with role cdc/cdc (REPLICATION) owning database app, and role
+# cdc_clear/cdc_clear that authenticates with a cleartext password.
 # kafka (tansu, a Kafka-protocol broker, on 127.0.0.1:19092) and kafka_auth (tansu requiring
 # SASL/SCRAM on 127.0.0.1:19093; users cdc (SCRAM-SHA-256) and cdc512 (SCRAM-SHA-512),
 # password cdc-secret), kafka_tls (tansu behind a socat TLS terminator on 127.0.0.1:19094,
@@ -112,14 +113,17 @@ CONF
     make_test_certs
     printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$RUN_DIR/tls/server.pem" "$RUN_DIR/tls/server.key" >>"$root/data/postgresql.conf"
   fi
-  # Password auth over TCP (SCRAM), trust on the private socket for setup.
+  # Password auth over TCP (SCRAM; role cdc_clear with a cleartext password, for the tests
+  # that the bridge never sends one unencrypted), trust on the private socket for setup.
   cat >"$root/data/pg_hba.conf" <<HBA
 local all all trust
+host  all cdc_clear 127.0.0.1/32 password
 host  all all 127.0.0.1/32 scram-sha-256
 HBA
   runuser -u postgres -- "$bin/pg_ctl" -D "$root/data" -l "$root/server.log" -w -t 60 start >/dev/null
   psql -h "$root/sock" -p "$port" -U postgres -qAt -v ON_ERROR_STOP=1 <<SQL
 CREATE ROLE cdc LOGIN REPLICATION PASSWORD 'cdc';
+CREATE ROLE cdc_clear LOGIN REPLICATION PASSWORD 'cdc_clear';
 CREATE DATABASE app OWNER cdc;
 SQL
   log "$name running on 127.0.0.1:$port (pid $(head -1 "$root/data/postmaster.pid"))"

@@ -10,43 +10,35 @@ use super::config::{quote_ident, PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::relation::{Column, Relation};
-use super::tls::{client_config, split_url, MakeRustls};
+use super::tls::split_url;
+use super::transport::{self, Endpoint};
 use super::types::TypeRegistry;
 use super::walsender::SESSION_OPTIONS;
 
-/// Opens the SQL session with the same text-output settings as the replication session.
+/// Opens the SQL session with the same text-output settings as the replication session, over
+/// the same kind of stream ([`transport::open`]: TLS as `sslmode` says, cleartext guard).
 pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
-    let (url, tls) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
+    let endpoint = Endpoint::new(config)?;
+    let (url, _) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
     let mut pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
     pg.options(SESSION_OPTIONS)
-        .application_name(config.application_name().as_str());
-    let connect_error = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("28") => {
-            PostgresError::Auth(db.message().to_owned())
-        }
-        _ if e.to_string().contains("TLS") || e.to_string().contains("handshake") => {
-            PostgresError::Tls(crate::error::report(&e))
-        }
-        _ => PostgresError::sql("connecting", e),
-    };
-    match client_config(&tls)? {
-        None => {
-            let (client, connection) = pg.connect(NoTls).await.map_err(connect_error)?;
-            spawn_connection(connection);
-            Ok(client)
-        }
-        Some(tls_config) => {
-            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let (client, connection) = pg
-                .connect(MakeRustls(tls_config))
-                .await
-                .map_err(connect_error)?;
-            spawn_connection(connection);
-            Ok(client)
-        }
-    }
+        .application_name(&endpoint.application_name)
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let stream = transport::open(&endpoint).await?;
+    let (client, connection) =
+        pg.connect_raw(stream, NoTls)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) if db.code().code().starts_with("28") => {
+                    PostgresError::Auth(db.message().to_owned())
+                }
+                _ if transport::is_cleartext_refusal(&e) => PostgresError::CleartextPassword,
+                _ => PostgresError::sql("connecting", e),
+            })?;
+    spawn_connection(connection);
+    Ok(client)
 }
 
 fn spawn_connection<F>(connection: F)

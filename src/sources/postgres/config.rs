@@ -20,6 +20,10 @@ pub struct PostgresConfig {
     /// `postgres://user:password@host:port/dbname?sslmode=verify-full&sslrootcert=ca.pem`;
     /// use `${VAR}` for the password. Never logged.
     pub url: Secret,
+    /// Send the password when the server asks for it in cleartext (pg_hba.conf method
+    /// `password`) over an unencrypted connection. Off: such a login is refused.
+    #[serde(default)]
+    pub allow_cleartext_password: bool,
     /// Logical replication slot, created when missing.
     pub slot: String,
     /// Publication, created for `tables` when missing; an existing one is used as it is.
@@ -192,7 +196,7 @@ mod tests {
         let tls = toml::from_str::<PostgresConfig>("url = \"postgres://u@h/d?sslmode=allow\"\nslot = \"s\"\npublication = \"p\"\ntables = [\"a.b\"]").unwrap();
         assert_eq!(
             tls.validate("k").unwrap_err().to_string(),
-            "k.url: sslmode=allow is not supported; use disable, require or verify-full"
+            "k.url: sslmode=allow is not supported; use disable, prefer, require, verify-ca or verify-full"
         );
     }
 

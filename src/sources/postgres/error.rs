@@ -76,11 +76,22 @@ pub enum PostgresError {
     MessageTooLarge { tag: char, len: usize, max: usize },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("the server asks for the password in cleartext over an unencrypted connection; refused. Connect with TLS (sslmode=prefer, require, verify-ca or verify-full, and ssl = on in the server), or change the method in pg_hba.conf to scram-sha-256, or set allow_cleartext_password = true in the source to accept the risk")]
+    CleartextPassword,
     #[error("cannot spill a large transaction to disk")]
     Spill(#[source] std::io::Error),
 }
 
 impl PostgresError {
+    /// A read error; the cleartext guard's refusal becomes [`PostgresError::CleartextPassword`].
+    pub fn from_io(err: std::io::Error) -> Self {
+        if super::transport::is_cleartext_refusal(&err) {
+            PostgresError::CleartextPassword
+        } else {
+            PostgresError::Io(err)
+        }
+    }
+
     pub fn sql(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
         PostgresError::Sql {
             context: context.into(),
@@ -122,6 +133,7 @@ impl ConnectorError for PostgresError {
             | PostgresError::SlotAhead { .. }
             | PostgresError::BadCheckpoint(_)
             | PostgresError::Tls(_)
+            | PostgresError::CleartextPassword
             | PostgresError::Protocol(_)
             | PostgresError::MessageTooLarge { .. } => Disposition::Fatal,
         }

@@ -9,7 +9,9 @@
 //!   a slot left by an interrupted snapshot is dropped and the snapshot starts over.
 //!
 //! The walsender connection is driven by hand ([`walsender`], [`pgoutput`]); ordinary SQL
-//! (catalog, snapshot, heartbeats) goes through tokio-postgres ([`catalog`]). Values are read
+//! (catalog, snapshot, heartbeats) goes through tokio-postgres ([`catalog`]). Both open their
+//! stream through [`transport`]: TLS as `sslmode` says ([`tls`]), and never a cleartext
+//! password over a plain connection unless `allow_cleartext_password` is set. Values are read
 //! from their text form ([`types`]).
 //!
 //! Errors ([`PostgresError`]): lost connections and server restarts are transient (the
@@ -17,6 +19,8 @@
 //! invalidated or advanced slot are fatal, each with the fix in its message.
 
 mod array;
+#[cfg(test)]
+mod auth_tests;
 mod catalog;
 mod config;
 mod error;
@@ -27,6 +31,7 @@ mod snapshot;
 mod spool;
 mod stream;
 mod tls;
+mod transport;
 mod types;
 mod walsender;
 
@@ -44,8 +49,9 @@ use crate::checkpoint::Position;
 use crate::error::BoxError;
 use crate::source::{Mark, Source, SourceContext};
 use stream::{Failure, Streamer};
+use transport::Endpoint;
 use types::TypeRegistry;
-use walsender::{Endpoint, ReplicationConnection};
+use walsender::ReplicationConnection;
 
 pub struct PostgresSource {
     config: PostgresConfig,
@@ -58,7 +64,7 @@ impl PostgresSource {
 
     async fn replicate(&self, ctx: &mut SourceContext) -> Result<(), Failure> {
         let config = &self.config;
-        let endpoint = Endpoint::from_url(&config.url, config.application_name())?;
+        let endpoint = Endpoint::new(config)?;
         let sql = catalog::connect(config).await?;
         catalog::require_replication(&catalog::server_facts(&sql).await?)?;
         let tables = config.table_names();

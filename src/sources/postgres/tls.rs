@@ -1,29 +1,35 @@
-//! TLS for both PostgreSQL connections, over rustls, chosen by the URL's `sslmode`:
-//! `disable` (plain TCP), `require` (encrypted, certificate not verified, as libpq does
-//! without a root certificate) or `verify-full` (certificate chain and host name verified
-//! against `sslrootcert`, or the Mozilla roots when it is absent). `sslmode` and `sslrootcert`
-//! are taken out of the URL before tokio-postgres sees it.
+//! TLS for both PostgreSQL connections, over rustls, chosen by the URL's `sslmode` with
+//! libpq's meanings:
+//! - `disable`: plain TCP;
+//! - `prefer` (the default): TLS when the server offers it, plain when it declines (the
+//!   certificate is not verified);
+//! - `require`: encrypted, the certificate is not verified;
+//! - `verify-ca`: the certificate chain is verified against `sslrootcert` (required), the
+//!   host name is not;
+//! - `verify-full`: chain and host name verified against `sslrootcert`, or the Mozilla roots
+//!   when it is absent.
+//!
+//! `sslmode` and `sslrootcert` are taken out of the URL before tokio-postgres sees it; the
+//! handshake itself is done by [`super::transport`] for both connections.
 
-use std::future::Future;
-use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::PostgresError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    Prefer,
     Require,
+    VerifyCa,
     VerifyFull,
 }
 
@@ -37,23 +43,23 @@ pub struct TlsSettings {
 /// Splits `sslmode` and `sslrootcert` off `url`; returns the rest of the URL and the settings.
 pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
     let mut settings = TlsSettings {
-        mode: SslMode::Disable,
+        mode: SslMode::Prefer,
         root_cert: None,
     };
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), settings));
-    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("sslmode", mode)) => {
                 settings.mode = match mode {
                     "disable" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
                     "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
                     "verify-full" => SslMode::VerifyFull,
                     other => {
                         return Err(format!(
-                            "sslmode={other} is not supported; use disable, require or verify-full"
+                            "sslmode={other} is not supported; use disable, prefer, require, verify-ca or verify-full"
                         ))
                     }
                 }
@@ -61,6 +67,14 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
             Some(("sslrootcert", path)) => settings.root_cert = Some(PathBuf::from(path)),
             _ => kept.push(pair),
         }
+    }
+    // Without a CA of its own, verify-ca would accept any publicly trusted certificate
+    // issued for any host.
+    if settings.mode == SslMode::VerifyCa && settings.root_cert.is_none() {
+        return Err(
+            "sslmode=verify-ca needs sslrootcert=/path/to/ca.pem (the CA that signed the server's certificate); or use verify-full, which also checks the host name"
+                .into(),
+        );
     }
     let rest = if kept.is_empty() {
         base.to_owned()
@@ -73,39 +87,64 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
 /// The rustls configuration for `settings` (None for `disable`).
 pub fn client_config(settings: &TlsSettings) -> Result<Option<Arc<ClientConfig>>, PostgresError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PostgresError::Tls(e.to_string()))?;
-    let config = match settings.mode {
-        SslMode::Disable => return Ok(None),
-        SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
-        SslMode::VerifyFull => {
-            let mut roots = RootCertStore::empty();
-            match &settings.root_cert {
-                Some(path) => {
-                    let certs = CertificateDer::pem_file_iter(path)
-                        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                        .map_err(|e| {
-                            PostgresError::Tls(format!(
-                                "cannot read sslrootcert {}: {e}",
-                                path.display()
-                            ))
-                        })?;
-                    for cert in certs {
-                        roots.add(cert).map_err(|e| {
-                            PostgresError::Tls(format!("sslrootcert {}: {e}", path.display()))
-                        })?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+    let Some(verifier) = verifier(settings, &provider)? else {
+        return Ok(None);
     };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PostgresError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(Some(Arc::new(config)))
+}
+
+/// How the server's certificate is checked in each mode (None for `disable`).
+fn verifier(
+    settings: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ServerCertVerifier>>, PostgresError> {
+    Ok(Some(match settings.mode {
+        SslMode::Disable => return Ok(None),
+        SslMode::Prefer | SslMode::Require => Arc::new(AnyCertificate(provider.clone())),
+        SslMode::VerifyCa => {
+            let path = settings
+                .root_cert
+                .as_ref()
+                .ok_or_else(|| PostgresError::Tls("sslmode=verify-ca needs sslrootcert".into()))?;
+            Arc::new(ChainOnly {
+                roots: Arc::new(read_roots(path)?),
+                provider: provider.clone(),
+            })
+        }
+        SslMode::VerifyFull => {
+            let roots = match &settings.root_cert {
+                Some(path) => read_roots(path)?,
+                None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
+            };
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| PostgresError::Tls(e.to_string()))?
+        }
+    }))
+}
+
+fn read_roots(path: &std::path::Path) -> Result<RootCertStore, PostgresError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            PostgresError::Tls(format!("cannot read sslrootcert {}: {e}", path.display()))
+        })?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| PostgresError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
+    }
+    Ok(roots)
 }
 
 /// Wraps a stream in TLS for `host`.
@@ -125,9 +164,62 @@ where
         .map_err(|e| PostgresError::Tls(format!("TLS handshake with {host} failed: {e}")))
 }
 
-/// `sslmode=require`: encrypt, accept any certificate (signatures are still checked).
+/// `sslmode=verify-ca`: the chain must lead to one of `roots`; the name is not checked.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate(self.provider.clone()).verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate(self.provider.clone()).verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `sslmode=prefer` and `require`: encrypt, accept any certificate (the handshake's
+/// signatures are still checked).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -174,86 +266,6 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// tokio-postgres adapter: makes TLS connections with a rustls configuration.
-#[derive(Clone)]
-pub struct MakeRustls(pub Arc<ClientConfig>);
-
-pub struct RustlsConnect {
-    config: Arc<ClientConfig>,
-    host: String,
-}
-
-/// A TLS stream as tokio-postgres wants it.
-pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
-
-impl<S> MakeTlsConnect<S> for MakeRustls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type TlsConnect = RustlsConnect;
-    type Error = io::Error;
-
-    fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        Ok(RustlsConnect {
-            config: self.0.clone(),
-            host: domain.to_owned(),
-        })
-    }
-}
-
-impl<S> TlsConnect<S> for RustlsConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<RustlsStream<S>, io::Error>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            handshake(self.config, &self.host, stream)
-                .await
-                .map(RustlsStream)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-        })
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
-    fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,10 +286,72 @@ mod tests {
         );
         assert_eq!(
             split_url("postgres://h/db").unwrap().1.mode,
+            SslMode::Prefer
+        );
+        assert_eq!(
+            split_url("postgres://h/db?sslmode=disable").unwrap().1.mode,
             SslMode::Disable
         );
-        assert!(split_url("postgres://h/db?sslmode=prefer")
+        assert!(split_url("postgres://h/db?sslmode=allow")
             .unwrap_err()
             .contains("not supported"));
+        assert!(split_url("postgres://h/db?sslmode=verify-ca")
+            .unwrap_err()
+            .contains("needs sslrootcert"));
+    }
+
+    fn verifier_for(mode: SslMode) -> Arc<dyn ServerCertVerifier> {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, include_bytes!("testdata/ca.pem")).unwrap();
+        let settings = TlsSettings {
+            mode,
+            root_cert: Some(ca),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        verifier(&settings, &provider).unwrap().unwrap()
+    }
+
+    /// `testdata/leaf.pem` is issued by `testdata/ca.pem` for `db.internal` only.
+    #[test]
+    fn verify_ca_checks_the_chain_but_not_the_name() {
+        let leaf = CertificateDer::from_pem_slice(include_bytes!("testdata/leaf.pem")).unwrap();
+        let now = UnixTime::now();
+        let verify = |mode, name: &str| {
+            verifier_for(mode).verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from(name.to_owned()).unwrap(),
+                &[],
+                now,
+            )
+        };
+        assert!(verify(SslMode::VerifyCa, "db.internal").is_ok());
+        assert!(verify(SslMode::VerifyCa, "elsewhere.example").is_ok());
+        assert!(verify(SslMode::VerifyFull, "db.internal").is_ok());
+        assert!(matches!(
+            verify(SslMode::VerifyFull, "elsewhere.example"),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. }
+                    | rustls::CertificateError::NotValidForName
+            ))
+        ));
+        // An empty CA set: nothing is trusted.
+        let strict = ChainOnly {
+            roots: Arc::new(RootCertStore::empty()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        assert!(matches!(
+            strict.verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from("db.internal").unwrap(),
+                &[],
+                now
+            ),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ));
     }
 }

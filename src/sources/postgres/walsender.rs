@@ -1,19 +1,20 @@
 //! The replication connection: a walsender session driven with `postgres-protocol` codecs
-//! over a plain TCP stream (tokio-postgres cannot speak the replication sub-protocol).
+//! over the stream [`transport::open`] gives (TCP, TLS as `sslmode` says); tokio-postgres
+//! cannot speak the replication sub-protocol.
 //!
-//! It authenticates (cleartext, MD5 or SCRAM-SHA-256), runs replication commands with the
-//! simple query protocol, and once `START_REPLICATION` answers with CopyBothResponse, carries
-//! CopyData both ways. Server errors become [`PostgresError::Server`] with their SQLSTATE.
+//! It authenticates (cleartext, MD5 or SCRAM-SHA-256, whose server signature must be present
+//! and right), runs replication commands with the simple query protocol, and once
+//! `START_REPLICATION` answers with CopyBothResponse, carries CopyData both ways. Server
+//! errors become [`PostgresError::Server`] with their SQLSTATE.
 
 use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::{PostgresError, ServerError};
-use crate::config::Secret;
+use super::transport::{self, ByteStream, Endpoint};
 
 /// Session settings that make text output unambiguous; used by both connections.
 pub const SESSION_OPTIONS: &str =
@@ -28,64 +29,12 @@ pub const MAX_MESSAGE_BYTES: usize = (1 << 30) + 64;
 /// How much read buffer is reserved at a time while a long message arrives.
 const READ_AHEAD_BYTES: usize = 1 << 20;
 
-/// Where and as whom to connect.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<Secret>,
-    pub dbname: String,
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    pub application_name: String,
-}
-
-impl Endpoint {
-    pub fn from_url(url: &Secret, application_name: String) -> Result<Self, PostgresError> {
-        let (url, tls) = super::tls::split_url(url.expose()).map_err(PostgresError::Tls)?;
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            None => "localhost".to_owned(),
-            Some(_) => {
-                return Err(PostgresError::Protocol(
-                    "unix-socket hosts are not supported; use a TCP host".into(),
-                ))
-            }
-        };
-        let user = config.get_user().unwrap_or_default().to_owned();
-        Ok(Endpoint {
-            port: config.get_ports().first().copied().unwrap_or(5432),
-            dbname: config
-                .get_dbname()
-                .map_or_else(|| user.clone(), str::to_owned),
-            password: config
-                .get_password()
-                .map(|p| Secret::new(String::from_utf8_lossy(p))),
-            user,
-            host,
-            tls: super::tls::client_config(&tls)?,
-            application_name,
-        })
-    }
-
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
 /// A message from the server, with CopyData and CopyBothResponse framed here.
 pub enum Backend {
     CopyData(Bytes),
     CopyBothResponse,
     Other(backend::Message),
 }
-
-/// The connection's byte stream: plain TCP or TLS over it.
-trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 pub struct ReplicationConnection {
     stream: Box<dyn ByteStream>,
@@ -99,17 +48,7 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl ReplicationConnection {
     /// Connects and authenticates a `replication=database` session.
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, PostgresError> {
-        let stream = TcpStream::connect(endpoint.addr())
-            .await
-            .map_err(|source| PostgresError::Connect {
-                addr: endpoint.addr(),
-                source,
-            })?;
-        stream.set_nodelay(true).map_err(PostgresError::Io)?;
-        let stream: Box<dyn ByteStream> = match &endpoint.tls {
-            None => Box::new(stream),
-            Some(tls) => Box::new(start_tls(stream, tls.clone(), &endpoint.host).await?),
-        };
+        let stream = transport::open(endpoint).await?;
         let mut conn = ReplicationConnection {
             stream,
             read: BytesMut::with_capacity(64 * 1024),
@@ -151,6 +90,9 @@ impl ReplicationConnection {
                 })
         };
         let mut scram: Option<ScramSha256> = None;
+        // Whether the server proved, in SCRAM's server-final message, that it knows the
+        // password: a server that skips it may be anyone.
+        let mut server_verified = false;
         loop {
             let message = match self.next().await? {
                 Backend::Other(message) => message,
@@ -161,6 +103,9 @@ impl ReplicationConnection {
                 }
             };
             match message {
+                backend::Message::AuthenticationOk if scram.is_some() && !server_verified => {
+                    return Err(PostgresError::Auth("the server accepted the SCRAM login without its final message, so it did not prove it knows the password; refusing a server that may not be the real one".into()))
+                }
                 backend::Message::AuthenticationOk => return Ok(()),
                 backend::Message::AuthenticationCleartextPassword => {
                     frontend::password_message(&password()?, &mut self.write)
@@ -210,6 +155,7 @@ impl ReplicationConnection {
                     client
                         .finish(body.data())
                         .map_err(|e| PostgresError::Auth(format!("SCRAM server signature: {e}")))?;
+                    server_verified = true;
                     continue;
                 }
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
@@ -351,7 +297,7 @@ impl ReplicationConnection {
                 .stream
                 .read_buf(&mut self.read)
                 .await
-                .map_err(PostgresError::Io)?;
+                .map_err(PostgresError::from_io)?;
             if read == 0 {
                 return Err(PostgresError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -360,29 +306,6 @@ impl ReplicationConnection {
             }
         }
     }
-}
-
-/// Asks the server for TLS (SSLRequest) and performs the handshake.
-async fn start_tls(
-    mut stream: TcpStream,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    host: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PostgresError> {
-    let mut request = BytesMut::new();
-    frontend::ssl_request(&mut request);
-    stream
-        .write_all(&request)
-        .await
-        .map_err(PostgresError::Io)?;
-    let mut answer = [0u8; 1];
-    stream
-        .read_exact(&mut answer)
-        .await
-        .map_err(PostgresError::Io)?;
-    if answer[0] != b'S' {
-        return Err(PostgresError::Tls("the server does not accept TLS (ssl = off); use sslmode=disable or enable ssl on the server".into()));
-    }
-    super::tls::handshake(config, host, stream).await
 }
 
 fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, PostgresError> {
