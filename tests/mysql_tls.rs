@@ -93,3 +93,19 @@ fn a_certificate_from_another_ca_stops_the_source_with_the_fix() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("ssl-ca"), "{}", stderr(&output));
 }
+
+/// libmysql's VERIFY_CA without a CA checks the chain against the system store and ignores
+/// the host name: any publicly trusted certificate of any host would do. Refused as a
+/// configuration error naming `ssl-ca` instead.
+#[test]
+fn verify_ca_without_ssl_ca_is_a_config_error() {
+    let ws = Workspace::new();
+    let config = config(&ws, "anything", &tls_url("?ssl-mode=VERIFY_CA"));
+    let output = ws.run(&["check", "--config", &config]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pipeline[0].source.url") && err.contains("ssl-mode=VERIFY_CA needs ssl-ca"),
+        "{err}"
+    );
+}

@@ -2,9 +2,11 @@
 //! MySQL client names it:
 //! - `DISABLED` (default): plain TCP;
 //! - `REQUIRED`: encrypted, the certificate is not verified;
-//! - `VERIFY_CA`: the chain is verified against `ssl-ca=/path/ca.pem` (or the Mozilla roots
-//!   without it), the host name is not;
-//! - `VERIFY_IDENTITY`: the chain and the host name are verified.
+//! - `VERIFY_CA`: the chain is verified against `ssl-ca=/path/ca.pem`, which it requires, the
+//!   host name is not (libmysql would take the system's CA store without `ssl-ca`: then any
+//!   publicly trusted certificate of any host would pass);
+//! - `VERIFY_IDENTITY`: the chain (against `ssl-ca`, or the Mozilla roots without it) and the
+//!   host name are verified.
 //!
 //! `ssl-mode` and `ssl-ca` are taken off the URL before the driver reads the rest.
 
@@ -50,6 +52,9 @@ pub fn split_url(url: &str) -> Result<(String, SslMode, Option<PathBuf>), String
     if ca.is_some() && matches!(mode, SslMode::Disabled | SslMode::Required) {
         return Err("ssl-ca is only used with ssl-mode=VERIFY_CA or VERIFY_IDENTITY".into());
     }
+    if ca.is_none() && mode == SslMode::VerifyCa {
+        return Err("ssl-mode=VERIFY_CA needs ssl-ca=/path/to/ca.pem (the CA that signed the server's certificate); or use VERIFY_IDENTITY, which also checks the host name".into());
+    }
     let url = if rest.is_empty() {
         base.to_owned()
     } else {
@@ -83,6 +88,7 @@ pub fn opts(url: &str) -> Result<Opts, String> {
                         .with_root_certs(vec![ca.into()])
                         .with_disable_built_in_roots(true)
                 }
+                // VERIFY_IDENTITY only (split_url requires ssl-ca for VERIFY_CA).
                 None => SslOpts::default(),
             };
             ssl.with_danger_skip_domain_validation(mode == SslMode::VerifyCa)
@@ -111,6 +117,9 @@ mod tests {
         let err = split_url("mysql://u:secret@h/app?ssl-mode=PREFERRED").unwrap_err();
         assert!(err.contains("ssl-mode=PREFERRED is not supported") && !err.contains("secret"));
         assert!(split_url("mysql://u@h/app?ssl-ca=/ca.pem").is_err());
+        assert!(split_url("mysql://u@h/app?ssl-mode=VERIFY_CA")
+            .unwrap_err()
+            .contains("VERIFY_CA needs ssl-ca"));
     }
 
     #[test]
