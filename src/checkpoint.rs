@@ -95,11 +95,24 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// Opens (or creates) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, CheckpointError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
-            path: state_dir.to_owned(),
-            source,
+        crate::private_fs::create_dir_all(state_dir).map_err(|source| {
+            CheckpointError::CreateDir {
+                path: state_dir.to_owned(),
+                source,
+            }
         })?;
         let path = state_dir.join(STORE_FILE);
+        // redb would create the file with the default mode; create it owner-only first
+        // (an empty file is initialized as a new store).
+        crate::private_fs::open_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| CheckpointError::Storage {
+                path: path.clone(),
+                source: e.into(),
+            })?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 CheckpointError::Locked { path: path.clone() }

@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod error;
 pub mod format;
 pub mod pipeline;
+pub mod private_fs;
 pub mod shutdown;
 pub mod sink;
 pub mod sinks;

@@ -180,9 +180,9 @@ fn oversized_records_fail_or_go_to_the_dead_letter_file() {
     let output = ws.run(&["run", "--config", failing.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains(
-            "table generator.items, key {\"id\":1}, at position 1 exceeds the limit of 2000 bytes"
-        ),
+        stderr(&output)
+            .contains("table generator.items at position 1 exceeds the limit of 2000 bytes")
+            && !stderr(&output).contains("\"id\""),
         "{}",
         stderr(&output)
     );

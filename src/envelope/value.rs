@@ -63,9 +63,10 @@ impl Value {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Decimal(String);
 
-/// The text given to [`Decimal::parse`] is not a decimal number.
+/// The text given to [`Decimal::parse`] is not a decimal number. The text is row data: it is
+/// kept here but not shown by the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not an exact decimal number: {0:?}")]
+#[error("not an exact decimal number")]
 pub struct InvalidDecimal(pub String);
 
 impl Decimal {

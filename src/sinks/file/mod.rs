@@ -1,6 +1,7 @@
 //! The `file` sink: one formatted event per line, appended to a file, fsynced before a batch
 //! is acknowledged.
 //!
+//! The file is created readable by its owner only (`0600`, its new directories `0700`).
 //! On open, a last line without its newline (a write torn by a crash) is cut off: its batch
 //! was never acknowledged, so it is written again after the restart and nothing is lost.
 //!
@@ -9,7 +10,7 @@
 
 mod config;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,10 +85,8 @@ impl FileSink {
 }
 
 fn open_for_append(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = OpenOptions::new()
+    crate::private_fs::create_parent_dirs(path)?;
+    let mut file = crate::private_fs::open_options()
         .read(true)
         .append(true)
         .create(true)
@@ -162,6 +161,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn a_torn_last_line_is_cut_and_complete_lines_are_kept() {

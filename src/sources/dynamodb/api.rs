@@ -209,7 +209,15 @@ impl StreamsApi for AwsStreams {
         let mut records = Vec::with_capacity(output.records().len());
         for r in output.records() {
             // A record without these is not one DynamoDB sends; refuse it rather than skip it.
-            let malformed = || ApiError::Fatal(format!("malformed stream record: {r:?}"));
+            // Named by its ids; its content (row values) goes to the debug log only.
+            let malformed = || {
+                tracing::debug!(record = ?r, "malformed stream record");
+                ApiError::Fatal(format!(
+                    "malformed stream record (event id {:?}, sequence number {:?})",
+                    r.event_id(),
+                    r.dynamodb().and_then(|d| d.sequence_number())
+                ))
+            };
             let data = r.dynamodb().ok_or_else(malformed)?;
             let kind = match r.event_name().ok_or_else(malformed)? {
                 OperationType::Insert => RecordKind::Insert,

@@ -54,7 +54,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
         (MYSQL_TYPE_SET, My::Bytes(b)) => set_labels(&column.labels, little_endian(&b)),
         (MYSQL_TYPE_YEAR, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
-            let year: i64 = text.parse().map_err(|_| format!("bad year {text:?}"))?;
+            let year: i64 = text.parse().map_err(|_| undecodable("year", &text))?;
             // The binlog stores YEAR as years since 1900, with 0 for YEAR 0000 (1900 itself
             // is outside the type's range); mysql_common adds 1900 to both.
             Value::Int(if year == 1900 { 0 } else { year })
@@ -63,12 +63,10 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
         (MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
             let (secs, fraction) = text.split_once('.').unwrap_or((&text, ""));
-            let secs: i64 = secs
-                .parse()
-                .map_err(|_| format!("bad timestamp {text:?}"))?;
+            let secs: i64 = secs.parse().map_err(|_| undecodable("timestamp", &text))?;
             let micros: u32 = format!("{fraction:0<6}")[..6]
                 .parse()
-                .map_err(|_| format!("bad timestamp {text:?}"))?;
+                .map_err(|_| undecodable("timestamp", &text))?;
             if secs == 0 && micros == 0 {
                 // 0 is how the binlog stores the zero TIMESTAMP (its range starts at 1 s).
                 return Ok(Value::Null);
@@ -76,7 +74,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             Value::TimestampTz(
                 Utc.timestamp_opt(secs, micros * 1000)
                     .single()
-                    .ok_or_else(|| format!("timestamp out of range: {text}"))?,
+                    .ok_or_else(|| undecodable("timestamp (out of range)", &text))?,
             )
         }
         (kind, My::Int(i)) if column.unsigned => Value::UInt(match kind {
@@ -95,7 +93,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
         (_, My::Double(f)) => Value::Float(f),
         (MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
-            Value::Decimal(Decimal::parse(&text).map_err(|e| format!("decimal {e:?}"))?)
+            Value::Decimal(Decimal::parse(&text).map_err(|_| undecodable("decimal", &text))?)
         }
         (MYSQL_TYPE_BIT, My::Bytes(b)) => Value::UInt(
             b.iter()
@@ -136,7 +134,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
                 });
             };
             let time = NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
-                .ok_or_else(|| format!("bad time in {}", text()))?;
+                .ok_or_else(|| undecodable("time of day", &text()))?;
             match kind {
                 MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => Value::Date(date),
                 MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => {
@@ -198,6 +196,13 @@ fn repair_short_fraction_time(
         My::Time(negative, days, h, m, s, us) => (negative, days, h, m, s, us),
         _ => unreachable!("time_from_packed returns a TIME"),
     }
+}
+
+/// The reason for a value that cannot be decoded. The value itself is row data: it goes to the
+/// debug log only, never into the error (which names table, column and position).
+fn undecodable(what: &str, value: &str) -> String {
+    tracing::debug!(value, "undecodable {what}");
+    format!("undecodable {what} (the value is logged at debug level)")
 }
 
 /// `{"srid": n, "wkb": "<base64>"}` from the stored form: a little-endian SRID, then WKB.
