@@ -54,7 +54,14 @@ async fn serve(listener: TcpListener, impostor: Impostor) -> Vec<u8> {
     }
     let mut tags = Vec::new();
     match impostor {
-        Impostor::AsksForCleartext => stream.write_all(&auth(3, b"")).await.unwrap(),
+        Impostor::AsksForCleartext => {
+            stream.write_all(&auth(3, b"")).await.unwrap();
+            // The answer, if any (a password message), then the impostor hangs up.
+            if let Some((tag, _)) = read_message(&mut stream).await {
+                tags.push(tag);
+            }
+            return tags;
+        }
         Impostor::SkipsServerFinal | Impostor::WrongServerSignature => {
             stream
                 .write_all(&auth(10, b"SCRAM-SHA-256\0\0"))
