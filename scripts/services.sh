@@ -32,13 +32,15 @@
 # 127.0.0.1:33069; user cdc / cdc with the binlog source's grants, database app; TLS with the
 # throwaway test CA's certificate, and user cdc_tls / cdc_tls that must use it), and
 # mariadb_bad (the same on 33070, where cdc may change global settings: for the tests of wrong
-# server settings, so they do not disturb the others).
+# server settings, so they do not disturb the others), mariadb_primary and mariadb_replica (the
+# same on 33071 and 33072, server ids 11 and 12, log_slave_updates and gtid_strict_mode on, cdc
+# may do anything: the failover test wires GTID replication between them itself).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=${CDC_BRIDGE_TANSU_VERSION:-0.6.0}
@@ -52,6 +54,8 @@ DYNAMODB_PORT=${CDC_BRIDGE_DYNAMODB_PORT:-18000}
 DYNAMODB_LOCAL_VERSION=10.3.0
 MARIADB_PORT=${CDC_BRIDGE_MARIADB_PORT:-33069}
 MARIADB_BAD_PORT=$((MARIADB_PORT + 1))
+MARIADB_PRIMARY_PORT=$((MARIADB_PORT + 2))
+MARIADB_REPLICA_PORT=$((MARIADB_PORT + 3))
 
 log() { echo "services: $*" >&2; }
 
@@ -328,9 +332,10 @@ dynamodb_env() {
 }
 
 # ---- MariaDB (binlog source) ----
-# mariadb_run NAME PORT EXTRA_SQL: a throwaway server in $RUN_DIR/NAME.
+# mariadb_run NAME PORT EXTRA_SQL [EXTRA_CNF]: a throwaway server in $RUN_DIR/NAME; EXTRA_CNF
+# lines are appended to its [mysqld] section (a later line wins).
 mariadb_run() {
-  local name=$1 port=$2 extra_sql=$3
+  local name=$1 port=$2 extra_sql=$3 extra_cnf=${4:-}
   command -v mariadbd >/dev/null || {
     log "installing mariadb-server"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
@@ -361,6 +366,7 @@ innodb_buffer_pool_size = 64M
 ssl_ca                  = $RUN_DIR/tls/ca.pem
 ssl_cert                = $RUN_DIR/tls/server.pem
 ssl_key                 = $RUN_DIR/tls/server.key
+$extra_cnf
 CNF
   mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=socket >"$dir/install-db.log" 2>&1
   (
@@ -386,6 +392,19 @@ mariadb_bad_start() {
   mariadb_run mariadb_bad "$MARIADB_BAD_PORT" "GRANT ALL ON *.* TO 'cdc'@'127.0.0.1' WITH GRANT OPTION;"
 }
 mariadb_bad_stop() { stop_pidfile "$RUN_DIR/mariadb_bad/server.pid"; }
+# A pair for failover: separate server ids, replicated changes written to the binlog.
+mariadb_pair_run() {
+  mariadb_run "$1" "$2" "GRANT ALL ON *.* TO 'cdc'@'127.0.0.1' WITH GRANT OPTION;" \
+    "server_id = $3
+log_slave_updates = ON
+gtid_strict_mode = ON"
+}
+mariadb_primary_start() { mariadb_pair_run mariadb_primary "$MARIADB_PRIMARY_PORT" 11; }
+mariadb_primary_stop() { stop_pidfile "$RUN_DIR/mariadb_primary/server.pid"; }
+mariadb_primary_env() { echo "export CDC_BRIDGE_MYSQL_PRIMARY_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_PRIMARY_PORT/app"; }
+mariadb_replica_start() { mariadb_pair_run mariadb_replica "$MARIADB_REPLICA_PORT" 12; }
+mariadb_replica_stop() { stop_pidfile "$RUN_DIR/mariadb_replica/server.pid"; }
+mariadb_replica_env() { echo "export CDC_BRIDGE_MYSQL_REPLICA_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_REPLICA_PORT/app"; }
 mariadb_bad_env() { echo "export CDC_BRIDGE_MYSQL_BAD_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_BAD_PORT/app"; }
 mariadb_env() {
   echo "export CDC_BRIDGE_MYSQL_URL=mysql://cdc:cdc@127.0.0.1:$MARIADB_PORT/app CDC_BRIDGE_MYSQL_ADMIN_SOCKET=$RUN_DIR/mariadb/mysqld.sock"
