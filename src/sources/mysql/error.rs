@@ -37,6 +37,8 @@ pub enum MysqlError {
         position: String,
         server: super::Flavor,
     },
+    #[error("cannot resume by file at {position}: the offset is past 4 GiB and a binlog dump request carries 32 bits; set resume_by = \"gtid\" (with a GTID state in the checkpoint), or reset this pipeline's checkpoints")]
+    OffsetAbove4Gib { position: String },
     #[error("cannot decode a row of {table} at {position}: {reason}")]
     Decode {
         table: String,

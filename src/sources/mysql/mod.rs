@@ -191,7 +191,8 @@ impl Source for MysqlSource {
                 if !position.file.is_empty() {
                     let mark = Mark {
                         partition: PARTITION.into(),
-                        position: position.checkpoint(),
+                        position: position
+                            .checkpoint(position.rank_by(self.config.resume_by, None)),
                     };
                     if ctx.emit.checkpoint(mark).await.is_err() {
                         return Ok(());
@@ -204,6 +205,12 @@ impl Source for MysqlSource {
             }
         };
         let start = with_gtids(&mut conn, flavor, start).await?;
+        if !start.streams_by_gtid(self.config.resume_by) && u32::try_from(start.pos).is_err() {
+            return Err(MysqlError::OffsetAbove4Gib {
+                position: start.token(),
+            }
+            .into());
+        }
         stream::run(conn, flavor, &self.config, &self.filter, ctx, start).await
     }
 }

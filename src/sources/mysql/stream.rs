@@ -16,10 +16,10 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 
 use super::catalog::Catalog;
-use super::config::{MysqlConfig, ResumeBy, TableFilter};
+use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
-use super::position::BinlogPosition;
+use super::position::{unwrap_offset, BinlogPosition, RankBy};
 use super::shape::TableShape;
 use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row};
@@ -30,15 +30,28 @@ use crate::source::{Mark, SourceContext, Stopped};
 const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 166..=171;
 const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
 
-/// Where the stream is: the file, the GTID state of committed transactions, and the GTID of
-/// the transaction in progress.
+/// Where the stream is: the file and the end of the last event in it, the GTID state of
+/// committed transactions, and the GTID of the transaction in progress.
 struct Cursor {
     file: String,
+    pos: u64,
     gtids: Option<GtidState>,
     pending: Option<Gtid>,
+    rank_by: RankBy,
 }
 
 impl Cursor {
+    /// Where an event whose header says it ends at `log_pos` is: 32 bits wrap in a file over
+    /// 4 GiB, so the offset is taken from the previous event's. Events made up by the server
+    /// (`log_pos` 0) are at 0 and do not move the cursor.
+    fn locate(&mut self, log_pos: u32) -> BinlogPosition {
+        if log_pos == 0 {
+            return self.at(0);
+        }
+        self.pos = unwrap_offset(self.pos, log_pos);
+        self.at(self.pos)
+    }
+
     /// Where an event ending at `pos` is: the file and offset events and errors name (the
     /// GTID state is not copied for every event, only for checkpoints).
     fn at(&self, pos: u64) -> BinlogPosition {
@@ -60,7 +73,7 @@ impl Cursor {
         }
         Mark {
             partition: PARTITION.into(),
-            position: self.with_state(pos).checkpoint(),
+            position: self.with_state(pos).checkpoint(self.rank_by),
         }
     }
 }
@@ -77,8 +90,10 @@ pub async fn run(
     let mut stream = open(conn, flavor, config, &start).await?;
     let mut cursor = Cursor {
         file: start.file.clone(),
+        pos: start.pos,
         gtids: start.gtids.clone(),
         pending: None,
+        rank_by: start.rank_by(config.resume_by, ctx.resume.get(PARTITION)),
     };
     let mut catalog = Catalog::new(config);
     loop {
@@ -91,7 +106,7 @@ pub async fn run(
             Some(Err(e)) => return Err(purged_or(e, &cursor.with_state(0)).into()),
             None => return Err(MysqlError::StreamEnded.into()),
         };
-        let here = cursor.at(u64::from(event.header().log_pos()));
+        let here = cursor.locate(event.header().log_pos());
         match handle(
             &event,
             &stream,
@@ -125,9 +140,8 @@ async fn open(
         .await
         .map_err(sql("setting the heartbeat"))?;
     let gtids = start.gtids.as_ref().filter(|g| !g.is_empty());
-    let by_gtid = start.file.is_empty() || (config.resume_by == ResumeBy::Gtid && gtids.is_some());
     let request = BinlogStreamRequest::new(config.server_id);
-    let request = match (by_gtid, gtids, flavor) {
+    let request = match (start.streams_by_gtid(config.resume_by), gtids, flavor) {
         (true, Some(GtidState::Mariadb(state)), Flavor::Mariadb) => {
             tracing::info!(gtids = %state, "streaming the binlog after GTID state");
             conn.exec_drop(
@@ -208,6 +222,7 @@ async fn handle(
             } else {
                 rotate.name().into_owned()
             };
+            cursor.pos = rotate.position();
             Ok(())
         }
         Some(EventData::GtidEvent(gtid)) => {
