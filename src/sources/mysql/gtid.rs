@@ -373,4 +373,15 @@ mod tests {
             assert!(GtidSet::parse(&bad).is_err(), "{bad} accepted");
         }
     }
+
+    #[test]
+    fn numbers_beyond_mysqls_range_are_refused_not_overflowed() {
+        // MySQL numbers transactions 1 to 2^63 - 2; a set naming more is malformed.
+        assert!(GtidSet::parse(&format!("{A}:{}", u64::MAX)).is_err());
+        assert!(GtidSet::parse(&format!("{A}:5-{}", u64::MAX)).is_err());
+        assert!(GtidSet::parse(&format!("{A}:{}", i64::MAX)).is_err());
+        let last = i64::MAX as u64 - 1;
+        let set = GtidSet::parse(&format!("{A}:{last}")).unwrap();
+        assert_eq!(set.to_string(), format!("{A}:{last}"));
+    }
 }

@@ -139,4 +139,12 @@ mod tests {
             .contains("file:pos"));
         assert!(BinlogPosition::parse_start("").is_err());
     }
+
+    #[test]
+    fn a_start_that_looks_like_a_file_but_is_not_a_token_is_refused() {
+        // `file:pos` shape, but `;gtids=` inside it makes it no checkpoint token.
+        for text in ["a.b;gtids=x:5", "binlog.1;gtids=0-1-2:7"] {
+            assert!(BinlogPosition::parse_start(text).is_err(), "{text}");
+        }
+    }
 }

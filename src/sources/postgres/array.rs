@@ -162,4 +162,20 @@ mod tests {
             assert_eq!(parse(bad, b',', &text), None, "{bad}");
         }
     }
+
+    #[test]
+    fn nesting_beyond_postgres_dimensions_is_none() {
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(parse(&deep, b',', &int), None);
+        let six = format!("{}1{}", "{".repeat(6), "}".repeat(6));
+        assert!(parse(&six, b',', &int).is_some());
+        let seven = format!("{}1{}", "{".repeat(7), "}".repeat(7));
+        assert_eq!(parse(&seven, b',', &int), None);
+    }
+
+    #[test]
+    fn a_delimiter_inside_a_character_is_none() {
+        // 0xA9 is the second byte of "é": splitting there would cut the character.
+        assert_eq!(parse("{é}", 0xA9, &text), None);
+    }
 }

@@ -208,7 +208,7 @@ fn write_entry(out: &mut impl Write, entry: &Entry) -> std::io::Result<u64> {
     Ok((8 + 4 + 4 * entry.relations.len() + 4 + entry.raw.len()) as u64)
 }
 
-fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
+pub(super) fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
     let mut u64_buf = [0u8; 8];
     let mut u32_buf = [0u8; 4];
     input.read_exact(&mut u64_buf)?;
@@ -289,5 +289,26 @@ mod tests {
             let expected: Vec<u64> = (0..20).chain(30..35).collect();
             assert_eq!(drain(spool), expected, "limit {limit}");
         }
+    }
+
+    #[test]
+    fn damaged_entries_allocate_only_what_is_there() {
+        // Counts and lengths of 4 G: a read error, not a 16 GB (or 4 GB) allocation.
+        let mut huge_count = 7u64.to_le_bytes().to_vec();
+        huge_count.extend(u32::MAX.to_le_bytes());
+        huge_count.extend([1, 0, 0, 0]);
+        assert!(read_entry(&mut &huge_count[..]).is_err());
+        let mut huge_len = 7u64.to_le_bytes().to_vec();
+        huge_len.extend(0u32.to_le_bytes());
+        huge_len.extend(u32::MAX.to_le_bytes());
+        huge_len.extend(b"abc");
+        assert!(read_entry(&mut &huge_len[..]).is_err());
+        let mut whole = Vec::new();
+        write_entry(&mut whole, &entry(3)).unwrap();
+        let back = read_entry(&mut &whole[..]).unwrap();
+        assert_eq!(
+            (back.lsn, back.relations, back.raw.len()),
+            (Lsn(3), vec![0], 100)
+        );
     }
 }

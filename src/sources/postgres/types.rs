@@ -411,4 +411,21 @@ mod tests {
         assert_eq!(resolve(90003, &rows, 0), Decoder::Int);
         assert_eq!(resolve(90004, &rows, 0), Decoder::Named("point".into()));
     }
+
+    #[test]
+    fn huge_zone_offsets_fall_back_to_text() {
+        for text in [
+            "2025-11-22 03:04:05+9999999999999999",
+            "2025-11-22 03:04:05+2562047788015215",
+            "2025-11-22 03:04:05-99999999",
+            "262142-12-31 23:59:59+00:00:-1",
+            "2025-11-22 03:04:05+00:00:9223372036854775807",
+        ] {
+            assert!(
+                matches!(decode(&Decoder::TimestampTz, text), Value::Other { .. }),
+                "{text}"
+            );
+        }
+        assert!(iso_timetz("12:34:56+9999999999999999").is_none());
+    }
 }
