@@ -208,6 +208,8 @@ fn write_entry(out: &mut impl Write, entry: &Entry) -> std::io::Result<u64> {
     Ok((8 + 4 + 4 * entry.relations.len() + 4 + entry.raw.len()) as u64)
 }
 
+/// Reads one entry; a damaged count or length fails at the end of the file instead of being
+/// allocated up front.
 pub(super) fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
     let mut u64_buf = [0u8; 8];
     let mut u32_buf = [0u8; 4];
@@ -215,14 +217,17 @@ pub(super) fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
     let lsn = Lsn(u64::from_le_bytes(u64_buf));
     input.read_exact(&mut u32_buf)?;
     let count = u32::from_le_bytes(u32_buf);
-    let mut relations = Vec::with_capacity(count as usize);
+    let mut relations = Vec::with_capacity((count as usize).min(1024));
     for _ in 0..count {
         input.read_exact(&mut u32_buf)?;
         relations.push(u32::from_le_bytes(u32_buf));
     }
     input.read_exact(&mut u32_buf)?;
-    let mut raw = vec![0u8; u32::from_le_bytes(u32_buf) as usize];
-    input.read_exact(&mut raw)?;
+    let len = u64::from(u32::from_le_bytes(u32_buf));
+    let mut raw = Vec::new();
+    if input.take(len).read_to_end(&mut raw)? as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Entry {
         lsn,
         relations,
