@@ -10,9 +10,10 @@ use super::lsn::Lsn;
 /// Microseconds from the Unix epoch to the PostgreSQL epoch (2000-01-01).
 pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
-/// A time from the wire (microseconds since 2000-01-01) as milliseconds since the Unix epoch.
+/// A time from the wire (microseconds since 2000-01-01) as milliseconds since the Unix epoch;
+/// PostgreSQL's own range ends far inside i64, so the ends saturate rather than overflow.
 pub fn unix_ms(pg_us: i64) -> i64 {
-    (pg_us + PG_EPOCH_OFFSET_US).div_euclid(1000)
+    pg_us.saturating_add(PG_EPOCH_OFFSET_US).div_euclid(1000)
 }
 
 /// One CopyData frame of the replication stream.
