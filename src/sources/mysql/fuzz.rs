@@ -12,6 +12,9 @@ use super::position::BinlogPosition;
 use super::shape::{self, CatalogColumn};
 use super::{raw_events, stream, value};
 
+const EVENT_HEADER: usize = 19;
+const CHECKSUM: usize = 4;
+
 /// Binlog events one after the other, as the server sends them (one event per packet), read
 /// by the library's event reader as the stream reads them, then mapped the way the stream
 /// maps them: GTIDs into a state, TABLE_MAPs into shapes (from the event's metadata, or a
@@ -22,10 +25,15 @@ pub fn binlog_events(data: &[u8]) {
     let mut rest = data;
     while let Some(size) = rest.get(9..13) {
         let size = u32::from_le_bytes(size.try_into().expect("4 bytes")) as usize;
-        // The event reader panics on an event shorter than its header says (mysql_common
-        // 0.37); every packet the server sends holds one whole event.
+        // The event reader panics on an event shorter than its header says, and on one with
+        // less than a checksum's 4 bytes of body when checksums are on (mysql_common 0.37):
+        // the stream turns such a panic into an error (see `stream::next_event`).
         if size > rest.len() {
             break;
+        }
+        if size < EVENT_HEADER + CHECKSUM {
+            rest = &rest[size.max(1)..];
+            continue;
         }
         let (packet, tail) = rest.split_at(size);
         rest = tail;
@@ -51,11 +59,12 @@ pub fn binlog_events(data: &[u8]) {
                 }
             }
             EventData::GtidEvent(event) => {
-                let gtid = Gtid::from_mysql(&event);
-                if !matches!(gtids, GtidState::Mysql(_)) {
-                    gtids = GtidState::parse(&format!("{gtid}")).unwrap_or(gtids);
+                if let Ok(gtid) = Gtid::from_mysql(&event) {
+                    if !matches!(gtids, GtidState::Mysql(_)) {
+                        gtids = GtidState::parse(&format!("{gtid}")).unwrap_or(gtids);
+                    }
+                    commit(&mut gtids, &gtid);
                 }
-                commit(&mut gtids, &gtid);
             }
             EventData::RowsEvent(rows) => {
                 let Some(tme) = reader.get_tme(rows.table_id()) else {

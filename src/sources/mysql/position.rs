@@ -46,8 +46,9 @@ impl BinlogPosition {
         let looks_like_file = text
             .rsplit_once(':')
             .is_some_and(|(file, pos)| file.contains('.') && pos.parse::<u64>().is_ok());
-        if looks_like_file {
-            return Ok(Self::parse(text).expect("checked above"));
+        // A `;gtids=` inside makes it no checkpoint token: then it is read as a GTID state.
+        if let Some(position) = Self::parse(text).filter(|_| looks_like_file) {
+            return Ok(position);
         }
         let gtids = GtidState::parse(text).map_err(|e| {
             format!("{e}; write file:pos (binlog.000003:4), a MariaDB GTID list (0-1-57) or a MySQL GTID set (uuid:1-57)")

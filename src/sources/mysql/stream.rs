@@ -211,7 +211,12 @@ async fn handle(
             Ok(())
         }
         Some(EventData::GtidEvent(gtid)) => {
-            cursor.pending = Some(Gtid::from_mysql(&gtid));
+            let gtid = Gtid::from_mysql(&gtid).map_err(|reason| MysqlError::Decode {
+                table: String::new(),
+                position: here.file_pos(),
+                reason,
+            })?;
+            cursor.pending = Some(gtid);
             Ok(())
         }
         Some(EventData::RowsEvent(rows)) => {
