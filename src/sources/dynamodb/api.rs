@@ -131,9 +131,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkError
     }
 }
 
-/// A time as milliseconds since the epoch.
+/// A time as milliseconds since the epoch; `None` beyond that range (no real record's).
 fn millis(time: &aws_sdk_dynamodbstreams::primitives::DateTime) -> Option<i64> {
-    Some(time.secs() * 1000 + i64::from(time.subsec_nanos() / 1_000_000))
+    time.secs()
+        .checked_mul(1000)?
+        .checked_add(i64::from(time.subsec_nanos() / 1_000_000))
 }
 
 #[async_trait]
