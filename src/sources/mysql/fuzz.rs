@@ -14,6 +14,7 @@ use super::{raw_events, stream, value};
 
 const EVENT_HEADER: usize = 19;
 const CHECKSUM: usize = 4;
+const MAX_ROWS: usize = 16;
 
 /// Binlog events one after the other, as the server sends them (one event per packet), read
 /// by the library's event reader as the stream reads them, then mapped the way the stream
@@ -78,7 +79,9 @@ pub fn binlog_events(data: &[u8]) {
                     },
                     Err(_) => continue,
                 };
-                for pair in rows.rows(tme) {
+                // mysql_common reads the TABLE_MAP's optional metadata again for every row,
+                // so a hostile event's cost is rows x metadata x columns: a few rows suffice.
+                for pair in rows.rows(tme).take(MAX_ROWS) {
                     let Ok((before, after)) = pair else {
                         break;
                     };

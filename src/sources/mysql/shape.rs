@@ -82,13 +82,25 @@ pub struct CatalogColumn {
     pub labels: Vec<String>,
 }
 
-/// The binlog types of `tme`'s columns.
+/// The binlog types of `tme`'s columns. A DECIMAL column's metadata must be one MySQL writes
+/// (precision 1-65, scale 0-30 and at most the precision): the row reader sizes its buffer
+/// from it, and a scale over the precision makes that size overflow.
 fn kinds(tme: &TableMapEvent<'_>) -> Result<Vec<ColumnType>, String> {
     (0..tme.columns_count() as usize)
         .map(|i| {
-            tme.get_column_type(i)
+            let kind = tme
+                .get_column_type(i)
                 .map_err(|e| format!("column {i}: {e}"))?
-                .ok_or_else(|| format!("column {i} has no type"))
+                .ok_or_else(|| format!("column {i} has no type"))?;
+            if kind == ColumnType::MYSQL_TYPE_NEWDECIMAL {
+                let meta = tme.get_column_metadata(i).unwrap_or_default();
+                let valid = matches!(meta, &[precision, scale, ..]
+                    if (1..=65).contains(&precision) && scale <= 30 && scale <= precision);
+                if !valid {
+                    return Err(format!("column {i}: malformed DECIMAL metadata {meta:?}"));
+                }
+            }
+            Ok(kind)
         })
         .collect()
 }

@@ -296,18 +296,37 @@ mod tests {
         }
     }
 
+    /// A reader that remembers the largest buffer it was asked to fill.
+    struct Probe<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Probe<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
     #[test]
     fn damaged_entries_allocate_only_what_is_there() {
-        // Counts and lengths of 4 G: a read error, not a 16 GB (or 4 GB) allocation.
-        let mut huge_count = 7u64.to_le_bytes().to_vec();
-        huge_count.extend(u32::MAX.to_le_bytes());
-        huge_count.extend([1, 0, 0, 0]);
-        assert!(read_entry(&mut &huge_count[..]).is_err());
+        // A length of 4 GiB over 3 bytes: a read error, without a 4 GiB buffer to read into.
         let mut huge_len = 7u64.to_le_bytes().to_vec();
         huge_len.extend(0u32.to_le_bytes());
         huge_len.extend(u32::MAX.to_le_bytes());
         huge_len.extend(b"abc");
-        assert!(read_entry(&mut &huge_len[..]).is_err());
+        let mut probe = Probe {
+            data: &huge_len,
+            largest: 0,
+        };
+        assert!(read_entry(&mut probe).is_err());
+        assert!(probe.largest < 1 << 20, "a {} byte buffer", probe.largest);
+        // A count of 4 G relations: the same.
+        let mut huge_count = 7u64.to_le_bytes().to_vec();
+        huge_count.extend(u32::MAX.to_le_bytes());
+        huge_count.extend([1, 0, 0, 0]);
+        assert!(read_entry(&mut &huge_count[..]).is_err());
         let mut whole = Vec::new();
         write_entry(&mut whole, &entry(3)).unwrap();
         let back = read_entry(&mut &whole[..]).unwrap();
