@@ -194,3 +194,23 @@ fn a_decimal_scale_beyond_its_precision_is_malformed() {
         );
     }
 }
+
+#[test]
+fn a_column_with_less_metadata_than_its_type_has_is_malformed() {
+    // VARCHAR with one metadata byte of the two MySQL writes: the row reader indexes both.
+    let mut body = TABLE_ID.to_le_bytes()[..6].to_vec();
+    body.extend(1u16.to_le_bytes());
+    body.extend([3]);
+    body.extend(b"app\0");
+    body.extend([1]);
+    body.extend(b"v\0");
+    body.push(1); // columns
+    body.push(15); // VARCHAR
+    body.extend([1, 80]); // metadata: 1 byte
+    body.push(0b1); // nullable
+    let map_event = event(TABLE_MAP, &body);
+    let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
+        panic!("not a table map")
+    };
+    assert!(shape::shape(&tme).is_err_and(|e| e.contains("metadata")));
+}
