@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod envelope;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod private_fs;
 pub mod shutdown;

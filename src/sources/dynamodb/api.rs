@@ -131,6 +131,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkError
     }
 }
 
+/// A time as milliseconds since the epoch; `None` beyond that range (no real record's).
+fn millis(time: &aws_sdk_dynamodbstreams::primitives::DateTime) -> Option<i64> {
+    time.secs()
+        .checked_mul(1000)?
+        .checked_add(i64::from(time.subsec_nanos() / 1_000_000))
+}
+
 #[async_trait]
 impl StreamsApi for AwsStreams {
     async fn describe(&self, arn: &str) -> Result<StreamInfo, ApiError> {
@@ -234,9 +241,7 @@ impl StreamsApi for AwsStreams {
                 keys: data.keys().cloned().unwrap_or_default(),
                 new_image: data.new_image().cloned(),
                 old_image: data.old_image().cloned(),
-                created_ms: data
-                    .approximate_creation_date_time()
-                    .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)),
+                created_ms: data.approximate_creation_date_time().and_then(millis),
                 ttl,
             });
         }
@@ -244,5 +249,25 @@ impl StreamsApi for AwsStreams {
             records,
             next: output.next_shard_iterator().map(str::to_owned),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodbstreams::primitives::DateTime;
+
+    #[test]
+    fn creation_times_beyond_the_millisecond_range_are_dropped() {
+        assert_eq!(
+            millis(&DateTime::from_secs_and_nanos(1, 2_500_000)),
+            Some(1002)
+        );
+        assert_eq!(
+            millis(&DateTime::from_secs_and_nanos(-1, 500_000_000)),
+            Some(-500)
+        );
+        assert_eq!(millis(&DateTime::from_secs(i64::MAX)), None);
+        assert_eq!(millis(&DateTime::from_secs(i64::MIN)), None);
     }
 }

@@ -15,6 +15,8 @@ mod api;
 mod attribute;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod lineage;
 mod reader;
 

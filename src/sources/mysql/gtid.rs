@@ -11,6 +11,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The last transaction number MySQL gives (its GNO_END, 2^63 - 1, is never used): numbers
+/// beyond it are malformed, and interval ends stay clear of overflow.
+const MAX_NUMBER: u64 = i64::MAX as u64 - 1;
+
 /// One transaction's id, as read from its GTID event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gtid {
@@ -27,13 +31,20 @@ pub enum Gtid {
 }
 
 impl Gtid {
-    /// The GTID of a MySQL GTID event (tagged or not).
-    pub fn from_mysql(event: &mysql_common::binlog::events::GtidEvent) -> Gtid {
-        Gtid::Mysql {
+    /// The GTID of a MySQL GTID event (tagged or not); a number outside 1..=2^63 - 2 is
+    /// malformed.
+    pub fn from_mysql(event: &mysql_common::binlog::events::GtidEvent) -> Result<Gtid, String> {
+        let number = event.gno();
+        if !(1..=MAX_NUMBER).contains(&number) {
+            return Err(format!(
+                "GTID number {number} is outside MySQL's range 1-{MAX_NUMBER}"
+            ));
+        }
+        Ok(Gtid::Mysql {
             uuid: event.sid(),
             tag: event.tag().map(|t| t.as_str().to_owned()),
-            number: event.gno(),
-        }
+            number,
+        })
     }
 }
 
@@ -200,7 +211,7 @@ impl GtidSet {
                         "{part:?} in {member:?} is not a number or a-b range"
                     ));
                 };
-                if start == 0 || end < start {
+                if start == 0 || end < start || end > MAX_NUMBER {
                     return Err(format!("{part:?} in {member:?} is not a valid range"));
                 }
                 set.insert(&uuid, tag.as_deref(), start, end + 1);
@@ -213,7 +224,7 @@ impl GtidSet {
         Ok(set)
     }
 
-    /// Adds one transaction number.
+    /// Adds one transaction number (at most 2^63 - 2, as [`Gtid::from_mysql`] ensures).
     pub fn add(&mut self, uuid: &str, tag: Option<&str>, number: u64) {
         self.insert(uuid, tag, number, number + 1);
     }
@@ -396,5 +407,26 @@ mod tests {
         ] {
             assert!(GtidSet::parse(&bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn numbers_beyond_mysqls_range_are_refused_not_overflowed() {
+        // MySQL numbers transactions 1 to 2^63 - 2; a set naming more is malformed.
+        assert!(GtidSet::parse(&format!("{A}:{}", u64::MAX)).is_err());
+        assert!(GtidSet::parse(&format!("{A}:5-{}", u64::MAX)).is_err());
+        assert!(GtidSet::parse(&format!("{A}:{}", i64::MAX)).is_err());
+        let last = i64::MAX as u64 - 1;
+        let set = GtidSet::parse(&format!("{A}:{last}")).unwrap();
+        assert_eq!(set.to_string(), format!("{A}:{last}"));
+        let uuid = parse_uuid(A).unwrap();
+        for number in [0, i64::MAX as u64, u64::MAX] {
+            let event = mysql_common::binlog::events::GtidEvent::new(uuid, number);
+            assert!(Gtid::from_mysql(&event).is_err(), "{number}");
+        }
+        let event = mysql_common::binlog::events::GtidEvent::new(uuid, last);
+        assert_eq!(
+            Gtid::from_mysql(&event).unwrap().to_string(),
+            format!("{A}:{last}")
+        );
     }
 }

@@ -17,6 +17,8 @@
 mod catalog;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod gtid;
 mod position;
 mod raw_events;

@@ -144,7 +144,7 @@ fn gtid_events_extend_the_executed_set() {
     let Ok(Some(EventData::GtidEvent(gtid))) = gtid_event.read_data() else {
         panic!("not a GTID event")
     };
-    let gtid = Gtid::from_mysql(&gtid);
+    let gtid = Gtid::from_mysql(&gtid).unwrap();
     assert_eq!(gtid.to_string(), "3e11fa47-71ca-11e1-9e33-c80aa9429562:24");
     let mut state = GtidState::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-23").unwrap();
     state.commit(&gtid);
@@ -152,4 +152,65 @@ fn gtid_events_extend_the_executed_set() {
         state.to_string(),
         "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-24"
     );
+}
+
+/// `app.d (n DECIMAL)` with the column's precision and scale as the TABLE_MAP gives them.
+fn decimal_table_map(precision: u8, scale: u8) -> Vec<u8> {
+    let mut body = TABLE_ID.to_le_bytes()[..6].to_vec();
+    body.extend(1u16.to_le_bytes());
+    body.extend([3]);
+    body.extend(b"app\0");
+    body.extend([1]);
+    body.extend(b"d\0");
+    body.push(1); // columns
+    body.push(246); // NEWDECIMAL
+    body.extend([2, precision, scale]); // metadata
+    body.push(0b1); // nullable
+    body
+}
+
+#[test]
+fn a_decimal_scale_beyond_its_precision_is_malformed() {
+    // The row reader would size a buffer from (precision - scale): 8e18 bytes, an abort.
+    for (precision, scale, valid) in [
+        (10, 20, false),
+        (0, 0, false),
+        (66, 2, false),
+        (65, 30, true),
+    ] {
+        let map_event = event(TABLE_MAP, &decimal_table_map(precision, scale));
+        let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
+            panic!("not a table map")
+        };
+        assert_eq!(
+            shape::shape(&tme).is_ok(),
+            valid,
+            "DECIMAL({precision},{scale})"
+        );
+        assert_eq!(
+            shape::shape_from_catalog(&tme, &[], &[]).is_err_and(|e| e.contains("DECIMAL")),
+            !valid,
+            "DECIMAL({precision},{scale})"
+        );
+    }
+}
+
+#[test]
+fn a_column_with_less_metadata_than_its_type_has_is_malformed() {
+    // VARCHAR with one metadata byte of the two MySQL writes: the row reader indexes both.
+    let mut body = TABLE_ID.to_le_bytes()[..6].to_vec();
+    body.extend(1u16.to_le_bytes());
+    body.extend([3]);
+    body.extend(b"app\0");
+    body.extend([1]);
+    body.extend(b"v\0");
+    body.push(1); // columns
+    body.push(15); // VARCHAR
+    body.extend([1, 80]); // metadata: 1 byte
+    body.push(0b1); // nullable
+    let map_event = event(TABLE_MAP, &body);
+    let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
+        panic!("not a table map")
+    };
+    assert!(shape::shape(&tme).is_err_and(|e| e.contains("metadata")));
 }

@@ -80,8 +80,9 @@ impl BinlogPosition {
         let looks_like_file = text
             .rsplit_once(':')
             .is_some_and(|(file, pos)| file.contains('.') && pos.parse::<u64>().is_ok());
-        if looks_like_file {
-            return Ok(Self::parse(text).expect("checked above"));
+        // A `;gtids=` inside makes it no checkpoint token: then it is read as a GTID state.
+        if let Some(position) = Self::parse(text).filter(|_| looks_like_file) {
+            return Ok(position);
         }
         let gtids = GtidState::parse(text).map_err(|e| {
             format!("{e}; write file:pos (binlog.000003:4), a MariaDB GTID list (0-1-57) or a MySQL GTID set (uuid:1-57)")
@@ -285,5 +286,13 @@ mod tests {
         // Small offsets, and a step back (an event describing the file's start), are as read.
         assert_eq!(unwrap_offset(4, 256), 256);
         assert_eq!(unwrap_offset(9000, 256), 256);
+    }
+
+    #[test]
+    fn a_start_that_looks_like_a_file_but_is_not_a_token_is_refused() {
+        // `file:pos` shape, but `;gtids=` inside it makes it no checkpoint token.
+        for text in ["a.b;gtids=x:5", "binlog.1;gtids=0-1-2:7"] {
+            assert!(BinlogPosition::parse_start(text).is_err(), "{text}");
+        }
     }
 }

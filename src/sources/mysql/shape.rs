@@ -82,15 +82,68 @@ pub struct CatalogColumn {
     pub labels: Vec<String>,
 }
 
-/// The binlog types of `tme`'s columns.
+/// The binlog types of `tme`'s columns. Each column's metadata must be as long as MySQL
+/// writes it for the type (the row reader indexes it unchecked), and a DECIMAL's must be one
+/// MySQL writes (precision 1-65, scale 0-30 and at most the precision): the row reader sizes
+/// its buffer from it, and a scale over the precision makes that size overflow.
 fn kinds(tme: &TableMapEvent<'_>) -> Result<Vec<ColumnType>, String> {
     (0..tme.columns_count() as usize)
         .map(|i| {
-            tme.get_column_type(i)
+            let kind = tme
+                .get_column_type(i)
                 .map_err(|e| format!("column {i}: {e}"))?
-                .ok_or_else(|| format!("column {i} has no type"))
+                .ok_or_else(|| format!("column {i} has no type"))?;
+            let meta = tme.get_column_metadata(i).unwrap_or_default();
+            let needed = match kind {
+                // An array of another type: its type byte, then that type's metadata.
+                ColumnType::MYSQL_TYPE_TYPED_ARRAY => meta
+                    .first()
+                    .and_then(|&t| ColumnType::try_from(t).ok())
+                    .map_or(1, |inner| metadata_len(inner).max(1)),
+                kind => metadata_len(kind),
+            };
+            if meta.len() < needed {
+                return Err(format!(
+                    "column {i}: {kind:?} with {} metadata bytes, not {needed}",
+                    meta.len()
+                ));
+            }
+            if kind == ColumnType::MYSQL_TYPE_NEWDECIMAL {
+                let valid = matches!(meta, &[precision, scale, ..]
+                    if (1..=65).contains(&precision) && scale <= 30 && scale <= precision);
+                if !valid {
+                    return Err(format!("column {i}: malformed DECIMAL metadata {meta:?}"));
+                }
+            }
+            Ok(kind)
         })
         .collect()
+}
+
+/// How many metadata bytes MySQL writes for a column of `kind` in a TABLE_MAP.
+fn metadata_len(kind: ColumnType) -> usize {
+    use ColumnType::*;
+    match kind {
+        MYSQL_TYPE_FLOAT
+        | MYSQL_TYPE_DOUBLE
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_JSON
+        | MYSQL_TYPE_TIME2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIMESTAMP2 => 1,
+        MYSQL_TYPE_STRING
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET => 2,
+        _ => 0,
+    }
 }
 
 /// Fractional-second digits of a TIME / DATETIME / TIMESTAMP column (0 for other types).

@@ -226,7 +226,12 @@ async fn handle(
             Ok(())
         }
         Some(EventData::GtidEvent(gtid)) => {
-            cursor.pending = Some(Gtid::from_mysql(&gtid));
+            let gtid = Gtid::from_mysql(&gtid).map_err(|reason| MysqlError::Decode {
+                table: String::new(),
+                position: here.file_pos(),
+                reason,
+            })?;
+            cursor.pending = Some(gtid);
             Ok(())
         }
         Some(EventData::RowsEvent(rows)) => {
@@ -358,7 +363,7 @@ fn row_events(
 /// Whether the event's CRC32 (when the binlog has checksums) matches its bytes. The library
 /// strips the checksum without checking it. Artificial events (position 0, heartbeats) are
 /// made by the server on the fly and not checked.
-fn checksum_ok(event: &Event) -> bool {
+pub(super) fn checksum_ok(event: &Event) -> bool {
     use mysql_common::binlog::consts::BinlogChecksumAlg;
     const HEARTBEAT: u8 = 27;
     let header = event.header();
@@ -375,7 +380,7 @@ fn checksum_ok(event: &Event) -> bool {
 }
 
 /// The table a `TRUNCATE [TABLE] [db.]name` statement empties, with its database.
-fn truncated_table(statement: &str, default_db: &str) -> Option<(String, String)> {
+pub(super) fn truncated_table(statement: &str, default_db: &str) -> Option<(String, String)> {
     let mut words = statement.split_whitespace();
     if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
         return None;

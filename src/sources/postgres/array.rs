@@ -1,8 +1,12 @@
 //! The text form of PostgreSQL arrays: `{1,2,NULL}`, `{"a b","c\"d"}`, `{{1,2},{3,4}}`, and
 //! arrays with explicit bounds (`[0:1]={1,2}`, bounds dropped). Elements are handed to a
-//! decoder; unquoted `NULL` is a null.
+//! decoder; unquoted `NULL` is a null. PostgreSQL arrays have at most 6 dimensions: deeper
+//! nesting is malformed (and would otherwise recurse without bound).
 
 use crate::envelope::Value;
+
+/// PostgreSQL's MAXDIM.
+const MAX_DIMENSIONS: usize = 6;
 
 /// Parses an array literal; `None` if it is malformed.
 pub fn parse(text: &str, delimiter: u8, element: &dyn Fn(&str) -> Value) -> Option<Value> {
@@ -17,7 +21,7 @@ pub fn parse(text: &str, delimiter: u8, element: &dyn Fn(&str) -> Value) -> Opti
         pos: 0,
         delimiter,
     };
-    let value = parser.level(element)?;
+    let value = parser.level(element, 1)?;
     parser.skip_ws();
     (parser.pos == parser.bytes.len()).then_some(value)
 }
@@ -45,7 +49,10 @@ impl Parser<'_> {
         (self.bytes.get(self.pos) == Some(&byte)).then(|| self.pos += 1)
     }
 
-    fn level(&mut self, element: &dyn Fn(&str) -> Value) -> Option<Value> {
+    fn level(&mut self, element: &dyn Fn(&str) -> Value, depth: usize) -> Option<Value> {
+        if depth > MAX_DIMENSIONS {
+            return None;
+        }
         self.eat(b'{')?;
         let mut items = Vec::new();
         if self.eat(b'}').is_some() {
@@ -54,7 +61,7 @@ impl Parser<'_> {
         loop {
             self.skip_ws();
             let item = match self.bytes.get(self.pos)? {
-                b'{' => self.level(element)?,
+                b'{' => self.level(element, depth + 1)?,
                 b'"' => element(&self.quoted()?),
                 _ => {
                     let start = self.pos;
@@ -63,7 +70,8 @@ impl Parser<'_> {
                         self.bytes.get(self.pos)?;
                         self.pos += 1;
                     }
-                    let raw = self.text[start..self.pos].trim();
+                    // A non-ASCII delimiter byte may stop inside a character: malformed.
+                    let raw = self.text.get(start..self.pos)?.trim();
                     if raw.eq_ignore_ascii_case("NULL") {
                         Value::Null
                     } else {
@@ -161,5 +169,21 @@ mod tests {
         for bad in ["{1,2", "1,2}", "{1,,", "{\"abc}", "{1}x"] {
             assert_eq!(parse(bad, b',', &text), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn nesting_beyond_postgres_dimensions_is_none() {
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(parse(&deep, b',', &int), None);
+        let six = format!("{}1{}", "{".repeat(6), "}".repeat(6));
+        assert!(parse(&six, b',', &int).is_some());
+        let seven = format!("{}1{}", "{".repeat(7), "}".repeat(7));
+        assert_eq!(parse(&seven, b',', &int), None);
+    }
+
+    #[test]
+    fn a_delimiter_inside_a_character_is_none() {
+        // 0xA9 is the second byte of "é": splitting there would cut the character.
+        assert_eq!(parse("{é}", 0xA9, &text), None);
     }
 }

@@ -24,6 +24,8 @@ mod auth_tests;
 mod catalog;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod lsn;
 mod pgoutput;
 mod relation;

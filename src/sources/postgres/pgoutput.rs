@@ -10,6 +10,12 @@ use super::lsn::Lsn;
 /// Microseconds from the Unix epoch to the PostgreSQL epoch (2000-01-01).
 pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// A time from the wire (microseconds since 2000-01-01) as milliseconds since the Unix epoch;
+/// PostgreSQL's own range ends far inside i64, so the ends saturate rather than overflow.
+pub fn unix_ms(pg_us: i64) -> i64 {
+    pg_us.saturating_add(PG_EPOCH_OFFSET_US).div_euclid(1000)
+}
+
 /// One CopyData frame of the replication stream.
 pub enum Frame {
     /// WAL data: the pgoutput message that starts at `start`.
@@ -520,5 +526,15 @@ mod tests {
         assert_eq!(update[0], b'r');
         assert_eq!(&update[9..17], &3u64.to_be_bytes());
         assert_eq!(&update[25..33], &1i64.to_be_bytes());
+    }
+
+    #[test]
+    fn commit_times_at_the_ends_of_the_range_do_not_overflow() {
+        assert_eq!(unix_ms(0), PG_EPOCH_OFFSET_US / 1000);
+        assert_eq!(unix_ms(i64::MAX), i64::MAX / 1000);
+        assert_eq!(
+            unix_ms(i64::MIN),
+            (i64::MIN + PG_EPOCH_OFFSET_US).div_euclid(1000)
+        );
     }
 }

@@ -208,21 +208,26 @@ fn write_entry(out: &mut impl Write, entry: &Entry) -> std::io::Result<u64> {
     Ok((8 + 4 + 4 * entry.relations.len() + 4 + entry.raw.len()) as u64)
 }
 
-fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
+/// Reads one entry; a damaged count or length fails at the end of the file instead of being
+/// allocated up front.
+pub(super) fn read_entry(input: &mut impl Read) -> std::io::Result<Entry> {
     let mut u64_buf = [0u8; 8];
     let mut u32_buf = [0u8; 4];
     input.read_exact(&mut u64_buf)?;
     let lsn = Lsn(u64::from_le_bytes(u64_buf));
     input.read_exact(&mut u32_buf)?;
     let count = u32::from_le_bytes(u32_buf);
-    let mut relations = Vec::with_capacity(count as usize);
+    let mut relations = Vec::with_capacity((count as usize).min(1024));
     for _ in 0..count {
         input.read_exact(&mut u32_buf)?;
         relations.push(u32::from_le_bytes(u32_buf));
     }
     input.read_exact(&mut u32_buf)?;
-    let mut raw = vec![0u8; u32::from_le_bytes(u32_buf) as usize];
-    input.read_exact(&mut raw)?;
+    let len = u64::from(u32::from_le_bytes(u32_buf));
+    let mut raw = Vec::new();
+    if input.take(len).read_to_end(&mut raw)? as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Entry {
         lsn,
         relations,
@@ -289,5 +294,45 @@ mod tests {
             let expected: Vec<u64> = (0..20).chain(30..35).collect();
             assert_eq!(drain(spool), expected, "limit {limit}");
         }
+    }
+
+    /// A reader that remembers the largest buffer it was asked to fill.
+    struct Probe<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Probe<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn damaged_entries_allocate_only_what_is_there() {
+        // A length of 4 GiB over 3 bytes: a read error, without a 4 GiB buffer to read into.
+        let mut huge_len = 7u64.to_le_bytes().to_vec();
+        huge_len.extend(0u32.to_le_bytes());
+        huge_len.extend(u32::MAX.to_le_bytes());
+        huge_len.extend(b"abc");
+        let mut probe = Probe {
+            data: &huge_len,
+            largest: 0,
+        };
+        assert!(read_entry(&mut probe).is_err());
+        assert!(probe.largest < 1 << 20, "a {} byte buffer", probe.largest);
+        // A count of 4 G relations: the same.
+        let mut huge_count = 7u64.to_le_bytes().to_vec();
+        huge_count.extend(u32::MAX.to_le_bytes());
+        huge_count.extend([1, 0, 0, 0]);
+        assert!(read_entry(&mut &huge_count[..]).is_err());
+        let mut whole = Vec::new();
+        write_entry(&mut whole, &entry(3)).unwrap();
+        let back = read_entry(&mut &whole[..]).unwrap();
+        assert_eq!(
+            (back.lsn, back.relations, back.raw.len()),
+            (Lsn(3), vec![0], 100)
+        );
     }
 }

@@ -374,7 +374,7 @@ impl<'a> Streamer<'a> {
             database: self.database.clone(),
             position: commit_lsn.to_string(),
             txid: Some(xid.to_string()),
-            commit_ts_ms: Some((commit_ts_us + pgoutput::PG_EPOCH_OFFSET_US).div_euclid(1000)),
+            commit_ts_ms: Some(pgoutput::unix_ms(commit_ts_us)),
         }
     }
 
@@ -443,7 +443,7 @@ impl<'a> Streamer<'a> {
 }
 
 /// The events of one row-change message; `relation_of` finds a table by OID.
-fn events<'r>(
+pub(super) fn events<'r>(
     message: &Message,
     context: &ChangeContext,
     relation_of: impl Fn(u32) -> Option<&'r Arc<Relation>>,

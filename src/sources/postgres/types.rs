@@ -272,20 +272,27 @@ fn parse_timestamptz(text: &str) -> Option<DateTime<chrono::Utc>> {
     } else {
         local.to_owned()
     })?;
-    let offset_secs = offset_seconds(offset)?;
-    Some(DateTime::from_naive_utc_and_offset(
-        local - chrono::Duration::seconds(offset_secs),
-        chrono::Utc,
-    ))
+    let offset = chrono::TimeDelta::try_seconds(offset_seconds(offset)?)?;
+    Some(local.checked_sub_signed(offset)?.and_utc())
 }
 
-/// `+05`, `-03:30`, `+05:30:15` to seconds east of UTC.
+/// `+05`, `-03:30`, `+05:30:15` to seconds east of UTC; `None` beyond PostgreSQL's zone
+/// offsets (15:59:59 either way) or with anything but digits in a part.
 fn offset_seconds(offset: &str) -> Option<i64> {
     let sign = if offset.starts_with('-') { -1 } else { 1 };
-    let mut parts = offset[1..].split(':').map(|p| p.parse::<i64>().ok());
-    let hours = parts.next()??;
-    let minutes = parts.next().unwrap_or(Some(0))?;
-    let seconds = parts.next().unwrap_or(Some(0))?;
+    let part = |p: &str, max: i64| -> Option<i64> {
+        if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok().filter(|&n| n <= max)
+    };
+    let mut parts = offset[1..].split(':');
+    let hours = part(parts.next()?, 15)?;
+    let minutes = parts.next().map_or(Some(0), |p| part(p, 59))?;
+    let seconds = parts.next().map_or(Some(0), |p| part(p, 59))?;
+    if parts.next().is_some() {
+        return None;
+    }
     Some(sign * (hours * 3600 + minutes * 60 + seconds))
 }
 
@@ -410,5 +417,22 @@ mod tests {
         );
         assert_eq!(resolve(90003, &rows, 0), Decoder::Int);
         assert_eq!(resolve(90004, &rows, 0), Decoder::Named("point".into()));
+    }
+
+    #[test]
+    fn huge_zone_offsets_fall_back_to_text() {
+        for text in [
+            "2025-11-22 03:04:05+9999999999999999",
+            "2025-11-22 03:04:05+2562047788015215",
+            "2025-11-22 03:04:05-99999999",
+            "262142-12-31 23:59:59+00:00:-1",
+            "2025-11-22 03:04:05+00:00:9223372036854775807",
+        ] {
+            assert!(
+                matches!(decode(&Decoder::TimestampTz, text), Value::Other { .. }),
+                "{text}"
+            );
+        }
+        assert!(iso_timetz("12:34:56+9999999999999999").is_none());
     }
 }

@@ -254,45 +254,12 @@ impl ReplicationConnection {
 
     async fn next(&mut self) -> Result<Backend, PostgresError> {
         loop {
-            if self.read.len() >= 5 {
-                let tag = self.read[0];
-                let len =
-                    u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
-                        as usize;
-                if len < 4 {
-                    return Err(PostgresError::Protocol(format!("message length {len}")));
-                }
-                if len > MAX_MESSAGE_BYTES {
-                    return Err(PostgresError::MessageTooLarge {
-                        tag: char::from(tag),
-                        len,
-                        max: MAX_MESSAGE_BYTES,
-                    });
-                }
-                if self.read.len() > len {
-                    match tag {
-                        b'd' => {
-                            let mut frame = self.read.split_to(len + 1);
-                            frame.advance(5);
-                            return Ok(Backend::CopyData(frame.freeze()));
-                        }
-                        b'W' => {
-                            self.read.advance(len + 1);
-                            return Ok(Backend::CopyBothResponse);
-                        }
-                        _ => {
-                            let message = backend::Message::parse(&mut self.read)
-                                .map_err(PostgresError::Io)?;
-                            return message
-                                .map(Backend::Other)
-                                .ok_or_else(|| PostgresError::Protocol("short message".into()));
-                        }
-                    }
-                }
-                // Grow with the bytes that arrive, not with the length the peer announced.
-                self.read
-                    .reserve((len + 1 - self.read.len()).min(READ_AHEAD_BYTES));
-            }
+            let missing = match take_message(&mut self.read)? {
+                Framed::Message(message) => return Ok(message),
+                Framed::Missing(missing) => missing,
+            };
+            // Grow with the bytes that arrive, not with the length the peer announced.
+            self.read.reserve(missing.min(READ_AHEAD_BYTES));
             let read = self
                 .stream
                 .read_buf(&mut self.read)
@@ -308,7 +275,55 @@ impl ReplicationConnection {
     }
 }
 
-fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, PostgresError> {
+/// What the start of the read buffer holds.
+pub enum Framed {
+    Message(Backend),
+    /// An incomplete message: this many more bytes are needed (at least 1).
+    Missing(usize),
+}
+
+/// Takes the first complete backend message off `read` (tag, u32 length counting itself,
+/// body). A length under 4 is a protocol error, one over [`MAX_MESSAGE_BYTES`] is refused
+/// before anything is allocated for it.
+pub fn take_message(read: &mut BytesMut) -> Result<Framed, PostgresError> {
+    let Some(header) = read.first_chunk::<5>() else {
+        return Ok(Framed::Missing(5 - read.len()));
+    };
+    let tag = header[0];
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len < 4 {
+        return Err(PostgresError::Protocol(format!("message length {len}")));
+    }
+    if len > MAX_MESSAGE_BYTES {
+        return Err(PostgresError::MessageTooLarge {
+            tag: char::from(tag),
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    if read.len() <= len {
+        return Ok(Framed::Missing(len + 1 - read.len()));
+    }
+    Ok(Framed::Message(match tag {
+        b'd' => {
+            let mut frame = read.split_to(len + 1);
+            frame.advance(5);
+            Backend::CopyData(frame.freeze())
+        }
+        b'W' => {
+            read.advance(len + 1);
+            Backend::CopyBothResponse
+        }
+        _ => {
+            let message = backend::Message::parse(read).map_err(PostgresError::Io)?;
+            Backend::Other(message.ok_or_else(|| PostgresError::Protocol("short message".into()))?)
+        }
+    }))
+}
+
+pub(super) fn text_values(
+    body: &backend::DataRowBody,
+) -> Result<Vec<Option<String>>, PostgresError> {
     use postgres_protocol::message::backend::DataRowBody;
     let buffer = DataRowBody::buffer(body);
     let mut ranges = body.ranges();
@@ -320,7 +335,7 @@ fn text_values(body: &backend::DataRowBody) -> Result<Vec<Option<String>>, Postg
 }
 
 /// Turns an ErrorResponse into a [`PostgresError`]; authentication failures become `Auth`.
-fn server_error(body: &backend::ErrorResponseBody) -> PostgresError {
+pub(super) fn server_error(body: &backend::ErrorResponseBody) -> PostgresError {
     let mut err = ServerError {
         severity: String::new(),
         code: String::new(),
@@ -409,5 +424,27 @@ mod tests {
             conn.recv_copy_data().await,
             Err(PostgresError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
         ));
+    }
+
+    #[test]
+    fn messages_are_cut_at_their_length() {
+        let mut read = BytesMut::new();
+        read.extend_from_slice(&[b'd', 0, 0, 0, 7, b'a', b'b', b'c']);
+        read.extend_from_slice(&[b'W', 0, 0, 0, 4]);
+        read.extend_from_slice(&[b'd', 0]);
+        let Framed::Message(Backend::CopyData(data)) = take_message(&mut read).unwrap() else {
+            panic!("not copy data")
+        };
+        assert_eq!(&data[..], b"abc");
+        assert!(matches!(
+            take_message(&mut read).unwrap(),
+            Framed::Message(Backend::CopyBothResponse)
+        ));
+        assert!(matches!(
+            take_message(&mut read).unwrap(),
+            Framed::Missing(3)
+        ));
+        let mut short = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
+        assert!(take_message(&mut short).is_err());
     }
 }

@@ -1,0 +1,186 @@
+//! Entry points for fuzzing the decoders of bytes from the server or the spool file (see
+//! `fuzz/` and `tests/fuzz_corpus.rs`). Each takes arbitrary bytes and runs them through the
+//! same functions the source uses; any panic is a bug. Not part of the supported API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend;
+
+use super::pgoutput::{self, Frame, Message};
+use super::relation::{ChangeContext, Column, Relation};
+use super::types::{self, Decoder, TypeRegistry};
+use super::{spool, stream, walsender};
+use crate::format::{Format, JsonFormat};
+
+/// A sequence of replication CopyData payloads, each prefixed by its length (u16 BE): every
+/// frame is decoded, its pgoutput message parsed (inside or outside a stream block, as the
+/// stream's Stream Start / Stop say), tables registered from Relation messages with the
+/// built-in decoders, and row changes turned into events and encoded as JSON.
+pub fn replication_messages(data: &[u8]) {
+    let mut rest = data;
+    let mut in_stream = false;
+    let mut relations: HashMap<u32, Arc<Relation>> = HashMap::new();
+    let registry = TypeRegistry::default();
+    let mut context = ChangeContext {
+        pipeline: "fuzz".into(),
+        database: "fuzz".into(),
+        position: String::new(),
+        txid: None,
+        commit_ts_ms: None,
+    };
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (frame, tail) = tail.split_at(len);
+        rest = tail;
+        let Ok(Frame::XLogData { start, data }) =
+            pgoutput::parse_frame(Bytes::copy_from_slice(frame))
+        else {
+            continue;
+        };
+        let Ok(message) = pgoutput::parse_message(data, in_stream) else {
+            continue;
+        };
+        match &message {
+            Message::StreamStart { .. } => in_stream = true,
+            Message::StreamStop => in_stream = false,
+            Message::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
+                context.position = final_lsn.to_string();
+                context.txid = Some(xid.to_string());
+                context.commit_ts_ms = Some(pgoutput::unix_ms(*commit_ts_us));
+            }
+            Message::Commit { commit_ts_us, .. } | Message::StreamCommit { commit_ts_us, .. } => {
+                pgoutput::unix_ms(*commit_ts_us);
+            }
+            Message::Relation { relation, .. } => {
+                let columns = relation
+                    .columns
+                    .iter()
+                    .map(|c| Column {
+                        name: c.name.as_str().into(),
+                        decoder: registry.get(c.type_oid),
+                        identity: c.identity,
+                    })
+                    .collect::<Vec<_>>();
+                let key = (0..columns.len())
+                    .filter(|&i| columns[i].identity)
+                    .collect();
+                relations.insert(
+                    relation.oid,
+                    Arc::new(Relation {
+                        oid: relation.oid,
+                        schema: relation.schema.as_str().into(),
+                        table: relation.table.as_str().into(),
+                        columns,
+                        key,
+                    }),
+                );
+            }
+            _ => {}
+        }
+        context.position = start.to_string();
+        if let Ok(events) = stream::events(&message, &context, |oid| relations.get(&oid)) {
+            for event in events {
+                let mut out = Vec::new();
+                JsonFormat.encode_value(&event, &mut out);
+                JsonFormat.encode_key(&event, &mut out);
+            }
+        }
+    }
+}
+
+/// A decoder chosen by the first byte (an array of it when the high bit is set, with the
+/// second byte as the delimiter), then the rest as the value's text form.
+pub fn text_value(data: &[u8]) {
+    let Some((&choice, rest)) = data.split_first() else {
+        return;
+    };
+    let scalars = [
+        Decoder::Bool,
+        Decoder::Int,
+        Decoder::Numeric,
+        Decoder::Float,
+        Decoder::Text,
+        Decoder::Bytea,
+        Decoder::Json,
+        Decoder::Uuid,
+        Decoder::Date,
+        Decoder::Time,
+        Decoder::Timestamp,
+        Decoder::TimestampTz,
+        Decoder::Named("timetz".into()),
+        Decoder::Named("interval".into()),
+    ];
+    let scalar = scalars[usize::from(choice & 0x7f) % scalars.len()].clone();
+    let (decoder, text) = match (choice & 0x80 != 0, rest.split_first()) {
+        (true, Some((&delimiter, text))) => (
+            Decoder::Array {
+                element: Box::new(scalar),
+                delimiter,
+            },
+            text,
+        ),
+        _ => (scalar, rest),
+    };
+    let value = types::decode(&decoder, &String::from_utf8_lossy(text));
+    let mut row = crate::envelope::Row::new();
+    row.push("v".into(), value);
+    let mut out = Vec::new();
+    let event = crate::envelope::ChangeEvent {
+        op: crate::envelope::Op::Insert,
+        source: crate::envelope::SourceInfo {
+            connector: crate::envelope::SourceKind::Postgres,
+            pipeline: "fuzz".into(),
+            database: "fuzz".into(),
+            schema: None,
+            table: "t".into(),
+            position: String::new(),
+            txid: None,
+            commit_ts_ms: None,
+            snapshot: false,
+            ttl_expired: false,
+        },
+        key: crate::envelope::Row::new(),
+        before: None,
+        after: Some(row),
+        unchanged: Vec::new(),
+        ts_ms: 0,
+    };
+    JsonFormat.encode_value(&event, &mut out);
+}
+
+/// Bytes as the server sends them on a replication connection, cut into backend messages by
+/// the connection's framing; each message read as the connection reads it.
+pub fn backend_messages(data: &[u8]) {
+    let mut read = BytesMut::from(data);
+    while let Ok(walsender::Framed::Message(message)) = walsender::take_message(&mut read) {
+        match message {
+            walsender::Backend::CopyData(data) => {
+                let _ = pgoutput::parse_frame(data);
+            }
+            walsender::Backend::Other(backend::Message::DataRow(body)) => {
+                let _ = walsender::text_values(&body);
+            }
+            walsender::Backend::Other(backend::Message::ErrorResponse(body)) => {
+                walsender::server_error(&body);
+            }
+            walsender::Backend::Other(backend::Message::AuthenticationSasl(body)) => {
+                let mut mechanisms = body.mechanisms();
+                while let Ok(Some(_)) = mechanisms.next() {}
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Bytes of a spool file, read back entry by entry.
+pub fn spool_entries(data: &[u8]) {
+    let mut input = data;
+    while spool::read_entry(&mut input).is_ok() {}
+}
