@@ -8,7 +8,7 @@ use mysql_common::binlog::EventStreamReader;
 use mysql_common::constants::ColumnType;
 
 use super::gtid::{Gtid, GtidState};
-use super::position::BinlogPosition;
+use super::position::{BinlogPosition, RankBy};
 use super::shape::{self, CatalogColumn};
 use super::{raw_events, stream, value};
 
@@ -146,10 +146,12 @@ pub fn positions(data: &[u8]) {
             Some(position.clone()),
             "{token}"
         );
-        position.checkpoint();
+        position.checkpoint(RankBy::File);
+        position.checkpoint(RankBy::Gtid);
     }
     if let Ok(position) = BinlogPosition::parse_start(text) {
-        position.checkpoint();
+        position.checkpoint(RankBy::File);
+        position.checkpoint(RankBy::Gtid);
         let token = position.token();
         if !position.file.is_empty() {
             assert_eq!(BinlogPosition::parse(&token), Some(position), "{token}");
