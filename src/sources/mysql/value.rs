@@ -64,7 +64,11 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             let text = String::from_utf8_lossy(&b);
             let (secs, fraction) = text.split_once('.').unwrap_or((&text, ""));
             let secs: i64 = secs.parse().map_err(|_| undecodable("timestamp", &text))?;
-            let micros: u32 = format!("{fraction:0<6}")[..6]
+            // Up to 6 digits of fraction (microseconds).
+            if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(undecodable("timestamp", &text));
+            }
+            let micros: u32 = format!("{fraction:0<6}")
                 .parse()
                 .map_err(|_| undecodable("timestamp", &text))?;
             if secs == 0 && micros == 0 {
@@ -318,6 +322,40 @@ mod tests {
             r#"{"srid":4326,"wkb":"AQEAAAAAAAAAAADwPwAAAAAAAABA"}"#
         );
         assert!(geometry(&[1, 2]).is_err());
+    }
+
+    /// TIMESTAMP text that is not ASCII (the server never sends it; a corrupt event might) is
+    /// an error, not a panic on a cut inside a character.
+    #[test]
+    fn timestamps_with_bytes_that_are_not_text_are_errors() {
+        let column = ColumnShape {
+            name: "ts".into(),
+            kind: ColumnType::MYSQL_TYPE_TIMESTAMP2,
+            unsigned: false,
+            binary: false,
+            labels: Vec::new(),
+            decimals: 6,
+            text: TextEncoding::Utf8,
+            fixed_width: None,
+        };
+        let timestamp = |bytes: &[u8]| {
+            value(
+                &column,
+                Some(&BinlogValue::Value(My::Bytes(bytes.to_vec()))),
+            )
+        };
+        for bad in [
+            &b"1.a\xff\xff"[..],
+            b"1.\xe2\x82\xac\xe2\x82\xac",
+            b"x.1",
+            b"1.1234567",
+        ] {
+            assert!(timestamp(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            timestamp(b"1700000000.5"),
+            Ok(Value::TimestampTz(_))
+        ));
     }
 
     #[test]
