@@ -10,8 +10,14 @@
 //!
 //! The emitter applies backpressure: its methods wait while the pipeline's buffer is full, so
 //! a source never buffers without bound. They fail with [`Stopped`] once the pipeline stopped
-//! reading; the source should then return.
+//! reading; the source should then return. Changes a source must hold back before emitting
+//! them (a prepared transaction's rows until its commit) take from the same budget
+//! ([`Emitter::hold`]).
+//!
+//! How a run starts (stream on, copy first, or nothing left to do) is decided for every source
+//! by [`SnapshotMode::start`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -61,6 +67,34 @@ pub enum SnapshotMode {
     InitialOnly,
 }
 
+/// How a database source begins a run: decided here, for every source, from its snapshot mode
+/// and whether a checkpoint is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Stream on after the stored checkpoint.
+    Resume,
+    /// Nothing left to do: `initial_only` stored its checkpoint when the copy was complete.
+    Done,
+    /// First run: copy the tables, then stream unless `then_stream` is false.
+    Snapshot { then_stream: bool },
+    /// First run without a copy: stream from the configured or current position.
+    Stream,
+}
+
+impl SnapshotMode {
+    /// Where a run starts. A stored checkpoint means the first run's copy (if any) completed:
+    /// a source only stores one after its snapshot.
+    pub fn start(self, checkpoint_stored: bool) -> Start {
+        match (self, checkpoint_stored) {
+            (SnapshotMode::InitialOnly, true) => Start::Done,
+            (_, true) => Start::Resume,
+            (SnapshotMode::Never, false) => Start::Stream,
+            (SnapshotMode::Initial, false) => Start::Snapshot { then_stream: true },
+            (SnapshotMode::InitialOnly, false) => Start::Snapshot { then_stream: false },
+        }
+    }
+}
+
 /// A checkpoint mark: after this, `partition` may resume after `position`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -89,6 +123,58 @@ pub struct Emitter {
     tx: mpsc::Sender<Item>,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
+    /// Bytes of the budget taken by [`Held`] changes.
+    held: Arc<AtomicUsize>,
+}
+
+/// A change the source holds back until it may emit it (the rows of a prepared transaction
+/// until its commit), its size counted against the pipeline's memory budget until it is
+/// emitted ([`Emitter::release`]) or dropped.
+pub struct Held {
+    event: ChangeEvent,
+    budget: HeldBudget,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Held").field(&self.event).finish()
+    }
+}
+
+/// The budget a [`Held`] change takes, and the count of held bytes it is part of.
+struct HeldBudget {
+    permit: Option<OwnedSemaphorePermit>,
+    held: Arc<AtomicUsize>,
+}
+
+impl HeldBudget {
+    /// The permit, no longer counted as held.
+    fn into_permit(mut self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permit.take();
+        if let Some(permit) = &permit {
+            self.held.fetch_sub(permit.num_permits(), Ordering::Relaxed);
+        }
+        permit
+    }
+}
+
+impl Drop for HeldBudget {
+    fn drop(&mut self) {
+        if let Some(permit) = &self.permit {
+            self.held.fetch_sub(permit.num_permits(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why a change could not be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    /// What is held already and this change exceed the whole budget: waiting could never end,
+    /// as held changes are released only by input read later.
+    #[error("held changes would exceed the pipeline's buffer.max_bytes ({budget} bytes)")]
+    OverBudget { budget: u32 },
 }
 
 impl Emitter {
@@ -97,7 +183,56 @@ impl Emitter {
             tx,
             budget: Arc::new(Semaphore::new(budget_bytes as usize)),
             budget_bytes,
+            held: Arc::default(),
         }
+    }
+
+    /// Holds `event` back, taking its size from the budget (waiting for room like
+    /// [`Emitter::event`]).
+    pub async fn hold(&self, event: ChangeEvent) -> Result<Held, HoldError> {
+        let bytes = self.size(&event);
+        let held = self.held.load(Ordering::Relaxed);
+        if held + bytes as usize > self.budget_bytes as usize {
+            return Err(HoldError::OverBudget {
+                budget: self.budget_bytes,
+            });
+        }
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| Stopped)?;
+        self.held.fetch_add(bytes as usize, Ordering::Relaxed);
+        Ok(Held {
+            event,
+            budget: HeldBudget {
+                permit: Some(permit),
+                held: self.held.clone(),
+            },
+        })
+    }
+
+    /// Emits a held change (its budget moves with it to the pipeline).
+    pub async fn release(&self, held: Held) -> Result<(), Stopped> {
+        let Held { event, budget } = held;
+        let permit = budget.into_permit();
+        self.tx
+            .send(Item {
+                event: Some(event),
+                mark: None,
+                permit,
+            })
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// The budget an event takes: its approximate size, at least 1 byte and at most the whole
+    /// budget.
+    fn size(&self, event: &ChangeEvent) -> u32 {
+        u32::try_from(event.approx_size())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_bytes)
     }
 
     /// Emits one change event.
@@ -136,9 +271,7 @@ impl Emitter {
     async fn send(&self, event: Option<ChangeEvent>, mark: Option<Mark>) -> Result<(), Stopped> {
         let permit = match &event {
             Some(event) => {
-                let bytes = u32::try_from(event.approx_size())
-                    .unwrap_or(u32::MAX)
-                    .clamp(1, self.budget_bytes);
+                let bytes = self.size(event);
                 Some(
                     self.budget
                         .clone()
@@ -158,5 +291,56 @@ impl Emitter {
             })
             .await
             .map_err(|_| Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_starts_the_same_way() {
+        use SnapshotMode::*;
+        assert_eq!(InitialOnly.start(true), Start::Done);
+        assert_eq!(Initial.start(true), Start::Resume);
+        assert_eq!(Never.start(true), Start::Resume);
+        assert_eq!(Never.start(false), Start::Stream);
+        assert_eq!(Initial.start(false), Start::Snapshot { then_stream: true });
+        assert_eq!(
+            InitialOnly.start(false),
+            Start::Snapshot { then_stream: false }
+        );
+    }
+
+    /// Held changes take their size from the budget until released or dropped; holding more
+    /// than the whole budget is refused at once rather than waiting forever.
+    #[tokio::test]
+    async fn held_changes_count_against_the_budget() {
+        let event = crate::sources::generator::GeneratorSource::sample_event(1, 1);
+        let size = event.approx_size() as u32;
+        let (tx, mut rx) = mpsc::channel(8);
+        let emitter = Emitter::new(tx, 2 * size + size / 2);
+        let first = emitter.hold(event.clone()).await.unwrap();
+        let second = emitter.hold(event.clone()).await.unwrap();
+        assert_eq!(
+            emitter.hold(event.clone()).await.err(),
+            Some(HoldError::OverBudget {
+                budget: 2 * size + size / 2
+            })
+        );
+        drop(second);
+        let third = emitter.hold(event.clone()).await.unwrap();
+        emitter.release(first).await.unwrap();
+        let item = rx.recv().await.unwrap();
+        assert_eq!(
+            item.permit.as_ref().map(|p| p.num_permits()),
+            Some(size as usize)
+        );
+        assert_eq!(item.event.as_ref(), Some(&event));
+        // Released: its budget is the pipeline's now, no longer counted as held.
+        let fourth = emitter.hold(event.clone()).await.unwrap();
+        drop(item);
+        drop((third, fourth));
+        assert!(emitter.hold(event).await.is_ok());
     }
 }

@@ -229,6 +229,33 @@ fn initial_only_copies_the_tables_and_stops() {
         .all(|e| e["op"] == "snapshot" && e["source"]["snapshot"] == true));
     assert_eq!(events[1]["after"], json!({"id": 2, "n": 20}));
     assert_eq!(events[1]["key"], json!({"id": 2}));
+
+    // The copy is complete (its checkpoint is stored): a second run stops at once, as the
+    // Postgres source does, without streaming the change made since.
+    rt.block_on(async {
+        let mut conn = connect().await;
+        sql(&mut conn, &format!("INSERT INTO {table} VALUES (3, 30)")).await;
+    });
+    let mut second = ws.spawn(&["run", "--config", &config]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("the second run streams on:\n{}", ws.log_tail());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", ws.log_tail());
+    assert_eq!(read_records(&ws.path("out.jsonl")).len(), 2);
+    assert!(
+        ws.log_tail().contains("snapshot already complete"),
+        "{}",
+        ws.log_tail()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

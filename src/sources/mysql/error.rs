@@ -45,6 +45,14 @@ pub enum MysqlError {
         position: String,
         reason: String,
     },
+    #[error("binlog event at {position} cannot be read: {reason}")]
+    BadEvent { position: String, reason: String },
+    #[error("the rows of prepared XA transactions, held until their XA COMMIT, exceed buffer.max_bytes ({budget} bytes) at XA transaction {xid} ({position}): raise buffer.max_bytes, or resolve the prepared transactions (XA RECOVER lists them)")]
+    XaTooLarge {
+        xid: String,
+        position: String,
+        budget: u32,
+    },
     #[error("binlog event at {position} fails its CRC32 checksum: the binlog or the connection corrupted it; nothing after it is read")]
     Checksum { position: String },
     #[error("the binlog stream ended")]
@@ -57,7 +65,7 @@ impl ConnectorError for MysqlError {
             MysqlError::Connect(_) | MysqlError::Sql { .. } | MysqlError::StreamEnded => {
                 Disposition::Transient
             }
-            MysqlError::Decode { .. } => Disposition::Data,
+            MysqlError::Decode { .. } | MysqlError::BadEvent { .. } => Disposition::Data,
             _ => Disposition::Fatal,
         }
     }

@@ -26,6 +26,7 @@ mod shape;
 mod snapshot;
 mod stream;
 mod tls;
+mod transaction;
 mod value;
 
 #[cfg(test)]
@@ -42,7 +43,7 @@ pub use position::BinlogPosition;
 use crate::check::Finding;
 use crate::envelope::{Row, SourceInfo, SourceKind};
 use crate::error::BoxError;
-use crate::source::{Mark, Source, SourceContext};
+use crate::source::{Mark, Source, SourceContext, Start};
 
 /// The source's single partition (one binlog).
 const PARTITION: &str = "";
@@ -173,20 +174,26 @@ impl Source for MysqlSource {
             tracing::warn!("{}", partial_metadata_note(&metadata));
         }
         let flavor = Flavor::detect(&mut conn).await?;
-        let start = match ctx.resume.get(PARTITION) {
-            Some(stored) => BinlogPosition::parse(&stored.token)
+        let stored = ctx.resume.get(PARTITION);
+        let plan = self.config.snapshot.start(stored.is_some());
+        let start = match (plan, stored) {
+            (Start::Done, _) => {
+                tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
+                return Ok(());
+            }
+            (_, Some(stored)) => BinlogPosition::parse(&stored.token)
                 .ok_or_else(|| MysqlError::BadCheckpoint(stored.token.clone()))?,
-            None => {
+            (plan, None) => {
                 let configured = self.config.start().map_err(MysqlError::BadCheckpoint)?;
-                let position = match (configured, self.config.snapshot) {
+                let position = match (configured, plan) {
                     (Some(position), _) => position,
-                    (None, SnapshotMode::Never) => current_position(&mut conn).await?,
-                    (None, SnapshotMode::Initial | SnapshotMode::InitialOnly) => {
+                    (None, Start::Snapshot { .. }) => {
                         match snapshot::copy(&self.config, &self.filter, &ctx).await? {
                             Ok(position) => position,
                             Err(_stopped) => return Ok(()),
                         }
                     }
+                    (None, _) => current_position(&mut conn).await?,
                 };
                 let position = with_gtids(&mut conn, flavor, position).await?;
                 // The snapshot's end (or the start position): a restart streams from here.
@@ -200,7 +207,7 @@ impl Source for MysqlSource {
                         return Ok(());
                     }
                 }
-                if self.config.snapshot == SnapshotMode::InitialOnly {
+                if plan == (Start::Snapshot { then_stream: false }) {
                     return Ok(());
                 }
                 position

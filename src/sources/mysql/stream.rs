@@ -4,8 +4,11 @@
 //! Flow per event: compressed types are refused -> the CRC32 is verified -> ROTATE moves to the
 //! next file; a GTID event (MariaDB's own type, or MySQL's) names the transaction that follows;
 //! TABLE_MAP gives the table's shape ([`super::shape`]); row events become insert / update /
-//! delete events; XID (or a statement outside a transaction) ends the transaction: the GTID
-//! joins the state and a checkpoint mark with `file:pos` and the GTID state is emitted.
+//! delete events; the event that ends the group ([`super::transaction`] decides which: XID,
+//! COMMIT, a statement of its own, XA PREPARE / COMMIT / ROLLBACK) adds its GTID to the state
+//! and emits a checkpoint mark with `file:pos` and the GTID state, unless a prepared XA
+//! transaction is held (its rows wait for XA COMMIT; the mark waits until it is resolved).
+//! An event that cannot be read is a data error naming its position.
 //!
 //! The stream starts by GTID state when the position has one and `resume_by = "gtid"`
 //! (MariaDB: `@slave_connect_state`; MySQL: a GTID dump request), else by file and offset.
@@ -21,23 +24,26 @@ use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
 use super::position::{unwrap_offset, BinlogPosition, RankBy};
 use super::shape::TableShape;
+use super::transaction::{QueryOutcome, Transactions};
 use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row};
 use crate::error::BoxError;
-use crate::source::{Mark, SourceContext, Stopped};
+use crate::source::{HoldError, Mark, SourceContext, Stopped};
 
 /// Compressed event types: MariaDB log_bin_compress (166-171), MySQL transaction payloads (40).
 const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 166..=171;
 const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
 
 /// Where the stream is: the file and the end of the last event in it, the GTID state of
-/// committed transactions, and the GTID of the transaction in progress.
+/// committed transactions, the GTID of the transaction in progress, and its kind (with the
+/// prepared XA transactions held).
 struct Cursor {
     file: String,
     pos: u64,
     gtids: Option<GtidState>,
     pending: Option<Gtid>,
     rank_by: RankBy,
+    transactions: Transactions,
 }
 
 impl Cursor {
@@ -66,15 +72,38 @@ impl Cursor {
         }
     }
 
-    /// The transaction in progress committed; its end is `pos`.
-    fn commit(&mut self, pos: u64) -> Mark {
+    /// The group in progress ended at `pos`: its GTID joins the state. The checkpoint mark
+    /// there, unless a prepared XA transaction is held (a restart must read it again).
+    fn commit(&mut self, pos: u64) -> Result<Option<Mark>, MysqlError> {
         if let (Some(gtids), Some(gtid)) = (self.gtids.as_mut(), self.pending.take()) {
-            gtids.commit(&gtid);
+            gtids
+                .commit(&gtid)
+                .map_err(|reason| bad_event(&self.at(pos), reason))?;
         }
-        Mark {
+        Ok((!self.transactions.holds_prepared()).then(|| Mark {
             partition: PARTITION.into(),
             position: self.with_state(pos).checkpoint(self.rank_by),
-        }
+        }))
+    }
+
+    /// [`Cursor::commit`], and the mark emitted.
+    async fn end(
+        &mut self,
+        ctx: &SourceContext,
+        pos: u64,
+    ) -> Result<Result<(), Stopped>, MysqlError> {
+        Ok(match self.commit(pos)? {
+            Some(mark) => ctx.emit.checkpoint(mark).await,
+            None => Ok(()),
+        })
+    }
+}
+
+/// An event that cannot be read, at `here`.
+fn bad_event(here: &BinlogPosition, reason: String) -> MysqlError {
+    MysqlError::BadEvent {
+        position: here.file_pos(),
+        reason,
     }
 }
 
@@ -94,6 +123,7 @@ pub async fn run(
         gtids: start.gtids.clone(),
         pending: None,
         rank_by: start.rank_by(config.resume_by, ctx.resume.get(PARTITION)),
+        transactions: Transactions::default(),
     };
     let mut catalog = Catalog::new(config);
     loop {
@@ -205,15 +235,17 @@ async fn handle(
             position: here.file_pos(),
         });
     }
+    let bad = |reason: String| bad_event(here, reason);
     if raw_type == raw_events::MARIADB_GTID {
-        cursor.pending = raw_events::mariadb_gtid(event);
+        let gtid = raw_events::mariadb_gtid(event).map_err(bad)?;
+        cursor.pending = Some(gtid.gtid);
+        cursor
+            .transactions
+            .begin_mariadb(gtid.flags, gtid.xid)
+            .map_err(bad)?;
         return Ok(Ok(()));
     }
-    let data = event.read_data().map_err(|e| MysqlError::Decode {
-        table: String::new(),
-        position: here.file_pos(),
-        reason: e.to_string(),
-    })?;
+    let data = event.read_data().map_err(|e| bad(e.to_string()))?;
     Ok(match data {
         Some(EventData::RotateEvent(rotate)) => {
             cursor.file = if event.header().log_pos() == 0 {
@@ -226,21 +258,16 @@ async fn handle(
             Ok(())
         }
         Some(EventData::GtidEvent(gtid)) => {
-            let gtid = Gtid::from_mysql(&gtid).map_err(|reason| MysqlError::Decode {
-                table: String::new(),
-                position: here.file_pos(),
-                reason,
-            })?;
-            cursor.pending = Some(gtid);
+            cursor.pending = Some(Gtid::from_mysql(&gtid).map_err(bad)?);
+            cursor.transactions.begin_mysql();
             Ok(())
         }
         Some(EventData::RowsEvent(rows)) => {
             let Some(tme) = stream.get_tme(rows.table_id()) else {
-                return Err(MysqlError::Decode {
-                    table: String::new(),
-                    position: here.file_pos(),
-                    reason: format!("rows for unknown table id {}", rows.table_id()),
-                });
+                return Err(bad(format!(
+                    "rows for unknown table id {}",
+                    rows.table_id()
+                )));
             };
             if !filter.matches(&tme.database_name(), &tme.table_name()) {
                 return Ok(Ok(()));
@@ -255,40 +282,74 @@ async fn handle(
                 })?;
             let txid = cursor.pending.as_ref().map(Gtid::to_string);
             for change in row_events(ctx, &table, &rows, tme, here, txid)? {
-                if let Err(stopped) = ctx.emit.event(change).await {
-                    return Ok(Err(stopped));
+                if !cursor.transactions.in_xa() {
+                    if let Err(stopped) = ctx.emit.event(change).await {
+                        return Ok(Err(stopped));
+                    }
+                    continue;
+                }
+                match ctx.emit.hold(change).await {
+                    Ok(held) => cursor.transactions.hold(held),
+                    Err(HoldError::Stopped(stopped)) => return Ok(Err(stopped)),
+                    Err(HoldError::OverBudget { budget }) => {
+                        return Err(MysqlError::XaTooLarge {
+                            xid: cursor.transactions.open_xid(),
+                            position: here.file_pos(),
+                            budget,
+                        })
+                    }
                 }
             }
             Ok(())
         }
-        Some(EventData::XidEvent(_)) => ctx.emit.checkpoint(cursor.commit(here.pos)).await,
-        Some(EventData::QueryEvent(query)) => {
-            let text = query.query();
-            let statement = text.trim_start().to_ascii_uppercase();
-            if statement.starts_with("BEGIN")
-                || statement.starts_with("SAVEPOINT")
-                || statement.starts_with("ROLLBACK TO")
-            {
-                return Ok(Ok(()));
-            }
-            // COMMIT of a non-transactional change, or DDL: its own transaction. With FULL
-            // metadata every TABLE_MAP carries the new shape; the catalog must read it again.
-            if !statement.starts_with("COMMIT") {
-                catalog.forget();
-            }
-            let truncated = truncated_table(&text, &query.schema())
-                .filter(|(db, table)| filter.matches(db, table));
-            if let Some((db, table)) = truncated {
-                let txid = cursor.pending.as_ref().map(Gtid::to_string);
-                if let Err(stopped) = ctx
-                    .emit
-                    .event(truncate_event(ctx, &db, &table, here, txid))
-                    .await
-                {
+        Some(EventData::XidEvent(_)) => {
+            cursor.transactions.commit().map_err(bad)?;
+            return cursor.end(ctx, here.pos).await;
+        }
+        Some(EventData::XaPrepareLogEvent(data)) => {
+            let (xid, one_phase) = raw_events::xa_prepare(&data).map_err(bad)?;
+            let rows = cursor.transactions.prepare(xid, one_phase).map_err(bad)?;
+            for row in rows {
+                if let Err(stopped) = ctx.emit.release(row).await {
                     return Ok(Err(stopped));
                 }
             }
-            ctx.emit.checkpoint(cursor.commit(here.pos)).await
+            return cursor.end(ctx, here.pos).await;
+        }
+        Some(EventData::QueryEvent(query)) => {
+            let text = query.query();
+            match cursor.transactions.query(&text).map_err(bad)? {
+                QueryOutcome::Inside => return Ok(Ok(())),
+                QueryOutcome::End | QueryOutcome::XaRollback => {}
+                QueryOutcome::XaCommit(_, Some(rows)) => {
+                    for row in rows {
+                        if let Err(stopped) = ctx.emit.release(row).await {
+                            return Ok(Err(stopped));
+                        }
+                    }
+                }
+                QueryOutcome::XaCommit(xid, None) => {
+                    tracing::warn!(position = %here.file_pos(), xid = %xid, "XA COMMIT of a transaction prepared before the stream's start: its rows were not read and are not delivered");
+                }
+                QueryOutcome::Statement => {
+                    // DDL (or another statement of its own): with FULL metadata every
+                    // TABLE_MAP carries the new shape; the catalog must read it again.
+                    catalog.forget();
+                    let truncated = truncated_table(&text, &query.schema())
+                        .filter(|(db, table)| filter.matches(db, table));
+                    if let Some((db, table)) = truncated {
+                        let txid = cursor.pending.as_ref().map(Gtid::to_string);
+                        if let Err(stopped) = ctx
+                            .emit
+                            .event(truncate_event(ctx, &db, &table, here, txid))
+                            .await
+                        {
+                            return Ok(Err(stopped));
+                        }
+                    }
+                }
+            }
+            return cursor.end(ctx, here.pos).await;
         }
         _ => Ok(()),
     })
@@ -342,10 +403,11 @@ fn row_events(
         let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
         let before = before.as_ref().map(to_row).transpose()?;
         let after = after.as_ref().map(to_row).transpose()?;
-        let image = after
-            .as_ref()
-            .or(before.as_ref())
-            .expect("a row event has an image");
+        let Some(image) = after.as_ref().or(before.as_ref()) else {
+            return Err(decode_error(
+                "a row with neither a before nor an after image".into(),
+            ));
+        };
         let key = key_of(image, &table.key);
         events.push(ChangeEvent {
             op,

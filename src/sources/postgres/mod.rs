@@ -49,7 +49,7 @@ pub use stream::HEARTBEAT_PREFIX;
 use crate::check::Finding;
 use crate::checkpoint::Position;
 use crate::error::BoxError;
-use crate::source::{Mark, Source, SourceContext};
+use crate::source::{Mark, Source, SourceContext, Start};
 use stream::{Failure, Streamer};
 use transport::Endpoint;
 use types::TypeRegistry;
@@ -85,11 +85,11 @@ impl PostgresSource {
         let slot = catalog::slot_state(&sql, &config.slot).await?;
         let database: Arc<str> = endpoint.dbname.as_str().into();
         let mode = config.snapshot;
+        if mode.start(stored.is_some()) == Start::Done {
+            tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
+            return Ok(());
+        }
         let start = match (stored, slot) {
-            (Some(_), _) if mode == SnapshotMode::InitialOnly => {
-                tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
-                return Ok(());
-            }
             (Some(checkpoint), None) => {
                 return Err(PostgresError::SlotMissing {
                     slot: config.slot.clone(),
