@@ -57,14 +57,17 @@ pub enum MysqlError {
     Checksum { position: String },
     #[error("the binlog stream ended")]
     StreamEnded,
+    #[error("the server returned no row for {0}")]
+    NoAnswer(&'static str),
 }
 
 impl ConnectorError for MysqlError {
     fn disposition(&self) -> Disposition {
         match self {
-            MysqlError::Connect(_) | MysqlError::Sql { .. } | MysqlError::StreamEnded => {
-                Disposition::Transient
-            }
+            MysqlError::Connect(_)
+            | MysqlError::Sql { .. }
+            | MysqlError::StreamEnded
+            | MysqlError::NoAnswer(_) => Disposition::Transient,
             MysqlError::Decode { .. } | MysqlError::BadEvent { .. } => Disposition::Data,
             _ => Disposition::Fatal,
         }

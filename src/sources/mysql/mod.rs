@@ -119,7 +119,9 @@ async fn check_settings(conn: &mut Conn) -> Result<Option<String>, MysqlError> {
         .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata")
         .await
         .map_err(sql("reading the binlog settings"))?
-        .expect("a SELECT of variables returns a row");
+        .ok_or(MysqlError::NoAnswer(
+            "SELECT @@log_bin, @@binlog_format, ...",
+        ))?;
     let get = |i: usize| {
         row.get::<Option<String>, _>(i)
             .flatten()
