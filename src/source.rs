@@ -337,9 +337,10 @@ mod tests {
             Some(size as usize)
         );
         assert_eq!(item.event.as_ref(), Some(&event));
-        // Released: its budget is the pipeline's now, no longer counted as held.
-        let fourth = emitter.hold(event.clone()).await.unwrap();
+        // Released: its budget is the pipeline's now (back once the item is done), no longer
+        // counted as held.
         drop(item);
+        let fourth = emitter.hold(event.clone()).await.unwrap();
         drop((third, fourth));
         assert!(emitter.hold(event).await.is_ok());
     }
