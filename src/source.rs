@@ -221,6 +221,7 @@ impl Emitter {
             .send(Item {
                 event: Some(event),
                 mark: None,
+                forget: None,
                 permit,
             })
             .await

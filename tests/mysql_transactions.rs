@@ -47,7 +47,8 @@ fn stored_token(ws: &Workspace, pipeline: &str) -> Option<String> {
 /// XA COMMIT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xa_rows_arrive_at_commit_once_and_never_after_rollback() {
-    let table = format!("xa_{}", std::process::id());
+    let pid = std::process::id();
+    let table = format!("xa_{pid}");
     let mut conn = connect().await;
     sql(
         &mut conn,
@@ -62,31 +63,31 @@ async fn xa_rows_arrive_at_commit_once_and_never_after_rollback() {
     sql(
         &mut prepared,
         &format!(
-            "XA START 'c1'; INSERT INTO {table} VALUES (1, 1), (2, 2); XA END 'c1'; XA PREPARE 'c1'"
+            "XA START 'c1_{pid}'; INSERT INTO {table} VALUES (1, 1), (2, 2); XA END 'c1_{pid}'; XA PREPARE 'c1_{pid}'"
         ),
     )
     .await;
     sql(
         &mut conn,
         &format!(
-            "XA START 'r1'; INSERT INTO {table} VALUES (3, 3); XA END 'r1'; XA PREPARE 'r1'; \
-             XA ROLLBACK 'r1'"
+            "XA START 'r1_{pid}'; INSERT INTO {table} VALUES (3, 3); XA END 'r1_{pid}'; XA PREPARE 'r1_{pid}'; \
+             XA ROLLBACK 'r1_{pid}'"
         ),
     )
     .await;
     sql(
         &mut conn,
         &format!(
-            "XA START 'o1'; INSERT INTO {table} VALUES (4, 4); XA END 'o1'; \
-             XA COMMIT 'o1' ONE PHASE"
+            "XA START 'o1_{pid}'; INSERT INTO {table} VALUES (4, 4); XA END 'o1_{pid}'; \
+             XA COMMIT 'o1_{pid}' ONE PHASE"
         ),
     )
     .await;
     sql(&mut conn, &format!("INSERT INTO {table} VALUES (100, 0)")).await;
     wait_for_id(&ws, 100);
-    assert_eq!(ids(&ws), [4, 100], "before XA COMMIT 'c1'");
+    assert_eq!(ids(&ws), [4, 100], "before XA COMMIT 'c1_{pid}'");
 
-    sql(&mut prepared, "XA COMMIT 'c1'").await;
+    sql(&mut prepared, &format!("XA COMMIT 'c1_{pid}'")).await;
     sql(&mut conn, &format!("INSERT INTO {table} VALUES (101, 0)")).await;
     wait_for_id(&ws, 101);
     std::thread::sleep(Duration::from_millis(300));
@@ -106,7 +107,8 @@ async fn xa_rows_arrive_at_commit_once_and_never_after_rollback() {
 /// prepared transaction until it is resolved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_xa_prepare_and_commit_still_delivers_the_rows() {
-    let table = format!("xa_kill_{}", std::process::id());
+    let pid = std::process::id();
+    let table = format!("xa_kill_{pid}");
     let mut conn = connect().await;
     sql(
         &mut conn,
@@ -124,7 +126,7 @@ async fn sigkill_between_xa_prepare_and_commit_still_delivers_the_rows() {
     sql(
         &mut prepared,
         &format!(
-            "XA START 'k1'; INSERT INTO {table} VALUES {}; XA END 'k1'; XA PREPARE 'k1'",
+            "XA START 'k1_{pid}'; INSERT INTO {table} VALUES {}; XA END 'k1_{pid}'; XA PREPARE 'k1_{pid}'",
             values.join(", ")
         ),
     )
@@ -139,7 +141,7 @@ async fn sigkill_between_xa_prepare_and_commit_still_delivers_the_rows() {
     assert_eq!(before_kill, [1000, 1001], "rows delivered before XA COMMIT");
     assert!(stored_token(&ws, "mysql-xa-kill").is_some());
 
-    sql(&mut prepared, "XA COMMIT 'k1'").await;
+    sql(&mut prepared, &format!("XA COMMIT 'k1_{pid}'")).await;
     sql(&mut conn, &format!("INSERT INTO {table} VALUES (1002, 0)")).await;
     child = ws.spawn(&["run", "--config", &config]);
     wait_for_id(&ws, 1002);
