@@ -43,8 +43,8 @@ pub fn binlog_events(data: &[u8]) {
         };
         stream::checksum_ok(&event);
         if event.header().event_type_raw() == raw_events::MARIADB_GTID {
-            if let Some(gtid) = raw_events::mariadb_gtid(&event) {
-                commit(&mut gtids, &gtid);
+            if let Ok(gtid) = raw_events::mariadb_gtid(&event) {
+                commit(&mut gtids, &gtid.gtid);
             }
             continue;
         }

@@ -74,16 +74,14 @@ impl Cursor {
 
     /// The group in progress ended at `pos`: its GTID joins the state. The checkpoint mark
     /// there, unless a prepared XA transaction is held (a restart must read it again).
-    fn commit(&mut self, pos: u64) -> Result<Option<Mark>, MysqlError> {
+    fn commit(&mut self, pos: u64) -> Option<Mark> {
         if let (Some(gtids), Some(gtid)) = (self.gtids.as_mut(), self.pending.take()) {
-            gtids
-                .commit(&gtid)
-                .map_err(|reason| bad_event(&self.at(pos), reason))?;
+            gtids.commit(&gtid);
         }
-        Ok((!self.transactions.holds_prepared()).then(|| Mark {
+        (!self.transactions.holds_prepared()).then(|| Mark {
             partition: PARTITION.into(),
             position: self.with_state(pos).checkpoint(self.rank_by),
-        }))
+        })
     }
 
     /// [`Cursor::commit`], and the mark emitted.
@@ -91,11 +89,11 @@ impl Cursor {
         &mut self,
         ctx: &SourceContext,
         pos: u64,
-    ) -> Result<Result<(), Stopped>, MysqlError> {
-        Ok(match self.commit(pos)? {
+    ) -> Result<(), Stopped> {
+        match self.commit(pos) {
             Some(mark) => ctx.emit.checkpoint(mark).await,
             None => Ok(()),
-        })
+        }
     }
 }
 
@@ -304,7 +302,7 @@ async fn handle(
         }
         Some(EventData::XidEvent(_)) => {
             cursor.transactions.commit().map_err(bad)?;
-            return cursor.end(ctx, here.pos).await;
+            return Ok(cursor.end(ctx, here.pos).await);
         }
         Some(EventData::XaPrepareLogEvent(data)) => {
             let (xid, one_phase) = raw_events::xa_prepare(&data).map_err(bad)?;
@@ -314,7 +312,7 @@ async fn handle(
                     return Ok(Err(stopped));
                 }
             }
-            return cursor.end(ctx, here.pos).await;
+            return Ok(cursor.end(ctx, here.pos).await);
         }
         Some(EventData::QueryEvent(query)) => {
             let text = query.query();
@@ -349,7 +347,7 @@ async fn handle(
                     }
                 }
             }
-            return cursor.end(ctx, here.pos).await;
+            return Ok(cursor.end(ctx, here.pos).await);
         }
         _ => Ok(()),
     })
