@@ -14,6 +14,10 @@
 //! them (a prepared transaction's rows until its commit) take from the same budget
 //! ([`Emitter::hold`]).
 //!
+//! The emitter also splits an update that changed the row's key into the delete of the old key
+//! and the insert under the new key ([`ChangeEvent::split_key_change`]): sources emit updates
+//! as they read them.
+//!
 //! How a run starts (stream on, copy first, or nothing left to do) is decided for every source
 //! by [`SnapshotMode::start`].
 
@@ -213,10 +217,29 @@ impl Emitter {
         })
     }
 
-    /// Emits a held change (its budget moves with it to the pipeline).
+    /// Emits a held change (its budget moves with it to the pipeline). A key change is split
+    /// as [`Emitter::event`] splits it; the budget goes with the second half, which the
+    /// pipeline takes after the first.
     pub async fn release(&self, held: Held) -> Result<(), Stopped> {
         let Held { event, budget } = held;
         let permit = budget.into_permit();
+        let (first, second) = event.split_key_change();
+        let (first_permit, second_permit) = match second {
+            Some(_) => (None, permit),
+            None => (permit, None),
+        };
+        self.send_with(first, first_permit).await?;
+        match second {
+            Some(second) => self.send_with(second, second_permit).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn send_with(
+        &self,
+        event: ChangeEvent,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), Stopped> {
         self.tx
             .send(Item {
                 event: Some(event),
@@ -270,6 +293,22 @@ impl Emitter {
     }
 
     async fn send(&self, event: Option<ChangeEvent>, mark: Option<Mark>) -> Result<(), Stopped> {
+        match event.map(ChangeEvent::split_key_change) {
+            Some((delete, Some(insert))) => {
+                // The mark, if any, follows both: it covers the whole update.
+                self.send_one(Some(delete), None).await?;
+                self.send_one(Some(insert), mark).await
+            }
+            Some((event, None)) => self.send_one(Some(event), mark).await,
+            None => self.send_one(None, mark).await,
+        }
+    }
+
+    async fn send_one(
+        &self,
+        event: Option<ChangeEvent>,
+        mark: Option<Mark>,
+    ) -> Result<(), Stopped> {
         let permit = match &event {
             Some(event) => {
                 let bytes = self.size(event);

@@ -59,28 +59,35 @@ async fn replica_identity_full_and_default_before_images_and_truncate() {
          DELETE FROM sem_identity.dflt; TRUNCATE sem_identity.dflt",
     )
     .await;
-    let events = fx.wait_for_events(8, WAIT);
+    let events = fx.wait_for_events(9, WAIT);
     fx.stop(child);
     fx.cleanup().await;
 
     let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
     assert_eq!(
         ops,
-        ["insert", "update", "delete", "insert", "update", "update", "delete", "truncate"]
+        [
+            "insert", "update", "delete", "insert", "update", "delete", "insert", "delete",
+            "truncate"
+        ]
     );
     // FULL: complete old rows.
     assert_eq!(events[1]["before"], json!({"id": 1, "v": "a"}));
     assert_eq!(events[2]["before"], json!({"id": 1, "v": "b"}));
     assert_eq!(events[2]["key"], json!({"id": 1}));
-    // DEFAULT: no before for a plain update, the old key for a key change and a delete.
+    // DEFAULT: no before for a plain update, the old key for a key change (the delete of the
+    // old key, then the insert under the new one) and a delete.
     assert_eq!(events[4]["before"], Value::Null);
     assert_eq!(events[5]["before"], json!({"id": 1}));
-    assert_eq!(events[5]["key"], json!({"id": 2}));
-    assert_eq!(events[6]["before"], json!({"id": 2}));
-    assert_eq!(events[7]["source"]["table"], "dflt");
-    assert_eq!(events[7]["key"], json!({}));
+    assert_eq!(events[5]["key"], json!({"id": 1}));
+    assert_eq!(events[5]["new_key"], json!({"id": 2}));
+    assert_eq!(events[6]["key"], json!({"id": 2}));
+    assert_eq!(events[6]["old_key"], json!({"id": 1}));
+    assert_eq!(events[7]["before"], json!({"id": 2}));
+    assert_eq!(events[8]["source"]["table"], "dflt");
+    assert_eq!(events[8]["key"], json!({}));
     // Every change of one transaction shares its txid and commit time.
-    assert_eq!(events[0]["source"]["txid"], events[7]["source"]["txid"]);
+    assert_eq!(events[0]["source"]["txid"], events[8]["source"]["txid"]);
     assert!(events[0]["source"]["commit_ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
 }
 

@@ -42,6 +42,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether the two values are the same and look the same to a consumer: like `==`, but
+    /// floats compare by their bits (NaN is the same as NaN, `-0.0` is not `0.0`).
+    pub fn same_as(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.same_as(b))
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// A rough count of the heap and inline bytes this value occupies; used for memory budgets
     /// and batch sizes, not for anything that must be exact.
     pub fn approx_size(&self) -> usize {

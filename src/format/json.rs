@@ -7,6 +7,9 @@
 //!  "key":{"id":42},"before":null,"after":{"id":42,"amount":"19.99"},"unchanged":[],
 //!  "ts_ms":1763781000200}
 //! ```
+//! The two events of a key change also carry `"new_key"` (on the delete of the old key) or
+//! `"old_key"` (on the insert under the new key). The record key is the primary key, `{"id":42}`;
+//! where tables share a key space, `{"table":"public.orders","key":{"id":42}}`.
 //! Integers are JSON numbers (exact, also beyond 2^53), decimals are strings, bytes are base64,
 //! times are ISO-8601 (zoned values in UTC with `Z`), JSON documents are embedded as JSON,
 //! floats that JSON cannot hold are the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
@@ -17,7 +20,7 @@ use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::Format;
-use crate::envelope::{format_uuid, ChangeEvent, Row, SourceInfo, Value};
+use crate::envelope::{format_uuid, ChangeEvent, KeyChange, Row, SourceInfo, Value};
 
 /// cdc-bridge's JSON envelope.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,6 +35,22 @@ impl Format for JsonFormat {
         serde_json::to_writer(out, &RowJson(&event.key))
             .expect("writing JSON to memory cannot fail");
     }
+
+    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &TableKeyJson(event))
+            .expect("writing JSON to memory cannot fail");
+    }
+}
+
+struct TableKeyJson<'a>(&'a ChangeEvent);
+
+impl Serialize for TableKeyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut obj = s.serialize_struct("key", 2)?;
+        obj.serialize_field("table", &self.0.qualified_table())?;
+        obj.serialize_field("key", &RowJson(&self.0.key))?;
+        obj.end()
+    }
 }
 
 struct EventJson<'a>(&'a ChangeEvent);
@@ -39,10 +58,15 @@ struct EventJson<'a>(&'a ChangeEvent);
 impl Serialize for EventJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
-        let mut obj = s.serialize_struct("event", 7)?;
+        let mut obj = s.serialize_struct("event", 8)?;
         obj.serialize_field("op", e.op.as_str())?;
         obj.serialize_field("source", &SourceJson(&e.source))?;
         obj.serialize_field("key", &RowJson(&e.key))?;
+        match &e.key_change {
+            Some(KeyChange::NewKey(key)) => obj.serialize_field("new_key", &RowJson(key))?,
+            Some(KeyChange::OldKey(key)) => obj.serialize_field("old_key", &RowJson(key))?,
+            None => {}
+        }
         obj.serialize_field("before", &e.before.as_ref().map(RowJson))?;
         obj.serialize_field("after", &e.after.as_ref().map(RowJson))?;
         let unchanged: Vec<&str> = e.unchanged.iter().map(|c| &**c).collect();
@@ -174,6 +198,7 @@ mod tests {
             before: None,
             after: Some(after),
             unchanged: vec![],
+            key_change: None,
             ts_ms: 1763781000200,
         };
         let mut out = Vec::new();
@@ -189,6 +214,33 @@ mod tests {
         let mut key = Vec::new();
         JsonFormat.encode_key(&event, &mut key);
         assert_eq!(key, br#"{"id":42}"#);
+    }
+
+    #[test]
+    fn key_changes_name_the_other_key_and_table_keys_name_the_table() {
+        use crate::envelope::KeyChange;
+        let id = |n: i64| -> Row { [(col("id"), Value::Int(n))].into_iter().collect() };
+        let mut event = crate::sources::generator::GeneratorSource::sample_event(5, 7);
+        event.key = id(1);
+        event.op = Op::Delete;
+        event.key_change = Some(KeyChange::NewKey(id(2)));
+        let encoded = |event: &ChangeEvent| {
+            let mut out = Vec::new();
+            JsonFormat.encode_value(event, &mut out);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let delete = encoded(&event);
+        assert_eq!(delete["new_key"], serde_json::json!({"id": 2}));
+        assert!(delete.get("old_key").is_none());
+        event.key_change = Some(KeyChange::OldKey(id(1)));
+        assert_eq!(encoded(&event)["old_key"], serde_json::json!({"id": 1}));
+        event.key_change = None;
+        let plain = encoded(&event);
+        assert!(plain.get("old_key").is_none() && plain.get("new_key").is_none());
+
+        let mut key = Vec::new();
+        JsonFormat.encode_table_key(&event, &mut key);
+        assert_eq!(key, br#"{"table":"db.items","key":{"id":1}}"#);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 pub fn brokers() -> String {
     std::env::var("CDC_BRIDGE_KAFKA_BROKERS")
@@ -52,31 +52,97 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.expect("consume");
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.push(Record {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            value: message
-                .payload()
-                .map(|p| serde_json::from_slice(p).expect("JSON value")),
-            headers,
-        });
+        records.push(to_record(&message.expect("consume")));
     }
     records
+}
+
+/// Reads every record of every partition of `topic` that exists now (up to each partition's
+/// high watermark); empty when the topic does not exist.
+pub fn consume_all(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("test-all-{topic}-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let Some(meta) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+    else {
+        return Vec::new();
+    };
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for partition in meta.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        if high > low {
+            ends.insert(partition.id(), high);
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                .unwrap();
+        }
+    }
+    if ends.is_empty() {
+        return Vec::new();
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = Vec::new();
+    let start = Instant::now();
+    while !ends.is_empty() {
+        assert!(
+            start.elapsed() < timeout,
+            "topic {topic}: partitions {:?} not read to their end",
+            ends.keys()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+        records.push(to_record(&message));
+    }
+    records
+}
+
+fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: message
+            .payload()
+            .map(|p| serde_json::from_slice(p).expect("JSON value")),
+        headers,
+    }
 }

@@ -453,6 +453,7 @@ impl Reader {
             before: record.old_image.as_ref().map(row),
             after: record.new_image.as_ref().map(row),
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         }
     }

@@ -147,6 +147,7 @@ impl GeneratorSource {
             before,
             after,
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         }
     }

@@ -184,6 +184,7 @@ async fn copy_table(
             before: None,
             after: Some(after),
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         };
         if let Err(stopped) = ctx.emit.event(event).await {

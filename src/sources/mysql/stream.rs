@@ -414,6 +414,7 @@ fn row_events(
             before,
             after,
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         });
     }
@@ -474,6 +475,7 @@ fn truncate_event(
         before: None,
         after: None,
         unchanged: Vec::new(),
+        key_change: None,
         ts_ms: now_ms(),
     }
 }

@@ -106,6 +106,7 @@ impl Relation {
             before: None,
             after: Some(after),
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         }
     }
@@ -141,6 +142,7 @@ impl Relation {
             before: None,
             after: None,
             unchanged: Vec::new(),
+            key_change: None,
             ts_ms: now_ms(),
         }
     }
@@ -162,13 +164,18 @@ impl Relation {
         after: Option<Row>,
         unchanged: Vec<ColumnName>,
     ) -> ChangeEvent {
-        // The key comes from the new row; a delete (or a key column left unchanged) uses the old.
-        let mut key = after.as_ref().map(|a| self.key_of(a)).unwrap_or_default();
-        if key.len() < self.key.len() {
-            if let Some(before) = &before {
-                key = self.key_of(before);
-            }
-        }
+        // Each key column from the new row; from the old one where the new row lacks it (a
+        // delete, or an unchanged TOASTed key column, which keeps its old value).
+        let key = self
+            .key
+            .iter()
+            .filter_map(|&i| {
+                let name = &self.columns[i].name;
+                let value = after.as_ref().and_then(|a| a.get(name));
+                let value = value.or_else(|| before.as_ref().and_then(|b| b.get(name)));
+                value.map(|v| (name.clone(), v.clone()))
+            })
+            .collect();
         ChangeEvent {
             op,
             source: self.source(ctx, false),
@@ -176,6 +183,7 @@ impl Relation {
             before,
             after,
             unchanged,
+            key_change: None,
             ts_ms: now_ms(),
         }
     }
