@@ -14,7 +14,7 @@ use support::{stderr, Workspace};
 fn config(ws: &Workspace, name: &str, count: u64, sink_extra: &str) -> std::path::PathBuf {
     ws.config(&format!(
         "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"generator\"\ncount = {count}\nkeys = 7\ntable = \"items\"\n\
-         [pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{{pipeline}}.{{table}}\"\n{sink_extra}\n[pipeline.batch]\nlinger_ms = 5\n",
+         [pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{{pipeline}}.{{database}}.{{table}}\"\n{sink_extra}\n[pipeline.batch]\nlinger_ms = 5\n",
         brokers()
     ))
 }
@@ -36,7 +36,7 @@ fn every_event_arrives_keyed_ordered_per_key_with_tombstones() {
     let deletes = (1..=300u64).filter(|seq| (seq - 1) / 7 % 3 == 2).count();
     let records = consume(
         &brokers(),
-        &format!("{name}.items"),
+        &format!("{name}.generator.items"),
         300 + deletes,
         Duration::from_secs(60),
     );
@@ -111,8 +111,9 @@ fn a_missing_topic_stops_with_the_fix() {
         config(&ws, &name, 5, "").to_str().unwrap(),
     ]);
     assert_eq!(output.status.code(), Some(1));
-    let expected =
-        format!("topic \"{name}.items\" does not exist: create it, or set create_topics = true");
+    let expected = format!(
+        "topic \"{name}.generator.items\" does not exist: create it, or set create_topics = true"
+    );
     assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
 }
 

@@ -1,11 +1,12 @@
 //! The `kafka` sink: change events to Kafka (or Amazon MSK) topics, keyed by primary key.
 //!
 //! Flow per batch: topic from the template (checked to exist, or created with
-//! `create_topics`) -> key (the primary key as JSON) and value (the formatted event) ->
-//! size policy ([`RecordLimit`]) -> enqueued in order into librdkafka's idempotent producer
-//! (`acks=all`), which keeps per-partition order through its own retries -> a tombstone after
-//! each delete -> the batch's [`Delivery`] resolves only when every delivery report is a
-//! success. A failed report fails the batch: it is never acknowledged, and the pipeline
+//! `create_topics`) -> key (the primary key as JSON; with the table too when the template lets
+//! tables share a topic, see [`TopicTemplate::separates_tables`]) and value (the formatted
+//! event) -> size policy ([`RecordLimit`]) -> enqueued in order into librdkafka's idempotent
+//! producer (`acks=all`), which keeps per-partition order through its own retries -> a
+//! tombstone after each delete of a keyed row -> the batch's [`Delivery`] resolves only when
+//! every delivery report is a success. A failed report fails the batch: it is never acknowledged, and the pipeline
 //! restarts from its checkpoint. Headers carry `op`, `table` and `position`.
 //!
 //! Errors ([`KafkaSinkError`]): unreachable brokers and failed deliveries are transient;
@@ -391,7 +392,11 @@ impl Sink for KafkaSink {
             self.ensure_topic(&topic).await?;
             key.clear();
             value.clear();
-            self.format.encode_key(event, &mut key);
+            if self.template.separates_tables(event) {
+                self.format.encode_key(event, &mut key);
+            } else {
+                self.format.encode_table_key(event, &mut key);
+            }
             self.format.encode_value(event, &mut value);
             if !self
                 .limit
@@ -418,7 +423,9 @@ impl Sink for KafkaSink {
                 .payload(value.as_slice())
                 .headers(headers);
             deliveries.push((topic.clone(), self.send(record).await?));
-            if event.op == Op::Delete && self.config.tombstones {
+            // A keyless row has no identity of its own: a tombstone for it would remove
+            // every row of its table from a compacted topic.
+            if event.op == Op::Delete && self.config.tombstones && !event.key.is_empty() {
                 let tombstone: FutureRecord<'_, [u8], [u8]> =
                     FutureRecord::to(&topic).key(key.as_slice());
                 let delivery = self.send(tombstone).await?;

@@ -1,6 +1,12 @@
 //! Topic names from a template over `{pipeline}`, `{database}`, `{schema}` and `{table}`.
 //! `{schema}` is the database for sources without schemas. Characters Kafka does not allow in
 //! topic names become `_`.
+//!
+//! A template separates tables when it names `{table}` and the table's namespace: `{schema}`,
+//! or `{database}` for sources without schemas (MySQL, DynamoDB). Otherwise one topic may hold
+//! rows of several tables, and the sink puts the table into the record key
+//! ([`TopicTemplate::separates_tables`]). The decision depends only on the template and the
+//! source kind, so a topic's key format never changes while a pipeline runs.
 
 use crate::envelope::ChangeEvent;
 
@@ -50,6 +56,13 @@ impl TopicTemplate {
             .collect()
     }
 
+    /// Whether every table of `event`'s source gets a topic of its own (up to names that only
+    /// differ in characters Kafka forbids, which all become `_`).
+    pub fn separates_tables(&self, event: &ChangeEvent) -> bool {
+        let has = |placeholder: &str| self.0.contains(placeholder);
+        has("{table}") && (has("{schema}") || (has("{database}") && event.source.schema.is_none()))
+    }
+
     /// The topic name when the template has no placeholder.
     pub fn fixed(&self) -> Option<&str> {
         (!self.0.contains('{')).then_some(self.0.as_str())
@@ -84,5 +97,28 @@ mod tests {
             TopicTemplate::parse("fixed").unwrap().fixed(),
             Some("fixed")
         );
+    }
+
+    #[test]
+    fn tables_are_separated_only_by_table_and_namespace() {
+        let config: GeneratorConfig = toml::from_str("").unwrap();
+        let schemaless =
+            GeneratorSource::new(config).event(&"shop".into(), &"app".into(), &"orders".into(), 1);
+        let mut with_schema = schemaless.clone();
+        with_schema.source.schema = Some("public".into());
+        let separates = |template: &str, event: &ChangeEvent| {
+            TopicTemplate::parse(template)
+                .unwrap()
+                .separates_tables(event)
+        };
+        for event in [&schemaless, &with_schema] {
+            assert!(separates("{pipeline}.{schema}.{table}", event));
+            assert!(!separates("{pipeline}.{schema}", event));
+            assert!(!separates("{pipeline}.{table}", event));
+            assert!(!separates("all-changes", event));
+        }
+        // `{database}` names the table's namespace only where there are no schemas.
+        assert!(separates("{pipeline}.{database}.{table}", &schemaless));
+        assert!(!separates("{pipeline}.{database}.{table}", &with_schema));
     }
 }
