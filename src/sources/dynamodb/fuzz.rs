@@ -103,6 +103,7 @@ pub fn get_records_response(data: &[u8]) {
                     before: None,
                     after: Some(row),
                     unchanged: Vec::new(),
+                    key_change: None,
                     ts_ms: 0,
                 };
                 JsonFormat.encode_value(&event, &mut out);

@@ -150,6 +150,7 @@ pub fn text_value(data: &[u8]) {
         before: None,
         after: Some(row),
         unchanged: Vec::new(),
+        key_change: None,
         ts_ms: 0,
     };
     JsonFormat.encode_value(&event, &mut out);
