@@ -63,6 +63,11 @@ pub async fn create_stream(client: &Client, name: &str, shards: i32) {
         .send()
         .await
         .expect("create stream");
+    wait_active(client, name).await;
+}
+
+/// Waits until the stream is ACTIVE (after a create, split or merge).
+pub async fn wait_active(client: &Client, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let summary = client
@@ -144,6 +149,64 @@ pub async fn read_all(client: &Client, stream: &str) -> Vec<ReadRecord> {
         }
     }
     out
+}
+
+/// The open shards of a stream as `(shard id, starting hash key, ending hash key)`, by range.
+pub async fn open_shards(client: &Client, stream: &str) -> Vec<(String, u128, u128)> {
+    let listing = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
+    let mut open: Vec<(String, u128, u128)> = listing
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none())
+        })
+        .map(|s| {
+            let range = s.hash_key_range().expect("hash range");
+            (
+                s.shard_id().to_owned(),
+                range.starting_hash_key().parse().unwrap(),
+                range.ending_hash_key().parse().unwrap(),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+/// The user records a KCL consumer processes, from records read with [`read_all`] (which
+/// lists parent shards before their children, the order KCL processes them in), and how many
+/// aggregates it discarded. Aggregates are unpacked the way KCL's de-aggregation does it: an
+/// aggregate holding a user record whose partition key hashes outside the hash-key range of
+/// the shard it was read from is discarded whole (that is how KCL drops a producer's copy
+/// that landed on the wrong shard; the producer must send those records again). Plain
+/// records pass as they are.
+pub fn kcl_user_records(records: &[ReadRecord]) -> (Vec<ReadRecord>, usize) {
+    let mut out = Vec::new();
+    let mut discarded = 0;
+    for r in records {
+        if !r.data.starts_with(&kinesis::AGGREGATE_MAGIC) {
+            out.push(r.clone());
+            continue;
+        }
+        let inner = kinesis::deaggregate(&r.data).expect("a valid aggregated record");
+        let in_range = |key: &str| (r.shard_start..=r.shard_end).contains(&kinesis::hash_key(key));
+        if !inner.iter().all(|(key, _)| in_range(key)) {
+            discarded += 1;
+            continue;
+        }
+        out.extend(inner.into_iter().map(|(key, data)| ReadRecord {
+            partition_key: key,
+            data,
+            ..r.clone()
+        }));
+    }
+    (out, discarded)
 }
 
 /// Reads until at least `count` records are in the stream, or panics after `timeout`.
