@@ -1,7 +1,8 @@
 //! The Kinesis sink against kinesalite: every event read back from every shard, each on the
 //! shard its partition key hashes to, in source order per key; per-record failures and
 //! throttled calls injected by our own interceptor; a 30 s outage through a TCP proxy; the
-//! record-size policies; KPL aggregation.
+//! record-size policies; KPL aggregation, also across a shard split and merge as a KCL
+//! consumer sees it.
 
 mod support;
 
@@ -17,8 +18,8 @@ use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kinesis::{self, hash_key, KinesisSink, AGGREGATE_MAGIC};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 use support::kinesis::{
-    create_stream, endpoint, read_all, read_at_least, sink_config, stream_name, FaultInterceptor,
-    Faults, ReadRecord, TcpProxy,
+    create_stream, endpoint, kcl_user_records, open_shards, read_all, read_at_least, sink_config,
+    stream_name, wait_active, FaultInterceptor, Faults, ReadRecord, TcpProxy,
 };
 use support::{stderr, Workspace};
 
@@ -378,6 +379,104 @@ fn aggregated_records_deaggregate_to_exactly_the_events_sent() {
     }
     let by_key = check_routing_and_order(&events);
     assert_eq!(assert_complete(&by_key, 2000), 0);
+}
+
+/// A split and then a merge while aggregates are written: the shard map the sink groups
+/// records by is stale for a moment each time, and an aggregate that lands on a shard whose
+/// range does not hold all its keys is discarded whole by KCL. Every event must still reach a
+/// KCL consumer, in order per key.
+#[test]
+fn a_split_and_a_merge_during_a_run_lose_nothing_for_a_kcl_consumer() {
+    let rt = runtime();
+    rt.block_on(async {
+        let client = support::kinesis::client().await;
+        let stream = stream_name("reshard");
+        create_stream(&client, &stream, 2).await;
+        // A long linger: many events per aggregate, so that one aggregate holds keys of
+        // both halves of a split shard.
+        let (config, stream_ref) = sink_config(&stream, "aggregation = true\nlinger_ms = 50");
+        let sink = KinesisSink::connect(&config, &stream_ref).await.unwrap();
+        let stats = sink.stats();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
+        let trigger = ShutdownTrigger::new();
+        let count = 12_000;
+        let shutdown = trigger.subscribe();
+        let run = tokio::spawn(async move {
+            let source = generator(&format!("count = {count}\nkeys = 100\nrate_per_sec = 1500"));
+            pipeline::run(&settings("reshard", 4 << 20), source, Box::new(sink), store, shutdown)
+                .await
+        });
+        let accepted = || stats.events_accepted.load(Ordering::SeqCst);
+        let wait_for = |n: u64| async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while accepted() < n {
+                assert!(Instant::now() < deadline, "stuck at {} events", accepted());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+
+        wait_for(count / 4).await;
+        let shards = open_shards(&client, &stream).await;
+        let (parent, start, end) = &shards[0];
+        client
+            .split_shard()
+            .stream_name(&stream)
+            .shard_to_split(parent)
+            .new_starting_hash_key((start + (end - start) / 2).to_string())
+            .send()
+            .await
+            .expect("split shard");
+        wait_active(&client, &stream).await;
+        let split_at = accepted();
+        assert!(split_at < count / 2, "the split came too late to matter");
+
+        wait_for(count / 2).await;
+        let shards = open_shards(&client, &stream).await;
+        assert_eq!(shards.len(), 3);
+        // The upper child of the split and the original second shard.
+        client
+            .merge_shards()
+            .stream_name(&stream)
+            .shard_to_merge(&shards[1].0)
+            .adjacent_shard_to_merge(&shards[2].0)
+            .send()
+            .await
+            .expect("merge shards");
+        wait_active(&client, &stream).await;
+        let merge_at = accepted();
+        assert!(merge_at < count * 3 / 4, "the merge came too late to matter");
+
+        let summary = run.await.unwrap().expect("the pipeline completes");
+        assert_eq!(summary.events_delivered, count);
+
+        let records = read_all(&client, &stream).await;
+        let written: BTreeSet<&str> = records.iter().map(|r| r.shard_id.as_str()).collect();
+        assert_eq!(written.len(), 5, "records on the 2 first shards, 2 children and the merged one");
+        let (events, discarded) = kcl_user_records(&records);
+        let misrouted = stats.misrouted.load(Ordering::SeqCst);
+        eprintln!(
+            "{} Kinesis records, {discarded} aggregates discarded by the consumer, {misrouted} sent again",
+            records.len(),
+        );
+        let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+        for e in &events {
+            by_key.entry(e.partition_key.clone()).or_default().push(seq(&e.data));
+        }
+        for (key, seqs) in &by_key {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of source order: {seqs:?}"
+            );
+        }
+        assert_eq!(assert_complete(&by_key, count), 0, "no duplicates");
+        assert!(
+            discarded > 0,
+            "no aggregate landed on a shard that does not hold its keys: the split was not exercised"
+        );
+        // Exactly those were sent again: the merge, which only widens ranges, costs nothing.
+        assert_eq!(misrouted as usize, discarded);
+    });
 }
 
 /// generator -> kinesis on `stream`, for the error cases.

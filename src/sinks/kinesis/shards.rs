@@ -1,5 +1,7 @@
-//! The stream's open shards and their hash-key ranges (from ListShards), to predict where a
-//! partition key lands (aggregation groups records by shard), and per-shard pacing.
+//! The stream's shards and their hash-key ranges (from ListShards): the open ones predict
+//! where a partition key lands (aggregation groups records by shard); all of them, closed ones
+//! included, tell whether an aggregate that landed on a shard holds only keys of its range
+//! (after a reshard it may not, see `worker.rs`). Also per-shard pacing.
 //!
 //! Pacing keeps each shard within its write limits (1,000 records/s and 1 MiB/s) with a
 //! one-second burst, so a backlog drains at the rate the stream accepts instead of in waves
@@ -20,19 +22,30 @@ pub struct ShardRange {
     pub end: u128,
 }
 
-/// The open shards of a stream, by hash-key range.
+/// The shards of a stream: the open ones by hash-key range, and the range of every shard
+/// listed (closed ones too) by id.
 #[derive(Debug, Clone, Default)]
 pub struct ShardMap {
     shards: Vec<ShardRange>,
+    ranges: HashMap<String, (u128, u128)>,
 }
 
 impl ShardMap {
-    pub fn new(mut shards: Vec<ShardRange>) -> Self {
-        shards.sort_by_key(|s| s.start);
-        ShardMap { shards }
+    /// A map of the open shards `open` and the shards `closed`.
+    pub fn new(mut open: Vec<ShardRange>, closed: Vec<ShardRange>) -> Self {
+        open.sort_by_key(|s| s.start);
+        let ranges = open
+            .iter()
+            .chain(&closed)
+            .map(|s| (s.shard_id.clone(), (s.start, s.end)))
+            .collect();
+        ShardMap {
+            shards: open,
+            ranges,
+        }
     }
 
-    /// Lists the stream's shards (all pages) and keeps the open ones.
+    /// Lists the stream's shards (all pages), open and closed.
     pub async fn load(
         client: &Client,
         stream: &StreamRef,
@@ -40,7 +53,7 @@ impl ShardMap {
         Self,
         aws_sdk_kinesis::error::SdkError<aws_sdk_kinesis::operation::list_shards::ListShardsError>,
     > {
-        let mut shards = Vec::new();
+        let (mut open, mut closed) = (Vec::new(), Vec::new());
         let mut token: Option<String> = None;
         loop {
             let request = client.list_shards();
@@ -51,21 +64,21 @@ impl ShardMap {
             };
             let page = request.send().await?;
             for shard in page.shards() {
-                let open = shard
+                let is_open = shard
                     .sequence_number_range()
                     .is_none_or(|r| r.ending_sequence_number().is_none());
                 let range = shard.hash_key_range();
                 let parse = |s: Option<&str>| s.and_then(|s| s.parse::<u128>().ok());
-                if let (true, Some(start), Some(end)) = (
-                    open,
+                if let (Some(start), Some(end)) = (
                     parse(range.map(|r| r.starting_hash_key())),
                     parse(range.map(|r| r.ending_hash_key())),
                 ) {
-                    shards.push(ShardRange {
+                    let shard = ShardRange {
                         shard_id: shard.shard_id().to_owned(),
                         start,
                         end,
-                    });
+                    };
+                    if is_open { &mut open } else { &mut closed }.push(shard);
                 }
             }
             token = page.next_token().map(str::to_owned);
@@ -73,7 +86,7 @@ impl ShardMap {
                 break;
             }
         }
-        Ok(ShardMap::new(shards))
+        Ok(ShardMap::new(open, closed))
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +107,17 @@ impl ShardMap {
 
     pub fn shard_id(&self, index: usize) -> Option<&str> {
         self.shards.get(index).map(|s| s.shard_id.as_str())
+    }
+
+    /// Whether every key of `partition_keys` hashes into the range of shard `shard_id`; `None`
+    /// when the map does not know that shard (it is newer than the map).
+    pub fn holds_all<'a>(
+        &self,
+        shard_id: &str,
+        mut partition_keys: impl Iterator<Item = &'a str>,
+    ) -> Option<bool> {
+        let &(start, end) = self.ranges.get(shard_id)?;
+        Some(partition_keys.all(|key| (start..=end).contains(&hash_key(key))))
     }
 }
 
@@ -133,25 +157,45 @@ impl Pacer {
 mod tests {
     use super::*;
 
+    fn range(shard_id: &str, start: u128, end: u128) -> ShardRange {
+        ShardRange {
+            shard_id: shard_id.into(),
+            start,
+            end,
+        }
+    }
+
     #[test]
     fn keys_map_to_the_shard_whose_range_holds_their_hash() {
         let half = u128::MAX / 2;
-        let map = ShardMap::new(vec![
-            ShardRange {
-                shard_id: "s1".into(),
-                start: half + 1,
-                end: u128::MAX,
-            },
-            ShardRange {
-                shard_id: "s0".into(),
-                start: 0,
-                end: half,
-            },
-        ]);
+        let map = ShardMap::new(
+            vec![range("s1", half + 1, u128::MAX), range("s0", 0, half)],
+            vec![],
+        );
         for key in ["a", "b", "c", "public.orders:{\"id\":1}"] {
             let expected = if hash_key(key) <= half { "s0" } else { "s1" };
             assert_eq!(map.shard_id(map.shard_of(key)), Some(expected), "{key}");
         }
+    }
+
+    #[test]
+    fn a_shard_holds_the_keys_of_its_range_closed_or_not() {
+        let half = u128::MAX / 2;
+        // s0 was split into s1 (lower half) and s2.
+        let map = ShardMap::new(
+            vec![range("s1", 0, half), range("s2", half + 1, u128::MAX)],
+            vec![range("s0", 0, u128::MAX)],
+        );
+        let (low, high): (Vec<&str>, Vec<&str>) = ["a", "b", "c", "d", "e", "f"]
+            .into_iter()
+            .partition(|key| hash_key(key) <= half);
+        assert!(!low.is_empty() && !high.is_empty());
+        let both = || low.iter().chain(&high).copied();
+        assert_eq!(map.holds_all("s0", both()), Some(true));
+        assert_eq!(map.holds_all("s1", low.iter().copied()), Some(true));
+        assert_eq!(map.holds_all("s1", both()), Some(false));
+        assert_eq!(map.holds_all("s2", both()), Some(false));
+        assert_eq!(map.holds_all("s3", both()), None);
     }
 
     #[test]

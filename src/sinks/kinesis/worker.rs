@@ -7,6 +7,12 @@
 //! and jitter) until `retry_timeout_ms`; then, or on an error that retrying cannot fix (stream
 //! missing, access denied, a record the service refuses), every open delivery fails with the
 //! error and the worker stops. Nothing is acknowledged that Kinesis did not accept.
+//!
+//! Reshards: aggregates are grouped by a shard map that lags a split or merge. KCL discards a
+//! whole aggregate if one of its records hashes outside the range of the shard it was read
+//! from, so an aggregate counts as accepted only when it landed on the shard predicted for it,
+//! or on a shard whose range holds every record in it. Otherwise its records are sent again,
+//! like rejected ones (same place in their key's order, same backoff), and the map is reloaded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +50,9 @@ pub struct Stats {
     pub events_accepted: AtomicU64,
     /// Records that were rejected and sent again.
     pub retried: AtomicU64,
+    /// Aggregates sent again because they landed on a shard whose range does not hold all
+    /// their records (the stream was resharded since the shard map was loaded).
+    pub misrouted: AtomicU64,
 }
 
 pub struct WorkerSettings {
@@ -71,7 +80,8 @@ enum Outcome {
 
 struct CallResult {
     entries: Vec<Entry>,
-    predicted_shards: Vec<Option<usize>>,
+    /// The shard id each entry was meant for (ids: the map may be reloaded meanwhile).
+    predicted_shards: Vec<Option<String>>,
     outcome: Result<Vec<Outcome>, CallFailure>,
 }
 
@@ -192,7 +202,11 @@ impl Worker {
                 use_.0 += 1;
                 use_.1 += data.len() + key.len();
             }
-            predicted_shards.push(shard);
+            predicted_shards.push(
+                shard
+                    .and_then(|s| self.shards.shard_id(s))
+                    .map(str::to_owned),
+            );
             request.push(
                 PutRecordsRequestEntry::builder()
                     .partition_key(key)
@@ -242,6 +256,7 @@ impl Worker {
         };
         let mut shard_map_stale = false;
         let mut retried = 0;
+        let mut reloaded = false;
         for ((entry, outcome), predicted) in result
             .entries
             .iter()
@@ -250,10 +265,17 @@ impl Worker {
         {
             match outcome {
                 Outcome::Accepted { shard_id } => {
-                    if predicted.and_then(|p| self.shards.shard_id(p)) != Some(shard_id.as_str())
-                        && !self.shards.is_empty()
-                    {
+                    if predicted.as_deref() != Some(shard_id.as_str()) {
                         shard_map_stale = true;
+                        if entry.len() > 1 && !self.holds_all(&shard_id, entry, &mut reloaded).await
+                        {
+                            self.stats.misrouted.fetch_add(1, Ordering::Relaxed);
+                            let reason = format!("the aggregate landed on shard {shard_id}, whose hash-key range does not hold all its records (the stream was resharded); a KCL consumer discards it");
+                            for seq in entry {
+                                self.retry(*seq, &reason, now)?;
+                            }
+                            continue;
+                        }
                     }
                     self.stats
                         .events_accepted
@@ -297,11 +319,32 @@ impl Worker {
             tracing::debug!(stream = %self.settings.stream.display_name(), retried, "records rejected by PutRecords; retrying them in order");
         }
         let stale_by_age = self.shards_loaded.elapsed() > SHARD_MAP_MAX_AGE;
-        if (self.settings.aggregation || self.settings.pacing) && (shard_map_stale || stale_by_age)
+        if (self.settings.aggregation || self.settings.pacing)
+            && !reloaded
+            && (shard_map_stale || stale_by_age)
         {
             self.reload_shards().await;
         }
         Ok(())
+    }
+
+    /// Whether shard `shard_id` holds the keys of every record of `entry`. A shard the map
+    /// does not know is looked up in a reloaded map (once per call: `reloaded`); if it is still
+    /// unknown, the answer is no, so the records are sent again rather than maybe lost.
+    async fn holds_all(&mut self, shard_id: &str, entry: &Entry, reloaded: &mut bool) -> bool {
+        loop {
+            let keys = entry
+                .iter()
+                .map(|seq| self.scheduler.record(*seq).partition_key.as_str());
+            match self.shards.holds_all(shard_id, keys) {
+                Some(holds) => return holds,
+                None if *reloaded => return false,
+                None => {
+                    *reloaded = true;
+                    self.reload_shards().await;
+                }
+            }
+        }
     }
 
     fn retry(
@@ -325,6 +368,9 @@ impl Worker {
         self.shards_loaded = Instant::now();
         match ShardMap::load(&self.client, &self.settings.stream).await {
             Ok(map) if !map.is_empty() => {
+                if map.len() != self.shards.len() {
+                    tracing::info!(stream = %self.settings.stream.display_name(), shards = map.len(), "the stream's open shards changed; reloaded the shard map");
+                }
                 tracing::debug!(stream = %self.settings.stream.display_name(), shards = map.len(), "reloaded the shard map");
                 self.shards = map;
             }
@@ -344,6 +390,7 @@ impl Worker {
             records,
             events = self.stats.events_accepted.load(Ordering::Relaxed),
             retried = self.stats.retried.load(Ordering::Relaxed),
+            misrouted = self.stats.misrouted.load(Ordering::Relaxed),
             records_per_call = format_args!("{:.1}", records as f64 / calls.max(1) as f64),
             "Kinesis sink finished"
         );
