@@ -1,8 +1,11 @@
 //! Helpers for tests that run the `cdc-bridge` binary on generated configurations.
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cdc_bridge::checkpoint::CheckpointStore;
@@ -59,6 +62,24 @@ impl Workspace {
             .expect("spawn cdc-bridge")
     }
 
+    /// Starts the daemon with its standard output read by a [`StdoutReader`] (for the
+    /// `stdout` sink); its log is appended to `bridge.log`.
+    pub fn spawn_read_stdout(&self, args: &[&str]) -> (Child, StdoutReader) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("bridge.log"))
+            .expect("log file");
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cdc-bridge");
+        let reader = StdoutReader::start(child.stdout.take().expect("piped stdout"));
+        (child, reader)
+    }
+
     /// The last lines of the daemon's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.path("bridge.log")).unwrap_or_default();
@@ -104,6 +125,63 @@ impl Workspace {
             .expect("load")
             .get("")
             .map_or(0, |p| p.token.parse().expect("a seq"))
+    }
+}
+
+/// Reads a child's standard output line by line on a thread that can stop reading. With the
+/// `stdout` sink, a paused reader is a stalled sink: once the pipe is full, the sink's write
+/// blocks and the pipeline's buffer fills up behind it, as with an unresponsive service.
+pub struct StdoutReader {
+    lines: Arc<Mutex<Vec<String>>>,
+    paused: Arc<AtomicBool>,
+}
+
+impl StdoutReader {
+    fn start(stdout: std::process::ChildStdout) -> Self {
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let paused = Arc::new(AtomicBool::new(false));
+        let (lines2, paused2) = (lines.clone(), paused.clone());
+        std::thread::spawn(move || {
+            let mut stdout = std::io::BufReader::new(stdout);
+            loop {
+                while paused2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let mut line = String::new();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => lines2.lock().unwrap().push(line),
+                }
+            }
+        });
+        StdoutReader { lines, paused }
+    }
+
+    /// Stops reading: the pipe fills up and the writer blocks.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// How many lines were read so far.
+    pub fn len(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    /// The complete lines read so far, as JSON.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
+            })
+            .collect()
     }
 }
 
