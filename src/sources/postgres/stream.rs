@@ -8,14 +8,20 @@
 //! a keepalive's WAL end (or a heartbeat message's LSN) becomes a checkpoint mark too, so the
 //! slot moves past WAL of unpublished tables. Standby status updates carry, as flush LSN, only
 //! the stored checkpoint the pipeline reports back.
+//!
+//! Backpressure: while the pipeline's buffer is full, the emitter waits and the stream is not
+//! read. The walsender ends a session that sends nothing for `wal_sender_timeout` (its
+//! keepalive requests sit unread meanwhile), so status updates go on while the emitter waits,
+//! at least three times per `wal_sender_timeout`, still with the stored checkpoint as flush.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::catalog;
 use super::config::{quote_literal, PostgresConfig};
@@ -58,6 +64,8 @@ pub struct Streamer<'a> {
     last_mark: Lsn,
     received: Lsn,
     flushed_sent: Lsn,
+    /// When the next standby status update is due (also while the emitter waits).
+    status_tick: Interval,
 }
 
 impl<'a> Streamer<'a> {
@@ -84,6 +92,7 @@ impl<'a> Streamer<'a> {
             last_mark: resume,
             received: resume,
             flushed_sent: Lsn(0),
+            status_tick: tokio::time::interval(status_period(config.status_interval_ms, 0)),
         }
     }
 
@@ -95,13 +104,26 @@ impl<'a> Streamer<'a> {
             self.resume,
             quote_literal(&format!("\"{}\"", self.config.publication.replace('"', "\"\""))),
         );
+        let timeout = self.conn.simple_query(WAL_SENDER_TIMEOUT).await?;
+        let timeout_ms = timeout
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .ok_or_else(|| {
+                PostgresError::Protocol(format!("unexpected wal_sender_timeout: {timeout:?}"))
+            })?;
+        let every = status_period(self.config.status_interval_ms, timeout_ms);
+        self.status_tick = tokio::time::interval(every);
+        self.status_tick
+            .set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.conn.start_replication(&sql).await?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %self.config.slot, from = %self.resume, "streaming changes");
+        tracing::debug!(
+            wal_sender_timeout_ms = timeout_ms,
+            status_every_ms = every.as_millis() as u64,
+            "standby status updates"
+        );
 
-        let mut status_tick = tokio::time::interval(Duration::from_millis(
-            self.config.status_interval_ms.max(100),
-        ));
-        status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let heartbeat_ms = if self.config.heartbeat_interval_ms == 0 {
             u64::MAX / 4
         } else {
@@ -142,7 +164,7 @@ impl<'a> Streamer<'a> {
                     store_pending = false;
                     self.send_status(&stored).await?;
                 }
-                _ = status_tick.tick() => self.send_status(&stored).await?,
+                _ = self.status_tick.tick() => self.send_status(&stored).await?,
                 _ = heartbeat.tick() => {
                     self.sql
                         .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
@@ -223,7 +245,7 @@ impl<'a> Streamer<'a> {
                 if !open.skip {
                     let context = open.context.clone();
                     for event in events(&message, &context, |oid| self.relations.get(&oid))? {
-                        ctx.emit.event(event).await?;
+                        self.emit(ctx, ctx.emit.event(event)).await?;
                     }
                 }
             }
@@ -355,7 +377,7 @@ impl<'a> Streamer<'a> {
                     .find(|r| r.oid == oid)
             };
             for event in events(&message, &context, relation_of)? {
-                ctx.emit.event(event).await?;
+                self.emit(ctx, ctx.emit.event(event)).await?;
             }
         }
         self.mark(ctx, end_lsn).await?;
@@ -403,17 +425,33 @@ impl<'a> Streamer<'a> {
 
     /// Emits a checkpoint mark at `lsn`, unless one at or after it was emitted already
     /// (marks must only move forward).
-    async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Stopped> {
+    async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Failure> {
         if lsn <= self.last_mark {
             return Ok(());
         }
         self.last_mark = lsn;
-        ctx.emit
-            .checkpoint(Mark {
-                partition: String::new(),
-                position: Position::from_counter(lsn.to_string(), lsn.0),
-            })
-            .await
+        let mark = Mark {
+            partition: String::new(),
+            position: Position::from_counter(lsn.to_string(), lsn.0),
+        };
+        self.emit(ctx, ctx.emit.checkpoint(mark)).await
+    }
+
+    /// Completes `send` (an emitter call); while it waits for buffer room, sends the status
+    /// updates that keep the session alive.
+    async fn emit(
+        &mut self,
+        ctx: &SourceContext,
+        send: impl Future<Output = Result<(), Stopped>>,
+    ) -> Result<(), Failure> {
+        let mut send = std::pin::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => return Ok(sent?),
+                _ = self.status_tick.tick() => self.send_status(&ctx.stored).await?,
+            }
+        }
     }
 
     /// Reports `received` as written and the stored checkpoint as flushed.
@@ -440,6 +478,21 @@ impl<'a> Streamer<'a> {
         }
         Ok(())
     }
+}
+
+/// The walsender's own `wal_sender_timeout` in milliseconds (0: none); it may differ from the
+/// server's default (set per role, database or connection).
+const WAL_SENDER_TIMEOUT: &str =
+    "SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'";
+
+/// How often to send standby status updates: `status_interval_ms`, and at least three times
+/// per `wal_sender_timeout` so that one late update does not end the session.
+fn status_period(status_interval_ms: u64, wal_sender_timeout_ms: u64) -> Duration {
+    let mut ms = status_interval_ms;
+    if wal_sender_timeout_ms > 0 {
+        ms = ms.min(wal_sender_timeout_ms / 3);
+    }
+    Duration::from_millis(ms.max(100))
 }
 
 /// The events of one row-change message; `relation_of` finds a table by OID.
@@ -481,5 +534,21 @@ impl From<PostgresError> for Failure {
 impl From<Stopped> for Failure {
     fn from(_: Stopped) -> Self {
         Failure::Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_period;
+    use std::time::Duration;
+
+    #[test]
+    fn status_updates_come_three_times_per_sender_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(status_period(10_000, 60_000), ms(10_000));
+        assert_eq!(status_period(10_000, 10_000), ms(3_333));
+        assert_eq!(status_period(10_000, 0), ms(10_000), "no timeout");
+        assert_eq!(status_period(10_000, 30), ms(100), "at most ten a second");
+        assert_eq!(status_period(0, 0), ms(100));
     }
 }
