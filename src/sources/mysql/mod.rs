@@ -9,6 +9,10 @@
 //! maps the values), a checkpoint mark (`file:pos` and GTID state) at each transaction's end,
 //! never inside one.
 //!
+//! Backpressure: the source reads the server only as fast as the pipeline takes events, and
+//! every connection raises its `net_write_timeout` so that the server waits for a stalled
+//! sink instead of dropping the connection.
+//!
 //! Errors ([`MysqlError`]): lost connections are transient (restart from the checkpoint);
 //! wrong server settings, a purged binlog, compressed events, a rejected certificate and
 //! missing privileges are fatal with the fix; a row that cannot be decoded (or no longer fits
@@ -59,9 +63,12 @@ impl MysqlSource {
     }
 }
 
+/// Longest wait for a blocked write the server accepts (a year), in seconds.
+const MAX_NET_WRITE_TIMEOUT: u32 = 31_536_000;
+
 async fn connect(config: &MysqlConfig) -> Result<Conn, MysqlError> {
     let opts = tls::opts(config.url.expose()).map_err(MysqlError::Url)?;
-    Conn::new(opts)
+    let mut conn = Conn::new(opts)
         .await
         .map_err(|e| match sql("logging in")(e) {
             denied @ MysqlError::Denied { .. } => denied,
@@ -70,7 +77,17 @@ async fn connect(config: &MysqlConfig) -> Result<Conn, MysqlError> {
             }
             MysqlError::Sql { source, .. } => MysqlError::Connect(source),
             other => other,
-        })
+        })?;
+    // Backpressure: while the pipeline's buffer is full, the binlog stream (or a snapshot's
+    // rows) is not read, and the server's write to this connection blocks. The server ends
+    // the connection when a write stays blocked for the session's net_write_timeout (60 s by
+    // default): a stalled sink would cost the binlog dump and restart the pipeline.
+    conn.query_drop(format!(
+        "SET SESSION net_write_timeout = {MAX_NET_WRITE_TIMEOUT}"
+    ))
+    .await
+    .map_err(sql("setting net_write_timeout"))?;
+    Ok(conn)
 }
 
 /// Whether connecting failed because the server's certificate was not accepted (a setting

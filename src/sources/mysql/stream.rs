@@ -12,6 +12,10 @@
 //!
 //! The stream starts by GTID state when the position has one and `resume_by = "gtid"`
 //! (MariaDB: `@slave_connect_state`; MySQL: a GTID dump request), else by file and offset.
+//!
+//! Backpressure: the emitter waits while the pipeline's buffer is full, and the stream is not
+//! read meanwhile; the server waits too, as the connection's `net_write_timeout` is raised
+//! (see `connect`).
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
