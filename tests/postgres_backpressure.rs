@@ -39,19 +39,27 @@ async fn a_stalled_sink_keeps_the_walsender_session() {
     let (mut child, out) = fx
         .ws
         .spawn_read_stdout(&["run", "--config", config.to_str().unwrap()]);
-    fx.wait_caught_up(Duration::from_secs(60)).await;
     let walsender = || async {
         fx.client
-            .query_one(
+            .query_opt(
                 "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'backpressure'",
                 &[],
             )
             .await
             .unwrap()
-            .get::<_, Option<i32>>(0)
+            .and_then(|row| row.get::<_, Option<i32>>(0))
     };
-    let first = walsender().await;
-    assert!(first.is_some(), "the slot is not in use");
+    // Streaming has started once the slot is in use.
+    let started = Instant::now();
+    let mut first = walsender().await;
+    while first.is_none() && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first = walsender().await;
+    }
+    if first.is_none() {
+        child.kill().unwrap();
+        panic!("the bridge did not start streaming:\n{}", fx.ws.log_tail());
+    }
 
     // Stall the sink, write 30,000 rows during the first 60 s, watch the walsender for 90 s.
     out.pause();
