@@ -89,11 +89,7 @@ impl Cursor {
     }
 
     /// [`Cursor::commit`], and the mark emitted.
-    async fn end(
-        &mut self,
-        ctx: &SourceContext,
-        pos: u64,
-    ) -> Result<(), Stopped> {
+    async fn end(&mut self, ctx: &SourceContext, pos: u64) -> Result<(), Stopped> {
         match self.commit(pos) {
             Some(mark) => ctx.emit.checkpoint(mark).await,
             None => Ok(()),
@@ -130,13 +126,17 @@ pub async fn run(
     let mut catalog = Catalog::new(config);
     loop {
         let event = tokio::select! {
-            event = stream.next() => event,
+            event = next_event(&mut stream) => event,
             _ = ctx.shutdown.requested() => return Ok(()),
         };
         let event = match event {
-            Some(Ok(event)) => event,
-            Some(Err(e)) => return Err(purged_or(e, &cursor.with_state(0)).into()),
-            None => return Err(MysqlError::StreamEnded.into()),
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(e))) => return Err(purged_or(e, &cursor.with_state(0)).into()),
+            Ok(None) => return Err(MysqlError::StreamEnded.into()),
+            Err(ReaderPanicked) => {
+                let after = cursor.at(cursor.pos);
+                return Err(bad_event(&after, "the event after this one is malformed (shorter than its header or checksum says)".into()).into());
+            }
         };
         let here = cursor.locate(event.header().log_pos());
         match handle(
@@ -154,6 +154,24 @@ pub async fn run(
             Err(Stopped) => return Ok(()),
         }
     }
+}
+
+/// mysql_common's event reader, inside mysql_async's stream, panicked on the next event.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ReaderPanicked;
+
+/// The stream's next item. mysql_common's event reader panics on an event shorter than its
+/// header says, or with a body shorter than its checksum (0.37): such an event from the server
+/// becomes an error naming the position before it, not a crash of the daemon. The stream is
+/// dropped right after, so its state after the panic does not matter.
+pub(super) async fn next_event<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+) -> Result<Option<S::Item>, ReaderPanicked> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(stream.next())
+        .catch_unwind()
+        .await
+        .map_err(|_| ReaderPanicked)
 }
 
 /// Registers as a replica and asks for the binlog from `start`.
@@ -500,7 +518,30 @@ fn purged_or(err: mysql_async::Error, position: &BinlogPosition) -> MysqlError {
 
 #[cfg(test)]
 mod tests {
-    use super::truncated_table;
+    use super::{next_event, truncated_table, ReaderPanicked};
+
+    /// An event whose header claims more bytes than the packet holds makes the library's event
+    /// reader panic; read as the replication stream reads it, that is an error instead.
+    #[tokio::test]
+    async fn an_event_shorter_than_its_header_is_an_error_not_a_crash() {
+        use futures_util::StreamExt;
+        use mysql_common::binlog::{consts::BinlogVersion, EventStreamReader};
+        let mut event = vec![0u8; 19 + 4];
+        event[4] = 4; // ROTATE_EVENT
+        event[9..13].copy_from_slice(&64u32.to_le_bytes()); // event_size: 64 bytes
+        event[13..17].copy_from_slice(&4u32.to_le_bytes()); // log_pos
+        let packets = vec![event];
+        let premise = std::panic::catch_unwind(|| {
+            let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+            let _ = reader.read(&packets[0][..]);
+        });
+        assert!(premise.is_err(), "mysql_common no longer panics here");
+
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let mut stream = futures_util::stream::iter(packets)
+            .map(move |p: Vec<u8>| reader.read(&p[..]).map(|event| event.expect("an event")));
+        assert_eq!(next_event(&mut stream).await.err(), Some(ReaderPanicked));
+    }
 
     #[test]
     fn truncate_statements_name_their_table() {
