@@ -14,8 +14,11 @@ pub use crate::sources::postgres::fuzz::{
 
 use crate::sinks::kinesis::{aggregate, deaggregate};
 
+/// A fuzz target: arbitrary bytes in, a panic only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its corpus folder (`fuzz/corpus/<name>`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pg_replication", pg_replication),
     ("pg_text_value", pg_text_value),
     ("pg_backend_messages", pg_backend_messages),

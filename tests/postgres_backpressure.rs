@@ -58,7 +58,8 @@ async fn a_stalled_sink_keeps_the_walsender_session() {
     }
     // The slot can be in use by a connection that is not the streaming one yet (creating the
     // slot, checking the publication): a row delivered proves the stream's walsender holds it.
-    fx.sql("INSERT INTO backpressure.t VALUES (0, 'first')").await;
+    fx.sql("INSERT INTO backpressure.t VALUES (0, 'first')")
+        .await;
     while out.len() == 0 && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
