@@ -48,7 +48,7 @@ pub fn binlog_events(data: &[u8]) {
             }
             continue;
         }
-        let Ok(Some(data)) = event.read_data() else {
+        let Ok(Some(data)) = stream::event_data(&event) else {
             continue;
         };
         match data {

@@ -156,6 +156,23 @@ pub async fn run(
     }
 }
 
+/// MySQL's PREVIOUS_GTIDS event (the GTIDs before a binlog file): not needed, as the GTID state
+/// comes from the start position and each transaction's GTID event.
+const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+
+/// The decoded body of `event`, or `None` for an event the stream does not decode. A
+/// PREVIOUS_GTIDS body is never decoded: mysql_common reserves memory for as many entries as
+/// the event's count says before reading them, so a damaged count aborts the process. A
+/// transaction payload is refused before this (compressed binlogs are not supported), and its
+/// decoder panics on a damaged length.
+pub(super) fn event_data<'a>(event: &'a Event) -> std::io::Result<Option<EventData<'a>>> {
+    let raw_type = event.header().event_type_raw();
+    if raw_type == MYSQL_PREVIOUS_GTIDS || raw_type == MYSQL_TRANSACTION_PAYLOAD {
+        return Ok(None);
+    }
+    event.read_data()
+}
+
 /// mysql_common's event reader, inside mysql_async's stream, panicked on the next event.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ReaderPanicked;
@@ -265,7 +282,7 @@ async fn handle(
             .map_err(bad)?;
         return Ok(Ok(()));
     }
-    let data = event.read_data().map_err(|e| bad(e.to_string()))?;
+    let data = event_data(event).map_err(|e| bad(e.to_string()))?;
     Ok(match data {
         Some(EventData::RotateEvent(rotate)) => {
             cursor.file = if event.header().log_pos() == 0 {
