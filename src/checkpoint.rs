@@ -92,6 +92,24 @@ pub struct CheckpointStore {
     path: PathBuf,
 }
 
+/// Creates an empty store at `path` so that a kill at any moment leaves either no store or a
+/// whole one: redb sizes a new file before it writes its header, and a file cut in between
+/// cannot be opened again. The store is made owner-only under a temporary name, then renamed.
+fn create_store(path: &Path) -> Result<(), redb::Error> {
+    let fresh = path.with_extension("redb.new");
+    crate::private_fs::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&fresh)?;
+    drop(Database::create(&fresh)?);
+    std::fs::rename(&fresh, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl CheckpointStore {
     /// Opens (or creates) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, CheckpointError> {
@@ -102,17 +120,12 @@ impl CheckpointStore {
             }
         })?;
         let path = state_dir.join(STORE_FILE);
-        // redb would create the file with the default mode; create it owner-only first
-        // (an empty file is initialized as a new store).
-        crate::private_fs::open_options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| CheckpointError::Storage {
+        if !path.exists() {
+            create_store(&path).map_err(|source| CheckpointError::Storage {
                 path: path.clone(),
-                source: e.into(),
+                source,
             })?;
+        }
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 CheckpointError::Locked { path: path.clone() }
@@ -249,6 +262,19 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store is created under a temporary name and renamed whole; a leftover of a creation
+    /// that was killed (here: garbage) is replaced, not opened.
+    #[test]
+    fn a_killed_creation_leaves_no_store_that_cannot_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("checkpoints.redb.new"), [0u8; 4096]).unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert!(store.load("p").unwrap().is_empty());
+        assert!(!dir.path().join("checkpoints.redb.new").exists());
+        drop(store);
+        CheckpointStore::open(dir.path()).unwrap();
+    }
 
     fn single(counter: u64) -> Checkpoints {
         Checkpoints::from([(
