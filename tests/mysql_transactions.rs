@@ -184,8 +184,8 @@ fn admin_sql(statements: &str) {
 
 /// With binlog_format = MIXED in a session, a transaction logs a statement (a Query event)
 /// before its rows. Killed again and again while it works through a backlog of such
-/// transactions, the bridge stores only positions that end a transaction, and every row
-/// arrives.
+/// transactions (each kill once another one and a half transactions' rows came out), the bridge
+/// stores only positions that end a transaction, and every row arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_inside_a_transaction_is_not_a_checkpoint() {
     const TRANSACTIONS: i64 = 60;
@@ -241,7 +241,9 @@ async fn a_statement_inside_a_transaction_is_not_a_checkpoint() {
     }
     let total = (TRANSACTIONS * ROWS) as usize;
     let kills = ws
-        .kill_repeatedly(&config, 4, (400, 400), || stored_token(&ws, name))
+        .kill_after_new_records(&config, 4, (3 * ROWS) as usize / 2, || {
+            stored_token(&ws, name)
+        })
         .await;
     let first_file_pos = first.split(';').next().unwrap().to_owned();
     for (delivered, token) in &kills {

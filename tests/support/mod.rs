@@ -117,6 +117,45 @@ impl Workspace {
         after_kills
     }
 
+    /// Runs the bridge `kills` times, each time SIGKILLing it as soon as `out.jsonl` holds at
+    /// least `records` more lines than before that run: the kill lands mid-backlog however
+    /// fast the machine is. After each kill: the records so far and `stored()`.
+    pub async fn kill_after_new_records<T>(
+        &self,
+        config: &str,
+        kills: usize,
+        records: usize,
+        mut stored: impl FnMut() -> T,
+    ) -> Vec<(usize, T)> {
+        let out = self.path("out.jsonl");
+        let lines = || {
+            std::fs::read(&out).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        };
+        let mut after_kills = Vec::with_capacity(kills);
+        for _ in 0..kills {
+            let target = lines() + records;
+            let mut child = self.spawn(&["run", "--config", config]);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while lines() < target {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "bridge exited early:\n{}",
+                    self.log_tail()
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "no {records} new records within 60 s:\n{}",
+                    self.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            after_kills.push((lines(), stored()));
+        }
+        after_kills
+    }
+
     /// The generator position stored for `pipeline` (0 when none).
     pub fn stored_seq(&self, pipeline: &str) -> u64 {
         let store = CheckpointStore::open(&self.path("state")).expect("open store");
