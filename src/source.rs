@@ -224,26 +224,27 @@ impl Emitter {
         let Held { event, budget } = held;
         let permit = budget.into_permit();
         let (first, second) = event.split_key_change();
-        let (first_permit, second_permit) = match second {
-            Some(_) => (None, permit),
-            None => (permit, None),
-        };
-        self.send_with(first, first_permit).await?;
         match second {
-            Some(second) => self.send_with(second, second_permit).await,
-            None => Ok(()),
+            None => self.push(Some(first), None, permit).await,
+            // The budget goes with the last part: it is released once both are delivered.
+            Some(second) => {
+                self.push(Some(first), None, None).await?;
+                self.push(Some(second), None, permit).await
+            }
         }
     }
 
-    async fn send_with(
+    /// Hands one item to the pipeline.
+    async fn push(
         &self,
-        event: ChangeEvent,
+        event: Option<ChangeEvent>,
+        mark: Option<Mark>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Stopped> {
         self.tx
             .send(Item {
-                event: Some(event),
-                mark: None,
+                event,
+                mark,
                 forget: None,
                 permit,
             })
@@ -322,15 +323,7 @@ impl Emitter {
             }
             None => None,
         };
-        self.tx
-            .send(Item {
-                event,
-                mark,
-                forget: None,
-                permit,
-            })
-            .await
-            .map_err(|_| Stopped)
+        self.push(event, mark, permit).await
     }
 }
 
