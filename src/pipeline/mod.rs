@@ -6,6 +6,9 @@
 //! source reads (backpressure: a full budget makes the source wait). The driver groups events
 //! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
 //! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
+//! A batch leaves as soon as the channel holds nothing more and a delivery slot is free: the
+//! linger (`linger_ms`) bounds the wait only while events keep arriving or every slot is busy,
+//! so a quiet pipeline delivers each change at once and a busy one still sends full batches.
 //! Released checkpoints go to the [`checkpointer`], which commits them durably (coalescing
 //! commits while an fsync runs) before it publishes them to the source as stored. A partition
 //! the source forgot is released like a mark (after everything before it), then deleted.
@@ -236,9 +239,19 @@ impl Driver {
                 biased;
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     self.on_delivered(joined).await?;
+                    if rx.is_empty() {
+                        self.flush().await?;
+                    }
                 }
                 item = rx.recv() => match item {
-                    Some(item) => self.add(item).await?,
+                    Some(item) => {
+                        self.add(item).await?;
+                        // Nothing more queued: waiting would only add latency. While every
+                        // delivery slot is busy the batch keeps growing instead.
+                        if rx.is_empty() && self.in_flight.len() < self.batch.max_in_flight.get() {
+                            self.flush().await?;
+                        }
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
