@@ -32,7 +32,8 @@ pub struct KinesisSinkConfig {
     /// Records per PutRecords call (the service allows 500).
     #[serde(default = "default_records_per_call")]
     pub max_records_per_call: NonZeroUsize,
-    /// How long a call that is not full waits for more records.
+    /// How long a call that is not full waits for more records. 0 (the default): a call
+    /// leaves as soon as no more batches are queued, with every batch that was.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
     /// PutRecords calls in flight at once (records of one key are never in two at once).
@@ -64,7 +65,7 @@ fn default_records_per_call() -> NonZeroUsize {
     NonZeroUsize::new(MAX_RECORDS_PER_CALL).expect("nonzero")
 }
 fn default_linger_ms() -> u64 {
-    10
+    0
 }
 fn default_concurrent_calls() -> NonZeroUsize {
     NonZeroUsize::new(4).expect("nonzero")

@@ -153,8 +153,11 @@ impl Worker {
             tokio::select! {
                 submission = submissions.recv(), if !closed => match submission {
                     Some(s) => {
-                        self.waiters.insert(s.batch, s.done);
-                        self.scheduler.push(s.batch, s.records);
+                        // Every batch already queued joins the next calls: no wait needed.
+                        self.accept(s);
+                        while let Ok(s) = submissions.try_recv() {
+                            self.accept(s);
+                        }
                         linger_until.get_or_insert(Instant::now() + self.settings.linger);
                     }
                     None => closed = true,
@@ -169,6 +172,11 @@ impl Worker {
                 _ = sleep_until(wake), if wake.is_some() => {}
             }
         }
+    }
+
+    fn accept(&mut self, submission: Submission) {
+        self.waiters.insert(submission.batch, submission.done);
+        self.scheduler.push(submission.batch, submission.records);
     }
 
     fn next_call(&mut self, now: std::time::Instant) -> (Vec<Entry>, Option<std::time::Instant>) {
