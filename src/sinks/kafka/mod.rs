@@ -17,6 +17,7 @@
 //! and the context signs one ([`msk_iam`]) with credentials fresh from the AWS chain.
 
 mod config;
+mod delivery;
 mod error;
 mod msk_iam;
 mod topic;
@@ -32,15 +33,14 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    DeliveryFuture, FutureProducer, FutureRecord, Producer as _, ProducerContext,
-};
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 
 pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
 pub use error::KafkaSinkError;
 pub use topic::TopicTemplate;
 
 use crate::check::Finding;
+use delivery::BatchAcks;
 use crate::envelope::Op;
 use crate::error::BoxError;
 use crate::format::{format_for, Format};
@@ -165,11 +165,14 @@ impl ClientContext for SinkContext {
 }
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+    type DeliveryOpaque = Arc<BatchAcks>;
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, acks: Arc<BatchAcks>) {
+        acks.report(result);
+    }
 }
 
-type Producer = FutureProducer<SinkContext>;
+type Producer = Arc<ThreadedProducer<SinkContext>>;
+type Record<'a> = BaseRecord<'a, [u8], [u8], Arc<BatchAcks>>;
 
 pub struct KafkaSink {
     producer: Producer,
@@ -243,23 +246,23 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Enqueues one record, waiting while librdkafka's queue is full (backpressure).
-    async fn send(
-        &self,
-        mut record: FutureRecord<'_, [u8], [u8]>,
-    ) -> Result<DeliveryFuture, KafkaSinkError> {
+    /// Enqueues one record of the batch `acks` tracks, waiting while librdkafka's queue is
+    /// full (backpressure).
+    async fn send(&self, mut record: Record<'_>, acks: &Arc<BatchAcks>) -> Result<(), KafkaSinkError> {
+        acks.expect_one();
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((err, returned)) => {
+                    acks.settle_one();
                     return Err(KafkaSinkError::Delivery {
                         topic: returned.topic.to_owned(),
                         source: err,
-                    })
+                    });
                 }
             }
         }
@@ -294,9 +297,11 @@ async fn open_producer(
 ) -> Result<Producer, KafkaSinkError> {
     let context = SinkContext::new(msk_iam);
     let last_error = context.last_error.clone();
-    let producer: Producer = client_config
-        .create_with_context(context)
-        .map_err(KafkaSinkError::Client)?;
+    let producer: Producer = Arc::new(
+        client_config
+            .create_with_context(context)
+            .map_err(KafkaSinkError::Client)?,
+    );
     probe(&producer, &last_error, brokers).await?;
     Ok(producer)
 }
@@ -385,11 +390,15 @@ async fn create_topic(
 #[async_trait]
 impl Sink for KafkaSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
-        let mut deliveries: Vec<(String, DeliveryFuture)> = Vec::with_capacity(batch.events.len());
+        let (acks, all_reported) = BatchAcks::new();
         let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(1024));
+        let mut topic = String::new();
         for event in &batch.events {
-            let topic = self.template.topic_for(event);
-            self.ensure_topic(&topic).await?;
+            let event_topic = self.template.topic_for(event);
+            if event_topic != topic {
+                topic = event_topic.into_owned();
+                self.ensure_topic(&topic).await?;
+            }
             key.clear();
             value.clear();
             if self.template.separates_tables(event) {
@@ -405,7 +414,7 @@ impl Sink for KafkaSink {
                 continue;
             }
             let table = event.qualified_table();
-            let headers = OwnedHeaders::new()
+            let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: "op",
                     value: Some(event.op.as_str()),
@@ -418,32 +427,24 @@ impl Sink for KafkaSink {
                     key: "position",
                     value: Some(event.source.position.as_str()),
                 });
-            let record = FutureRecord::to(&topic)
+            let record = BaseRecord::with_opaque_to(&topic, acks.clone())
                 .key(key.as_slice())
                 .payload(value.as_slice())
                 .headers(headers);
-            deliveries.push((topic.clone(), self.send(record).await?));
+            self.send(record, &acks).await?;
             // A keyless row has no identity of its own: a tombstone for it would remove
             // every row of its table from a compacted topic.
             if event.op == Op::Delete && self.config.tombstones && !event.key.is_empty() {
-                let tombstone: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(&topic).key(key.as_slice());
-                let delivery = self.send(tombstone).await?;
-                deliveries.push((topic, delivery));
+                let tombstone: Record<'_> =
+                    BaseRecord::with_opaque_to(&topic, acks.clone()).key(key.as_slice());
+                self.send(tombstone, &acks).await?;
             }
         }
         self.limit.sync()?;
+        // The sink's own hold ends: the batch is done once every report is in.
+        acks.settle_one();
         Ok(Box::pin(async move {
-            for (topic, delivery) in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((source, _))) => {
-                        return Err(KafkaSinkError::Delivery { topic, source }.into())
-                    }
-                    Err(_) => return Err(KafkaSinkError::Canceled.into()),
-                }
-            }
-            Ok(())
+            acks.outcome(all_reported).await.map_err(BoxError::from)
         }))
     }
 }

@@ -8,6 +8,8 @@
 //! ([`TopicTemplate::separates_tables`]). The decision depends only on the template and the
 //! source kind, so a topic's key format never changes while a pipeline runs.
 
+use std::borrow::Cow;
+
 use crate::envelope::ChangeEvent;
 
 const PLACEHOLDERS: [&str; 4] = ["pipeline", "database", "schema", "table"];
@@ -33,7 +35,10 @@ impl TopicTemplate {
         Ok(TopicTemplate(template.to_owned()))
     }
 
-    pub fn topic_for(&self, event: &ChangeEvent) -> String {
+    pub fn topic_for(&self, event: &ChangeEvent) -> Cow<'_, str> {
+        if let Some(topic) = self.fixed().filter(|t| t.len() <= 249 && t.chars().all(allowed)) {
+            return Cow::Borrowed(topic);
+        }
         let source = &event.source;
         let name = self
             .0
@@ -44,16 +49,12 @@ impl TopicTemplate {
                 source.schema.as_deref().unwrap_or(&source.database),
             )
             .replace("{table}", &source.table);
-        name.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(249)
-            .collect()
+        Cow::Owned(
+            name.chars()
+                .map(|c| if allowed(c) { c } else { '_' })
+                .take(249)
+                .collect(),
+        )
     }
 
     /// Whether every table of `event`'s source gets a topic of its own (up to names that only
@@ -67,6 +68,11 @@ impl TopicTemplate {
     pub fn fixed(&self) -> Option<&str> {
         (!self.0.contains('{')).then_some(self.0.as_str())
     }
+}
+
+/// Whether Kafka allows `c` in a topic name.
+fn allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 #[cfg(test)]
@@ -96,6 +102,15 @@ mod tests {
         assert_eq!(
             TopicTemplate::parse("fixed").unwrap().fixed(),
             Some("fixed")
+        );
+        // A fixed name is cleaned like any other.
+        assert_eq!(
+            TopicTemplate::parse("my topic").unwrap().topic_for(&event),
+            "my_topic"
+        );
+        assert_eq!(
+            TopicTemplate::parse("cdc.orders").unwrap().topic_for(&event),
+            "cdc.orders"
         );
     }
 
