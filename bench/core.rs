@@ -41,6 +41,10 @@ fn bench_json_encoding() {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
+        "REPORT|JSON encode, 1 thread (events/s)|{:.0}||",
+        ENCODE_EVENTS as f64 / secs
+    );
+    println!(
         "json encode        {:>10.0} events/s  {:>7.1} MB/s  ({} B/event, 1 thread)",
         ENCODE_EVENTS as f64 / secs,
         bytes as f64 / secs / 1e6,
@@ -69,6 +73,10 @@ async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(summary.events_delivered, PIPELINE_EVENTS);
+    println!(
+        "REPORT|pipeline generator {label} (events/s)|{:.0}||",
+        PIPELINE_EVENTS as f64 / secs
+    );
     println!(
         "pipeline {label:<10}{:>10.0} events/s  ({PIPELINE_EVENTS} events in {secs:.2} s)",
         PIPELINE_EVENTS as f64 / secs

@@ -1,12 +1,29 @@
 //! Kafka sink benchmark: `bench/run.sh` (or `cargo bench --bench kafka` with the broker of
-//! `scripts/services.sh` running and its environment loaded). The release binary runs
-//! generator -> kafka (tansu on loopback, idempotent producer, acks=all) for 200,000 events;
-//! prints events/s from start to the last confirmed delivery and the daemon's peak RSS.
+//! `scripts/services.sh` running and its environment loaded).
+//!
+//! First the broker's ceiling: a plain librdkafka producer (idempotent, acks=all, librdkafka's
+//! defaults otherwise) in this process sends the very records the bridge will send (the
+//! generator's 200,000 events in the bridge's JSON format, with its key and headers) as fast
+//! as the broker takes them, to a topic of its own; events/s from the first send to the last
+//! delivery report. Then the release binary runs generator -> kafka with default settings for
+//! the same events; events/s from start to exit (every delivery confirmed and checkpointed),
+//! its CPU time per event and its peak RSS. Prints both and their ratio.
 
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdc_bridge::format::{format_for, FormatKind};
+use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+#[path = "support.rs"]
+mod support;
 
 const EVENTS: u64 = 200_000;
+const KEYS: u64 = 10_000;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -14,52 +31,113 @@ fn main() {
     }
     let brokers = std::env::var("CDC_BRIDGE_KAFKA_BROKERS")
         .expect("CDC_BRIDGE_KAFKA_BROKERS: run bench/run.sh");
+    let ceiling = plain_producer(&brokers);
     let dir = tempfile::tempdir().unwrap();
     let topic = format!("bench-{}", std::process::id());
     std::fs::write(
         dir.path().join("bench.toml"),
         format!(
-            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench\"\n[pipeline.source]\nkind = \"generator\"\ncount = {EVENTS}\nkeys = 10000\n\
+            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench\"\n[pipeline.source]\nkind = \"generator\"\ncount = {EVENTS}\nkeys = {KEYS}\n\
              [pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncreate_topics = true\ntopic_partitions = 3\ntombstones = false\n"
         ),
     )
     .unwrap();
-    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/cdc-bridge");
+    // GNU time reports the daemon's own CPU time and peak RSS once it has exited.
     let start = Instant::now();
-    let mut child = Command::new("/usr/bin/env")
-        .args(["bash", "-c", &format!("\"{binary}\" run --config bench.toml & pid=$!; peak=0; while kill -0 $pid 2>/dev/null; do v=$(awk '/VmHWM/ {{print $2}}' /proc/$pid/status 2>/dev/null); [ -n \"$v\" ] && [ \"$v\" -gt \"$peak\" ] && peak=$v; sleep 0.05; done; wait $pid; echo $peak; times")])
+    let status = Command::new("/usr/bin/time")
+        .args(["-o", "usage.txt", "-f", "%U %S %M", support::BRIDGE, "run", "--config", "bench.toml"])
         .current_dir(dir.path())
         .env("CDC_BRIDGE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run bench/run.sh, which builds the release binary first");
-    let output = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
-    assert!(child.wait().unwrap().success());
+        .stdout(Stdio::null())
+        .status()
+        .expect("/usr/bin/time (Debian package time) runs the release binary: bench/run.sh builds it");
+    assert!(status.success(), "the bridge failed: {status}");
     let secs = start.elapsed().as_secs_f64();
-    let mut lines = output.lines();
-    let peak_kib: f64 = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    // `times` prints the shell's own times, then its children's: "0m1.234s 0m0.567s".
-    let cpu_secs: f64 = lines
-        .nth(1)
-        .map(|l| {
-            l.split_whitespace()
-                .map(|t| {
-                    let (m, s) = t
-                        .trim_end_matches('s')
-                        .split_once('m')
-                        .unwrap_or(("0", "0"));
-                    m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
-                })
-                .sum()
+    let usage = std::fs::read_to_string(dir.path().join("usage.txt")).unwrap();
+    let figures: Vec<f64> = usage
+        .split_whitespace()
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    let (cpu_secs, peak_kib) = (figures[0] + figures[1], figures[2]);
+    let rate = EVENTS as f64 / secs;
+    println!("plain librdkafka producer {ceiling:>10.0} events/s  (the broker's ceiling for these records)");
+    println!("generator -> kafka        {rate:>10.0} events/s  ({EVENTS} events in {secs:.2} s, every delivery confirmed; {:.2}x the ceiling)", rate / ceiling);
+    let us_per_event = cpu_secs * 1e6 / EVENTS as f64;
+    println!("daemon CPU time           {cpu_secs:>10.2} s     ({us_per_event:.1} us per event)");
+    println!("daemon peak RSS           {:>10.1} MiB", peak_kib / 1024.0);
+    println!("REPORT|generator -> kafka (events/s)|{rate:.0}|plain librdkafka producer {ceiling:.0}|{:.2}x", rate / ceiling);
+    println!("REPORT|kafka path: daemon CPU per event|{us_per_event:.1} us|goal 5 us|");
+    println!("REPORT|kafka path: daemon peak RSS|{:.1} MiB||", peak_kib / 1024.0);
+}
+
+/// Sends the generator's events, as the bridge encodes them, with a plain idempotent
+/// producer as fast as the broker confirms them; returns events/s.
+fn plain_producer(brokers: &str) -> f64 {
+    let topic = format!("bench-plain-{}", std::process::id());
+    let generator: GeneratorConfig = toml::from_str(&format!("keys = {KEYS}")).unwrap();
+    let generator = GeneratorSource::new(generator);
+    let format = format_for(FormatKind::Json);
+    let (pipeline, database, table): (Arc<str>, Arc<str>, Arc<str>) =
+        ("bench".into(), "bench".into(), "items".into());
+    let records: Vec<(Vec<u8>, Vec<u8>, String, String)> = (1..=EVENTS)
+        .map(|seq| {
+            let event = generator.event(&pipeline, &database, &table, seq);
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            format.encode_key(&event, &mut key);
+            format.encode_value(&event, &mut value);
+            (key, value, event.op.as_str().to_owned(), event.source.position.clone())
         })
-        .unwrap_or(f64::NAN);
-    println!("generator -> kafka  {:>10.0} events/s  ({EVENTS} events in {secs:.2} s, every delivery confirmed)", EVENTS as f64 / secs);
-    println!(
-        "daemon CPU time     {cpu_secs:>10.2} s     ({:.1} us per event)",
-        cpu_secs * 1e6 / EVENTS as f64
-    );
-    println!("daemon peak RSS     {:>10.1} MiB", peak_kib / 1024.0);
+        .collect();
+    create_topic(brokers, &topic);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    for (key, value, op, position) in &records {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "op", value: Some(op.as_str()) })
+            .insert(Header { key: "table", value: Some("bench.items") })
+            .insert(Header { key: "position", value: Some(position.as_str()) });
+        let mut record = BaseRecord::to(&topic)
+            .key(key.as_slice())
+            .payload(value.as_slice())
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    EVENTS as f64 / secs
+}
+
+fn create_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    for result in results {
+        result.expect("topic created");
+    }
 }

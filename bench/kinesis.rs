@@ -2,7 +2,10 @@
 //! of `scripts/services.sh` running and its environment loaded). Runs generator -> kinesis
 //! (kinesalite on loopback, 4 shards) in this process for 100,000 events, then prints events/s
 //! from start to the last accepted record, the average records per PutRecords call, and the
-//! process's peak RSS. Once with one record per event, once with KPL aggregation.
+//! process's peak RSS. Once with one record per event, once with KPL aggregation. The
+//! reference, measured first in the same run: a plain client of the emulator (the AWS SDK in
+//! this process) putting the same records, with the same partition keys, in PutRecords calls
+//! of 500, four calls at a time, to a stream of its own with the same 4 shards.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use cdc_bridge::checkpoint::CheckpointStore;
 use cdc_bridge::config::{BatchConfig, BufferConfig};
+use cdc_bridge::format::{format_for, FormatKind};
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig};
@@ -27,8 +31,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let ceiling = rt.block_on(plain_client(&endpoint));
+    println!("plain PutRecords client {ceiling:>8.0} events/s  (500 records per call, 4 calls at a time)");
     for aggregation in [false, true] {
-        rt.block_on(run(&endpoint, aggregation));
+        let rate = rt.block_on(run(&endpoint, aggregation));
+        let label = if aggregation { "KPL-aggregated" } else { "one record per event" };
+        println!(
+            "REPORT|generator -> kinesis, {label} (events/s)|{rate:.0}|plain PutRecords client {ceiling:.0}|{:.2}x",
+            rate / ceiling
+        );
     }
     println!(
         "bench process peak RSS {:>8.1} MiB",
@@ -36,8 +47,8 @@ fn main() {
     );
 }
 
-async fn run(endpoint: &str, aggregation: bool) {
-    let stream = format!("bench-{}-{aggregation}", std::process::id());
+/// A sink config for `stream` on the emulator, and an SDK client of it; the stream is created.
+async fn stream_on(endpoint: &str, stream: &str, aggregation: bool) -> (KinesisSinkConfig, aws_sdk_kinesis::Client) {
     let config: KinesisSinkConfig = toml::from_str(&format!(
         "stream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\naggregation = {aggregation}\n"
     ))
@@ -47,12 +58,74 @@ async fn run(endpoint: &str, aggregation: bool) {
     let client = kinesis::client(&sdk, |b| b);
     client
         .create_stream()
-        .stream_name(&stream)
+        .stream_name(stream)
         .shard_count(4)
         .send()
         .await
         .expect("create stream");
     tokio::time::sleep(Duration::from_millis(500)).await;
+    (config, client)
+}
+
+/// Puts the generator's events as the sink would encode them, 500 per call, 4 calls at a
+/// time, retrying rejected records; returns events/s.
+async fn plain_client(endpoint: &str) -> f64 {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let stream = format!("bench-plain-{}", std::process::id());
+    let (_, client) = stream_on(endpoint, &stream, false).await;
+    let generator = GeneratorSource::new(toml::from_str("keys = 10000").unwrap());
+    let format = format_for(FormatKind::Json);
+    let (pipeline, database, table) = ("bench".into(), "bench".into(), "items".into());
+    let entries: Vec<PutRecordsRequestEntry> = (1..=EVENTS)
+        .map(|seq| {
+            let event = generator.event(&pipeline, &database, &table, seq);
+            let mut data = Vec::new();
+            format.encode_value(&event, &mut data);
+            PutRecordsRequestEntry::builder()
+                .partition_key(kinesis::partition_key(&event))
+                .data(Blob::new(data))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    let mut pending = entries.chunks(500).map(<[_]>::to_vec);
+    loop {
+        while calls.len() < 4 {
+            let Some(mut chunk) = pending.next() else { break };
+            let (client, stream) = (client.clone(), stream.clone());
+            calls.spawn(async move {
+                while !chunk.is_empty() {
+                    let out = client
+                        .put_records()
+                        .stream_name(&stream)
+                        .set_records(Some(chunk.clone()))
+                        .send()
+                        .await
+                        .expect("PutRecords");
+                    chunk = chunk
+                        .into_iter()
+                        .zip(out.records())
+                        .filter(|(_, result)| result.error_code().is_some())
+                        .map(|(entry, _)| entry)
+                        .collect();
+                }
+            });
+        }
+        match calls.join_next().await {
+            Some(done) => done.expect("a PutRecords task"),
+            None => break,
+        }
+    }
+    EVENTS as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn run(endpoint: &str, aggregation: bool) -> f64 {
+    let stream = format!("bench-{}-{aggregation}", std::process::id());
+    let (config, _) = stream_on(endpoint, &stream, aggregation).await;
+    let stream_ref = config.validate("sink").unwrap();
 
     let sink = KinesisSink::connect(&config, &stream_ref).await.unwrap();
     let stats = sink.stats();
@@ -91,6 +164,7 @@ async fn run(endpoint: &str, aggregation: bool) {
         records / calls,
         EVENTS as f64 / calls,
     );
+    EVENTS as f64 / secs
 }
 
 fn peak_rss_kib() -> f64 {

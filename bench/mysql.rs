@@ -83,7 +83,7 @@ fn main() {
 }
 
 async fn run(url: &str) {
-    let python = python_venv();
+    let python = support::python_venv("pymysqlrepl", PY_REPLICATION, "pymysqlreplication");
     let mut conn = Conn::new(Opts::from_url(url).unwrap()).await.unwrap();
     conn.query_drop("DROP TABLE IF EXISTS bench").await.unwrap();
     conn.query_drop(
@@ -160,6 +160,18 @@ async fn run(url: &str) {
         bridge_rate / rate(python_secs)
     );
     println!("bridge peak RSS    {peak_mib:>10.1} MiB");
+    for (reference, secs) in [
+        ("mariadb-binlog --read-from-remote-server", binlog_secs),
+        ("mariadb-binlog -v", binlog_rows_secs),
+        ("python-mysql-replication", python_secs),
+    ] {
+        println!(
+            "REPORT|MariaDB source, 1M rows (rows/s)|{bridge_rate:.0}|{reference} {:.0}|{:.2}x",
+            rate(secs),
+            bridge_rate / rate(secs)
+        );
+    }
+    println!("REPORT|MariaDB source: bridge peak RSS|{peak_mib:.1} MiB||");
 
     conn.query_drop("DROP TABLE bench").await.unwrap();
     conn.disconnect().await.unwrap();
@@ -233,41 +245,6 @@ fn mariadb_binlog(
         .unwrap();
     assert!(status.success(), "{bin} failed: {status}");
     began.elapsed().as_secs_f64()
-}
-
-/// The python of a venv with python-mysql-replication, made once under the cache directory.
-fn python_venv() -> PathBuf {
-    let cache = std::env::var_os("CDC_BRIDGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cdc-bridge"));
-    let venv = cache.join("pymysqlrepl");
-    let python = venv.join("bin/python");
-    let installed = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import pymysqlreplication"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !installed(&python) {
-        println!("installing {PY_REPLICATION} into {} (once)", venv.display());
-        let made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", PY_REPLICATION])
-            .status()
-            .unwrap();
-        assert!(
-            pip.success() && installed(&python),
-            "pip install {PY_REPLICATION} failed"
-        );
-    }
-    python
 }
 
 fn python_replication(python: &Path, start: &Position, end: &Position) -> f64 {

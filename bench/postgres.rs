@@ -99,6 +99,11 @@ async fn run(url: &str) {
         bridge_rate / recv_rate
     );
     println!("bridge peak RSS    {peak_mib:>10.1} MiB");
+    println!(
+        "REPORT|PostgreSQL source, 1M rows (rows/s)|{bridge_rate:.0}|pg_recvlogical {recv_rate:.0}|{:.2}x",
+        bridge_rate / recv_rate
+    );
+    println!("REPORT|PostgreSQL source: bridge peak RSS|{peak_mib:.1} MiB||");
 
     for slot in ["bench_recv", "bench_bridge"] {
         let _ = client
@@ -159,15 +164,8 @@ async fn bridge(url: &str, client: &tokio_postgres::Client, end_lsn: &str) -> (f
         ),
     )
     .unwrap();
-    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/cdc-bridge");
     let start = Instant::now();
-    let mut child = Command::new(binary)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .current_dir(dir.path())
-        .env("CDC_BRIDGE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run bench/run.sh, which builds the release binary first");
+    let mut child = support::spawn_bridge(&config, dir.path(), Stdio::null());
     loop {
         let done = client
             .query_opt(

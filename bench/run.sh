@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# The benchmarks, in one command: core throughput and memory, the Postgres source against
+# The benchmarks, in one command, ending with one table of every figure beside its reference
+# measured in the same run: core throughput and memory, the Postgres source against
 # pg_recvlogical, the MySQL source (MariaDB) against mariadb-binlog and python-mysql-replication,
-# the Kafka sink and the Kinesis sink. Starts the services it needs and stops them afterwards.
+# the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain librdkafka producer, the Kinesis sink against a plain
+# PutRecords client, and commit-to-readable latency. Starts the services it needs and stops
+# them on every exit.
+#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency)
+services=(postgres mariadb dynamodb kafka kinesis)
+
+trap 'scripts/services.sh stop "${services[@]}"' EXIT
 cargo build --release --bin cdc-bridge
-scripts/services.sh start postgres mariadb kafka kinesis
-trap 'scripts/services.sh stop postgres mariadb kafka kinesis' EXIT
-eval "$(scripts/services.sh env postgres mariadb kafka kinesis)"
-cargo bench --bench core
-cargo bench --bench postgres
-cargo bench --bench mysql
-cargo bench --bench kafka
-cargo bench --bench kinesis
+scripts/services.sh start "${services[@]}"
+eval "$(scripts/services.sh env "${services[@]}")"
+
+log=$(mktemp)
+for bench in "${benches[@]}"; do
+  cargo bench --bench "$bench" | tee -a "$log"
+done
+
+echo
+echo "| figure | cdc-bridge | reference (same run) | ratio |"
+echo "| --- | --- | --- | --- |"
+grep '^REPORT|' "$log" | awk -F'|' '{printf "| %s | %s | %s | %s |\n", $2, $3, $4, $5}'
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
+rm -f "$log"

@@ -1,7 +1,8 @@
 //! What the benchmarks that run the bridge's release binary share.
 #![allow(dead_code)]
 
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// The peak resident memory of a running process (VmHWM), in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
@@ -18,6 +19,20 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// The release build of the bridge.
+pub const BRIDGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/cdc-bridge");
+
+/// Starts the release bridge on `config` in `dir` (its state there), logging warnings only.
+pub fn spawn_bridge(config: &Path, dir: &Path, stdout: Stdio) -> Child {
+    Command::new(BRIDGE)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(dir)
+        .env("CDC_BRIDGE_LOG", "warn")
+        .stdout(stdout)
+        .spawn()
+        .expect("run bench/run.sh, which builds the release binary first")
+}
+
 /// Stops the bridge as an operator would (SIGTERM) and waits for it.
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
@@ -26,4 +41,40 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .status()
         .unwrap();
     child.wait().unwrap()
+}
+
+/// The python of a venv named `name` under the cache directory with `requirement` installed
+/// (made once; `module` is what must import).
+pub fn python_venv(name: &str, requirement: &str, module: &str) -> PathBuf {
+    let cache = std::env::var_os("CDC_BRIDGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/cdc-bridge"));
+    let venv = cache.join(name);
+    let python = venv.join("bin/python");
+    let installed = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !installed(&python) {
+        println!("installing {requirement} into {} (once)", venv.display());
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", requirement])
+            .status()
+            .unwrap();
+        assert!(
+            pip.success() && installed(&python),
+            "pip install {requirement} failed"
+        );
+    }
+    python
 }

@@ -1,0 +1,430 @@
+//! Latency benchmark: `bench/run.sh` (or `cargo bench --bench latency` with the services of
+//! `scripts/services.sh` running and their environment loaded).
+//!
+//! The release binary runs postgres -> kafka and postgres -> kinesis with default settings
+//! (only addresses set). A writer commits transactions at a steady rate; a consumer in this
+//! process reads the sink continuously (Kafka: every partition from the start; Kinesis: every
+//! shard from TRIM_HORIZON, GetRecords in a loop). A row's latency is the time from its
+//! COMMIT returning to the writer to its record being read, both taken on this process's
+//! clock. Rows of the first two seconds (warm-up) are left out; the next ten are measured.
+//! Two workloads per sink: light (200 single-row transactions/s) and steady (about half the
+//! sink's ceiling on this machine: 20,000 rows/s to Kafka, 5,000 to Kinesis, in multi-row
+//! transactions; `CDC_BRIDGE_BENCH_KAFKA_RATE` / `CDC_BRIDGE_BENCH_KINESIS_RATE` change it).
+//! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+#[path = "support.rs"]
+mod support;
+
+const WARMUP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(10);
+const KAFKA_PARTITIONS: i32 = 3;
+const KINESIS_SHARDS: i32 = 4;
+
+/// When each row was committed, and when its record was read.
+#[derive(Default)]
+struct Clock {
+    committed: HashMap<i64, Instant>,
+    read: HashMap<i64, Instant>,
+}
+
+type SharedClock = Arc<Mutex<Clock>>;
+
+#[derive(Clone, Copy)]
+struct Workload {
+    transactions_per_sec: u32,
+    rows_per_transaction: i64,
+}
+
+impl Workload {
+    fn label(&self) -> String {
+        format!(
+            "{} txn/s x {} row{}",
+            self.transactions_per_sec,
+            self.rows_per_transaction,
+            if self.rows_per_transaction == 1 { "" } else { "s" }
+        )
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum SinkKind {
+    Kafka,
+    Kinesis,
+}
+
+fn rate_from_env(var: &str, default: u32) -> u32 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: run bench/run.sh"));
+    let pg_url = var("CDC_BRIDGE_PG_URL");
+    let brokers = var("CDC_BRIDGE_KAFKA_BROKERS");
+    let kinesis = var("CDC_BRIDGE_KINESIS_ENDPOINT");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let light = Workload {
+        transactions_per_sec: 200,
+        rows_per_transaction: 1,
+    };
+    let steady = |rate: u32| Workload {
+        transactions_per_sec: 100,
+        rows_per_transaction: i64::from(rate / 100).max(1),
+    };
+    let kafka_rate = rate_from_env("CDC_BRIDGE_BENCH_KAFKA_RATE", 20_000);
+    let kinesis_rate = rate_from_env("CDC_BRIDGE_BENCH_KINESIS_RATE", 5_000);
+    let runs = [
+        (SinkKind::Kafka, light),
+        (SinkKind::Kafka, steady(kafka_rate)),
+        (SinkKind::Kinesis, light),
+        (SinkKind::Kinesis, steady(kinesis_rate)),
+    ];
+    for (n, (sink, workload)) in runs.into_iter().enumerate() {
+        let name = format!("lat{}_{n}", std::process::id());
+        runtime.block_on(run(&pg_url, &brokers, &kinesis, sink, workload, &name));
+    }
+}
+
+async fn run(
+    pg_url: &str,
+    brokers: &str,
+    kinesis_endpoint: &str,
+    sink: SinkKind,
+    workload: Workload,
+    name: &str,
+) {
+    let client = pg_connect(pg_url).await;
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}; \
+             CREATE TABLE {name}.t (id bigint PRIMARY KEY, at timestamptz); \
+             CREATE PUBLICATION {name} FOR TABLE {name}.t;"
+        ))
+        .await
+        .unwrap();
+    let clock = SharedClock::default();
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let (sink_toml, reader) = match sink {
+        SinkKind::Kafka => {
+            create_kafka_topic(brokers, name).await;
+            let reader = spawn_kafka_reader(brokers, name, clock.clone(), stop_reading.clone());
+            (
+                format!("kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{name}\"\n"),
+                reader,
+            )
+        }
+        SinkKind::Kinesis => {
+            let kinesis = kinesis_client(kinesis_endpoint).await;
+            create_kinesis_stream(&kinesis, name).await;
+            let reader = spawn_kinesis_reader(kinesis, name, clock.clone(), stop_reading.clone());
+            (
+                format!(
+                    "kind = \"kinesis\"\nstream = \"{name}\"\nendpoint_url = \"{kinesis_endpoint}\"\nregion = \"us-east-1\"\n"
+                ),
+                reader,
+            )
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench\"\n[pipeline.source]\nkind = \"postgres\"\n\
+             url = \"{pg_url}\"\nslot = \"{name}\"\npublication = \"{name}\"\ntables = [\"{name}.t\"]\nsnapshot = \"never\"\n\
+             [pipeline.sink]\n{sink_toml}"
+        ),
+    )
+    .unwrap();
+    let mut bridge = support::spawn_bridge(&config, dir.path(), Stdio::null());
+    wait_for_slot(&client, name).await;
+
+    let (measured, offered) = write_steadily(&client, name, workload, &clock).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let clock = clock.lock().unwrap();
+        if clock.committed.keys().all(|id| clock.read.contains_key(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} rows committed, {} read after a minute",
+            clock.committed.len(),
+            clock.read.len()
+        );
+        drop(clock);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_reading.store(true, Ordering::Relaxed);
+    let peak_rss = support::peak_rss_mib(bridge.id());
+    support::terminate(&mut bridge);
+    reader.join().unwrap();
+
+    let clock = clock.lock().unwrap();
+    let mut latencies: Vec<Duration> = measured
+        .iter()
+        .map(|id| clock.read[id].saturating_duration_since(clock.committed[id]))
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let target = match sink {
+        SinkKind::Kafka => "kafka",
+        SinkKind::Kinesis => "kinesis",
+    };
+    println!(
+        "postgres -> {target:<7} {:<22} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} rows measured, {offered:.0} rows/s offered, bridge peak RSS {peak_rss:.1} MiB)",
+        workload.label(),
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(*latencies.last().unwrap()),
+        latencies.len(),
+    );
+    println!(
+        "REPORT|latency postgres -> {target}, {} (p50 / p99 / max)|{:.1} / {:.1} / {:.1} ms|p99 goal 100 ms|",
+        workload.label(),
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(*latencies.last().unwrap()),
+    );
+    let _ = client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await;
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION {name}; DROP SCHEMA {name} CASCADE;"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Waits until the bridge streams from its slot.
+async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
+    for _ in 0..600 {
+        let active = client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if active.is_some() {
+            // The walsender is attached; give START_REPLICATION a moment to be answered.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the bridge did not start streaming from slot {slot}");
+}
+
+/// Commits `workload` for the warm-up and the measured period, noting each row's commit
+/// time. Returns the ids committed in the measured period and the rows/s offered in it.
+async fn write_steadily(
+    client: &tokio_postgres::Client,
+    name: &str,
+    workload: Workload,
+    clock: &SharedClock,
+) -> (Vec<i64>, f64) {
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO {name}.t SELECT g, now() FROM generate_series($1::bigint, $2::bigint) g"
+        ))
+        .await
+        .unwrap();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / workload.transactions_per_sec);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = Instant::now();
+    let mut next_id = 1i64;
+    let mut measured = Vec::new();
+    while start.elapsed() < WARMUP + MEASURE {
+        ticks.tick().await;
+        let last = next_id + workload.rows_per_transaction - 1;
+        client.execute(&insert, &[&next_id, &last]).await.unwrap();
+        let committed = Instant::now();
+        let in_measure = start.elapsed() > WARMUP;
+        let mut clock = clock.lock().unwrap();
+        for id in next_id..=last {
+            clock.committed.insert(id, committed);
+            if in_measure {
+                measured.push(id);
+            }
+        }
+        next_id = last + 1;
+    }
+    let offered = measured.len() as f64 / MEASURE.as_secs_f64();
+    (measured, offered)
+}
+
+/// The row id in a record of the bridge's JSON format.
+fn id_of(payload: &[u8]) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    value["key"]["id"].as_i64()
+}
+
+fn note_read(clock: &SharedClock, payload: &[u8]) {
+    let now = Instant::now();
+    if let Some(id) = id_of(payload) {
+        clock.lock().unwrap().read.entry(id).or_insert(now);
+    }
+}
+
+async fn create_kafka_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, KAFKA_PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// Reads every partition of `topic` from its start until `stop`.
+fn spawn_kafka_reader(
+    brokers: &str,
+    topic: &str,
+    clock: SharedClock,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", topic)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..KAFKA_PARTITIONS {
+        partitions
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&partitions).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(10)) {
+                if let Some(payload) = message.payload() {
+                    note_read(&clock, payload);
+                }
+            }
+        }
+    })
+}
+
+async fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_kinesis::Client::new(&sdk)
+}
+
+async fn create_kinesis_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
+    client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(KINESIS_SHARDS)
+        .send()
+        .await
+        .expect("create stream");
+    for _ in 0..100 {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        let status = summary
+            .stream_description_summary()
+            .map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {stream} did not become ACTIVE");
+}
+
+/// Reads every shard of `stream` from TRIM_HORIZON until `stop`, GetRecords in a loop.
+fn spawn_kinesis_reader(
+    client: aws_sdk_kinesis::Client,
+    stream: &str,
+    clock: SharedClock,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let stream = stream.to_owned();
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        handle.block_on(async move {
+            let shards = client.list_shards().stream_name(&stream).send().await.unwrap();
+            let mut readers = tokio::task::JoinSet::new();
+            for shard in shards.shards() {
+                let (client, stream, clock, stop) =
+                    (client.clone(), stream.clone(), clock.clone(), stop.clone());
+                let shard_id = shard.shard_id().to_owned();
+                readers.spawn(async move {
+                    let mut iterator = client
+                        .get_shard_iterator()
+                        .stream_name(&stream)
+                        .shard_id(shard_id)
+                        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                        .send()
+                        .await
+                        .unwrap()
+                        .shard_iterator
+                        .unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        let page = client
+                            .get_records()
+                            .shard_iterator(&iterator)
+                            .send()
+                            .await
+                            .unwrap();
+                        for record in page.records() {
+                            note_read(&clock, record.data().as_ref());
+                        }
+                        if page.records().is_empty() {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        iterator = page.next_shard_iterator.unwrap();
+                    }
+                });
+            }
+            while readers.join_next().await.is_some() {}
+        });
+    })
+}
