@@ -113,7 +113,7 @@ fn rows_event(
 
 fn all_present(columns: usize) -> Vec<u8> {
     let mut bitmap = vec![0xff; columns.div_ceil(8)];
-    if columns % 8 != 0 {
+    if !columns.is_multiple_of(8) {
         *bitmap.last_mut().unwrap() = (1 << (columns % 8)) - 1;
     }
     bitmap
@@ -665,7 +665,7 @@ fn updates_and_deletes_with_nulls() {
     data.extend(prefixed(1, b""));
     data.extend((-1i32).to_le_bytes());
     for type_code in [DELETE_V1, DELETE_V2] {
-        let event = rows_event(type_code, 3, &[present.clone()], &[], &data);
+        let event = rows_event(type_code, 3, std::slice::from_ref(&present), &[], &data);
         let (ours, library) = both(&cols, &event);
         assert_eq!(ours, library);
         let ours = ours.unwrap();
