@@ -5,8 +5,12 @@
 //! [`shape::shape_from_catalog`] refuses an event whose columns no longer fit, and every DDL
 //! statement in the binlog empties the cache so the next event reads the catalog again. The
 //! lookup connection is opened on first use.
+//!
+//! The row decoders built from the shapes ([`TableRows`]) are kept per table id, from the
+//! first rows event after a TABLE_MAP until the next TABLE_MAP of that id or a DDL statement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -14,6 +18,7 @@ use mysql_common::binlog::events::TableMapEvent;
 
 use super::config::MysqlConfig;
 use super::error::MysqlError;
+use super::rows::TableRows;
 use super::shape::{self, CatalogColumn, TableShape};
 use super::{connect, sql};
 
@@ -24,7 +29,12 @@ pub struct Catalog {
     config: MysqlConfig,
     conn: Option<Conn>,
     tables: HashMap<(String, String), Entry>,
+    decoders: HashMap<u64, Arc<TableRows>>,
 }
+
+/// More table ids than this in the decoder cache (ids grow with every table definition the
+/// server loads): the cache starts again.
+const MAX_DECODERS: usize = 10_000;
 
 impl Catalog {
     pub fn new(config: &MysqlConfig) -> Self {
@@ -32,7 +42,34 @@ impl Catalog {
             config: config.clone(),
             conn: None,
             tables: HashMap::new(),
+            decoders: HashMap::new(),
         }
+    }
+
+    /// The row decoder for `tme`'s table: the one built since its last TABLE_MAP, else a new
+    /// one from [`Catalog::shape`]. `Err(reason)` is a data error for the caller to place.
+    pub async fn rows(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+    ) -> Result<Result<Arc<TableRows>, String>, MysqlError> {
+        if let Some(rows) = self.decoders.get(&tme.table_id()) {
+            return Ok(Ok(rows.clone()));
+        }
+        let shape = match self.shape(tme).await? {
+            Ok(shape) => shape,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if self.decoders.len() >= MAX_DECODERS {
+            self.decoders.clear();
+        }
+        let rows = Arc::new(TableRows::new(shape, tme));
+        self.decoders.insert(tme.table_id(), rows.clone());
+        Ok(Ok(rows))
+    }
+
+    /// A TABLE_MAP for `table_id` went by: its rows are decoded by the new map.
+    pub fn table_mapped(&mut self, table_id: u64) {
+        self.decoders.remove(&table_id);
     }
 
     /// The shape of `tme`'s table: from the event's metadata when it has column names, else
@@ -61,6 +98,7 @@ impl Catalog {
     /// A schema change went by: read every table again when next needed.
     pub fn forget(&mut self) {
         self.tables.clear();
+        self.decoders.clear();
     }
 
     async fn read(&mut self, database: &str, table: &str) -> Result<Entry, MysqlError> {

@@ -3,12 +3,13 @@
 //! functions the source uses; any panic is a bug. Not part of the supported API.
 
 use mysql_common::binlog::consts::BinlogVersion;
-use mysql_common::binlog::events::{EventData, TableMapEvent};
+use mysql_common::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_common::binlog::EventStreamReader;
 use mysql_common::constants::ColumnType;
 
 use super::gtid::{Gtid, GtidState};
 use super::position::{BinlogPosition, RankBy};
+use super::rows::TableRows;
 use super::shape::{self, CatalogColumn};
 use super::{raw_events, stream, value};
 
@@ -19,7 +20,7 @@ const MAX_ROWS: usize = 16;
 /// Binlog events one after the other, as the server sends them (one event per packet), read
 /// by the library's event reader as the stream reads them, then mapped the way the stream
 /// maps them: GTIDs into a state, TABLE_MAPs into shapes (from the event's metadata, or a
-/// stand-in catalog when it has no column names), row images into values.
+/// stand-in catalog when it has no column names) and row decoders, row images into values.
 pub fn binlog_events(data: &[u8]) {
     let mut reader = EventStreamReader::new(BinlogVersion::Version4);
     let mut gtids = GtidState::parse("").expect("the empty state");
@@ -79,17 +80,23 @@ pub fn binlog_events(data: &[u8]) {
                     },
                     Err(_) => continue,
                 };
-                // mysql_common reads the TABLE_MAP's optional metadata again for every row,
-                // so a hostile event's cost is rows x metadata x columns: a few rows suffice.
-                for pair in rows.rows(tme).take(MAX_ROWS) {
-                    let Ok((before, after)) = pair else {
-                        break;
-                    };
-                    for row in [before, after].iter().flatten() {
-                        for (i, column) in table.columns.iter().enumerate() {
-                            let _ = value::value(column, row.as_ref(i));
+                // Rows are decoded as the stream decodes them: by the decoder built from the
+                // TABLE_MAP, and a partial JSON update by the library's reader (which reads
+                // the TABLE_MAP's optional metadata again for every row, so a hostile event's
+                // cost is rows x metadata x columns: a few rows suffice).
+                if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+                    for pair in rows.rows(tme).take(MAX_ROWS) {
+                        let Ok((before, after)) = pair else {
+                            break;
+                        };
+                        for row in [before, after].iter().flatten() {
+                            for (i, column) in table.columns.iter().enumerate() {
+                                let _ = value::value(column, row.as_ref(i));
+                            }
                         }
                     }
+                } else {
+                    let _ = TableRows::new(table, tme).decode(&rows);
                 }
             }
             EventData::QueryEvent(query) => {

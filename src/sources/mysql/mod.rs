@@ -26,6 +26,7 @@ pub mod fuzz;
 mod gtid;
 mod position;
 mod raw_events;
+mod rows;
 mod shape;
 mod snapshot;
 mod stream;

@@ -3,8 +3,9 @@
 //!
 //! Flow per event: compressed types are refused -> the CRC32 is verified -> ROTATE moves to the
 //! next file; a GTID event (MariaDB's own type, or MySQL's) names the transaction that follows;
-//! TABLE_MAP gives the table's shape ([`super::shape`]); row events become insert / update /
-//! delete events; the event that ends the group ([`super::transaction`] decides which: XID,
+//! TABLE_MAP gives the table's shape ([`super::shape`]) and, when its rows are first read, a
+//! row decoder ([`super::rows`], kept by the catalog until the table's next TABLE_MAP); row
+//! events become insert / update / delete events; the event that ends the group ([`super::transaction`] decides which: XID,
 //! COMMIT, a statement of its own, XA PREPARE / COMMIT / ROLLBACK) adds its GTID to the state
 //! and emits a checkpoint mark with `file:pos` and the GTID state, unless a prepared XA
 //! transaction is held (its rows wait for XA COMMIT; the mark waits until it is resolved).
@@ -27,6 +28,7 @@ use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
 use super::position::{unwrap_offset, BinlogPosition, RankBy};
+use super::rows::{Images, TableRows};
 use super::shape::TableShape;
 use super::transaction::{QueryOutcome, Transactions};
 use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
@@ -310,7 +312,7 @@ async fn handle(
                 return Ok(Ok(()));
             }
             let table = catalog
-                .shape(tme)
+                .rows(tme)
                 .await?
                 .map_err(|reason| MysqlError::Decode {
                     table: format!("{}.{}", tme.database_name(), tme.table_name()),
@@ -337,6 +339,10 @@ async fn handle(
                     }
                 }
             }
+            Ok(())
+        }
+        Some(EventData::TableMapEvent(tme)) => {
+            catalog.table_mapped(tme.table_id());
             Ok(())
         }
         Some(EventData::XidEvent(_)) => {
@@ -395,7 +401,7 @@ async fn handle(
 /// The events of one rows event, in order.
 fn row_events(
     ctx: &SourceContext,
-    table: &TableShape,
+    table: &TableRows,
     rows: &RowsEventData<'_>,
     tme: &TableMapEvent<'_>,
     here: &BinlogPosition,
@@ -408,44 +414,33 @@ fn row_events(
         | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
         RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
     };
+    let shape = &table.shape;
     let decode_error = |reason: String| MysqlError::Decode {
-        table: format!("{}.{}", table.database, table.table),
+        table: format!("{}.{}", shape.database, shape.table),
         position: here.file_pos(),
         reason,
     };
-    let to_row = |row: &mysql_common::binlog::row::BinlogRow| -> Result<Row, MysqlError> {
-        table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, column)| {
-                Ok((
-                    column.name.clone(),
-                    value::value(column, row.as_ref(i))
-                        .map_err(|e| decode_error(format!("column {}: {e}", column.name)))?,
-                ))
-            })
-            .collect()
-    };
+    let images = match rows {
+        RowsEventData::PartialUpdateRowsEvent(_) => library_rows(shape, rows, tme),
+        _ => table.decode(rows),
+    }
+    .map_err(decode_error)?;
     // The same for every row of the event.
     let source = source_info(
         ctx,
-        table.database.as_str().into(),
-        table.table.as_str().into(),
+        shape.database.as_str().into(),
+        shape.table.as_str().into(),
         here,
         txid,
     );
-    let mut events = Vec::new();
-    for pair in rows.rows(tme) {
-        let (before, after) = pair.map_err(|e| decode_error(e.to_string()))?;
-        let before = before.as_ref().map(to_row).transpose()?;
-        let after = after.as_ref().map(to_row).transpose()?;
+    let mut events = Vec::with_capacity(images.len());
+    for (before, after) in images {
         let Some(image) = after.as_ref().or(before.as_ref()) else {
             return Err(decode_error(
                 "a row with neither a before nor an after image".into(),
             ));
         };
-        let key = key_of(image, &table.key);
+        let key = key_of(image, &shape.key);
         events.push(ChangeEvent {
             op,
             source: source.clone(),
@@ -458,6 +453,36 @@ fn row_events(
         });
     }
     Ok(events)
+}
+
+/// The rows of a PARTIAL_UPDATE_ROWS event (MySQL's JSON diffs), read by mysql_common: a JSON
+/// column written as a diff is the error [`value::value`] gives it.
+pub(super) fn library_rows(
+    shape: &TableShape,
+    rows: &RowsEventData<'_>,
+    tme: &TableMapEvent<'_>,
+) -> Result<Vec<Images>, String> {
+    let to_row = |row: &mysql_common::binlog::row::BinlogRow| -> Result<Row, String> {
+        shape
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                let value = value::value(column, row.as_ref(i))
+                    .map_err(|e| format!("column {}: {e}", column.name))?;
+                Ok((column.name.clone(), value))
+            })
+            .collect()
+    };
+    rows.rows(tme)
+        .map(|pair| {
+            let (before, after) = pair.map_err(|e| e.to_string())?;
+            Ok((
+                before.as_ref().map(to_row).transpose()?,
+                after.as_ref().map(to_row).transpose()?,
+            ))
+        })
+        .collect()
 }
 
 /// Whether the event's CRC32 (when the binlog has checksums) matches its bytes. The library

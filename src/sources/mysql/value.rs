@@ -29,21 +29,8 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
     };
     let my = match raw {
         BinlogValue::Value(v) => v.clone(),
-        BinlogValue::Jsonb(_) => {
-            let as_value = My::try_from(raw.clone()).map_err(|e| e.to_string())?;
-            let My::Bytes(text) = as_value else {
-                return Err("binary JSON did not convert to text".into());
-            };
-            let text = String::from_utf8(text).map_err(|e| e.to_string())?;
-            return Json::parse(&text)
-                .map(Value::Json)
-                .map_err(|e| e.to_string());
-        }
-        BinlogValue::JsonDiff(_) => {
-            return Err(
-                "partial JSON update: set binlog_row_value_options = '' on the server".into(),
-            )
-        }
+        BinlogValue::Jsonb(jsonb) => return binary_json(jsonb.clone()),
+        BinlogValue::JsonDiff(_) => return Err(PARTIAL_JSON.into()),
     };
     Ok(match (column.kind, my) {
         (_, My::NULL) => Value::Null,
@@ -54,10 +41,7 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
         (MYSQL_TYPE_SET, My::Bytes(b)) => set_labels(&column.labels, little_endian(&b)),
         (MYSQL_TYPE_YEAR, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b);
-            let year: i64 = text.parse().map_err(|_| undecodable("year", &text))?;
-            // The binlog stores YEAR as years since 1900, with 0 for YEAR 0000 (1900 itself
-            // is outside the type's range); mysql_common adds 1900 to both.
-            Value::Int(if year == 1900 { 0 } else { year })
+            year(text.parse().map_err(|_| undecodable("year", &text))?)
         }
         // TIMESTAMP comes as the text of seconds since the epoch, with the fraction.
         (MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2, My::Bytes(b)) => {
@@ -71,82 +55,23 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
             let micros: u32 = format!("{fraction:0<6}")
                 .parse()
                 .map_err(|_| undecodable("timestamp", &text))?;
-            if secs == 0 && micros == 0 {
-                // 0 is how the binlog stores the zero TIMESTAMP (its range starts at 1 s).
-                return Ok(Value::Null);
-            }
-            Value::TimestampTz(
-                Utc.timestamp_opt(secs, micros * 1000)
-                    .single()
-                    .ok_or_else(|| undecodable("timestamp (out of range)", &text))?,
-            )
+            timestamp(secs, micros, || text.to_string())?
         }
-        (kind, My::Int(i)) if column.unsigned => Value::UInt(match kind {
-            MYSQL_TYPE_TINY => i as u8 as u64,
-            MYSQL_TYPE_SHORT => i as u16 as u64,
-            MYSQL_TYPE_INT24 => (i as u64) & 0xFF_FFFF,
-            MYSQL_TYPE_LONG => i as u32 as u64,
-            _ => i as u64,
-        }),
-        // The binlog gives MEDIUMINT's 3 bytes unsigned: extend the sign.
-        (MYSQL_TYPE_INT24, My::Int(i)) => Value::Int((i << 40) >> 40),
-        (_, My::Int(i)) => Value::Int(i),
+        (_, My::Int(i)) => integer(column, i),
         (_, My::UInt(u)) => Value::UInt(u),
-        // FLOAT as the decimal it was written as (1.1, not 1.100000023841858).
-        (_, My::Float(f)) => Value::Float(f.to_string().parse().unwrap_or(f64::from(f))),
+        (_, My::Float(f)) => float(f),
         (_, My::Double(f)) => Value::Float(f),
         (MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL, My::Bytes(b)) => {
-            let text = String::from_utf8_lossy(&b);
-            Value::Decimal(Decimal::parse(&text).map_err(|_| undecodable("decimal", &text))?)
+            decimal(&String::from_utf8_lossy(&b))?
         }
-        (MYSQL_TYPE_BIT, My::Bytes(b)) => Value::UInt(
-            b.iter()
-                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte)),
-        ),
+        (MYSQL_TYPE_BIT, My::Bytes(b)) => bit(&b),
         (MYSQL_TYPE_JSON, My::Bytes(b)) => {
             let text = String::from_utf8(b).map_err(|e| e.to_string())?;
             Value::Json(Json::parse(&text).map_err(|e| e.to_string())?)
         }
         (MYSQL_TYPE_GEOMETRY, My::Bytes(b)) => geometry(&b)?,
-        (_, My::Bytes(mut b)) if column.binary => {
-            if let Some(width) = column.fixed_width {
-                if b.len() < width {
-                    b.resize(width, 0);
-                }
-            }
-            Value::Bytes(b)
-        }
-        (_, My::Bytes(b)) if column.text == TextEncoding::Latin1 => Value::Text(windows_1252(&b)),
-        (_, My::Bytes(b)) => match String::from_utf8(b) {
-            Ok(text) => Value::Text(text),
-            // A character set not decoded here: its bytes, as they are.
-            Err(e) => Value::Bytes(e.into_bytes()),
-        },
-        (kind, My::Date(y, m, d, h, mi, s, us)) => {
-            // Only for the unusual cases below (formatting every value costs ~10 % of a row).
-            let text = || format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}");
-            if (y, m, d) == (0, 0, 0) {
-                // Zero dates ('0000-00-00', allowed without NO_ZERO_DATE) have no calendar
-                // value: null, as Debezium writes them.
-                return Ok(Value::Null);
-            }
-            let Some(date) = NaiveDate::from_ymd_opt(y.into(), m.into(), d.into()) else {
-                // Partly zero dates ('2025-00-10') have none either: kept as text.
-                return Ok(Value::Other {
-                    type_name: "datetime".into(),
-                    text: text(),
-                });
-            };
-            let time = NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
-                .ok_or_else(|| undecodable("time of day", &text()))?;
-            match kind {
-                MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => Value::Date(date),
-                MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => {
-                    Value::TimestampTz(Utc.from_utc_datetime(&date.and_time(time)))
-                }
-                _ => Value::Timestamp(date.and_time(time)),
-            }
-        }
+        (_, My::Bytes(b)) => bytes(column, b),
+        (kind, My::Date(y, m, d, h, mi, s, us)) => date_time(kind, (y, m, d), (h, mi, s, us))?,
         (_, My::Time(negative, days, h, m, s, us)) => {
             let (negative, days, h, m, s, us) =
                 if column.kind == MYSQL_TYPE_TIME2 && matches!(column.decimals, 1 | 2) {
@@ -154,23 +79,161 @@ pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Valu
                 } else {
                     (negative, days, h, m, s, us)
                 };
-            match (
-                negative,
-                days,
-                NaiveTime::from_hms_micro_opt(h.into(), m.into(), s.into(), us),
-            ) {
-                (false, 0, Some(time)) => Value::Time(time),
-                _ => Value::Other {
-                    type_name: "time".into(),
-                    text: format!(
-                        "{}{:02}:{m:02}:{s:02}.{us:06}",
-                        if negative { "-" } else { "" },
-                        u64::from(days) * 24 + u64::from(h)
-                    ),
-                },
-            }
+            time(negative, days, h, m, s, us)
         }
     })
+}
+
+/// The error for a JSON column written as a diff (MySQL's partial JSON updates).
+pub(super) const PARTIAL_JSON: &str =
+    "partial JSON update: set binlog_row_value_options = '' on the server";
+
+/// An integer by the column's signedness: an unsigned column's value is the stored bits as
+/// unsigned (of the type's width); MEDIUMINT's 3 bytes get their sign extended.
+pub(super) fn integer(column: &ColumnShape, i: i64) -> Value {
+    use ColumnType::*;
+    if column.unsigned {
+        return Value::UInt(match column.kind {
+            MYSQL_TYPE_TINY => i as u8 as u64,
+            MYSQL_TYPE_SHORT => i as u16 as u64,
+            MYSQL_TYPE_INT24 => (i as u64) & 0xFF_FFFF,
+            MYSQL_TYPE_LONG => i as u32 as u64,
+            _ => i as u64,
+        });
+    }
+    match column.kind {
+        MYSQL_TYPE_INT24 => Value::Int((i << 40) >> 40),
+        _ => Value::Int(i),
+    }
+}
+
+/// FLOAT as the decimal it was written as (1.1, not 1.100000023841858).
+pub(super) fn float(f: f32) -> Value {
+    Value::Float(f.to_string().parse().unwrap_or(f64::from(f)))
+}
+
+/// YEAR from the year mysql_common makes of it (1900 + the stored byte).
+pub(super) fn year(year: i64) -> Value {
+    // The binlog stores YEAR as years since 1900, with 0 for YEAR 0000 (1900 itself is
+    // outside the type's range); mysql_common adds 1900 to both.
+    Value::Int(if year == 1900 { 0 } else { year })
+}
+
+/// A TIMESTAMP from seconds since the epoch and microseconds; `text` (the value as text) is
+/// only made for the debug log of an error.
+pub(super) fn timestamp(
+    secs: i64,
+    micros: u32,
+    text: impl Fn() -> String,
+) -> Result<Value, String> {
+    if secs == 0 && micros == 0 {
+        // 0 is how the binlog stores the zero TIMESTAMP (its range starts at 1 s).
+        return Ok(Value::Null);
+    }
+    Utc.timestamp_opt(secs, micros * 1000)
+        .single()
+        .map(Value::TimestampTz)
+        .ok_or_else(|| undecodable("timestamp (out of range)", &text()))
+}
+
+/// DECIMAL from its exact text.
+pub(super) fn decimal(text: &str) -> Result<Value, String> {
+    Decimal::parse(text)
+        .map(Value::Decimal)
+        .map_err(|_| undecodable("decimal", text))
+}
+
+/// BIT from its big-endian bytes.
+pub(super) fn bit(bytes: &[u8]) -> Value {
+    Value::UInt(
+        bytes
+            .iter()
+            .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte)),
+    )
+}
+
+/// MySQL's binary JSON as JSON text.
+pub(super) fn binary_json(jsonb: mysql_common::binlog::jsonb::Value<'_>) -> Result<Value, String> {
+    let as_value = My::try_from(BinlogValue::Jsonb(jsonb)).map_err(|e| e.to_string())?;
+    let My::Bytes(text) = as_value else {
+        return Err("binary JSON did not convert to text".into());
+    };
+    let text = String::from_utf8(text).map_err(|e| e.to_string())?;
+    Json::parse(&text)
+        .map(Value::Json)
+        .map_err(|e| e.to_string())
+}
+
+/// The bytes of a string or BLOB column: bytes for a binary column (BINARY(n) padded back to
+/// n), text for latin1 (as Windows-1252) and UTF-8, else the bytes as they are.
+pub(super) fn bytes(column: &ColumnShape, mut b: Vec<u8>) -> Value {
+    if column.binary {
+        if let Some(width) = column.fixed_width {
+            if b.len() < width {
+                b.resize(width, 0);
+            }
+        }
+        return Value::Bytes(b);
+    }
+    if column.text == TextEncoding::Latin1 {
+        return Value::Text(windows_1252(&b));
+    }
+    match String::from_utf8(b) {
+        Ok(text) => Value::Text(text),
+        // A character set not decoded here: its bytes, as they are.
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+/// DATE / DATETIME / TIMESTAMP (by `kind`) from a date and a time of day (with microseconds).
+pub(super) fn date_time(
+    kind: ColumnType,
+    (y, m, d): (u16, u8, u8),
+    (h, mi, s, us): (u8, u8, u8, u32),
+) -> Result<Value, String> {
+    use ColumnType::*;
+    // Only for the unusual cases below (formatting every value costs ~10 % of a row).
+    let text = || format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}");
+    if (y, m, d) == (0, 0, 0) {
+        // Zero dates ('0000-00-00', allowed without NO_ZERO_DATE) have no calendar
+        // value: null, as Debezium writes them.
+        return Ok(Value::Null);
+    }
+    let Some(date) = NaiveDate::from_ymd_opt(y.into(), m.into(), d.into()) else {
+        // Partly zero dates ('2025-00-10') have none either: kept as text.
+        return Ok(Value::Other {
+            type_name: "datetime".into(),
+            text: text(),
+        });
+    };
+    let time = NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
+        .ok_or_else(|| undecodable("time of day", &text()))?;
+    Ok(match kind {
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => Value::Date(date),
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => {
+            Value::TimestampTz(Utc.from_utc_datetime(&date.and_time(time)))
+        }
+        _ => Value::Timestamp(date.and_time(time)),
+    })
+}
+
+/// TIME: a time of day when it is one, else (negative, or a day or more) its text form.
+pub(super) fn time(negative: bool, days: u32, h: u8, m: u8, s: u8, us: u32) -> Value {
+    match (
+        negative,
+        days,
+        NaiveTime::from_hms_micro_opt(h.into(), m.into(), s.into(), us),
+    ) {
+        (false, 0, Some(time)) => Value::Time(time),
+        _ => Value::Other {
+            type_name: "time".into(),
+            text: format!(
+                "{}{:02}:{m:02}:{s:02}.{us:06}",
+                if negative { "-" } else { "" },
+                u64::from(days) * 24 + u64::from(h)
+            ),
+        },
+    }
 }
 
 /// The offset mysql_common (0.37, 0.38) adds to a negative TIME(1)/TIME(2) with a fraction:
@@ -204,13 +267,13 @@ fn repair_short_fraction_time(
 
 /// The reason for a value that cannot be decoded. The value itself is row data: it goes to the
 /// debug log only, never into the error (which names table, column and position).
-fn undecodable(what: &str, value: &str) -> String {
+pub(super) fn undecodable(what: &str, value: &str) -> String {
     tracing::debug!(value, "undecodable {what}");
     format!("undecodable {what} (the value is logged at debug level)")
 }
 
 /// `{"srid": n, "wkb": "<base64>"}` from the stored form: a little-endian SRID, then WKB.
-fn geometry(stored: &[u8]) -> Result<Value, String> {
+pub(super) fn geometry(stored: &[u8]) -> Result<Value, String> {
     use base64::Engine as _;
     let (srid, wkb) = stored
         .split_first_chunk::<4>()
@@ -243,7 +306,7 @@ fn windows_1252(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn little_endian(bytes: &[u8]) -> u64 {
+pub(super) fn little_endian(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .rev()
@@ -251,7 +314,7 @@ fn little_endian(bytes: &[u8]) -> u64 {
 }
 
 /// The labels of the bits set, comma-separated, in declaration order.
-fn set_labels(labels: &[String], bits: u64) -> Value {
+pub(super) fn set_labels(labels: &[String], bits: u64) -> Value {
     Value::Text(
         labels
             .iter()
@@ -263,7 +326,7 @@ fn set_labels(labels: &[String], bits: u64) -> Value {
     )
 }
 
-fn label(labels: &[String], index: usize) -> Value {
+pub(super) fn label(labels: &[String], index: usize) -> Value {
     match index {
         // 0 is the empty string MySQL stores for an invalid ENUM value.
         0 => Value::Text(String::new()),
