@@ -1,6 +1,6 @@
-//! When batches leave the pipeline: at once when nothing more is queued (a quiet pipeline
-//! does not pay the linger on every change), and full while the sink is busy (a loaded
-//! pipeline does not fall apart into one-event batches). The sources and sinks here are test
+//! When batches leave the pipeline: as soon as the source goes quiet (a quiet pipeline does
+//! not pay the linger on every change), and full while the sink is busy or the source is
+//! reading a backlog (a loaded pipeline does not fall apart into one-event batches). The sources and sinks here are test
 //! doubles of the pipeline's own interfaces, which is what is under test.
 
 use std::sync::{Arc, Mutex};
@@ -17,11 +17,22 @@ use cdc_bridge::source::{Mark, Source, SourceContext};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 use tokio::time::Instant;
 
-/// Emits `count` events, `pause` apart, each followed by its checkpoint; notes when each
-/// was emitted.
+/// How a [`PacedSource`] spends the time between two events.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as it can.
+    Flat,
+    /// Asleep: nothing arrives in the meantime (a quiet database).
+    Sleep(Duration),
+    /// Busy on the CPU, as a source decoding a backlog is between two events.
+    Work(Duration),
+}
+
+/// Emits `count` events at `pace`, each followed by its checkpoint; notes when each was
+/// emitted.
 struct PacedSource {
     count: u64,
-    pause: Duration,
+    pace: Pace,
     emitted_at: Arc<Mutex<Vec<Instant>>>,
 }
 
@@ -31,8 +42,15 @@ impl Source for PacedSource {
         let generator = GeneratorSource::new(toml::from_str::<GeneratorConfig>("").unwrap());
         let (db, table) = ("db".into(), "t".into());
         for seq in 1..=self.count {
-            if !self.pause.is_zero() {
-                tokio::time::sleep(self.pause).await;
+            match self.pace {
+                Pace::Flat => {}
+                Pace::Sleep(pause) => tokio::time::sleep(pause).await,
+                Pace::Work(busy) => {
+                    let until = std::time::Instant::now() + busy;
+                    while std::time::Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
             }
             let event = generator.event(&ctx.pipeline, &db, &table, seq);
             let mark = Mark {
@@ -82,7 +100,7 @@ struct Observed {
     batch_sizes: Vec<usize>,
 }
 
-async fn run(source_pause: Duration, count: u64, sink_delay: Duration, batch: BatchConfig) -> Observed {
+async fn run(pace: Pace, count: u64, sink_delay: Duration, batch: BatchConfig) -> Observed {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
     let emitted_at = Arc::new(Mutex::new(Vec::new()));
@@ -90,7 +108,7 @@ async fn run(source_pause: Duration, count: u64, sink_delay: Duration, batch: Ba
     let batch_sizes = Arc::new(Mutex::new(Vec::new()));
     let source = PacedSource {
         count,
-        pause: source_pause,
+        pace,
         emitted_at: emitted_at.clone(),
     };
     let sink = TimingSink {
@@ -129,7 +147,7 @@ async fn a_quiet_pipeline_hands_each_change_over_at_once() {
         linger_ms: 10_000,
         ..BatchConfig::default()
     };
-    let seen = run(Duration::from_millis(50), 20, Duration::from_millis(1), batch).await;
+    let seen = run(Pace::Sleep(Duration::from_millis(50)), 20, Duration::from_millis(1), batch).await;
     let worst = seen
         .emitted_at
         .iter()
@@ -152,11 +170,32 @@ async fn a_busy_pipeline_still_sends_large_batches() {
         max_in_flight: 2.try_into().unwrap(),
         ..BatchConfig::default()
     };
-    let seen = run(Duration::ZERO, 20_000, Duration::from_millis(20), batch).await;
+    let seen = run(Pace::Flat, 20_000, Duration::from_millis(20), batch).await;
     let batches = seen.batch_sizes.len();
     assert!(
         batches <= 40,
         "20,000 events went out in {batches} batches: {:?}",
         seen.batch_sizes
+    );
+}
+
+/// 20,000 changes from a source that spends 20 us on each (decoding a backlog, slower than
+/// the sink): the channel is empty most of the time between two events, yet the batches stay
+/// large. (Sending a batch whenever the channel was empty made one batch per change, which
+/// halved the Postgres source's throughput into the null sink.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_reading_a_backlog_fills_its_batches() {
+    let seen = run(
+        Pace::Work(Duration::from_micros(20)),
+        20_000,
+        Duration::ZERO,
+        BatchConfig::default(),
+    )
+    .await;
+    let batches = seen.batch_sizes.len();
+    assert!(
+        batches <= 200,
+        "20,000 events went out in {batches} batches (smallest {:?})",
+        seen.batch_sizes.iter().min()
     );
 }

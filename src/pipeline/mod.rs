@@ -6,9 +6,10 @@
 //! source reads (backpressure: a full budget makes the source wait). The driver groups events
 //! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
 //! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
-//! A batch leaves as soon as the channel holds nothing more and a delivery slot is free: the
-//! linger (`linger_ms`) bounds the wait only while events keep arriving or every slot is busy,
-//! so a quiet pipeline delivers each change at once and a busy one still sends full batches.
+//! A batch leaves once the source has been quiet for a millisecond and a delivery slot is free:
+//! the linger (`linger_ms`) bounds the wait only while events keep arriving or every slot is
+//! busy, so a quiet pipeline delivers each change at once and a busy one still sends full
+//! batches.
 //! Released checkpoints go to the [`checkpointer`], which commits them durably (coalescing
 //! commits while an fsync runs) before it publishes them to the source as stored. A partition
 //! the source forgot is released like a mark (after everything before it), then deleted.
@@ -42,6 +43,13 @@ pub use commit::{BatchId, CommitTracker, Marks};
 /// After a failure, how long deliveries still in flight may take to finish (those that succeed
 /// are checkpointed, so the restart repeats less).
 const SALVAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the source must have sent nothing before a batch leaves ahead of its linger. A
+/// source that is reading a backlog hands items over much faster than this, so its batches
+/// fill; a quiet one pays about a millisecond (the timer's granularity) per change. Flushing
+/// the moment the channel was empty instead cost a batch per change on a busy source whose
+/// decoding is slower than the sink (half the Postgres source's throughput).
+const QUIET_GAP: Duration = Duration::from_millis(1);
 
 /// How often a running pipeline logs its progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -165,7 +173,16 @@ struct OpenBatch {
     marks: Marks,
     permits: Vec<OwnedSemaphorePermit>,
     bytes: usize,
-    deadline: Option<Instant>,
+    /// Set by the batch's first item.
+    timing: Option<BatchTiming>,
+}
+
+#[derive(Clone, Copy)]
+struct BatchTiming {
+    /// The batch leaves by then, whatever keeps arriving.
+    linger_end: Instant,
+    /// When its latest item arrived.
+    last_arrival: Instant,
 }
 
 type DeliveryOutcome = (BatchId, usize, Result<(), BoxError>);
@@ -234,27 +251,17 @@ impl Driver {
         mut rx: mpsc::Receiver<Item>,
     ) -> Result<(), PipelineError> {
         loop {
-            let deadline = self.open.deadline;
+            let flush_at = self.flush_time();
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     self.on_delivered(joined).await?;
-                    if rx.is_empty() {
-                        self.flush().await?;
-                    }
                 }
                 item = rx.recv() => match item {
-                    Some(item) => {
-                        self.add(item).await?;
-                        // Nothing more queued: waiting would only add latency. While every
-                        // delivery slot is busy the batch keeps growing instead.
-                        if rx.is_empty() && self.in_flight.len() < self.batch.max_in_flight.get() {
-                            self.flush().await?;
-                        }
-                    }
+                    Some(item) => self.add(item).await?,
                     None => break,
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
                     self.flush().await?;
                 }
             }
@@ -267,12 +274,32 @@ impl Driver {
         Ok(())
     }
 
-    async fn add(&mut self, item: Item) -> Result<(), PipelineError> {
-        if self.open.deadline.is_none() {
-            self.open.deadline = Some(Instant::now() + Duration::from_millis(self.batch.linger_ms));
+    /// When the open batch should leave, if nothing fills it first: once the source has been
+    /// quiet for [`QUIET_GAP`] while a delivery slot is free, else at the end of its linger.
+    fn flush_time(&self) -> Option<Instant> {
+        let timing = self.open.timing?;
+        if self.in_flight.len() < self.batch.max_in_flight.get() {
+            Some(timing.linger_end.min(timing.last_arrival + QUIET_GAP))
+        } else {
+            Some(timing.linger_end)
         }
+    }
+
+    async fn add(&mut self, item: Item) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        let linger = Duration::from_millis(self.batch.linger_ms);
+        let timing = self.open.timing.get_or_insert(BatchTiming {
+            linger_end: now + linger,
+            last_arrival: now,
+        });
+        timing.last_arrival = now;
         if let Some(event) = item.event {
-            self.open.bytes += event.approx_size();
+            // The emitter sized the event for its budget permit already (clamped to the
+            // budget, which only an event larger than the whole budget reaches).
+            self.open.bytes += item
+                .permit
+                .as_ref()
+                .map_or_else(|| event.approx_size(), |permit| permit.num_permits());
             self.open.events.push(event);
         }
         if let Some(mark) = item.mark {
