@@ -203,9 +203,12 @@ impl KafkaSinkConfig {
             // Java-compatible key hashing: the same key lands in the same partition as with
             // Kafka's own clients.
             ("partitioner".into(), "murmur2_random".into()),
-            // Fewer, larger produce requests: about 5x less CPU per event than librdkafka's
-            // 5 ms default in bench/kafka.rs, for at most 50 ms of added latency.
-            ("linger.ms".into(), "50".into()),
+            // The pipeline already hands over whole batches, as soon as the source goes
+            // quiet: a longer wait in librdkafka only adds latency (bench/latency.rs: p99 32 ms
+            // at 5, 110 ms at 50). The price is CPU while the broker is the bottleneck:
+            // librdkafka's broker thread polls without sleeping while its 5 requests are in
+            // flight (bench/kafka.rs: 57-81 us per event at 5, 11 us at 50). README: Kafka.
+            ("linger.ms".into(), "5".into()),
             ("client.id".into(), "cdc-bridge".into()),
         ];
         let protocol = match self.security_protocol {
