@@ -8,9 +8,14 @@
 //! COMMIT returning to the writer to its record being read, both taken on this process's
 //! clock. Rows of the first two seconds (warm-up) are left out; the next ten are measured.
 //! Two workloads per sink: light (200 single-row transactions/s) and steady (about half the
-//! sink's ceiling on this machine: 20,000 rows/s to Kafka, 5,000 to Kinesis, in multi-row
+//! sink's ceiling on this machine: 2,000 rows/s to Kafka, 5,000 to Kinesis, in multi-row
 //! transactions; `CDC_BRIDGE_BENCH_KAFKA_RATE` / `CDC_BRIDGE_BENCH_KINESIS_RATE` change it).
-//! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table.
+//! tansu on the same 2 cores takes far fewer records per second from transactions of 20-50
+//! rows than from the generator's 1,000-event batches: at 5,000 rows/s it fell behind.
+//! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table. A row the
+//! Kafka consumer never gets back is left out of the figures (and counted) only when the
+//! topic's watermarks show it was delivered: tansu's fetch sometimes skips part of a
+//! multi-record batch.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -88,7 +93,7 @@ fn main() {
         transactions_per_sec: 100,
         rows_per_transaction: i64::from(rate / 100).max(1),
     };
-    let kafka_rate = rate_from_env("CDC_BRIDGE_BENCH_KAFKA_RATE", 20_000);
+    let kafka_rate = rate_from_env("CDC_BRIDGE_BENCH_KAFKA_RATE", 2_000);
     let kinesis_rate = rate_from_env("CDC_BRIDGE_BENCH_KINESIS_RATE", 5_000);
     let runs = [
         (SinkKind::Kafka, light),
@@ -126,7 +131,10 @@ async fn run(
             create_kafka_topic(brokers, name).await;
             let reader = spawn_kafka_reader(brokers, name, clock.clone(), stop_reading.clone());
             (
-                format!("kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{name}\"\n"),
+                format!(
+                    "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{name}\"\n{}",
+                    support::kafka_sink_extra()
+                ),
                 reader,
             )
         }
@@ -153,34 +161,49 @@ async fn run(
         ),
     )
     .unwrap();
-    let mut bridge = support::spawn_bridge(&config, dir.path(), Stdio::null());
+    let mut bridge = support::KillOnDrop(support::spawn_bridge(&config, dir.path(), Stdio::null()));
     wait_for_slot(&client, name).await;
 
     let (measured, offered) = write_steadily(&client, name, workload, &clock).await;
+    let committed = clock.lock().unwrap().committed.len();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut unread_note = String::new();
     loop {
-        let clock = clock.lock().unwrap();
-        if clock.committed.keys().all(|id| clock.read.contains_key(id)) {
+        let read = {
+            let clock = clock.lock().unwrap();
+            clock.committed.keys().filter(|id| clock.read.contains_key(id)).count()
+        };
+        if read == committed {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} rows committed, {} read after a minute",
-            clock.committed.len(),
-            clock.read.len()
-        );
-        drop(clock);
+        if Instant::now() >= deadline {
+            // tansu's fetch sometimes never returns part of a multi-record batch to a
+            // librdkafka consumer: count what the topic holds before calling a row lost.
+            let stored = match sink {
+                SinkKind::Kafka => kafka_records(brokers, name),
+                SinkKind::Kinesis => read,
+            };
+            assert!(
+                stored >= committed,
+                "{committed} rows committed, {stored} delivered, {read} read after a minute"
+            );
+            unread_note = format!(
+                "; {} of {committed} delivered rows never came back from the broker's fetch and are left out",
+                committed - read
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_reading.store(true, Ordering::Relaxed);
-    let peak_rss = support::peak_rss_mib(bridge.id());
-    support::terminate(&mut bridge);
+    let peak_rss = support::peak_rss_mib(bridge.0.id());
+    support::terminate(&mut bridge.0);
     reader.join().unwrap();
 
     let clock = clock.lock().unwrap();
     let mut latencies: Vec<Duration> = measured
         .iter()
-        .map(|id| clock.read[id].saturating_duration_since(clock.committed[id]))
+        .filter_map(|id| Some(clock.read.get(id)?.saturating_duration_since(clock.committed[id])))
         .collect();
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
@@ -190,7 +213,7 @@ async fn run(
         SinkKind::Kinesis => "kinesis",
     };
     println!(
-        "postgres -> {target:<7} {:<22} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} rows measured, {offered:.0} rows/s offered, bridge peak RSS {peak_rss:.1} MiB)",
+        "postgres -> {target:<7} {:<22} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} rows measured, {offered:.0} rows/s offered, bridge peak RSS {peak_rss:.1} MiB{unread_note})",
         workload.label(),
         ms(pick(0.5)),
         ms(pick(0.99)),
@@ -310,6 +333,22 @@ async fn create_kafka_topic(brokers: &str, topic: &str) {
     for result in results {
         result.expect("topic created");
     }
+}
+
+/// How many records `topic` holds (the sum of its partitions' high watermarks).
+fn kafka_records(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..KAFKA_PARTITIONS)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .unwrap();
+            usize::try_from(high - low).unwrap()
+        })
+        .sum()
 }
 
 /// Reads every partition of `topic` from its start until `stop`.

@@ -78,3 +78,33 @@ pub fn python_venv(name: &str, requirement: &str, module: &str) -> PathBuf {
     }
     python
 }
+
+/// CPU time (user + system, every thread) this process has used so far, in seconds, from
+/// /proc/self/stat (clock ticks of 1/100 s, Linux's USER_HZ).
+pub fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Extra settings for the Kafka sink of the benchmarks, as TOML lines
+/// (`CDC_BRIDGE_BENCH_KAFKA_SINK='properties = { "linger.ms" = "20" }'`), to compare a
+/// setting against the defaults; empty by default.
+pub fn kafka_sink_extra() -> String {
+    std::env::var("CDC_BRIDGE_BENCH_KAFKA_SINK").map_or_else(|_| String::new(), |extra| extra + "\n")
+}
+
+/// A child process that is killed when this is dropped, also when the benchmark panics
+/// midway, so a failed run leaves no bridge behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
