@@ -36,6 +36,8 @@ mod value;
 
 #[cfg(test)]
 mod mysql8_format_tests;
+#[cfg(test)]
+mod test_events;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;

@@ -3,11 +3,11 @@
 //! JSON. Each event is built byte by byte as MySQL 8 writes it (no checksum), read by the same
 //! library calls the stream uses, and mapped by [`shape`] and [`value`].
 
-use mysql_common::binlog::consts::BinlogVersion;
-use mysql_common::binlog::events::{Event, EventData, FormatDescriptionEvent};
+use mysql_common::binlog::events::EventData;
 
 use super::gtid::{Gtid, GtidState};
 use super::shape;
+use super::test_events::event;
 use super::value;
 use crate::envelope::Value;
 
@@ -15,19 +15,6 @@ const TABLE_MAP: u8 = 19;
 const WRITE_ROWS_V2: u8 = 30;
 const GTID: u8 = 33;
 const TABLE_ID: u64 = 91;
-
-fn event(type_code: u8, body: &[u8]) -> Event {
-    let size = (19 + body.len()) as u32;
-    let mut bytes = 1_700_000_000u32.to_le_bytes().to_vec();
-    bytes.push(type_code);
-    bytes.extend(1u32.to_le_bytes()); // server id
-    bytes.extend(size.to_le_bytes());
-    bytes.extend(4096u32.to_le_bytes()); // end position
-    bytes.extend(0u16.to_le_bytes());
-    bytes.extend_from_slice(body);
-    let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
-    Event::read(&fde, &bytes[..]).expect("a well-formed event")
-}
 
 /// `app.orders (id BIGINT UNSIGNED PRIMARY KEY, doc JSON, note VARCHAR(20) utf8mb4)`.
 fn table_map() -> Vec<u8> {

@@ -5,12 +5,12 @@
 //! path this decoder replaced; still used for partial JSON updates) and compare.
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
-use mysql_common::binlog::consts::BinlogVersion;
-use mysql_common::binlog::events::{Event, EventData, FormatDescriptionEvent};
+use mysql_common::binlog::events::{Event, EventData};
 
 use super::*;
 use crate::sources::mysql::shape::{self, CatalogColumn};
 use crate::sources::mysql::stream::library_rows;
+use crate::sources::mysql::test_events::event;
 
 const TABLE_MAP: u8 = 19;
 const WRITE_V1: u8 = 23;
@@ -60,19 +60,6 @@ impl Col {
         self.labels = vec!["a".into(), "b".into(), "c".into()];
         self
     }
-}
-
-fn event(type_code: u8, body: &[u8]) -> Event {
-    let size = (19 + body.len()) as u32;
-    let mut bytes = 1_700_000_000u32.to_le_bytes().to_vec();
-    bytes.push(type_code);
-    bytes.extend(1u32.to_le_bytes()); // server id
-    bytes.extend(size.to_le_bytes());
-    bytes.extend(4096u32.to_le_bytes()); // end position
-    bytes.extend(0u16.to_le_bytes());
-    bytes.extend_from_slice(body);
-    let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
-    Event::read(&fde, &bytes[..]).expect("a well-formed event")
 }
 
 /// `app.t` with `cols`, without optional metadata (MariaDB's default, MySQL's MINIMAL).
