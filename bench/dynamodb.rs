@@ -17,10 +17,10 @@ use std::time::Instant;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, StreamViewType, WriteRequest};
 
-#[path = "support.rs"]
-mod support;
 #[path = "../tests/support/dynamodb.rs"]
 mod ddb;
+#[path = "support.rs"]
+mod support;
 
 const ITEMS: usize = 20_000;
 const BOTO3: &str = "boto3==1.35.99";
@@ -43,9 +43,14 @@ fn main() {
     let (bridge_secs, peak_mib) = bridge(&endpoint, &table);
     let rate = |secs: f64| ITEMS as f64 / secs;
     let (bridge_rate, boto3_rate) = (rate(bridge_secs), rate(boto3_secs));
-    println!("boto3 reader       {boto3_rate:>10.0} records/s  ({boto3_secs:.2} s, images deserialized)");
+    println!(
+        "boto3 reader       {boto3_rate:>10.0} records/s  ({boto3_secs:.2} s, images deserialized)"
+    );
     println!("cdc-bridge         {bridge_rate:>10.0} records/s  ({bridge_secs:.2} s, into the stdout sink)");
-    println!("ratio              {:>10.2} x boto3", bridge_rate / boto3_rate);
+    println!(
+        "ratio              {:>10.2} x boto3",
+        bridge_rate / boto3_rate
+    );
     println!("bridge peak RSS    {peak_mib:>10.1} MiB");
     println!(
         "REPORT|DynamoDB Streams source, {ITEMS} records (records/s)|{bridge_rate:.0}|boto3 reader {boto3_rate:.0}|{:.2}x",
@@ -75,7 +80,12 @@ async fn write_items(table: &str) -> String {
         .to_owned();
     let start = Instant::now();
     let mut calls = tokio::task::JoinSet::new();
-    let mut batches = (0..ITEMS).collect::<Vec<_>>().chunks(25).map(<[_]>::to_vec).collect::<Vec<_>>().into_iter();
+    let mut batches = (0..ITEMS)
+        .collect::<Vec<_>>()
+        .chunks(25)
+        .map(<[_]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter();
     loop {
         while calls.len() < 8 {
             let Some(batch) = batches.next() else { break };
@@ -91,7 +101,12 @@ async fn write_items(table: &str) -> String {
                             ("flag".to_owned(), AttributeValue::Bool(i % 2 == 0)),
                         ];
                         WriteRequest::builder()
-                            .put_request(PutRequest::builder().set_item(Some(item.into())).build().unwrap())
+                            .put_request(
+                                PutRequest::builder()
+                                    .set_item(Some(item.into()))
+                                    .build()
+                                    .unwrap(),
+                            )
                             .build()
                     })
                     .collect();
@@ -129,7 +144,11 @@ fn boto3_reader(python: &std::path::Path, stream_arn: &str) -> f64 {
         .output()
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(read, ITEMS, "the boto3 reader read {read} records");
     secs

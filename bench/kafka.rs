@@ -48,12 +48,23 @@ fn main() {
     // GNU time reports the daemon's own CPU time and peak RSS once it has exited.
     let start = Instant::now();
     let status = Command::new("/usr/bin/time")
-        .args(["-o", "usage.txt", "-f", "%U %S %M", support::BRIDGE, "run", "--config", "bench.toml"])
+        .args([
+            "-o",
+            "usage.txt",
+            "-f",
+            "%U %S %M",
+            support::BRIDGE,
+            "run",
+            "--config",
+            "bench.toml",
+        ])
         .current_dir(dir.path())
         .env("CDC_BRIDGE_LOG", "warn")
         .stdout(Stdio::null())
         .status()
-        .expect("/usr/bin/time (Debian package time) runs the release binary: bench/run.sh builds it");
+        .expect(
+            "/usr/bin/time (Debian package time) runs the release binary: bench/run.sh builds it",
+        );
     assert!(status.success(), "the bridge failed: {status}");
     let secs = start.elapsed().as_secs_f64();
     let usage = std::fs::read_to_string(dir.path().join("usage.txt")).unwrap();
@@ -71,7 +82,10 @@ fn main() {
     println!("REPORT|generator -> kafka (events/s)|{rate:.0}|plain librdkafka producer {ceiling:.0}|{:.2}x", rate / ceiling);
     println!("plain producer CPU time   {:>10.2} s     ({plain_us_per_event:.1} us per event, librdkafka alone)", plain_us_per_event * EVENTS as f64 / 1e6);
     println!("REPORT|kafka path: daemon CPU per event|{us_per_event:.1} us|plain librdkafka producer {plain_us_per_event:.1} us (goal 5 us)|{:.2}x", us_per_event / plain_us_per_event);
-    println!("REPORT|kafka path: daemon peak RSS|{:.1} MiB||", peak_kib / 1024.0);
+    println!(
+        "REPORT|kafka path: daemon peak RSS|{:.1} MiB||",
+        peak_kib / 1024.0
+    );
 }
 
 /// Sends the generator's events, as the bridge encodes them, with a plain idempotent
@@ -90,7 +104,12 @@ fn plain_producer(brokers: &str) -> (f64, f64) {
             let (mut key, mut value) = (Vec::new(), Vec::new());
             format.encode_key(&event, &mut key);
             format.encode_value(&event, &mut value);
-            (key, value, event.op.as_str().to_owned(), event.source.position.clone())
+            (
+                key,
+                value,
+                event.op.as_str().to_owned(),
+                event.source.position.clone(),
+            )
         })
         .collect();
     create_topic(brokers, &topic);
@@ -104,9 +123,18 @@ fn plain_producer(brokers: &str) -> (f64, f64) {
     let (start, cpu_at_start) = (Instant::now(), support::own_cpu_seconds());
     for (key, value, op, position) in &records {
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "op", value: Some(op.as_str()) })
-            .insert(Header { key: "table", value: Some("bench.items") })
-            .insert(Header { key: "position", value: Some(position.as_str()) });
+            .insert(Header {
+                key: "op",
+                value: Some(op.as_str()),
+            })
+            .insert(Header {
+                key: "table",
+                value: Some("bench.items"),
+            })
+            .insert(Header {
+                key: "position",
+                value: Some(position.as_str()),
+            });
         let mut record = BaseRecord::to(&topic)
             .key(key.as_slice())
             .payload(value.as_slice())

@@ -35,7 +35,11 @@ fn main() {
     println!("plain PutRecords client {ceiling:>8.0} events/s  (500 records per call, 4 calls at a time)");
     for aggregation in [false, true] {
         let rate = rt.block_on(run(&endpoint, aggregation));
-        let label = if aggregation { "KPL-aggregated" } else { "one record per event" };
+        let label = if aggregation {
+            "KPL-aggregated"
+        } else {
+            "one record per event"
+        };
         println!(
             "REPORT|generator -> kinesis, {label} (events/s)|{rate:.0}|plain PutRecords client {ceiling:.0}|{:.2}x",
             rate / ceiling
@@ -48,7 +52,11 @@ fn main() {
 }
 
 /// A sink config for `stream` on the emulator, and an SDK client of it; the stream is created.
-async fn stream_on(endpoint: &str, stream: &str, aggregation: bool) -> (KinesisSinkConfig, aws_sdk_kinesis::Client) {
+async fn stream_on(
+    endpoint: &str,
+    stream: &str,
+    aggregation: bool,
+) -> (KinesisSinkConfig, aws_sdk_kinesis::Client) {
     let config: KinesisSinkConfig = toml::from_str(&format!(
         "stream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\naggregation = {aggregation}\n"
     ))
@@ -94,7 +102,9 @@ async fn plain_client(endpoint: &str) -> f64 {
     let mut pending = entries.chunks(500).map(<[_]>::to_vec);
     loop {
         while calls.len() < 4 {
-            let Some(mut chunk) = pending.next() else { break };
+            let Some(mut chunk) = pending.next() else {
+                break;
+            };
             let (client, stream) = (client.clone(), stream.clone());
             calls.spawn(async move {
                 while !chunk.is_empty() {

@@ -55,7 +55,11 @@ impl Workload {
             "{} txn/s x {} row{}",
             self.transactions_per_sec,
             self.rows_per_transaction,
-            if self.rows_per_transaction == 1 { "" } else { "s" }
+            if self.rows_per_transaction == 1 {
+                ""
+            } else {
+                "s"
+            }
         )
     }
 }
@@ -77,7 +81,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: run bench/run.sh"));
+    let var =
+        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: run bench/run.sh"));
     let pg_url = var("CDC_BRIDGE_PG_URL");
     let brokers = var("CDC_BRIDGE_KAFKA_BROKERS");
     let kinesis = var("CDC_BRIDGE_KINESIS_ENDPOINT");
@@ -171,7 +176,11 @@ async fn run(
     loop {
         let read = {
             let clock = clock.lock().unwrap();
-            clock.committed.keys().filter(|id| clock.read.contains_key(id)).count()
+            clock
+                .committed
+                .keys()
+                .filter(|id| clock.read.contains_key(id))
+                .count()
         };
         if read == committed {
             break;
@@ -200,11 +209,20 @@ async fn run(
     support::terminate(&mut bridge.0);
     reader.join().unwrap();
 
-    let clock = clock.lock().unwrap();
-    let mut latencies: Vec<Duration> = measured
-        .iter()
-        .filter_map(|id| Some(clock.read.get(id)?.saturating_duration_since(clock.committed[id])))
-        .collect();
+    let mut latencies: Vec<Duration> = {
+        let clock = clock.lock().unwrap();
+        measured
+            .iter()
+            .filter_map(|id| {
+                Some(
+                    clock
+                        .read
+                        .get(id)?
+                        .saturating_duration_since(clock.committed[id]),
+                )
+            })
+            .collect()
+    };
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -325,7 +343,11 @@ async fn create_kafka_topic(brokers: &str, topic: &str) {
         .unwrap();
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, KAFKA_PARTITIONS, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                topic,
+                KAFKA_PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new(),
         )
         .await
@@ -429,7 +451,12 @@ fn spawn_kinesis_reader(
     let handle = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
         handle.block_on(async move {
-            let shards = client.list_shards().stream_name(&stream).send().await.unwrap();
+            let shards = client
+                .list_shards()
+                .stream_name(&stream)
+                .send()
+                .await
+                .unwrap();
             let mut readers = tokio::task::JoinSet::new();
             for shard in shards.shards() {
                 let (client, stream, clock, stop) =

@@ -95,7 +95,8 @@ pub fn own_cpu_seconds() -> f64 {
 /// (`CDC_BRIDGE_BENCH_KAFKA_SINK='properties = { "linger.ms" = "20" }'`), to compare a
 /// setting against the defaults; empty by default.
 pub fn kafka_sink_extra() -> String {
-    std::env::var("CDC_BRIDGE_BENCH_KAFKA_SINK").map_or_else(|_| String::new(), |extra| extra + "\n")
+    std::env::var("CDC_BRIDGE_BENCH_KAFKA_SINK")
+        .map_or_else(|_| String::new(), |extra| extra + "\n")
 }
 
 /// A child process that is killed when this is dropped, also when the benchmark panics

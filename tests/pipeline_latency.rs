@@ -147,7 +147,13 @@ async fn a_quiet_pipeline_hands_each_change_over_at_once() {
         linger_ms: 10_000,
         ..BatchConfig::default()
     };
-    let seen = run(Pace::Sleep(Duration::from_millis(50)), 20, Duration::from_millis(1), batch).await;
+    let seen = run(
+        Pace::Sleep(Duration::from_millis(50)),
+        20,
+        Duration::from_millis(1),
+        batch,
+    )
+    .await;
     let worst = seen
         .emitted_at
         .iter()

@@ -128,9 +128,8 @@ impl Workspace {
         mut stored: impl FnMut() -> T,
     ) -> Vec<(usize, T)> {
         let out = self.path("out.jsonl");
-        let lines = || {
-            std::fs::read(&out).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
-        };
+        let lines =
+            || std::fs::read(&out).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count());
         let mut after_kills = Vec::with_capacity(kills);
         for _ in 0..kills {
             let target = lines() + records;

@@ -40,12 +40,12 @@ pub use error::KafkaSinkError;
 pub use topic::TopicTemplate;
 
 use crate::check::Finding;
-use delivery::BatchAcks;
 use crate::envelope::Op;
 use crate::error::BoxError;
 use crate::format::{format_for, Format};
 use crate::sink::{Batch, Delivery, Sink};
 use crate::sinks::oversize::RecordLimit;
+use delivery::BatchAcks;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the headers and the protocol overhead of one record.
@@ -248,7 +248,11 @@ impl KafkaSink {
 
     /// Enqueues one record of the batch `acks` tracks, waiting while librdkafka's queue is
     /// full (backpressure).
-    async fn send(&self, mut record: Record<'_>, acks: &Arc<BatchAcks>) -> Result<(), KafkaSinkError> {
+    async fn send(
+        &self,
+        mut record: Record<'_>,
+        acks: &Arc<BatchAcks>,
+    ) -> Result<(), KafkaSinkError> {
         acks.expect_one();
         loop {
             match self.producer.send(record) {

@@ -36,7 +36,10 @@ impl TopicTemplate {
     }
 
     pub fn topic_for(&self, event: &ChangeEvent) -> Cow<'_, str> {
-        if let Some(topic) = self.fixed().filter(|t| t.len() <= 249 && t.chars().all(allowed)) {
+        if let Some(topic) = self
+            .fixed()
+            .filter(|t| t.len() <= 249 && t.chars().all(allowed))
+        {
             return Cow::Borrowed(topic);
         }
         let source = &event.source;
@@ -109,7 +112,9 @@ mod tests {
             "my_topic"
         );
         assert_eq!(
-            TopicTemplate::parse("cdc.orders").unwrap().topic_for(&event),
+            TopicTemplate::parse("cdc.orders")
+                .unwrap()
+                .topic_for(&event),
             "cdc.orders"
         );
     }
