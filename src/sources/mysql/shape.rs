@@ -5,6 +5,7 @@
 
 use mysql_common::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
+use mysql_common::proto::MySerialize;
 
 use crate::envelope::ColumnName;
 
@@ -258,6 +259,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
                 }
             }
             OptionalMetadataField::EnumStrValue(values) => {
+                check_label_lists(&values, "ENUM")?;
                 for labels in values.iter_values() {
                     let labels = labels.map_err(|e| e.to_string())?;
                     enum_labels.push(
@@ -270,6 +272,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
                 }
             }
             OptionalMetadataField::SetStrValue(values) => {
+                check_label_lists(&values, "SET")?;
                 for labels in values.iter_values() {
                     let labels = labels.map_err(|e| e.to_string())?;
                     set_labels.push(
@@ -320,4 +323,81 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
         columns,
         key,
     }))
+}
+
+/// Checks the ENUM or SET label lists of a TABLE_MAP (per column: a count, then that many
+/// length-prefixed labels) before the library reads them: it reserves room for the count
+/// first, so a damaged count aborted the process on a huge allocation (found by the
+/// mysql_binlog fuzz target). Every count and length must fit in the bytes that follow.
+fn check_label_lists(field: &impl MySerialize, kind: &str) -> Result<(), String> {
+    let mut raw = Vec::new();
+    field.serialize(&mut raw);
+    if label_lists_fit(&raw) {
+        Ok(())
+    } else {
+        Err(format!("optional metadata: damaged {kind} labels"))
+    }
+}
+
+fn label_lists_fit(mut rest: &[u8]) -> bool {
+    while !rest.is_empty() {
+        let Some(count) = take_lenenc(&mut rest) else {
+            return false;
+        };
+        // Each label takes at least its one-byte length.
+        if count > rest.len() as u64 {
+            return false;
+        }
+        for _ in 0..count {
+            let len = take_lenenc(&mut rest).and_then(|len| usize::try_from(len).ok());
+            match len {
+                Some(len) if len <= rest.len() => rest = &rest[len..],
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Takes a length-encoded integer off the front of `bytes`; `None` when it is cut short or
+/// is not one (0xfb, 0xff).
+fn take_lenenc(bytes: &mut &[u8]) -> Option<u64> {
+    let (&first, rest) = bytes.split_first()?;
+    let width = match first {
+        0..=0xfa => {
+            *bytes = rest;
+            return Some(u64::from(first));
+        }
+        0xfc => 2,
+        0xfd => 3,
+        0xfe => 8,
+        _ => return None,
+    };
+    let digits = rest.get(..width)?;
+    *bytes = &rest[width..];
+    Some(digits.iter().rev().fold(0, |value, &b| value << 8 | u64::from(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_lists_that_fit_are_accepted() {
+        // Two columns: ("a", "bc") and ().
+        assert!(label_lists_fit(&[2, 1, b'a', 2, b'b', b'c', 0]));
+        assert!(label_lists_fit(&[]));
+        // A 2-byte count (0xfc) of 1.
+        assert!(label_lists_fit(&[0xfc, 1, 0, 1, b'x']));
+    }
+
+    #[test]
+    fn damaged_label_lists_are_refused() {
+        // A count of 2^56 with nothing behind it: the library reserved room for it and aborted.
+        assert!(!label_lists_fit(&[0xfe, 0, 0, 0, 0, 0, 0, 0, 1]));
+        // A label longer than what is left, a cut-off count, and a byte that is no length.
+        assert!(!label_lists_fit(&[1, 5, b'a']));
+        assert!(!label_lists_fit(&[0xfd, 1]));
+        assert!(!label_lists_fit(&[1, 0xff]));
+    }
 }
