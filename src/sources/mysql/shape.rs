@@ -375,7 +375,12 @@ fn take_lenenc(bytes: &mut &[u8]) -> Option<u64> {
     };
     let digits = rest.get(..width)?;
     *bytes = &rest[width..];
-    Some(digits.iter().rev().fold(0, |value, &b| value << 8 | u64::from(b)))
+    Some(
+        digits
+            .iter()
+            .rev()
+            .fold(0, |value, &b| value << 8 | u64::from(b)),
+    )
 }
 
 #[cfg(test)]
