@@ -15,7 +15,11 @@ use crate::envelope::ChangeEvent;
 const PLACEHOLDERS: [&str; 4] = ["pipeline", "database", "schema", "table"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicTemplate(String);
+pub struct TopicTemplate {
+    template: String,
+    /// The topic name, cleaned once, when the template has no placeholder.
+    fixed: Option<String>,
+}
 
 impl TopicTemplate {
     /// Checks that every `{...}` is a known placeholder.
@@ -32,19 +36,20 @@ impl TopicTemplate {
         if template.is_empty() {
             return Err("must not be empty".into());
         }
-        Ok(TopicTemplate(template.to_owned()))
+        let fixed = (!template.contains('{')).then(|| clean(template));
+        Ok(TopicTemplate {
+            template: template.to_owned(),
+            fixed,
+        })
     }
 
     pub fn topic_for(&self, event: &ChangeEvent) -> Cow<'_, str> {
-        if let Some(topic) = self
-            .fixed()
-            .filter(|t| t.len() <= 249 && t.chars().all(allowed))
-        {
+        if let Some(topic) = &self.fixed {
             return Cow::Borrowed(topic);
         }
         let source = &event.source;
         let name = self
-            .0
+            .template
             .replace("{pipeline}", &source.pipeline)
             .replace("{database}", &source.database)
             .replace(
@@ -52,30 +57,29 @@ impl TopicTemplate {
                 source.schema.as_deref().unwrap_or(&source.database),
             )
             .replace("{table}", &source.table);
-        Cow::Owned(
-            name.chars()
-                .map(|c| if allowed(c) { c } else { '_' })
-                .take(249)
-                .collect(),
-        )
+        Cow::Owned(clean(&name))
     }
 
     /// Whether every table of `event`'s source gets a topic of its own (up to names that only
     /// differ in characters Kafka forbids, which all become `_`).
     pub fn separates_tables(&self, event: &ChangeEvent) -> bool {
-        let has = |placeholder: &str| self.0.contains(placeholder);
+        let has = |placeholder: &str| self.template.contains(placeholder);
         has("{table}") && (has("{schema}") || (has("{database}") && event.source.schema.is_none()))
     }
 
     /// The topic name when the template has no placeholder.
     pub fn fixed(&self) -> Option<&str> {
-        (!self.0.contains('{')).then_some(self.0.as_str())
+        self.fixed.as_deref()
     }
 }
 
-/// Whether Kafka allows `c` in a topic name.
-fn allowed(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+/// `name` as Kafka accepts it: forbidden characters become `_`, at most 249 of them.
+fn clean(name: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    name.chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .take(249)
+        .collect()
 }
 
 #[cfg(test)]
