@@ -146,3 +146,48 @@ fn to_record(message: &BorrowedMessage<'_>) -> Record {
         headers,
     }
 }
+
+/// The partition librdkafka's own Java-compatible partitioner (`murmur2_random`, what Kafka's
+/// Java client does) picks for each key in a topic of `partitions`: each key is produced to a
+/// fresh topic of that many partitions and read back.
+pub fn partitions_chosen_by_kafka_clients(
+    brokers: &str,
+    topic: &str,
+    keys: &[String],
+    partitions: i32,
+) -> std::collections::HashMap<String, i32> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic");
+    for result in created {
+        result.expect("topic created");
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    for key in keys {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).key(key).payload("{}"))
+            .expect("enqueued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+    consume_all(brokers, topic, Duration::from_secs(30))
+        .into_iter()
+        .map(|record| (record.key.expect("keyed"), record.partition))
+        .collect()
+}

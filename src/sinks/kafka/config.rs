@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::gate::ChunkLimits;
 use super::topic::TopicTemplate;
 use crate::config::{ConfigError, Secret};
 use crate::format::FormatKind;
@@ -179,10 +180,32 @@ impl KafkaSinkConfig {
         {
             return Err(ConfigError::invalid(
                 format!("{key}.properties.{reserved}"),
-                "set by cdc-bridge to keep delivery safe; it cannot be overridden",
+                "set by cdc-bridge for its delivery guarantees, key partitioning and memory bound; it cannot be overridden",
             ));
         }
         Ok(template)
+    }
+
+    /// How much the sink hands librdkafka per partition at a time: one request's worth, by
+    /// `batch.num.messages` and `batch.size` (librdkafka's defaults unless `properties` sets
+    /// them), and `message.max.bytes`, which also bounds a request.
+    pub fn chunk_limits(&self) -> ChunkLimits {
+        let setting = |name: &str, default: usize| {
+            self.properties
+                .get(name)
+                .and_then(|value| value.expose().trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let defaults = ChunkLimits::LIBRDKAFKA_DEFAULTS;
+        ChunkLimits {
+            records: setting("batch.num.messages", defaults.records),
+            bytes: setting("batch.size", defaults.bytes).min(self.message_max_bytes()),
+        }
+    }
+
+    /// librdkafka's `message.max.bytes`: room for the largest record and its framing.
+    fn message_max_bytes(&self) -> usize {
+        self.max_message_bytes + 64 * 1024
     }
 
     /// The librdkafka settings of the producer (secrets included: never log the result).
@@ -198,16 +221,17 @@ impl KafkaSinkConfig {
             ),
             (
                 "message.max.bytes".into(),
-                (self.max_message_bytes + 64 * 1024).to_string(),
+                self.message_max_bytes().to_string(),
             ),
-            // Java-compatible key hashing: the same key lands in the same partition as with
-            // Kafka's own clients.
+            // The sink gives every record its partition (Kafka's own key hashing) and hands
+            // librdkafka one request's worth per partition at a time (gate.rs); how much is
+            // in flight is bounded by the pipeline, so librdkafka's own queue limits are off.
             ("partitioner".into(), "murmur2_random".into()),
+            ("queue.buffering.max.messages".into(), "0".into()),
+            ("queue.buffering.max.kbytes".into(), i32::MAX.to_string()),
             // The pipeline already hands over whole batches, as soon as the source goes
             // quiet: a longer wait in librdkafka only adds latency (bench/latency.rs: p99 32 ms
-            // at 5, 110 ms at 50). The price is CPU while the broker is the bottleneck:
-            // librdkafka's broker thread polls without sleeping while its 5 requests are in
-            // flight (bench/kafka.rs: 57-81 us per event at 5, 11 us at 50). README: Kafka.
+            // at 5, 110 ms at 50).
             ("linger.ms".into(), "5".into()),
             ("client.id".into(), "cdc-bridge".into()),
         ];
@@ -255,12 +279,16 @@ impl KafkaSinkConfig {
     }
 }
 
-/// Settings that guarantee delivery and ordering; `properties` may not change them.
-const RESERVED: [&str; 4] = [
+/// Settings that guarantee delivery, ordering and Kafka's key partitioning, or that the
+/// pipeline's memory bound replaces; `properties` may not change them.
+const RESERVED: [&str; 7] = [
     "enable.idempotence",
     "acks",
     "max.in.flight.requests.per.connection",
     "bootstrap.servers",
+    "partitioner",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
 ];
 
 #[cfg(test)]
@@ -283,7 +311,7 @@ mod tests {
         assert!(settings.contains(&("acks".into(), "all".into())));
         assert_eq!(
             parse("properties = { acks = \"1\" }").unwrap_err(),
-            "s.properties.acks: set by cdc-bridge to keep delivery safe; it cannot be overridden"
+            "s.properties.acks: set by cdc-bridge for its delivery guarantees, key partitioning and memory bound; it cannot be overridden"
         );
         assert!(parse("properties = { \"linger.ms\" = \"20\" }").is_ok());
     }
@@ -308,5 +336,34 @@ mod tests {
             .starts_with("s.dead_letter_path: required"));
         let scram = parse("security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password = \"hunter2\"").unwrap();
         assert!(!format!("{scram:?}").contains("hunter2"));
+    }
+
+    /// A chunk is what librdkafka sends as one request: its batch settings when set, the
+    /// largest request `message.max.bytes` allows.
+    #[test]
+    fn chunks_follow_librdkafkas_batch_limits() {
+        assert_eq!(
+            parse("").unwrap().chunk_limits(),
+            ChunkLimits::LIBRDKAFKA_DEFAULTS
+        );
+        let tuned =
+            parse("properties = { \"batch.num.messages\" = \"500\", \"batch.size\" = \"65536\" }");
+        assert_eq!(
+            tuned.unwrap().chunk_limits(),
+            ChunkLimits {
+                records: 500,
+                bytes: 65_536
+            }
+        );
+        let small = parse("max_message_bytes = 100000").unwrap().chunk_limits();
+        assert_eq!(small.bytes, 100_000 + 64 * 1024);
+        // The sink assigns partitions and bounds the queue itself.
+        for reserved in ["partitioner", "queue.buffering.max.messages"] {
+            let error = parse(&format!("properties = {{ \"{reserved}\" = \"1\" }}")).unwrap_err();
+            assert!(
+                error.starts_with(&format!("s.properties.{reserved}: set by cdc-bridge")),
+                "{error}"
+            );
+        }
     }
 }

@@ -52,12 +52,18 @@ impl BatchAcks {
 
     /// A delivery report arrived (on librdkafka's polling thread).
     pub fn report(&self, result: &DeliveryResult<'_>) {
-        if let Err((error, message)) = result {
-            self.first_failure
-                .lock()
-                .expect("not poisoned")
-                .get_or_insert_with(|| (message.topic().to_owned(), error.clone()));
+        match result {
+            Ok(_) => self.settle_one(),
+            Err((error, message)) => self.fail_one(message.topic(), error.clone()),
         }
+    }
+
+    /// A record of the batch could not be delivered (or not even enqueued): the batch fails.
+    pub fn fail_one(&self, topic: &str, error: KafkaError) {
+        self.first_failure
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(|| (topic.to_owned(), error));
         self.settle_one();
     }
 

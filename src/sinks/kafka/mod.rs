@@ -3,11 +3,13 @@
 //! Flow per batch: topic from the template (checked to exist, or created with
 //! `create_topics`) -> key (the primary key as JSON; with the table too when the template lets
 //! tables share a topic, see [`TopicTemplate::separates_tables`]) and value (the formatted
-//! event) -> size policy ([`RecordLimit`]) -> enqueued in order into librdkafka's idempotent
-//! producer (`acks=all`), which keeps per-partition order through its own retries -> a
-//! tombstone after each delete of a keyed row -> the batch's [`Delivery`] resolves only when
-//! every delivery report is a success. A failed report fails the batch: it is never acknowledged, and the pipeline
-//! restarts from its checkpoint. Headers carry `op`, `table` and `position`.
+//! event) -> size policy ([`RecordLimit`]) -> a tombstone after each delete of a keyed row ->
+//! the partition of the key, as Kafka's own clients choose it ([`partitioner`]) -> the
+//! partition's queue ([`gate`]), which hands librdkafka's idempotent producer (`acks=all`,
+//! per-partition order through its own retries) one request's worth at a time -> the batch's
+//! [`Delivery`] resolves only when every delivery report is a success. A failed report fails
+//! the batch: it is never acknowledged, and the pipeline restarts from its checkpoint. Headers
+//! carry `op`, `table` and `position`.
 //!
 //! Errors ([`KafkaSinkError`]): unreachable brokers and failed deliveries are transient;
 //! authentication, authorization, a missing topic and an invalid configuration are fatal.
@@ -19,12 +21,14 @@
 mod config;
 mod delivery;
 mod error;
+mod gate;
 mod msk_iam;
+mod partitioner;
 mod topic;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -32,8 +36,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
 
 pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
 pub use error::KafkaSinkError;
@@ -46,10 +50,14 @@ use crate::format::{format_for, Format};
 use crate::sink::{Batch, Delivery, Sink};
 use crate::sinks::oversize::RecordLimit;
 use delivery::BatchAcks;
+use gate::{ChunkLimits, Gate, Held};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the headers and the protocol overhead of one record.
 const RECORD_OVERHEAD: usize = 256;
+/// How long a topic's partition count is trusted before it is looked up again (librdkafka's
+/// own metadata refresh interval).
+const PARTITIONS_REFRESH: Duration = Duration::from_secs(300);
 
 /// The first authentication or TLS failure librdkafka reported (later "all brokers down" errors
 /// must not hide it), to say why a connection failed.
@@ -113,18 +121,19 @@ impl MskIamAuth {
 }
 
 /// Logs client errors and keeps the authentication or TLS failure, if any; signs MSK IAM
-/// tokens when configured.
-#[derive(Default)]
+/// tokens when configured; counts delivery reports into the partition queues.
 pub struct SinkContext {
     last_error: LastError,
     msk_iam: Option<Arc<MskIamAuth>>,
+    gate: Arc<Gate>,
 }
 
 impl SinkContext {
-    fn new(msk_iam: Option<Arc<MskIamAuth>>) -> Self {
+    fn new(msk_iam: Option<Arc<MskIamAuth>>, limits: ChunkLimits) -> Self {
         SinkContext {
             last_error: LastError::default(),
             msk_iam,
+            gate: Arc::new(Gate::new(limits)),
         }
     }
 }
@@ -168,20 +177,38 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Arc<BatchAcks>;
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, acks: Arc<BatchAcks>) {
         acks.report(result);
+        let message = match result {
+            Ok(message) | Err((_, message)) => message,
+        };
+        self.gate.reported(message.topic(), message.partition());
     }
 }
 
 type Producer = Arc<ThreadedProducer<SinkContext>>;
-type Record<'a> = BaseRecord<'a, [u8], [u8], Arc<BatchAcks>>;
+
+/// A topic known to exist, with its partition count as of `checked`.
+struct KnownTopic {
+    name: Arc<str>,
+    partitions: u32,
+    checked: Instant,
+}
 
 pub struct KafkaSink {
     producer: Producer,
+    gate: Arc<Gate>,
     admin: Option<AdminClient<SinkContext>>,
     config: KafkaSinkConfig,
     template: TopicTemplate,
     format: Box<dyn Format>,
     limit: RecordLimit,
-    known_topics: HashSet<String>,
+    known_topics: HashMap<String, KnownTopic>,
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // The gate's handle on the producer is dropped here, never on librdkafka's thread.
+        drop(self.gate.detach());
+    }
 }
 
 impl KafkaSink {
@@ -192,11 +219,13 @@ impl KafkaSink {
     ) -> Result<Self, BoxError> {
         let client_config = client_config(config);
         let msk_iam = msk_iam_auth(config).await?;
-        let producer = open_producer(&client_config, &config.brokers, msk_iam.clone()).await?;
+        let limits = config.chunk_limits();
+        let producer =
+            open_producer(&client_config, &config.brokers, msk_iam.clone(), limits).await?;
         let admin = if config.create_topics {
             Some(
                 client_config
-                    .create_with_context(SinkContext::new(msk_iam))
+                    .create_with_context(SinkContext::new(msk_iam, limits))
                     .map_err(KafkaSinkError::Client)?,
             )
         } else {
@@ -207,69 +236,56 @@ impl KafkaSink {
             config.oversize,
             config.dead_letter_path.as_deref(),
         )?;
+        let gate = producer.context().gate.clone();
+        gate.attach(producer.clone());
         Ok(KafkaSink {
             producer,
+            gate,
             admin,
             config: config.clone(),
             template,
             format: format_for(config.format),
             limit,
-            known_topics: HashSet::new(),
+            known_topics: HashMap::new(),
         })
     }
 
-    /// Makes sure `topic` exists, creating it when allowed.
-    async fn ensure_topic(&mut self, topic: &str) -> Result<(), KafkaSinkError> {
-        if self.known_topics.contains(topic) {
-            return Ok(());
-        }
-        if !topic_exists(&self.producer, topic).await? {
-            let Some(admin) = &self.admin else {
-                return Err(KafkaSinkError::MissingTopic {
-                    topic: topic.to_owned(),
-                });
-            };
-            create_topic(
-                admin,
-                topic,
-                self.config.topic_partitions.get(),
-                self.config.topic_replication_factor.get(),
-            )
-            .await?;
-            tracing::info!(
-                topic,
-                partitions = self.config.topic_partitions.get(),
-                "created topic"
-            );
-        }
-        self.known_topics.insert(topic.to_owned());
-        Ok(())
-    }
-
-    /// Enqueues one record of the batch `acks` tracks, waiting while librdkafka's queue is
-    /// full (backpressure).
-    async fn send(
-        &self,
-        mut record: Record<'_>,
-        acks: &Arc<BatchAcks>,
-    ) -> Result<(), KafkaSinkError> {
-        acks.expect_one();
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((err, returned)) => {
-                    acks.settle_one();
-                    return Err(KafkaSinkError::Delivery {
-                        topic: returned.topic.to_owned(),
-                        source: err,
-                    });
-                }
+    /// `topic` (made sure to exist, created when allowed) and its partition count, looked
+    /// up again after [`PARTITIONS_REFRESH`].
+    async fn topic(&mut self, topic: &str) -> Result<(Arc<str>, u32), KafkaSinkError> {
+        if let Some(known) = self.known_topics.get(topic) {
+            if known.checked.elapsed() < PARTITIONS_REFRESH {
+                return Ok((known.name.clone(), known.partitions));
             }
         }
+        let partitions = match topic_partitions(&self.producer, topic).await? {
+            Some(partitions) => partitions,
+            None => {
+                let Some(admin) = &self.admin else {
+                    return Err(KafkaSinkError::MissingTopic {
+                        topic: topic.to_owned(),
+                    });
+                };
+                let partitions = self.config.topic_partitions.get();
+                create_topic(
+                    admin,
+                    topic,
+                    partitions,
+                    self.config.topic_replication_factor.get(),
+                )
+                .await?;
+                tracing::info!(topic, partitions, "created topic");
+                partitions
+            }
+        };
+        let known = KnownTopic {
+            name: topic.into(),
+            partitions,
+            checked: Instant::now(),
+        };
+        let name = known.name.clone();
+        self.known_topics.insert(topic.to_owned(), known);
+        Ok((name, partitions))
     }
 }
 
@@ -298,8 +314,9 @@ async fn open_producer(
     client_config: &ClientConfig,
     brokers: &str,
     msk_iam: Option<Arc<MskIamAuth>>,
+    limits: ChunkLimits,
 ) -> Result<Producer, KafkaSinkError> {
-    let context = SinkContext::new(msk_iam);
+    let context = SinkContext::new(msk_iam, limits);
     let last_error = context.last_error.clone();
     let producer: Producer = Arc::new(
         client_config
@@ -338,7 +355,8 @@ async fn probe(
     })
 }
 
-async fn topic_exists(producer: &Producer, topic: &str) -> Result<bool, KafkaSinkError> {
+/// The partition count of `topic`, or `None` when it does not exist.
+async fn topic_partitions(producer: &Producer, topic: &str) -> Result<Option<u32>, KafkaSinkError> {
     let (client, name) = (producer.clone(), topic.to_owned());
     let metadata = tokio::task::spawn_blocking(move || {
         client
@@ -354,7 +372,8 @@ async fn topic_exists(producer: &Producer, topic: &str) -> Result<bool, KafkaSin
     Ok(metadata
         .topics()
         .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as u32))
 }
 
 async fn create_topic(
@@ -395,16 +414,18 @@ async fn create_topic(
 impl Sink for KafkaSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
         let (acks, all_reported) = BatchAcks::new();
-        let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(1024));
-        let mut topic = String::new();
+        let mut records = Vec::with_capacity(batch.events.len());
+        let mut topic: Option<(Arc<str>, u32)> = None;
         for event in &batch.events {
             let event_topic = self.template.topic_for(event);
-            if event_topic != topic {
-                topic = event_topic.into_owned();
-                self.ensure_topic(&topic).await?;
-            }
-            key.clear();
-            value.clear();
+            let (name, partitions) = match &topic {
+                Some((name, partitions)) if **name == *event_topic => (name.clone(), *partitions),
+                _ => {
+                    let event_topic = event_topic.into_owned();
+                    topic.insert(self.topic(&event_topic).await?).clone()
+                }
+            };
+            let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
             if self.template.separates_tables(event) {
                 self.format.encode_key(event, &mut key);
             } else {
@@ -413,7 +434,7 @@ impl Sink for KafkaSink {
             self.format.encode_value(event, &mut value);
             if !self
                 .limit
-                .admit(event, key.len() + value.len() + RECORD_OVERHEAD, &topic)?
+                .admit(event, key.len() + value.len() + RECORD_OVERHEAD, &name)?
             {
                 continue;
             }
@@ -431,19 +452,34 @@ impl Sink for KafkaSink {
                     key: "position",
                     value: Some(event.source.position.as_str()),
                 });
-            let record = BaseRecord::with_opaque_to(&topic, acks.clone())
-                .key(key.as_slice())
-                .payload(value.as_slice())
-                .headers(headers);
-            self.send(record, &acks).await?;
+            let partition = partitioner::partition_for(&key, partitions);
             // A keyless row has no identity of its own: a tombstone for it would remove
             // every row of its table from a compacted topic.
-            if event.op == Op::Delete && self.config.tombstones && !event.key.is_empty() {
-                let tombstone: Record<'_> =
-                    BaseRecord::with_opaque_to(&topic, acks.clone()).key(key.as_slice());
-                self.send(tombstone, &acks).await?;
+            let tombstone =
+                (event.op == Op::Delete && self.config.tombstones && !event.key.is_empty())
+                    .then(|| key.clone());
+            acks.expect_one();
+            records.push(Held {
+                topic: name.clone(),
+                partition,
+                key,
+                value: Some(value),
+                headers: Some(headers),
+                acks: acks.clone(),
+            });
+            if let Some(key) = tombstone {
+                acks.expect_one();
+                records.push(Held {
+                    topic: name,
+                    partition,
+                    key,
+                    value: None,
+                    headers: None,
+                    acks: acks.clone(),
+                });
             }
         }
+        self.gate.offer(records);
         self.limit.sync()?;
         // The sink's own hold ends: the batch is done once every report is in.
         acks.settle_one();
@@ -459,7 +495,14 @@ pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Fi
         Ok(auth) => auth,
         Err(err) => return vec![Finding::fail(crate::error::report(&err))],
     };
-    let producer = match open_producer(&client_config(config), &config.brokers, msk_iam).await {
+    let client_config = client_config(config);
+    let opened = open_producer(
+        &client_config,
+        &config.brokers,
+        msk_iam,
+        config.chunk_limits(),
+    );
+    let producer = match opened.await {
         Ok(producer) => producer,
         Err(err) => return vec![Finding::fail(crate::error::report(&err))],
     };
@@ -468,12 +511,12 @@ pub async fn check(config: &KafkaSinkConfig, template: &TopicTemplate) -> Vec<Fi
         config.brokers
     ))];
     findings.push(match template.fixed() {
-        Some(topic) => match topic_exists(&producer, topic).await {
-            Ok(true) => Finding::ok(format!("topic {topic} exists")),
-            Ok(false) if config.create_topics => {
+        Some(topic) => match topic_partitions(&producer, topic).await {
+            Ok(Some(_)) => Finding::ok(format!("topic {topic} exists")),
+            Ok(None) if config.create_topics => {
                 Finding::ok(format!("topic {topic} will be created"))
             }
-            Ok(false) => Finding::fail(
+            Ok(None) => Finding::fail(
                 KafkaSinkError::MissingTopic {
                     topic: topic.to_owned(),
                 }
@@ -518,7 +561,7 @@ mod tests {
             )),
             runtime: runtime.handle().clone(),
         });
-        let context = SinkContext::new(Some(auth));
+        let context = SinkContext::new(Some(auth), ChunkLimits::LIBRDKAFKA_DEFAULTS);
         let token = std::thread::spawn(move || context.generate_oauth_token(None).unwrap())
             .join()
             .unwrap();
@@ -537,7 +580,7 @@ mod tests {
             .as_millis() as i64;
         assert!((token.lifetime_ms - now_ms - 900_000).abs() < 5_000);
 
-        let without = SinkContext::default();
+        let without = SinkContext::new(None, ChunkLimits::LIBRDKAFKA_DEFAULTS);
         assert!(without.generate_oauth_token(None).is_err());
     }
 }
