@@ -71,8 +71,8 @@ impl ChunkLimits {
     };
 }
 
-/// Puts one record into librdkafka; gives it back with the error when librdkafka refuses it.
-pub type Enqueue<'a> = dyn FnMut(Held) -> Result<(), (KafkaError, Held)> + 'a;
+/// Puts one record into librdkafka (taking its headers); the error when librdkafka refuses it.
+pub type Enqueue<'a> = dyn FnMut(&mut Held) -> Result<(), KafkaError> + 'a;
 
 #[derive(Default)]
 struct PartitionQueue {
@@ -147,12 +147,12 @@ fn release(queue: &mut PartitionQueue, limits: ChunkLimits, enqueue: &mut Enqueu
             if records > 0 && (records >= limits.records || bytes + size > limits.bytes) {
                 break;
             }
-            let record = queue.waiting.pop_front().expect("a front record");
+            let mut record = queue.waiting.pop_front().expect("a front record");
             records += 1;
             bytes += size;
-            match enqueue(record) {
+            match enqueue(&mut record) {
                 Ok(()) => queue.outstanding += 1,
-                Err((error, record)) => record.acks.fail_one(&record.topic, error),
+                Err(error) => record.acks.fail_one(&record.topic, error),
             }
         }
     }
@@ -199,24 +199,21 @@ impl Gate {
     }
 }
 
-fn enqueue(producer: Option<&Producer>, mut held: Held) -> Result<(), (KafkaError, Held)> {
+fn enqueue(producer: Option<&Producer>, held: &mut Held) -> Result<(), KafkaError> {
     let Some(producer) = producer else {
-        return Err((KafkaError::Canceled, held));
+        return Err(KafkaError::Canceled);
     };
-    let mut record = BaseRecord::with_opaque_to(&*held.topic, held.acks.clone())
+    let headers = held.headers.take();
+    let mut record = BaseRecord::with_opaque_to(&held.topic, held.acks.clone())
         .partition(held.partition)
         .key(held.key.as_slice());
     if let Some(value) = &held.value {
         record = record.payload(value.as_slice());
     }
-    if let Some(headers) = held.headers.take() {
+    if let Some(headers) = headers {
         record = record.headers(headers);
     }
-    let refused = producer.send(record).err().map(|(error, _)| error);
-    match refused {
-        None => Ok(()),
-        Some(error) => Err((error, held)),
-    }
+    producer.send(record).map_err(|(error, _)| error)
 }
 
 #[cfg(test)]
@@ -238,9 +235,9 @@ mod tests {
     /// What reached librdkafka, in order: (partition, key).
     type Sent = Vec<(i32, String)>;
 
-    fn accept(sent: &mut Sent) -> impl FnMut(Held) -> Result<(), (KafkaError, Held)> + '_ {
+    fn accept(sent: &mut Sent) -> impl FnMut(&mut Held) -> Result<(), KafkaError> + '_ {
         |held| {
-            sent.push((held.partition, String::from_utf8(held.key).unwrap()));
+            sent.push((held.partition, String::from_utf8(held.key.clone()).unwrap()));
             Ok(())
         }
     }
@@ -325,11 +322,11 @@ mod tests {
         let mut refuse_first = {
             let mut first = true;
             let sent = &mut sent;
-            move |held: Held| {
+            move |held: &mut Held| {
                 if std::mem::take(&mut first) {
-                    return Err((KafkaError::Canceled, held));
+                    return Err(KafkaError::Canceled);
                 }
-                sent.push((held.partition, String::from_utf8(held.key).unwrap()));
+                sent.push((held.partition, String::from_utf8(held.key.clone()).unwrap()));
                 Ok(())
             }
         };
