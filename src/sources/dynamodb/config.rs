@@ -80,7 +80,7 @@ impl DynamoDbConfig {
         if self.poll_interval_ms < 200 {
             return Err(ConfigError::invalid(
                 format!("{key}.poll_interval_ms"),
-                "at least 200 (DynamoDB Streams allows 5 GetRecords calls per second per shard)",
+                "at least 200 (each poll of an idle shard is a billed GetRecords request)",
             ));
         }
         Ok(())

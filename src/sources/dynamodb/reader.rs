@@ -30,8 +30,8 @@ use crate::source::{Mark, SourceContext, Stopped};
 
 /// The checkpoint token of a shard read to its end.
 pub const FINISHED: &str = "END";
-/// GetRecords allows 5 calls per second per shard.
-const MIN_POLL_GAP: Duration = Duration::from_millis(200);
+/// The first wait after a throttled or failed call; doubled on each further failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const RECORDS_PER_CALL: i32 = 1000;
 /// Consecutive failures of one shard before the source gives up (and is restarted).
@@ -364,7 +364,7 @@ impl Reader {
                 }
                 let delay = backoff::exponential(
                     cursor.failures - 1,
-                    MIN_POLL_GAP,
+                    BACKOFF_BASE,
                     Duration::from_secs(10),
                 );
                 cursor.next_poll = Instant::now() + backoff::with_jitter(delay);
@@ -403,12 +403,14 @@ impl Reader {
         let cursor = self.cursors.get_mut(shard).expect("cursor");
         cursor.iterator = Some(next);
         cursor.failures = 0;
-        let gap = if got_records {
-            MIN_POLL_GAP
+        // A page with records may have more behind it: the next call goes out at once
+        // (DynamoDB Streams limits readers per shard to two, not calls per second; a throttled
+        // call backs off). An empty page means the shard is caught up.
+        cursor.next_poll = if got_records {
+            Instant::now()
         } else {
-            Duration::from_millis(self.config.poll_interval_ms)
+            Instant::now() + Duration::from_millis(self.config.poll_interval_ms)
         };
-        cursor.next_poll = Instant::now() + gap;
         Ok(Ok(()))
     }
 
@@ -497,7 +499,7 @@ where
                 if attempt < MAX_FAILURES =>
             {
                 tracing::warn!(call = what, error = %err, "retrying after a backoff");
-                let delay = backoff::exponential(attempt, MIN_POLL_GAP, Duration::from_secs(10));
+                let delay = backoff::exponential(attempt, BACKOFF_BASE, Duration::from_secs(10));
                 tokio::time::sleep(backoff::with_jitter(delay)).await;
                 attempt += 1;
             }

@@ -30,6 +30,8 @@ struct Script {
     /// (shard, record index): the first GetRecords at this point answers ExpiredIterator.
     expire_once: HashSet<(String, usize)>,
     calls: Vec<String>,
+    /// Every GetRecords: its iterator and when it came (the test clock).
+    reads: Vec<(String, tokio::time::Instant)>,
 }
 
 #[derive(Clone, Default)]
@@ -113,6 +115,9 @@ impl StreamsApi for Scripted {
 
     async fn records(&self, iterator: &str, _limit: i32) -> Result<Page, ApiError> {
         let mut script = self.0.lock().unwrap();
+        script
+            .reads
+            .push((iterator.to_owned(), tokio::time::Instant::now()));
         let (shard, index) = iterator.split_once('#').unwrap();
         let index: usize = index.parse().unwrap();
         if script.expire_once.remove(&(shard.to_owned(), index)) {
@@ -300,6 +305,46 @@ async fn parents_are_read_to_their_end_before_children_through_a_split() {
         "{calls:?}"
     );
     assert_eq!(out.events[0].source.position, format!("A:{:021}", 1));
+}
+
+/// DynamoDB Streams limits the readers of a shard (two), not its calls per second: a backlog is
+/// read page after page, and only an empty page waits `poll_interval_ms`. Paused clock.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_read_without_waiting_between_pages_and_an_idle_shard_is_polled_at_the_interval(
+) {
+    let backlog = (1..=40).map(|i| record(&format!("k{i}"), 1, i)).collect();
+    let api = Scripted(Arc::new(Mutex::new(Script {
+        shards: vec![shard("A", None, false, backlog)],
+        ..Script::default()
+    })));
+    let out = run(api.clone(), config(""), Checkpoints::new(), 40).await;
+    assert_eq!(out.result, Ok(()));
+    assert_eq!(out.events.len(), 40);
+    let reads = api.0.lock().unwrap().reads.clone();
+    let at = |iterator: &str| {
+        reads
+            .iter()
+            .filter(|(it, _)| it == iterator)
+            .map(|(_, t)| *t)
+            .collect::<Vec<_>>()
+    };
+    let (first, last_page) = (at("A#0")[0], at("A#38")[0]);
+    assert!(
+        last_page - first < Duration::from_millis(50),
+        "20 pages took {:?}",
+        last_page - first
+    );
+    let idle = at("A#40");
+    assert!(
+        idle.len() >= 2,
+        "the caught-up shard is polled again: {idle:?}"
+    );
+    for pair in idle.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(200),
+            "an idle shard waits poll_interval_ms between calls: {idle:?}"
+        );
+    }
 }
 
 #[tokio::test]
