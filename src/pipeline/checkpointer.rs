@@ -33,13 +33,18 @@ impl Checkpointer {
                 let latest = rx.borrow_and_update().clone();
                 let (changed, removed) = difference(&stored.borrow(), &latest);
                 if !changed.is_empty() || !removed.is_empty() {
-                    let (store, name) = (store.clone(), name.clone());
-                    tokio::task::spawn_blocking(move || store.apply(&name, &changed, &removed))
+                    let (store, pipeline) = (store.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || store.apply(&pipeline, &changed, &removed))
                         .await
                         .map_err(|e| PipelineError::Panic {
                             stage: "checkpoint",
                             message: e.to_string(),
                         })??;
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let positions: Vec<&str> =
+                            latest.values().map(|p| p.token.as_str()).collect();
+                        tracing::debug!(pipeline = %name, positions = %positions.join(","), "checkpoint stored");
+                    }
                     stored.send_replace(latest);
                 }
                 if closed {
