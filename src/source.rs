@@ -108,12 +108,93 @@ pub struct Mark {
 
 /// One message from a source to the pipeline.
 pub(crate) struct Item {
-    pub event: Option<ChangeEvent>,
+    pub events: Events,
     pub mark: Option<Mark>,
     /// A partition whose stored position is no longer needed (see [`Emitter::forget`]).
     pub forget: Option<String>,
     /// Memory budget held by this item until its batch is acknowledged.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// Places in the queue it took (see [`Queue`]).
+    places: u32,
+}
+
+impl Item {
+    fn new(events: Events, mark: Option<Mark>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Item {
+            events,
+            mark,
+            forget: None,
+            permit,
+            places: 0,
+        }
+    }
+}
+
+/// The events of one [`Item`], in source order.
+pub(crate) enum Events {
+    None,
+    One(ChangeEvent),
+    /// Changes read together, handed over at once ([`Emitter::events`]).
+    Many(Vec<ChangeEvent>),
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        match self {
+            Events::None => 0,
+            Events::One(_) => 1,
+            Events::Many(events) => events.len(),
+        }
+    }
+}
+
+/// The two ends between a source and its pipeline: the [`Emitter`] the source hands items to,
+/// and the [`Queue`] the pipeline takes them from. At most `max_queued` events wait in between
+/// (an item without events counts as one); `budget_bytes` bounds events until acknowledged.
+pub(crate) fn channel(max_queued: usize, budget_bytes: u32) -> (Emitter, Queue) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let max_queued = max_queued.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let places = Arc::new(Semaphore::new(max_queued));
+    let emitter = Emitter {
+        tx,
+        places: places.clone(),
+        max_queued: u32::try_from(max_queued).expect("clamped"),
+        budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+        budget_bytes,
+        held: Arc::default(),
+    };
+    (emitter, Queue { rx, places })
+}
+
+/// The pipeline's end: items in the order they were emitted. Taking items gives their places
+/// back to the emitter; dropping the queue stops the emitter ([`Stopped`]).
+pub(crate) struct Queue {
+    rx: mpsc::UnboundedReceiver<Item>,
+    places: Arc<Semaphore>,
+}
+
+impl Queue {
+    /// Waits for an item, then takes up to `limit` items; 0 once the emitter is gone.
+    pub async fn recv_many(&mut self, items: &mut Vec<Item>, limit: usize) -> usize {
+        let first = items.len();
+        let received = self.rx.recv_many(items, limit).await;
+        let places: usize = items[first..].iter().map(|item| item.places as usize).sum();
+        self.places.add_permits(places);
+        received
+    }
+
+    #[cfg(test)]
+    pub async fn recv(&mut self) -> Option<Item> {
+        let mut items = Vec::with_capacity(1);
+        self.recv_many(&mut items, 1).await;
+        items.pop()
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.places.close();
+    }
 }
 
 /// The pipeline is no longer reading; the source should return.
@@ -124,7 +205,10 @@ pub struct Stopped;
 /// Hands events and checkpoint marks to the pipeline, waiting while its buffer is full.
 #[derive(Clone)]
 pub struct Emitter {
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::UnboundedSender<Item>,
+    /// Places in the queue: one per event waiting there (see [`channel`]).
+    places: Arc<Semaphore>,
+    max_queued: u32,
     budget: Arc<Semaphore>,
     budget_bytes: u32,
     /// Bytes of the budget taken by [`Held`] changes.
@@ -182,13 +266,18 @@ pub enum HoldError {
 }
 
 impl Emitter {
-    pub(crate) fn new(tx: mpsc::Sender<Item>, budget_bytes: u32) -> Self {
-        Emitter {
-            tx,
-            budget: Arc::new(Semaphore::new(budget_bytes as usize)),
-            budget_bytes,
-            held: Arc::default(),
-        }
+    /// Hands one item to the pipeline once the queue has a place for each of its events.
+    async fn hand_over(&self, mut item: Item) -> Result<(), Stopped> {
+        let places = u32::try_from(item.events.len().max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.max_queued);
+        self.places
+            .acquire_many(places)
+            .await
+            .map_err(|_| Stopped)?
+            .forget();
+        item.places = places;
+        self.tx.send(item).map_err(|_| Stopped)
     }
 
     /// Holds `event` back, taking its size from the budget (waiting for room like
@@ -241,15 +330,8 @@ impl Emitter {
         mark: Option<Mark>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Stopped> {
-        self.tx
-            .send(Item {
-                event,
-                mark,
-                forget: None,
-                permit,
-            })
-            .await
-            .map_err(|_| Stopped)
+        let events = event.map_or(Events::None, Events::One);
+        self.hand_over(Item::new(events, mark, permit)).await
     }
 
     /// The budget an event takes: its approximate size, at least 1 byte and at most the whole
@@ -263,6 +345,34 @@ impl Emitter {
     /// Emits one change event.
     pub async fn event(&self, event: ChangeEvent) -> Result<(), Stopped> {
         self.send(Some(event), None).await
+    }
+
+    /// Emits changes read together (the rows of one binlog event), in order, as one message:
+    /// one wait for budget and one hand-over instead of one per change. Key changes are split
+    /// as [`Emitter::event`] splits them.
+    pub async fn events(&self, events: Vec<ChangeEvent>) -> Result<(), Stopped> {
+        let mut split = Vec::with_capacity(events.len());
+        for event in events {
+            let (first, second) = event.split_key_change();
+            split.push(first);
+            split.extend(second);
+        }
+        if split.is_empty() {
+            return Ok(());
+        }
+        let bytes = split
+            .iter()
+            .map(|event| u64::from(self.size(event)))
+            .sum::<u64>()
+            .min(u64::from(self.budget_bytes));
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(u32::try_from(bytes).expect("at most the budget"))
+            .await
+            .map_err(|_| Stopped)?;
+        self.hand_over(Item::new(Events::Many(split), None, Some(permit)))
+            .await
     }
 
     /// Emits one change event followed by a checkpoint mark (one message instead of two).
@@ -282,15 +392,9 @@ impl Emitter {
     /// Drops the stored position of `partition` (e.g. a shard gone from its stream), once
     /// everything emitted before is acknowledged: the next start sees no checkpoint for it.
     pub async fn forget(&self, partition: String) -> Result<(), Stopped> {
-        self.tx
-            .send(Item {
-                event: None,
-                mark: None,
-                forget: Some(partition),
-                permit: None,
-            })
-            .await
-            .map_err(|_| Stopped)
+        let mut item = Item::new(Events::None, None, None);
+        item.forget = Some(partition);
+        self.hand_over(item).await
     }
 
     async fn send(&self, event: Option<ChangeEvent>, mark: Option<Mark>) -> Result<(), Stopped> {
@@ -351,8 +455,7 @@ mod tests {
     async fn held_changes_count_against_the_budget() {
         let event = crate::sources::generator::GeneratorSource::sample_event(1, 1);
         let size = event.approx_size() as u32;
-        let (tx, mut rx) = mpsc::channel(8);
-        let emitter = Emitter::new(tx, 2 * size + size / 2);
+        let (emitter, mut rx) = channel(8, 2 * size + size / 2);
         let first = emitter.hold(event.clone()).await.unwrap();
         let second = emitter.hold(event.clone()).await.unwrap();
         assert_eq!(
@@ -369,7 +472,7 @@ mod tests {
             item.permit.as_ref().map(|p| p.num_permits()),
             Some(size as usize)
         );
-        assert_eq!(item.event.as_ref(), Some(&event));
+        assert!(matches!(&item.events, Events::One(held) if held == &event));
         // Released: its budget is the pipeline's now (back once the item is done), no longer
         // counted as held.
         drop(item);

@@ -3,9 +3,11 @@
 //!
 //! The source runs in its own task and emits into a bounded channel; every event also holds a
 //! share of a byte budget until its batch is acknowledged, so memory stays bounded whatever the
-//! source reads (backpressure: a full budget makes the source wait). The driver groups events
-//! into batches by count, bytes and linger time, submits them to the sink in order, keeps at
-//! most `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`].
+//! source reads (backpressure: a full budget makes the source wait). The driver takes what the
+//! channel holds at once, groups events into batches by count, bytes and linger time (changes
+//! handed over together are cut at the batch size, their budget divided), submits them to the
+//! sink in order, keeps at most `max_in_flight` deliveries open, and feeds their outcomes to
+//! the [`CommitTracker`]. A batch's budget is one merged permit, given back in one step.
 //! A batch leaves once the source has been quiet for a millisecond and a delivery slot is free:
 //! the linger (`linger_ms`) bounds the wait only while events keep arriving or every slot is
 //! busy, so a quiet pipeline delivers each change at once and a busy one still sends full
@@ -25,7 +27,7 @@ mod commit;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
@@ -35,7 +37,7 @@ use crate::envelope::ChangeEvent;
 use crate::error::{BoxError, Disposition};
 use crate::shutdown::Shutdown;
 use crate::sink::{Batch, Sink};
-use crate::source::{Emitter, Item, Source, SourceContext};
+use crate::source::{self, Events, Item, Queue, Source, SourceContext};
 use checkpointer::Checkpointer;
 
 pub use commit::{BatchId, CommitTracker, Marks};
@@ -50,6 +52,9 @@ const SALVAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the moment the channel was empty instead cost a batch per change on a busy source whose
 /// decoding is slower than the sink (half the Postgres source's throughput).
 const QUIET_GAP: Duration = Duration::from_millis(1);
+
+/// At most how many items the driver takes off the channel at a time.
+const RECEIVE_AT_ONCE: usize = 256;
 
 /// How often a running pipeline logs its progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -128,12 +133,15 @@ pub async fn run(
         tracing::info!(pipeline = %name, positions = %positions.join(","), "resuming after the stored checkpoint");
     }
 
-    let (tx, rx) = mpsc::channel(settings.buffer.max_events.get());
+    let (emit, queue) = source::channel(
+        settings.buffer.max_events.get(),
+        settings.buffer.max_bytes.get(),
+    );
     let (stored_tx, stored_rx) = watch::channel(resume.clone());
     let ctx = SourceContext {
         pipeline: name.clone(),
         resume: resume.clone(),
-        emit: Emitter::new(tx, settings.buffer.max_bytes.get()),
+        emit,
         stored: stored_rx,
         shutdown,
     };
@@ -141,7 +149,7 @@ pub async fn run(
 
     let checkpointer = Checkpointer::start(name.clone(), store, stored_tx);
     let mut driver = Driver::new(settings, sink, checkpointer, resume);
-    let driven = driver.drive(rx).await;
+    let driven = driver.drive(queue).await;
     let Driver {
         checkpointer,
         released,
@@ -171,7 +179,9 @@ pub async fn run(
 struct OpenBatch {
     events: Vec<ChangeEvent>,
     marks: Marks,
-    permits: Vec<OwnedSemaphorePermit>,
+    /// The budget its events hold, merged into one permit (released in one step when the
+    /// batch is acknowledged, not once per event).
+    budget: Option<OwnedSemaphorePermit>,
     bytes: usize,
     /// Set by the batch's first item.
     timing: Option<BatchTiming>,
@@ -222,7 +232,7 @@ impl Driver {
         }
     }
 
-    async fn drive(&mut self, rx: mpsc::Receiver<Item>) -> Result<(), PipelineError> {
+    async fn drive(&mut self, rx: Queue) -> Result<(), PipelineError> {
         let result = self.drive_until_done(rx).await;
         if result.is_err() {
             self.salvage_in_flight().await;
@@ -246,23 +256,49 @@ impl Driver {
         self.in_flight.abort_all();
     }
 
-    async fn drive_until_done(
-        &mut self,
-        mut rx: mpsc::Receiver<Item>,
-    ) -> Result<(), PipelineError> {
+    async fn drive_until_done(&mut self, mut rx: Queue) -> Result<(), PipelineError> {
+        let mut items = Vec::with_capacity(RECEIVE_AT_ONCE);
+        // One timer for the whole run. It is moved only to an earlier time: a flush time that
+        // moved later (another arrival within the quiet gap) is looked at again when it fires,
+        // so a busy source costs a timer update per firing, not one per item.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let flush_at = self.flush_time();
+            match (self.flush_time(), armed) {
+                (Some(at), Some(current)) if at >= current => {}
+                (Some(at), _) => {
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
+                }
+                (None, _) => armed = None,
+            }
+            // No more than the open batch has room for: items taken off the channel are not
+            // held here while a full batch waits for a delivery slot.
+            let room = self
+                .batch
+                .max_events
+                .get()
+                .saturating_sub(self.open.events.len())
+                .clamp(1, RECEIVE_AT_ONCE);
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     self.on_delivered(joined).await?;
                 }
-                item = rx.recv() => match item {
-                    Some(item) => self.add(item).await?,
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
-                    self.flush().await?;
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    if self.flush_time().is_some_and(|at| at <= Instant::now()) {
+                        self.flush().await?;
+                    }
+                }
+                received = rx.recv_many(&mut items, room) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for item in items.drain(..) {
+                        self.add(item).await?;
+                    }
                 }
             }
         }
@@ -286,21 +322,20 @@ impl Driver {
     }
 
     async fn add(&mut self, item: Item) -> Result<(), PipelineError> {
-        let now = Instant::now();
-        let linger = Duration::from_millis(self.batch.linger_ms);
-        let timing = self.open.timing.get_or_insert(BatchTiming {
-            linger_end: now + linger,
-            last_arrival: now,
-        });
-        timing.last_arrival = now;
-        if let Some(event) = item.event {
-            // The emitter sized the event for its budget permit already (clamped to the
-            // budget, which only an event larger than the whole budget reaches).
-            self.open.bytes += item
-                .permit
-                .as_ref()
-                .map_or_else(|| event.approx_size(), |permit| permit.num_permits());
-            self.open.events.push(event);
+        self.note_arrival();
+        match item.events {
+            Events::None => {}
+            Events::One(event) => {
+                // The emitter sized the event for its budget permit already (clamped to the
+                // budget, which only an event larger than the whole budget reaches).
+                self.open.bytes += item
+                    .permit
+                    .as_ref()
+                    .map_or_else(|| event.approx_size(), OwnedSemaphorePermit::num_permits);
+                self.open.events.push(event);
+                self.take_budget(item.permit);
+            }
+            Events::Many(events) => self.add_many(events, item.permit).await?,
         }
         if let Some(mark) = item.mark {
             self.open.marks.insert(mark.partition, Some(mark.position));
@@ -308,13 +343,64 @@ impl Driver {
         if let Some(partition) = item.forget {
             self.open.marks.insert(partition, None);
         }
-        self.open.permits.extend(item.permit);
         if self.open.events.len() >= self.batch.max_events.get()
             || self.open.bytes >= self.batch.max_bytes.get()
         {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Adds changes emitted together, flushing each time the batch is full; their budget is
+    /// divided between the batches in proportion to the changes each takes.
+    async fn add_many(
+        &mut self,
+        mut events: Vec<ChangeEvent>,
+        mut budget: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), PipelineError> {
+        loop {
+            let room = self
+                .batch
+                .max_events
+                .get()
+                .saturating_sub(self.open.events.len())
+                .max(1);
+            let rest = (events.len() > room).then(|| events.split_off(room));
+            let share = match &rest {
+                None => budget.take(),
+                Some(rest) => budget.as_mut().and_then(|budget| {
+                    budget.split(budget.num_permits() * room / (room + rest.len()))
+                }),
+            };
+            self.open.bytes += share.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+            self.open.events.append(&mut events);
+            self.take_budget(share);
+            let Some(rest) = rest else {
+                return Ok(());
+            };
+            self.flush().await?;
+            self.note_arrival();
+            events = rest;
+        }
+    }
+
+    /// Starts the open batch's linger with its first item; notes the latest arrival.
+    fn note_arrival(&mut self) {
+        let now = Instant::now();
+        let linger = Duration::from_millis(self.batch.linger_ms);
+        let timing = self.open.timing.get_or_insert(BatchTiming {
+            linger_end: now + linger,
+            last_arrival: now,
+        });
+        timing.last_arrival = now;
+    }
+
+    fn take_budget(&mut self, permit: Option<OwnedSemaphorePermit>) {
+        match (&mut self.open.budget, permit) {
+            (Some(budget), Some(permit)) => budget.merge(permit),
+            (budget @ None, permit) => *budget = permit,
+            (Some(_), None) => {}
+        }
     }
 
     async fn flush(&mut self) -> Result<(), PipelineError> {
@@ -343,10 +429,10 @@ impl Driver {
             self.tracker.fail(id);
             PipelineError::Sink(e)
         })?;
-        let permits = open.permits;
+        let budget = open.budget;
         self.in_flight.spawn(async move {
             let outcome = delivery.await;
-            drop(permits);
+            drop(budget);
             (id, count, outcome)
         });
         Ok(())

@@ -14,7 +14,7 @@ use super::*;
 use crate::checkpoint::{Checkpoints, Position};
 use crate::envelope::{ChangeEvent, Op, Value};
 use crate::shutdown::ShutdownTrigger;
-use crate::source::{Emitter, Item, SourceContext};
+use crate::source::{Events, SourceContext};
 
 struct ScriptShard {
     info: ShardInfo,
@@ -148,13 +148,13 @@ struct Run {
 
 /// Runs the source until `events` events arrived (or it ended), then stops it.
 async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events: usize) -> Run {
-    let (tx, mut rx) = mpsc::channel::<Item>(1000);
+    let (emit, mut rx) = crate::source::channel(1000, 1 << 24);
     let trigger = ShutdownTrigger::new();
     let (_stored_tx, stored) = watch::channel(resume.clone());
     let ctx = SourceContext {
         pipeline: "p".into(),
         resume,
-        emit: Emitter::new(tx, 1 << 24),
+        emit,
         stored,
         shutdown: trigger.subscribe(),
     };
@@ -193,13 +193,17 @@ impl Run {
     /// Takes the next item, if one comes before `until` and the source is still running.
     async fn receive(
         &mut self,
-        rx: &mut mpsc::Receiver<Item>,
+        rx: &mut crate::source::Queue,
         until: tokio::time::Instant,
     ) -> bool {
         tokio::select! {
             item = rx.recv() => match item {
                 Some(item) => {
-                    if let Some(event) = item.event { self.events.push(event); }
+                    match item.events {
+                        Events::None => {}
+                        Events::One(event) => self.events.push(event),
+                        Events::Many(events) => self.events.extend(events),
+                    }
                     if let Some(mark) = item.mark { self.marks.push((mark.partition, mark.position.token)); }
                     self.forgotten.extend(item.forget);
                     true

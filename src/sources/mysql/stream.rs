@@ -320,13 +320,12 @@ async fn handle(
                     reason,
                 })?;
             let txid = cursor.pending.as_ref().map(Gtid::to_string);
-            for change in row_events(ctx, &table, &rows, tme, here, txid)? {
-                if !cursor.transactions.in_xa() {
-                    if let Err(stopped) = ctx.emit.event(change).await {
-                        return Ok(Err(stopped));
-                    }
-                    continue;
-                }
+            let changes = row_events(ctx, &table, &rows, tme, here, txid)?;
+            if !cursor.transactions.in_xa() {
+                // The rows of one event go to the pipeline as one message.
+                return Ok(ctx.emit.events(changes).await);
+            }
+            for change in changes {
                 match ctx.emit.hold(change).await {
                     Ok(held) => cursor.transactions.hold(held),
                     Err(HoldError::Stopped(stopped)) => return Ok(Err(stopped)),
