@@ -93,8 +93,7 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u32 = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
-    /// Hand-overs queued between the source and the batcher: one event each, or the rows of
-    /// one MySQL binlog event (`Emitter::events`). Memory is bounded by `max_bytes`.
+    /// Events queued between the source and the batcher.
     pub max_events: NonZeroUsize,
     /// Bytes (estimated) of events read and not yet acknowledged by the sink. One event larger
     /// than this waits until everything before it is acknowledged, then passes alone.
