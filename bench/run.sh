@@ -2,9 +2,9 @@
 # The benchmarks, in one command, ending with one table of every figure beside its reference
 # measured in the same run: core throughput and memory, the Postgres source against
 # pg_recvlogical, the MySQL source (MariaDB) against mariadb-binlog and python-mysql-replication,
-# the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain librdkafka producer, the Kinesis sink against a plain
-# PutRecords client, and commit-to-readable latency. Starts the services it needs and stops
-# them on every exit.
+# the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain
+# librdkafka producer, the Kinesis sink against a plain PutRecords client, and
+# commit-to-readable latency. Starts the services it needs and stops them on every exit.
 #   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
