@@ -131,6 +131,9 @@ impl Item {
 }
 
 /// The events of one [`Item`], in source order.
+// `One` keeps the common case inline, as `Option<ChangeEvent>` did: boxing it would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Events {
     None,
     One(ChangeEvent),
