@@ -36,7 +36,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
 
 pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
@@ -439,19 +439,11 @@ impl Sink for KafkaSink {
                 continue;
             }
             let table = event.qualified_table();
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header {
-                    key: "op",
-                    value: Some(event.op.as_str()),
-                })
-                .insert(Header {
-                    key: "table",
-                    value: Some(table.as_str()),
-                })
-                .insert(Header {
-                    key: "position",
-                    value: Some(event.source.position.as_str()),
-                });
+            let (headers, header_bytes) = gate::headers(&[
+                ("op", event.op.as_str()),
+                ("table", table.as_str()),
+                ("position", event.source.position.as_str()),
+            ]);
             let partition = partitioner::partition_for(&key, partitions);
             // A keyless row has no identity of its own: a tombstone for it would remove
             // every row of its table from a compacted topic.
@@ -465,6 +457,7 @@ impl Sink for KafkaSink {
                 key,
                 value: Some(value),
                 headers: Some(headers),
+                header_bytes,
                 acks: acks.clone(),
             });
             if let Some(key) = tombstone {
@@ -475,6 +468,7 @@ impl Sink for KafkaSink {
                     key,
                     value: None,
                     headers: None,
+                    header_bytes: 0,
                     acks: acks.clone(),
                 });
             }
