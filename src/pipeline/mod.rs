@@ -1,13 +1,14 @@
-//! The pipeline runtime: source -> bounded channel -> batches -> sink -> acknowledgements ->
+//! The pipeline runtime: source -> bounded queue -> batches -> sink -> acknowledgements ->
 //! commit tracker -> checkpoint store -> stored positions back to the source.
 //!
-//! The source runs in its own task and emits into a bounded channel; every event also holds a
-//! share of a byte budget until its batch is acknowledged, so memory stays bounded whatever the
-//! source reads (backpressure: a full budget makes the source wait). The driver takes what the
-//! channel holds at once, groups events into batches by count, bytes and linger time (changes
-//! handed over together are cut at the batch size, their budget divided), submits them to the
-//! sink in order, keeps at most `max_in_flight` deliveries open, and feeds their outcomes to
-//! the [`CommitTracker`]. A batch's budget is one merged permit, given back in one step.
+//! The source runs in its own task and emits into a queue bounded in events
+//! ([`source::channel`]); every event also holds a share of a byte budget until its batch is
+//! acknowledged, so memory stays bounded whatever the source reads (backpressure: a full budget
+//! makes the source wait). The driver takes what the queue holds at once, groups events into
+//! batches by count, bytes and linger time (changes handed over together are cut at the batch
+//! size, their budget divided), submits them to the sink in order, keeps at most
+//! `max_in_flight` deliveries open, and feeds their outcomes to the [`CommitTracker`]. A batch's
+//! budget is one merged permit, given back in one step.
 //! A batch leaves once the source has been quiet for a millisecond and a delivery slot is free:
 //! the linger (`linger_ms`) bounds the wait only while events keep arriving or every slot is
 //! busy, so a quiet pipeline delivers each change at once and a busy one still sends full
@@ -275,12 +276,7 @@ impl Driver {
             }
             // No more than the open batch has room for: items taken off the channel are not
             // held here while a full batch waits for a delivery slot.
-            let room = self
-                .batch
-                .max_events
-                .get()
-                .saturating_sub(self.open.events.len())
-                .clamp(1, RECEIVE_AT_ONCE);
+            let room = self.room().min(RECEIVE_AT_ONCE);
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
@@ -359,12 +355,7 @@ impl Driver {
         mut budget: Option<OwnedSemaphorePermit>,
     ) -> Result<(), PipelineError> {
         loop {
-            let room = self
-                .batch
-                .max_events
-                .get()
-                .saturating_sub(self.open.events.len())
-                .max(1);
+            let room = self.room();
             let rest = (events.len() > room).then(|| events.split_off(room));
             let share = match &rest {
                 None => budget.take(),
@@ -382,6 +373,15 @@ impl Driver {
             self.note_arrival();
             events = rest;
         }
+    }
+
+    /// Events the open batch can still take (at least one: a full batch has left already).
+    fn room(&self) -> usize {
+        self.batch
+            .max_events
+            .get()
+            .saturating_sub(self.open.events.len())
+            .max(1)
     }
 
     /// Starts the open batch's linger with its first item; notes the latest arrival.
