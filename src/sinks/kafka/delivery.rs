@@ -40,6 +40,12 @@ impl BatchAcks {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Records expected and not reported yet, the sink's own hold included.
+    #[cfg(test)]
+    pub fn expected(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
     /// A record was not enqueued after all (no report will come for it), or the sink has
     /// enqueued the whole batch (its own hold ends).
     pub fn settle_one(&self) {

@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
@@ -38,9 +39,10 @@ const HEADER_FRAMING: usize = 8;
 pub struct Held {
     pub topic: Arc<str>,
     pub partition: i32,
-    pub key: Vec<u8>,
+    /// Slices of the batch's buffer ([`super::records`]).
+    pub key: Bytes,
     /// `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     pub headers: Option<OwnedHeaders>,
     /// The headers' size in a request, counted as they were built ([`headers`]): reading them
     /// back from librdkafka walks its header list once per header, a tenth of the sink's CPU.
@@ -51,7 +53,7 @@ pub struct Held {
 impl Held {
     fn size(&self) -> usize {
         self.key.len()
-            + self.value.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
             + self.header_bytes
             + RECORD_FRAMING
     }
@@ -226,9 +228,9 @@ fn enqueue(producer: Option<&Producer>, held: &mut Held) -> Result<(), KafkaErro
     let headers = held.headers.take();
     let mut record = BaseRecord::with_opaque_to(&held.topic, held.acks.clone())
         .partition(held.partition)
-        .key(held.key.as_slice());
+        .key(&held.key[..]);
     if let Some(value) = &held.value {
-        record = record.payload(value.as_slice());
+        record = record.payload(&value[..]);
     }
     if let Some(headers) = headers {
         record = record.headers(headers);
@@ -264,8 +266,8 @@ mod tests {
         Held {
             topic: "t".into(),
             partition,
-            key: key.as_bytes().to_vec(),
-            value: Some(vec![0; 36]),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Some(Bytes::from(vec![0; 36])),
             headers: None,
             header_bytes: 0,
             acks: acks.clone(),
@@ -277,7 +279,7 @@ mod tests {
 
     fn accept(sent: &mut Sent) -> impl FnMut(&mut Held) -> Result<(), KafkaError> + '_ {
         |held| {
-            sent.push((held.partition, String::from_utf8(held.key.clone()).unwrap()));
+            sent.push((held.partition, String::from_utf8(held.key.to_vec()).unwrap()));
             Ok(())
         }
     }
@@ -366,7 +368,7 @@ mod tests {
                 if std::mem::take(&mut first) {
                     return Err(KafkaError::Canceled);
                 }
-                sent.push((held.partition, String::from_utf8(held.key.clone()).unwrap()));
+                sent.push((held.partition, String::from_utf8(held.key.to_vec()).unwrap()));
                 Ok(())
             }
         };

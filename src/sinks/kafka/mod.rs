@@ -24,6 +24,7 @@ mod error;
 mod gate;
 mod msk_iam;
 mod partitioner;
+mod records;
 mod topic;
 
 use std::collections::HashMap;
@@ -50,7 +51,8 @@ use crate::format::{format_for, Format};
 use crate::sink::{Batch, Delivery, Sink};
 use crate::sinks::oversize::RecordLimit;
 use delivery::BatchAcks;
-use gate::{ChunkLimits, Gate, Held};
+use gate::{ChunkLimits, Gate};
+use records::{Encoder, TableNames};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the headers and the protocol overhead of one record.
@@ -202,6 +204,8 @@ pub struct KafkaSink {
     format: Box<dyn Format>,
     limit: RecordLimit,
     known_topics: HashMap<String, KnownTopic>,
+    /// The encoded size of the last batch: the next batch's buffer starts that large.
+    batch_bytes: usize,
 }
 
 impl Drop for KafkaSink {
@@ -247,6 +251,7 @@ impl KafkaSink {
             format: format_for(config.format),
             limit,
             known_topics: HashMap::new(),
+            batch_bytes: 0,
         })
     }
 
@@ -414,7 +419,8 @@ async fn create_topic(
 impl Sink for KafkaSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
         let (acks, all_reported) = BatchAcks::new();
-        let mut records = Vec::with_capacity(batch.events.len());
+        let mut encoder = Encoder::new(batch.events.len(), self.batch_bytes);
+        let mut tables = TableNames::default();
         let mut topic: Option<(Arc<str>, u32)> = None;
         for event in &batch.events {
             let event_topic = self.template.topic_for(event);
@@ -425,54 +431,27 @@ impl Sink for KafkaSink {
                     topic.insert(self.topic(&event_topic).await?).clone()
                 }
             };
-            let (mut key, mut value) = (Vec::with_capacity(64), Vec::with_capacity(512));
-            if self.template.separates_tables(event) {
-                self.format.encode_key(event, &mut key);
-            } else {
-                self.format.encode_table_key(event, &mut key);
-            }
-            self.format.encode_value(event, &mut value);
-            if !self
-                .limit
-                .admit(event, key.len() + value.len() + RECORD_OVERHEAD, &name)?
-            {
+            let table_in_key = !self.template.separates_tables(event);
+            let encoded = encoder.encode(event, &*self.format, table_in_key);
+            let bytes = encoded.value.end - encoded.key.start;
+            if !self.limit.admit(event, bytes + RECORD_OVERHEAD, &name)? {
+                encoder.forget(encoded);
                 continue;
             }
-            let table = event.qualified_table();
-            let (headers, header_bytes) = gate::headers(&[
+            let headers = gate::headers(&[
                 ("op", event.op.as_str()),
-                ("table", table.as_str()),
+                ("table", tables.of(event)),
                 ("position", event.source.position.as_str()),
             ]);
-            let partition = partitioner::partition_for(&key, partitions);
+            let partition = partitioner::partition_for(encoder.bytes(&encoded.key), partitions);
             // A keyless row has no identity of its own: a tombstone for it would remove
             // every row of its table from a compacted topic.
             let tombstone =
-                (event.op == Op::Delete && self.config.tombstones && !event.key.is_empty())
-                    .then(|| key.clone());
-            acks.expect_one();
-            records.push(Held {
-                topic: name.clone(),
-                partition,
-                key,
-                value: Some(value),
-                headers: Some(headers),
-                header_bytes,
-                acks: acks.clone(),
-            });
-            if let Some(key) = tombstone {
-                acks.expect_one();
-                records.push(Held {
-                    topic: name,
-                    partition,
-                    key,
-                    value: None,
-                    headers: None,
-                    header_bytes: 0,
-                    acks: acks.clone(),
-                });
-            }
+                event.op == Op::Delete && self.config.tombstones && !event.key.is_empty();
+            encoder.note(name, partition, encoded, headers, tombstone);
         }
+        self.batch_bytes = encoder.len();
+        let records = encoder.finish(&acks);
         self.gate.offer(records);
         self.limit.sync()?;
         // The sink's own hold ends: the batch is done once every report is in.
