@@ -279,7 +279,10 @@ mod tests {
 
     fn accept(sent: &mut Sent) -> impl FnMut(&mut Held) -> Result<(), KafkaError> + '_ {
         |held| {
-            sent.push((held.partition, String::from_utf8(held.key.to_vec()).unwrap()));
+            sent.push((
+                held.partition,
+                String::from_utf8(held.key.to_vec()).unwrap(),
+            ));
             Ok(())
         }
     }
@@ -368,7 +371,10 @@ mod tests {
                 if std::mem::take(&mut first) {
                     return Err(KafkaError::Canceled);
                 }
-                sent.push((held.partition, String::from_utf8(held.key.to_vec()).unwrap()));
+                sent.push((
+                    held.partition,
+                    String::from_utf8(held.key.to_vec()).unwrap(),
+                ));
                 Ok(())
             }
         };

@@ -182,6 +182,9 @@ mod tests {
     use crate::format::JsonFormat;
     use crate::sources::generator::GeneratorSource;
 
+    /// A record's partition, key, value and number of headers.
+    type Shown<'a> = (i32, &'a [u8], Option<&'a [u8]>, usize);
+
     fn encode(seq: u64, encoder: &mut Encoder) -> Encoded {
         let event = GeneratorSource::sample_event(5, seq);
         encoder.encode(&event, &JsonFormat, false)
@@ -216,7 +219,7 @@ mod tests {
         );
 
         let held = encoder.finish(&acks);
-        let shown: Vec<(i32, &[u8], Option<&[u8]>, usize)> = held
+        let shown: Vec<Shown<'_>> = held
             .iter()
             .map(|h| {
                 let headers = h.headers.as_ref().map_or(0, |h| h.count());
