@@ -11,7 +11,11 @@
 //! sink's ceiling on this machine: 2,000 rows/s to Kafka, 5,000 to Kinesis, in multi-row
 //! transactions; `CDC_BRIDGE_BENCH_KAFKA_RATE` / `CDC_BRIDGE_BENCH_KINESIS_RATE` change it).
 //! tansu on the same 2 cores takes far fewer records per second from transactions of 20-50
-//! rows than from the generator's 1,000-event batches: at 5,000 rows/s it fell behind.
+//! rows than from the generator's 1,000-event batches: at 5,000 rows/s it fell behind. So the
+//! steady Kafka run has a reference measured just before it: a plain librdkafka producer
+//! (idempotent, acks=all, librdkafka's defaults otherwise) sends the same rows at the same pace
+//! straight to a topic that the same consumer reads, which shows what the broker itself
+//! delivers for that workload.
 //! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table. A row the
 //! Kafka consumer never gets back is left out of the figures (and counted) only when the
 //! topic's watermarks show it was delivered: tansu's fetch sometimes skips part of a
@@ -24,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 #[path = "support.rs"]
@@ -108,7 +113,17 @@ fn main() {
     ];
     for (n, (sink, workload)) in runs.into_iter().enumerate() {
         let name = format!("lat{}_{n}", std::process::id());
-        runtime.block_on(run(&pg_url, &brokers, &kinesis, sink, workload, &name));
+        // The steady Kafka run beside the broker's own figures for the same workload.
+        let reference = (sink == SinkKind::Kafka && workload.rows_per_transaction > 1).then(|| {
+            runtime.block_on(plain_kafka_run(
+                &brokers,
+                workload,
+                &format!("{name}_plain"),
+            ))
+        });
+        runtime.block_on(run(
+            &pg_url, &brokers, &kinesis, sink, workload, &name, reference,
+        ));
     }
 }
 
@@ -119,6 +134,7 @@ async fn run(
     sink: SinkKind,
     workload: Workload,
     name: &str,
+    reference: Option<Figures>,
 ) {
     let client = pg_connect(pg_url).await;
     client
@@ -169,10 +185,115 @@ async fn run(
     let mut bridge = support::KillOnDrop(support::spawn_bridge(&config, dir.path(), Stdio::null()));
     wait_for_slot(&client, name).await;
 
-    let (measured, offered) = write_steadily(&client, name, workload, &clock).await;
+    let writer = Writer::postgres(&client, name).await;
+    let (measured, offered) = write_steadily(&writer, workload, &clock).await;
+    let unread_note = wait_for_reads(&clock, sink, brokers, name).await;
+    stop_reading.store(true, Ordering::Relaxed);
+    let peak_rss = support::peak_rss_mib(bridge.0.id());
+    support::terminate(&mut bridge.0);
+    reader.join().unwrap();
+
+    let figures = Figures::of(&measured, &clock);
+    let target = match sink {
+        SinkKind::Kafka => "kafka",
+        SinkKind::Kinesis => "kinesis",
+    };
+    println!(
+        "postgres -> {target:<7} {:<22} {figures}  ({} rows measured, {offered:.0} rows/s offered, bridge peak RSS {peak_rss:.1} MiB{unread_note})",
+        workload.label(),
+        figures.rows,
+    );
+    let reference = match reference {
+        Some(plain) => format!(
+            "plain librdkafka producer {}; p99 goal 100 ms",
+            plain.short()
+        ),
+        None => "p99 goal 100 ms".to_owned(),
+    };
+    println!(
+        "REPORT|latency postgres -> {target}, {} (p50 / p99 / max)|{}|{reference}|",
+        workload.label(),
+        figures.short(),
+    );
+    let _ = client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await;
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION {name}; DROP SCHEMA {name} CASCADE;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Latency percentiles of one run.
+#[derive(Clone, Copy)]
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    rows: usize,
+}
+
+impl Figures {
+    /// The latencies of the `measured` rows that were read.
+    fn of(measured: &[i64], clock: &SharedClock) -> Figures {
+        let mut latencies: Vec<Duration> = {
+            let clock = clock.lock().unwrap();
+            measured
+                .iter()
+                .filter_map(|id| {
+                    Some(
+                        clock
+                            .read
+                            .get(id)?
+                            .saturating_duration_since(clock.committed[id]),
+                    )
+                })
+                .collect()
+        };
+        latencies.sort();
+        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        Figures {
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: *latencies.last().unwrap(),
+            rows: latencies.len(),
+        }
+    }
+
+    /// `p50 / p99 / max ms`.
+    fn short(&self) -> String {
+        format!(
+            "{:.1} / {:.1} / {:.1} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Waits (up to a minute) until every committed row was read. Returns a note on rows the
+/// broker stored but whose fetch never returned them, which are left out of the figures.
+async fn wait_for_reads(clock: &SharedClock, sink: SinkKind, brokers: &str, name: &str) -> String {
     let committed = clock.lock().unwrap().committed.len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut unread_note = String::new();
     loop {
         let read = {
             let clock = clock.lock().unwrap();
@@ -183,7 +304,7 @@ async fn run(
                 .count()
         };
         if read == committed {
-            break;
+            return String::new();
         }
         if Instant::now() >= deadline {
             // tansu's fetch sometimes never returns part of a multi-record batch to a
@@ -196,64 +317,13 @@ async fn run(
                 stored >= committed,
                 "{committed} rows committed, {stored} delivered, {read} read after a minute"
             );
-            unread_note = format!(
+            return format!(
                 "; {} of {committed} delivered rows never came back from the broker's fetch and are left out",
                 committed - read
             );
-            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_reading.store(true, Ordering::Relaxed);
-    let peak_rss = support::peak_rss_mib(bridge.0.id());
-    support::terminate(&mut bridge.0);
-    reader.join().unwrap();
-
-    let mut latencies: Vec<Duration> = {
-        let clock = clock.lock().unwrap();
-        measured
-            .iter()
-            .filter_map(|id| {
-                Some(
-                    clock
-                        .read
-                        .get(id)?
-                        .saturating_duration_since(clock.committed[id]),
-                )
-            })
-            .collect()
-    };
-    latencies.sort();
-    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let target = match sink {
-        SinkKind::Kafka => "kafka",
-        SinkKind::Kinesis => "kinesis",
-    };
-    println!(
-        "postgres -> {target:<7} {:<22} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} rows measured, {offered:.0} rows/s offered, bridge peak RSS {peak_rss:.1} MiB{unread_note})",
-        workload.label(),
-        ms(pick(0.5)),
-        ms(pick(0.99)),
-        ms(*latencies.last().unwrap()),
-        latencies.len(),
-    );
-    println!(
-        "REPORT|latency postgres -> {target}, {} (p50 / p99 / max)|{:.1} / {:.1} / {:.1} ms|p99 goal 100 ms|",
-        workload.label(),
-        ms(pick(0.5)),
-        ms(pick(0.99)),
-        ms(*latencies.last().unwrap()),
-    );
-    let _ = client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
-        .await;
-    client
-        .batch_execute(&format!(
-            "DROP PUBLICATION {name}; DROP SCHEMA {name} CASCADE;"
-        ))
-        .await
-        .unwrap();
 }
 
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
@@ -284,20 +354,53 @@ async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
     panic!("the bridge did not start streaming from slot {slot}");
 }
 
-/// Commits `workload` for the warm-up and the measured period, noting each row's commit
+/// What a run writes its rows to.
+enum Writer<'a> {
+    /// The bridge's source table, one transaction per group of rows.
+    Postgres(&'a tokio_postgres::Client, tokio_postgres::Statement),
+    /// A topic, straight from a plain librdkafka producer (the broker's own reference).
+    Kafka(&'a ThreadedProducer<DefaultProducerContext>, &'a str),
+}
+
+impl Writer<'_> {
+    async fn postgres<'a>(client: &'a tokio_postgres::Client, name: &str) -> Writer<'a> {
+        let insert = client
+            .prepare(&format!(
+                "INSERT INTO {name}.t SELECT g, now() FROM generate_series($1::bigint, $2::bigint) g"
+            ))
+            .await
+            .unwrap();
+        Writer::Postgres(client, insert)
+    }
+
+    /// Writes rows `first..=last`; returns once they are committed (Postgres) or handed to
+    /// the producer (Kafka).
+    async fn write(&self, first: i64, last: i64) {
+        match self {
+            Writer::Postgres(client, insert) => {
+                client.execute(insert, &[&first, &last]).await.unwrap();
+            }
+            Writer::Kafka(producer, topic) => {
+                for id in first..=last {
+                    let key = format!(r#"{{"id":{id}}}"#);
+                    let value = format!(r#"{{"op":"insert","key":{key},"after":{{"id":{id}}}}}"#);
+                    producer
+                        .send(BaseRecord::to(topic).key(&key).payload(&value))
+                        .map_err(|(error, _)| error)
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Writes `workload` for the warm-up and the measured period, noting each row's commit
 /// time. Returns the ids committed in the measured period and the rows/s offered in it.
 async fn write_steadily(
-    client: &tokio_postgres::Client,
-    name: &str,
+    writer: &Writer<'_>,
     workload: Workload,
     clock: &SharedClock,
 ) -> (Vec<i64>, f64) {
-    let insert = client
-        .prepare(&format!(
-            "INSERT INTO {name}.t SELECT g, now() FROM generate_series($1::bigint, $2::bigint) g"
-        ))
-        .await
-        .unwrap();
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / workload.transactions_per_sec);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = Instant::now();
@@ -306,7 +409,7 @@ async fn write_steadily(
     while start.elapsed() < WARMUP + MEASURE {
         ticks.tick().await;
         let last = next_id + workload.rows_per_transaction - 1;
-        client.execute(&insert, &[&next_id, &last]).await.unwrap();
+        writer.write(next_id, last).await;
         let committed = Instant::now();
         let in_measure = start.elapsed() > WARMUP;
         let mut clock = clock.lock().unwrap();
@@ -320,6 +423,34 @@ async fn write_steadily(
     }
     let offered = measured.len() as f64 / MEASURE.as_secs_f64();
     (measured, offered)
+}
+
+/// The broker's own figures for `workload`: a plain librdkafka producer (idempotent, acks=all,
+/// librdkafka's defaults otherwise, as the bridge) sends the rows straight to a topic read by
+/// the same consumer.
+async fn plain_kafka_run(brokers: &str, workload: Workload, name: &str) -> Figures {
+    create_kafka_topic(brokers, name).await;
+    let clock = SharedClock::default();
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader = spawn_kafka_reader(brokers, name, clock.clone(), stop_reading.clone());
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let (measured, offered) =
+        write_steadily(&Writer::Kafka(&producer, name), workload, &clock).await;
+    let unread_note = wait_for_reads(&clock, SinkKind::Kafka, brokers, name).await;
+    stop_reading.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let figures = Figures::of(&measured, &clock);
+    println!(
+        "plain producer -> kafka {:<22} {figures}  ({} rows measured, {offered:.0} rows/s offered{unread_note})",
+        workload.label(),
+        figures.rows,
+    );
+    figures
 }
 
 /// The row id in a record of the bridge's JSON format.
