@@ -70,7 +70,13 @@ async fn a_stalled_sink_keeps_the_binlog_dump_connection() {
             .unwrap_or_default()
             .contains("streaming the binlog")
     });
-    let first = dump_thread(&mut admin).await;
+    // The log line can come before the server lists the dump request it answers.
+    let listed = Instant::now();
+    let mut first = dump_thread(&mut admin).await;
+    while first.is_empty() && listed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first = dump_thread(&mut admin).await;
+    }
 
     // Stall the sink, write 30,000 rows during the first 60 s, watch the dump thread for 90 s.
     out.pause();
