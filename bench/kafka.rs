@@ -81,12 +81,14 @@ struct BridgeRun {
 /// Runs generator -> kafka with default settings for `events` events, to a topic of its own.
 fn bridge_run(brokers: &str, label: &str, events: u64) -> BridgeRun {
     let dir = tempfile::tempdir().unwrap();
-    let topic = format!("bench-{label}-{}", std::process::id());
+    // The default topic template, `{pipeline}.{schema}.{table}`: a pipeline name of its own
+    // gives each run a topic of its own.
+    let pipeline = format!("bench-{label}-{}", std::process::id());
     std::fs::write(
         dir.path().join("bench.toml"),
         format!(
-            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench\"\n[pipeline.source]\nkind = \"generator\"\ncount = {events}\nkeys = {KEYS}\n\
-             [pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncreate_topics = true\ntopic_partitions = 3\ntombstones = false\n{}",
+            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"{pipeline}\"\n[pipeline.source]\nkind = \"generator\"\ncount = {events}\nkeys = {KEYS}\n\
+             [pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ncreate_topics = true\ntopic_partitions = 3\ntombstones = false\n{}",
             support::kafka_sink_extra()
         ),
     )

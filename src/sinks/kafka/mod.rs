@@ -45,7 +45,7 @@ pub use error::KafkaSinkError;
 pub use topic::TopicTemplate;
 
 use crate::check::Finding;
-use crate::envelope::Op;
+use crate::envelope::{ChangeEvent, Op};
 use crate::error::BoxError;
 use crate::format::{format_for, Format};
 use crate::sink::{Batch, Delivery, Sink};
@@ -421,16 +421,21 @@ impl Sink for KafkaSink {
         let (acks, all_reported) = BatchAcks::new();
         let mut encoder = Encoder::new(batch.events.len(), self.batch_bytes);
         let mut tables = TableNames::default();
+        // The topic of the previous event, and that event: a run of events of one table
+        // builds its topic name from the template once.
         let mut topic: Option<(Arc<str>, u32)> = None;
+        let mut previous: Option<&ChangeEvent> = None;
         for event in &batch.events {
-            let event_topic = self.template.topic_for(event);
             let (name, partitions) = match &topic {
-                Some((name, partitions)) if **name == *event_topic => (name.clone(), *partitions),
+                Some(known) if previous.is_some_and(|p| self.template.same_topic(p, event)) => {
+                    known.clone()
+                }
                 _ => {
-                    let event_topic = event_topic.into_owned();
+                    let event_topic = self.template.topic_for(event).into_owned();
                     topic.insert(self.topic(&event_topic).await?).clone()
                 }
             };
+            previous = Some(event);
             let table_in_key = !self.template.separates_tables(event);
             let encoded = encoder.encode(event, &*self.format, table_in_key);
             let bytes = encoded.value.end - encoded.key.start;

@@ -60,6 +60,17 @@ impl TopicTemplate {
         Cow::Owned(clean(&name))
     }
 
+    /// Whether `a` and `b` go to the same topic for certain without building its name: a fixed
+    /// name, or the same pipeline, database, schema and table (the template's only inputs).
+    pub fn same_topic(&self, a: &ChangeEvent, b: &ChangeEvent) -> bool {
+        let (a, b) = (&a.source, &b.source);
+        self.fixed.is_some()
+            || (a.table == b.table
+                && a.schema == b.schema
+                && a.database == b.database
+                && a.pipeline == b.pipeline)
+    }
+
     /// Whether every table of `event`'s source gets a topic of its own (up to names that only
     /// differ in characters Kafka forbids, which all become `_`).
     pub fn separates_tables(&self, event: &ChangeEvent) -> bool {
@@ -121,6 +132,31 @@ mod tests {
                 .topic_for(&event),
             "cdc.orders"
         );
+    }
+
+    #[test]
+    fn events_share_a_topic_when_the_templates_inputs_are_the_same() {
+        let config: GeneratorConfig = toml::from_str("").unwrap();
+        let event =
+            GeneratorSource::new(config).event(&"shop".into(), &"app".into(), &"orders".into(), 1);
+        let template = TopicTemplate::parse("{pipeline}.{schema}.{table}").unwrap();
+        let mut other = event.clone();
+        other.source.position = "elsewhere".into();
+        assert!(template.same_topic(&event, &other));
+        other.source.table = "items".into();
+        assert!(!template.same_topic(&event, &other));
+        other = event.clone();
+        other.source.schema = Some("public".into());
+        assert!(!template.same_topic(&event, &other));
+        other = event.clone();
+        other.source.database = "other".into();
+        assert!(!template.same_topic(&event, &other));
+        other.source.pipeline = "other".into();
+        other.source.table = "items".into();
+        assert!(!template.same_topic(&event, &other));
+        assert!(TopicTemplate::parse("all")
+            .unwrap()
+            .same_topic(&event, &other));
     }
 
     #[test]
