@@ -185,16 +185,11 @@ mod tests {
     /// A record's partition, key, value and number of headers.
     type Shown<'a> = (i32, &'a [u8], Option<&'a [u8]>, usize);
 
-    fn encode(seq: u64, encoder: &mut Encoder) -> Encoded {
-        let event = GeneratorSource::sample_event(5, seq);
-        encoder.encode(&event, &JsonFormat, false)
-    }
-
-    fn json(seq: u64) -> (Vec<u8>, Vec<u8>) {
-        let event = GeneratorSource::sample_event(5, seq);
+    /// The key and the value of `event` in JSON, encoded on their own.
+    fn json(event: &ChangeEvent) -> (Vec<u8>, Vec<u8>) {
         let (mut key, mut value) = (Vec::new(), Vec::new());
-        JsonFormat.encode_key(&event, &mut key);
-        JsonFormat.encode_value(&event, &mut value);
+        JsonFormat.encode_key(event, &mut key);
+        JsonFormat.encode_value(event, &mut value);
         (key, value)
     }
 
@@ -205,14 +200,18 @@ mod tests {
         let topic: Arc<str> = "t".into();
         let header = || super::super::gate::headers(&[("op", "u")]);
 
-        let first = encode(1, &mut encoder);
+        // Built once each: an event's `ts_ms` is the time it was made.
+        let events: Vec<ChangeEvent> = (1..=3)
+            .map(|seq| GeneratorSource::sample_event(5, seq))
+            .collect();
+        let first = encoder.encode(&events[0], &JsonFormat, false);
         assert_eq!(encoder.bytes(&first.key), br#"{"id":1}"#);
         encoder.note(topic.clone(), 0, first, header(), false);
-        let refused = encode(2, &mut encoder);
+        let refused = encoder.encode(&events[1], &JsonFormat, false);
         encoder.forget(refused);
-        let third = encode(3, &mut encoder);
+        let third = encoder.encode(&events[2], &JsonFormat, false);
         encoder.note(topic, 2, third, header(), true);
-        let ((key1, value1), (key3, value3)) = (json(1), json(3));
+        let ((key1, value1), (key3, value3)) = (json(&events[0]), json(&events[2]));
         assert_eq!(
             encoder.len(),
             key1.len() + value1.len() + key3.len() + value3.len()
