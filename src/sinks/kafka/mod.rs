@@ -421,21 +421,21 @@ impl Sink for KafkaSink {
         let (acks, all_reported) = BatchAcks::new();
         let mut encoder = Encoder::new(batch.events.len(), self.batch_bytes);
         let mut tables = TableNames::default();
-        // The topic of the previous event, and that event: a run of events of one table
-        // builds its topic name from the template once.
-        let mut topic: Option<(Arc<str>, u32)> = None;
-        let mut previous: Option<&ChangeEvent> = None;
+        // The previous event and its topic: a run of events of one table builds its topic
+        // name from the template once.
+        let mut previous: Option<(&ChangeEvent, Arc<str>, u32)> = None;
         for event in &batch.events {
-            let (name, partitions) = match &topic {
-                Some(known) if previous.is_some_and(|p| self.template.same_topic(p, event)) => {
-                    known.clone()
+            let (name, partitions) = match previous.take() {
+                Some((last, name, partitions)) if self.template.same_topic(last, event) => {
+                    (name, partitions)
                 }
                 _ => {
                     let event_topic = self.template.topic_for(event).into_owned();
-                    topic.insert(self.topic(&event_topic).await?).clone()
+                    self.topic(&event_topic).await?
                 }
             };
-            previous = Some(event);
+            let (_, name, partitions) = previous.insert((event, name, partitions));
+            let (name, partitions) = (name.clone(), *partitions);
             let table_in_key = !self.template.separates_tables(event);
             let encoded = encoder.encode(event, &*self.format, table_in_key);
             let bytes = encoded.value.end - encoded.key.start;

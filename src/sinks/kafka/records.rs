@@ -96,32 +96,25 @@ impl Encoder {
         (headers, header_bytes): (OwnedHeaders, usize),
         tombstone: bool,
     ) {
+        self.noted.push(Noted {
+            topic,
+            partition,
+            key: encoded.key,
+            value: Some(encoded.value),
+            headers: Some(headers),
+            header_bytes,
+        });
         if tombstone {
-            self.noted.push(Noted {
-                topic: topic.clone(),
+            let record = self.noted.last().expect("just noted");
+            let tombstone = Noted {
+                topic: record.topic.clone(),
                 partition,
-                key: encoded.key.clone(),
-                value: Some(encoded.value),
-                headers: Some(headers),
-                header_bytes,
-            });
-            self.noted.push(Noted {
-                topic,
-                partition,
-                key: encoded.key,
+                key: record.key.clone(),
                 value: None,
                 headers: None,
                 header_bytes: 0,
-            });
-        } else {
-            self.noted.push(Noted {
-                topic,
-                partition,
-                key: encoded.key,
-                value: Some(encoded.value),
-                headers: Some(headers),
-                header_bytes,
-            });
+            };
+            self.noted.push(tombstone);
         }
     }
 
