@@ -15,8 +15,7 @@
 //! steady Kafka run has a reference, measured after every bridge run: a plain librdkafka producer
 //! (idempotent, acks=all, librdkafka's defaults otherwise) sends records like the bridge's for
 //! the same rows (its JSON envelope, key and headers) at the same pace straight to a topic that
-//! the same consumer reads, which shows what the broker itself
-//! delivers for that workload.
+//! the same consumer reads, which shows what the broker itself delivers for that workload.
 //! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table. A row the
 //! Kafka consumer never gets back is left out of the figures (and counted) only when the
 //! topic's watermarks show it was delivered: tansu's fetch sometimes skips part of a
@@ -376,14 +375,7 @@ impl Writer<'_> {
             Writer::Kafka(producer, topic) => {
                 for id in first..=last {
                     // The bridge's record for the same row: its JSON envelope and headers.
-                    let key = format!(r#"{{"id":{id}}}"#);
-                    let position = format!("0/{:X}", 0x1A2B3C00 + id * 0x68);
-                    let value = format!(
-                        r#"{{"op":"insert","source":{{"connector":"postgres","pipeline":"bench","database":"app","schema":"{topic}","table":"t","position":"{position}","txid":"{}","commit_ts_ms":{},"snapshot":false}},"key":{key},"before":null,"after":{{"id":{id},"at":"2026-12-05T13:20:00.123456Z"}},"unchanged":[],"ts_ms":{}}}"#,
-                        1000 + id / 20,
-                        1764940800000 + id,
-                        1764940800000 + id,
-                    );
+                    let (key, value, position) = bridge_record(topic, id);
                     let table = format!("{topic}.t");
                     let headers = OwnedHeaders::new_with_capacity(3)
                         .insert(Header {
@@ -407,6 +399,44 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// The key, value and position of the bridge's JSON record for row `id` of table `schema.t`,
+/// made by the bridge's own format from the event its Postgres source would emit.
+fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
+    use cdc_bridge::envelope::{ChangeEvent, Op, Row, SourceInfo, SourceKind, Value};
+    use cdc_bridge::format::{format_for, FormatKind};
+    let position = format!("0/{:X}", 0x1A2B3C00 + id * 0x68);
+    let at = chrono::DateTime::from_timestamp_millis(1764940800000 + id).expect("in range");
+    let event = ChangeEvent {
+        op: Op::Insert,
+        source: SourceInfo {
+            connector: SourceKind::Postgres,
+            pipeline: "bench".into(),
+            database: "app".into(),
+            schema: Some(schema.into()),
+            table: "t".into(),
+            position: position.clone(),
+            txid: Some((1000 + id / 20).to_string()),
+            commit_ts_ms: Some(1764940800000 + id),
+            snapshot: false,
+            ttl_expired: false,
+        },
+        key: Row::from_iter([("id".into(), Value::Int(id))]),
+        before: None,
+        after: Some(Row::from_iter([
+            ("id".into(), Value::Int(id)),
+            ("at".into(), Value::TimestampTz(at)),
+        ])),
+        unchanged: Vec::new(),
+        key_change: None,
+        ts_ms: 1764940800000 + id,
+    };
+    let format = format_for(FormatKind::Json);
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    format.encode_key(&event, &mut key);
+    format.encode_value(&event, &mut value);
+    (key, value, position)
 }
 
 /// Writes `workload` for the warm-up and the measured period, noting each row's commit
