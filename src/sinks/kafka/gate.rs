@@ -11,15 +11,18 @@
 //! Flow: the sink assigns each record its partition ([`super::partitioner`]) and offers a
 //! batch's records in order; they join their partition's queue. A partition with nothing in
 //! librdkafka releases a chunk of its queue at once (at most librdkafka's batch limits, so
-//! that one chunk is one request); each delivery report counts down its partition, and the
-//! last report of a chunk releases the next. Per-key order holds: a key always maps to one
-//! partition, whose queue is first in, first out.
+//! that one chunk is one request). Each record goes with a [`Sent`] as its delivery opaque,
+//! shared by the records of one batch in one chunk: it names the batch and the partition's
+//! [`InFlight`] count. A delivery report counts that down without a lock; only the last report
+//! of a chunk takes the lock, to release the next. Per-key order holds: a key always maps to
+//! one partition, whose queue is first in, first out.
 //!
 //! Errors: a record librdkafka refuses when it is released fails its batch through the
 //! batch's [`BatchAcks`], as a failed delivery report does. Memory stays bounded by the
 //! pipeline: only the batches it has in flight are held here.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -93,13 +96,42 @@ impl ChunkLimits {
     };
 }
 
-/// Puts one record into librdkafka (taking its headers); the error when librdkafka refuses it.
-pub type Enqueue<'a> = dyn FnMut(&mut Held) -> Result<(), KafkaError> + 'a;
+/// Puts one record into librdkafka (taking its headers) with its delivery opaque; the error
+/// when librdkafka refuses it.
+pub type Enqueue<'a> = dyn FnMut(&mut Held, &Arc<Sent>) -> Result<(), KafkaError> + 'a;
 
-#[derive(Default)]
+/// What one partition has in librdkafka: its records not reported yet, plus one while a chunk
+/// is being released (so that reports of the chunk's first records cannot find the partition
+/// idle before its last record is in). It goes up from zero only under the gate's lock.
+pub struct InFlight {
+    count: AtomicUsize,
+    topic: Arc<str>,
+    partition: i32,
+}
+
+impl InFlight {
+    fn idle(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    fn add_one(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One record fewer; true when that left the partition idle.
+    pub fn remove_one(&self) -> bool {
+        self.count.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+/// The delivery opaque of a run of records of one batch in one chunk.
+pub struct Sent {
+    pub acks: Arc<BatchAcks>,
+    pub in_flight: Arc<InFlight>,
+}
+
 struct PartitionQueue {
-    /// Records in librdkafka not reported yet.
-    outstanding: usize,
+    in_flight: Arc<InFlight>,
     waiting: VecDeque<Held>,
 }
 
@@ -134,36 +166,47 @@ impl Partitions {
         }
     }
 
-    /// A record of `topic` / `partition` was reported: when it was the last one librdkafka
-    /// held for that partition, the next chunk goes.
-    pub fn reported(&mut self, topic: &str, partition: i32, enqueue: &mut Enqueue<'_>) {
+    /// The last record `in_flight` counted was reported ([`InFlight::remove_one`]): the
+    /// partition's next chunk goes, unless another went in the meantime.
+    pub fn idle(&mut self, in_flight: &InFlight, enqueue: &mut Enqueue<'_>) {
         let limits = self.limits;
-        let Some(queue) = self
+        let index = usize::try_from(in_flight.partition).expect("partitions are not negative");
+        if let Some(queue) = self
             .topics
-            .get_mut(topic)
-            .and_then(|queues| queues.get_mut(usize::try_from(partition).ok()?))
-        else {
-            return;
-        };
-        queue.outstanding = queue.outstanding.saturating_sub(1);
-        release(queue, limits, enqueue);
+            .get_mut(&in_flight.topic)
+            .and_then(|queues| queues.get_mut(index))
+        {
+            release(queue, limits, enqueue);
+        }
     }
 
     fn queue(&mut self, topic: &Arc<str>, partition: i32) -> &mut PartitionQueue {
         let queues = self.topics.entry(topic.clone()).or_default();
         let index = usize::try_from(partition).expect("partitions are not negative");
-        if queues.len() <= index {
-            queues.resize_with(index + 1, PartitionQueue::default);
+        while queues.len() <= index {
+            let in_flight = InFlight {
+                count: AtomicUsize::new(0),
+                topic: topic.clone(),
+                partition: queues.len() as i32,
+            };
+            queues.push(PartitionQueue {
+                in_flight: Arc::new(in_flight),
+                waiting: VecDeque::new(),
+            });
         }
         &mut queues[index]
     }
 }
 
 /// Releases chunks while the partition has nothing in librdkafka and records wait (a chunk
-/// whose every record was refused releases the next one at once).
+/// whose every record was refused, or was reported before the chunk was all in, releases the
+/// next one at once).
 fn release(queue: &mut PartitionQueue, limits: ChunkLimits, enqueue: &mut Enqueue<'_>) {
-    while queue.outstanding == 0 && !queue.waiting.is_empty() {
+    let in_flight = &queue.in_flight;
+    while in_flight.idle() && !queue.waiting.is_empty() {
+        in_flight.add_one(); // the chunk's own hold
         let (mut records, mut bytes) = (0, 0);
+        let mut sent: Option<Arc<Sent>> = None;
         while let Some(next) = queue.waiting.front() {
             let size = next.size();
             if records > 0 && (records >= limits.records || bytes + size > limits.bytes) {
@@ -172,11 +215,22 @@ fn release(queue: &mut PartitionQueue, limits: ChunkLimits, enqueue: &mut Enqueu
             let mut record = queue.waiting.pop_front().expect("a front record");
             records += 1;
             bytes += size;
-            match enqueue(&mut record) {
-                Ok(()) => queue.outstanding += 1,
-                Err(error) => record.acks.fail_one(&record.topic, error),
+            if !sent
+                .as_ref()
+                .is_some_and(|sent| Arc::ptr_eq(&sent.acks, &record.acks))
+            {
+                sent = Some(Arc::new(Sent {
+                    acks: record.acks.clone(),
+                    in_flight: in_flight.clone(),
+                }));
+            }
+            in_flight.add_one();
+            if let Err(error) = enqueue(&mut record, sent.as_ref().expect("just set")) {
+                in_flight.remove_one();
+                record.acks.fail_one(&record.topic, error);
             }
         }
+        in_flight.remove_one();
     }
 }
 
@@ -208,25 +262,34 @@ impl Gate {
     pub fn offer(&self, records: Vec<Held>) {
         let mut state = self.state.lock().expect("not poisoned");
         let (producer, partitions) = &mut *state;
-        partitions.offer(records, &mut |held| enqueue(producer.as_ref(), held));
+        partitions.offer(records, &mut |held, sent| {
+            enqueue(producer.as_ref(), held, sent)
+        });
     }
 
-    /// Called by the producer context for every delivery report.
-    pub fn reported(&self, topic: &str, partition: i32) {
+    /// Called by the producer context for every delivery report, after the batch's.
+    pub fn reported(&self, sent: &Sent) {
+        if !sent.in_flight.remove_one() {
+            return;
+        }
         let mut state = self.state.lock().expect("not poisoned");
         let (producer, partitions) = &mut *state;
-        partitions.reported(topic, partition, &mut |held| {
-            enqueue(producer.as_ref(), held)
+        partitions.idle(&sent.in_flight, &mut |held, sent| {
+            enqueue(producer.as_ref(), held, sent)
         });
     }
 }
 
-fn enqueue(producer: Option<&Producer>, held: &mut Held) -> Result<(), KafkaError> {
+fn enqueue(
+    producer: Option<&Producer>,
+    held: &mut Held,
+    sent: &Arc<Sent>,
+) -> Result<(), KafkaError> {
     let Some(producer) = producer else {
         return Err(KafkaError::Canceled);
     };
     let headers = held.headers.take();
-    let mut record = BaseRecord::with_opaque_to(&held.topic, held.acks.clone())
+    let mut record = BaseRecord::with_opaque_to(&held.topic, sent.clone())
         .partition(held.partition)
         .key(&held.key[..]);
     if let Some(value) = &held.value {
@@ -274,16 +337,37 @@ mod tests {
         }
     }
 
-    /// What reached librdkafka, in order: (partition, key).
-    type Sent = Vec<(i32, String)>;
+    /// What reached librdkafka, in order: (partition, key) and the record's delivery opaque.
+    #[derive(Default)]
+    struct Librdkafka {
+        sent: Vec<(i32, String, Arc<Sent>)>,
+        /// Refuse this many records before accepting any.
+        refuse: usize,
+    }
 
-    fn accept(sent: &mut Sent) -> impl FnMut(&mut Held) -> Result<(), KafkaError> + '_ {
-        |held| {
-            sent.push((
-                held.partition,
-                String::from_utf8(held.key.to_vec()).unwrap(),
-            ));
-            Ok(())
+    impl Librdkafka {
+        fn accept(&mut self) -> impl FnMut(&mut Held, &Arc<Sent>) -> Result<(), KafkaError> + '_ {
+            |held, sent| {
+                if self.refuse > 0 {
+                    self.refuse -= 1;
+                    return Err(KafkaError::Canceled);
+                }
+                let key = String::from_utf8(held.key.to_vec()).unwrap();
+                self.sent.push((held.partition, key, sent.clone()));
+                Ok(())
+            }
+        }
+
+        fn keys(&self) -> Vec<(i32, &str)> {
+            self.sent.iter().map(|(p, k, _)| (*p, k.as_str())).collect()
+        }
+
+        /// The delivery report of the `index`th record sent, as [`Gate::reported`] counts it.
+        fn report(&mut self, partitions: &mut Partitions, index: usize) {
+            let sent = self.sent[index].2.clone();
+            if sent.in_flight.remove_one() {
+                partitions.idle(&sent.in_flight, &mut self.accept());
+            }
         }
     }
 
@@ -298,22 +382,61 @@ mod tests {
     fn a_partition_waits_for_its_chunk_to_be_reported() {
         let (acks, _rx) = BatchAcks::new();
         let mut partitions = Partitions::new(LIMITS);
-        let mut sent = Sent::new();
+        let mut kafka = Librdkafka::default();
         partitions.offer(
             vec![record(&acks, 0, "a1"), record(&acks, 0, "a2")],
-            &mut accept(&mut sent),
+            &mut kafka.accept(),
         );
         partitions.offer(
             vec![record(&acks, 0, "a3"), record(&acks, 1, "b1")],
-            &mut accept(&mut sent),
+            &mut kafka.accept(),
         );
-        assert_eq!(sent, [(0, "a1".into()), (0, "a2".into()), (1, "b1".into())]);
+        assert_eq!(kafka.keys(), [(0, "a1"), (0, "a2"), (1, "b1")]);
 
-        partitions.reported("t", 0, &mut accept(&mut sent));
-        assert_eq!(sent.len(), 3, "a2 is still in librdkafka");
-        partitions.offer(vec![record(&acks, 0, "a4")], &mut accept(&mut sent));
-        partitions.reported("t", 0, &mut accept(&mut sent));
-        assert_eq!(&sent[3..], [(0, "a3".into()), (0, "a4".into())]);
+        kafka.report(&mut partitions, 0);
+        assert_eq!(kafka.sent.len(), 3, "a2 is still in librdkafka");
+        partitions.offer(vec![record(&acks, 0, "a4")], &mut kafka.accept());
+        kafka.report(&mut partitions, 1);
+        assert_eq!(&kafka.keys()[3..], [(0, "a3"), (0, "a4")]);
+    }
+
+    /// The records of one batch in one chunk share their delivery opaque; another batch, or
+    /// the next chunk, has its own. A report that comes while its chunk is still being handed
+    /// over does not leave the partition idle: the rest of the chunk is still to come.
+    #[test]
+    fn a_chunk_shares_an_opaque_per_batch_and_is_held_while_it_is_handed_over() {
+        let (first, _rx1) = BatchAcks::new();
+        let (second, _rx2) = BatchAcks::new();
+        let mut partitions = Partitions::new(LIMITS);
+        let mut reports_during_handover = Vec::new();
+        let mut handed = Vec::<Arc<Sent>>::new();
+        partitions.offer(
+            vec![
+                record(&first, 0, "a"),
+                record(&first, 0, "b"),
+                record(&second, 0, "c"),
+                record(&second, 0, "d"),
+            ],
+            &mut |_held: &mut Held, sent: &Arc<Sent>| {
+                // librdkafka reports the record before this one as this one goes in.
+                if let Some(previous) = handed.last() {
+                    reports_during_handover.push(previous.in_flight.remove_one());
+                }
+                handed.push(sent.clone());
+                Ok(())
+            },
+        );
+        assert_eq!(handed.len(), 3, "one chunk: a, b, c");
+        assert!(Arc::ptr_eq(&handed[0], &handed[1]));
+        assert!(!Arc::ptr_eq(&handed[1], &handed[2]));
+        assert!(Arc::ptr_eq(&handed[2].acks, &second));
+        assert_eq!(reports_during_handover, [false, false]);
+        // Only c is left in librdkafka; its report releases d.
+        assert!(handed[2].in_flight.remove_one());
+        let mut kafka = Librdkafka::default();
+        partitions.idle(&handed[2].in_flight, &mut kafka.accept());
+        assert_eq!(kafka.keys(), [(0, "d")]);
+        assert!(!Arc::ptr_eq(&kafka.sent[0].2, &handed[2]), "a new chunk");
     }
 
     /// A chunk stops at librdkafka's batch limits, by count and by bytes (100 bytes a
@@ -322,35 +445,35 @@ mod tests {
     fn a_chunk_is_one_requests_worth() {
         let (acks, _rx) = BatchAcks::new();
         let mut partitions = Partitions::new(LIMITS);
-        let mut sent = Sent::new();
+        let mut kafka = Librdkafka::default();
         let five = (1..=5)
             .map(|i| record(&acks, 0, &format!("k{i}")))
             .collect();
-        partitions.offer(five, &mut accept(&mut sent));
-        assert_eq!(sent.len(), 3);
-        for _ in 0..3 {
-            partitions.reported("t", 0, &mut accept(&mut sent));
+        partitions.offer(five, &mut kafka.accept());
+        assert_eq!(kafka.sent.len(), 3);
+        for index in 0..3 {
+            kafka.report(&mut partitions, index);
         }
-        assert_eq!(sent.len(), 5);
+        assert_eq!(kafka.sent.len(), 5);
 
         let mut by_bytes = Partitions::new(ChunkLimits {
             records: 100,
             bytes: 250,
         });
-        let mut sent = Sent::new();
+        let mut kafka = Librdkafka::default();
         let four = (1..=4)
             .map(|i| record(&acks, 2, &format!("k{i}")))
             .collect();
-        by_bytes.offer(four, &mut accept(&mut sent));
-        assert_eq!(sent.len(), 2);
+        by_bytes.offer(four, &mut kafka.accept());
+        assert_eq!(kafka.sent.len(), 2);
 
         let mut tiny = Partitions::new(ChunkLimits {
             records: 100,
             bytes: 10,
         });
-        let mut sent = Sent::new();
-        tiny.offer(vec![record(&acks, 0, "big")], &mut accept(&mut sent));
-        assert_eq!(sent.len(), 1);
+        let mut kafka = Librdkafka::default();
+        tiny.offer(vec![record(&acks, 0, "big")], &mut kafka.accept());
+        assert_eq!(kafka.sent.len(), 1);
     }
 
     /// A record librdkafka refuses fails its batch, and the records behind it are not
@@ -363,26 +486,15 @@ mod tests {
             records: 1,
             bytes: 1_000,
         });
-        let mut sent = Sent::new();
-        let mut refuse_first = {
-            let mut first = true;
-            let sent = &mut sent;
-            move |held: &mut Held| {
-                if std::mem::take(&mut first) {
-                    return Err(KafkaError::Canceled);
-                }
-                sent.push((
-                    held.partition,
-                    String::from_utf8(held.key.to_vec()).unwrap(),
-                ));
-                Ok(())
-            }
+        let mut kafka = Librdkafka {
+            refuse: 1,
+            ..Librdkafka::default()
         };
         partitions.offer(
             vec![record(&refused_batch, 0, "x"), record(&next_batch, 0, "y")],
-            &mut refuse_first,
+            &mut kafka.accept(),
         );
-        assert_eq!(sent, [(0, "y".into())]);
+        assert_eq!(kafka.keys(), [(0, "y")]);
         refused_batch.settle_one();
         assert!(refused_batch.outcome(refused_done).await.is_err());
     }

@@ -176,13 +176,10 @@ impl ClientContext for SinkContext {
 }
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Arc<BatchAcks>;
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, acks: Arc<BatchAcks>) {
-        acks.report(result);
-        let message = match result {
-            Ok(message) | Err((_, message)) => message,
-        };
-        self.gate.reported(message.topic(), message.partition());
+    type DeliveryOpaque = Arc<gate::Sent>;
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, sent: Arc<gate::Sent>) {
+        sent.acks.report(result);
+        self.gate.reported(&sent);
     }
 }
 
