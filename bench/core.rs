@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use cdc_bridge::checkpoint::CheckpointStore;
 use cdc_bridge::config::{BatchConfig, BufferConfig};
-use cdc_bridge::format::{Format, JsonFormat};
+use cdc_bridge::format::JsonFormat;
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sink::Sink;
@@ -36,7 +36,7 @@ fn bench_json_encoding() {
     let start = Instant::now();
     for i in 0..ENCODE_EVENTS as usize {
         buf.clear();
-        JsonFormat.encode_value(&events[i % events.len()], &mut buf);
+        JsonFormat::write_value(&events[i % events.len()], &mut buf);
         bytes += buf.len();
     }
     let secs = start.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cdc_bridge::checkpoint::CheckpointStore;
 use cdc_bridge::config::{BatchConfig, BufferConfig};
-use cdc_bridge::format::{format_for, FormatKind};
+use cdc_bridge::format::{format_for, FormatSpec};
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig};
@@ -83,13 +83,15 @@ async fn plain_client(endpoint: &str) -> f64 {
     let stream = format!("bench-plain-{}", std::process::id());
     let (_, client) = stream_on(endpoint, &stream, false).await;
     let generator = GeneratorSource::new(toml::from_str("keys = 10000").unwrap());
-    let format = format_for(FormatKind::Json);
+    let format = format_for(&FormatSpec::Json);
     let (pipeline, database, table) = ("bench".into(), "bench".into(), "items".into());
     let entries: Vec<PutRecordsRequestEntry> = (1..=EVENTS)
         .map(|seq| {
             let event = generator.event(&pipeline, &database, &table, seq);
             let mut data = Vec::new();
-            format.encode_value(&event, &mut data);
+            format
+                .encode_value(&event, &mut data)
+                .expect("the json format encodes every event");
             PutRecordsRequestEntry::builder()
                 .partition_key(kinesis::partition_key(&event))
                 .data(Blob::new(data))

@@ -404,9 +404,14 @@ impl Writer<'_> {
 /// The key, value and position of the bridge's JSON record for row `id` of table `schema.t`,
 /// made by the bridge's own format from the event its Postgres source would emit.
 fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
-    use cdc_bridge::envelope::{ChangeEvent, Op, Row, SourceInfo, SourceKind, Value};
-    use cdc_bridge::format::{format_for, FormatKind};
-    let position = format!("0/{:X}", 0x1A2B3C00 + id * 0x68);
+    use cdc_bridge::envelope::{
+        ChangeEvent, Op, PostgresPosition, Row, SourceInfo, SourceKind, SourcePosition, Value,
+    };
+    use cdc_bridge::format::{format_for, FormatSpec};
+    let position = SourcePosition::Postgres(PostgresPosition {
+        lsn: (0x1A2B3C00 + id * 0x68) as u64,
+        txid: Some((1000 + id / 20) as u32),
+    });
     let at = chrono::DateTime::from_timestamp_millis(1764940800000 + id).expect("in range");
     let event = ChangeEvent {
         op: Op::Insert,
@@ -416,8 +421,8 @@ fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
             database: "app".into(),
             schema: Some(schema.into()),
             table: "t".into(),
+            table_schema: None,
             position: position.clone(),
-            txid: Some((1000 + id / 20).to_string()),
             commit_ts_ms: Some(1764940800000 + id),
             snapshot: false,
             ttl_expired: false,
@@ -432,11 +437,15 @@ fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
         key_change: None,
         ts_ms: 1764940800000 + id,
     };
-    let format = format_for(FormatKind::Json);
+    let format = format_for(&FormatSpec::Json);
     let (mut key, mut value) = (Vec::new(), Vec::new());
-    format.encode_key(&event, &mut key);
-    format.encode_value(&event, &mut value);
-    (key, value, position)
+    format
+        .encode_key(&event, &mut key)
+        .expect("the json format encodes every event");
+    format
+        .encode_value(&event, &mut value)
+        .expect("the json format encodes every event");
+    (key, value, position.to_string())
 }
 
 /// Writes `workload` for the warm-up and the measured period, noting each row's commit

@@ -63,6 +63,24 @@ fn unknown_connector_kind() {
 }
 
 #[test]
+fn unknown_format_or_format_option() {
+    let with_format = |format: &str| {
+        GOOD.replace(
+            "path = \"out/shop.jsonl\"",
+            &format!("path = \"out/shop.jsonl\"\nformat = {format}"),
+        )
+    };
+    run_with(
+        &with_format("\"protobuf\""),
+        "pipeline[0].sink.format: unknown variant `protobuf`, expected `json`",
+    );
+    run_with(
+        &with_format("{ kind = \"json\", pretty = true }"),
+        "pipeline[0].sink.format.pretty: unknown setting",
+    );
+}
+
+#[test]
 fn unset_environment_variable() {
     run_with(
         &GOOD.replace(

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use cdc_bridge::config::Config;
-use cdc_bridge::format::{Format, JsonFormat};
+use cdc_bridge::format::JsonFormat;
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 use serde_yaml::Value;
 
@@ -307,7 +307,7 @@ fn the_redshift_sql_uses_only_objects_it_creates_and_fields_cdc_bridge_writes() 
     let event =
         GeneratorSource::new(generator).event(&"p".into(), &"db".into(), &"orders".into(), 1);
     let mut json = Vec::new();
-    JsonFormat.encode_value(&event, &mut json);
+    JsonFormat::write_value(&event, &mut json);
     let written: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let order_columns = read("migrations/postgres/002_demo_tables.sql");
     let mut paths = BTreeSet::new();

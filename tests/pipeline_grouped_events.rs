@@ -59,7 +59,7 @@ impl Sink for RecordingSink {
         let positions = batch
             .events
             .iter()
-            .map(|event| event.source.position.parse().unwrap())
+            .map(|event| event.source.position.to_string().parse().unwrap())
             .collect();
         self.0.lock().unwrap().push(positions);
         Ok(Box::pin(async { Ok(()) }))

@@ -45,12 +45,13 @@ impl Sink for FailingSink {
             return Err(Injected(disposition).into());
         }
         self.accepted += 1;
-        self.log.lock().unwrap().extend(
-            batch
-                .events
-                .iter()
-                .map(|e| e.source.position.parse::<u64>().unwrap()),
-        );
+        self.log
+            .lock()
+            .unwrap()
+            .extend(batch.events.iter().map(|e| match e.source.position {
+                cdc_bridge::envelope::SourcePosition::Generator { seq } => seq,
+                ref other => panic!("not a generator position: {other:?}"),
+            }));
         Ok(delivered())
     }
 }

@@ -11,10 +11,14 @@
 //! update's position, each naming the other key ([`KeyChange`]). The source emitter applies it
 //! to every event, so every source and every sink gets this one behaviour.
 
+mod position;
+mod schema;
 mod value;
 
 use std::sync::Arc;
 
+pub use position::{DynamodbPosition, MysqlPosition, PostgresPosition, SourcePosition, Txid};
+pub use schema::{ColumnSchema, ColumnType, TableSchema};
 pub use value::{format_uuid, Decimal, InvalidDecimal, Json, Value};
 
 /// A column name, shared between the events of a table.
@@ -73,9 +77,11 @@ pub struct SourceInfo {
     /// The schema, for sources that have one (Postgres).
     pub schema: Option<Arc<str>>,
     pub table: Arc<str>,
-    /// The source position of this change in the source's own notation (LSN, `file:pos`, ...).
-    pub position: String,
-    pub txid: Option<String>,
+    /// The table's columns, where the source knows them (not for DynamoDB, whose items have
+    /// no fixed columns).
+    pub table_schema: Option<Arc<TableSchema>>,
+    /// Where in the source this change was read, with its transaction id.
+    pub position: SourcePosition,
     pub commit_ts_ms: Option<i64>,
     pub snapshot: bool,
     /// A delete made by the source's time-to-live expiry (DynamoDB TTL), not by a client.
@@ -170,7 +176,7 @@ impl ChangeEvent {
             + self.after.as_ref().map_or(0, Row::approx_size);
         let source = self.source.database.len()
             + self.source.table.len()
-            + self.source.position.len()
+            + self.source.position.approx_heap_size()
             + self.source.schema.as_ref().map_or(0, |s| s.len());
         std::mem::size_of::<ChangeEvent>() + rows + source
     }
@@ -283,8 +289,11 @@ mod tests {
                 database: "app".into(),
                 schema: Some("public".into()),
                 table: "t".into(),
-                position: "0/10".into(),
-                txid: Some("7".into()),
+                table_schema: None,
+                position: SourcePosition::Postgres(PostgresPosition {
+                    lsn: 0x10,
+                    txid: Some(7),
+                }),
                 commit_ts_ms: Some(1),
                 snapshot: false,
                 ttl_expired: false,

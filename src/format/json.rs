@@ -19,27 +19,50 @@ use chrono::SecondsFormat;
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
-use super::Format;
+use super::{EncodeError, Format};
 use crate::envelope::{format_uuid, ChangeEvent, KeyChange, Row, SourceInfo, Value};
 
 /// cdc-bridge's JSON envelope.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonFormat;
 
+impl JsonFormat {
+    /// Appends the record value of `event`. Every value of the envelope has a JSON form, so
+    /// this format never refuses an event.
+    pub fn write_value(event: &ChangeEvent, out: &mut Vec<u8>) {
+        write(out, &EventJson(event));
+    }
+
+    /// Appends the record key of `event`: its primary key.
+    pub fn write_key(event: &ChangeEvent, out: &mut Vec<u8>) {
+        write(out, &RowJson(&event.key));
+    }
+
+    /// Appends a record key naming the event's table beside its primary key.
+    pub fn write_table_key(event: &ChangeEvent, out: &mut Vec<u8>) {
+        write(out, &TableKeyJson(event));
+    }
+}
+
 impl Format for JsonFormat {
-    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &EventJson(event)).expect("writing JSON to memory cannot fail");
+    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        JsonFormat::write_value(event, out);
+        Ok(())
     }
 
-    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &RowJson(&event.key))
-            .expect("writing JSON to memory cannot fail");
+    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        JsonFormat::write_key(event, out);
+        Ok(())
     }
 
-    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &TableKeyJson(event))
-            .expect("writing JSON to memory cannot fail");
+    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        JsonFormat::write_table_key(event, out);
+        Ok(())
     }
+}
+
+fn write(out: &mut Vec<u8>, value: &impl Serialize) {
+    serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
 }
 
 struct TableKeyJson<'a>(&'a ChangeEvent);
@@ -87,14 +110,23 @@ impl Serialize for SourceJson<'_> {
         obj.serialize_field("database", &*src.database)?;
         obj.serialize_field("schema", &src.schema.as_deref())?;
         obj.serialize_field("table", &*src.table)?;
-        obj.serialize_field("position", &src.position)?;
-        obj.serialize_field("txid", &src.txid)?;
+        obj.serialize_field("position", &Text(&src.position))?;
+        obj.serialize_field("txid", &src.position.txid().map(Text))?;
         obj.serialize_field("commit_ts_ms", &src.commit_ts_ms)?;
         obj.serialize_field("snapshot", &src.snapshot)?;
         if src.ttl_expired {
             obj.serialize_field("ttl_expired", &true)?;
         }
         obj.end()
+    }
+}
+
+/// A value written as the JSON string of its text form, without building that text first.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
@@ -156,7 +188,7 @@ mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
 
     use super::*;
-    use crate::envelope::{Decimal, Json, Op, SourceKind};
+    use crate::envelope::{Decimal, Json, Op, PostgresPosition, SourceKind, SourcePosition};
 
     fn col(name: &str) -> Arc<str> {
         Arc::from(name)
@@ -188,8 +220,11 @@ mod tests {
                 database: "app".into(),
                 schema: Some("public".into()),
                 table: "orders".into(),
-                position: "0/16B3748".into(),
-                txid: Some("748".into()),
+                table_schema: None,
+                position: SourcePosition::Postgres(PostgresPosition {
+                    lsn: 0x16B3748,
+                    txid: Some(748),
+                }),
                 commit_ts_ms: Some(1763781000123),
                 snapshot: false,
                 ttl_expired: false,
@@ -202,7 +237,7 @@ mod tests {
             ts_ms: 1763781000200,
         };
         let mut out = Vec::new();
-        JsonFormat.encode_value(&event, &mut out);
+        JsonFormat::write_value(&event, &mut out);
         let expected = concat!(
             r#"{"op":"insert","source":{"connector":"postgres","pipeline":"shop","database":"app","#,
             r#""schema":"public","table":"orders","position":"0/16B3748","txid":"748","#,
@@ -212,7 +247,7 @@ mod tests {
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         let mut key = Vec::new();
-        JsonFormat.encode_key(&event, &mut key);
+        JsonFormat::write_key(&event, &mut key);
         assert_eq!(key, br#"{"id":42}"#);
     }
 
@@ -226,7 +261,7 @@ mod tests {
         event.key_change = Some(KeyChange::NewKey(id(2)));
         let encoded = |event: &ChangeEvent| {
             let mut out = Vec::new();
-            JsonFormat.encode_value(event, &mut out);
+            JsonFormat::write_value(event, &mut out);
             serde_json::from_slice::<serde_json::Value>(&out).unwrap()
         };
         let delete = encoded(&event);
@@ -239,7 +274,7 @@ mod tests {
         assert!(plain.get("old_key").is_none() && plain.get("new_key").is_none());
 
         let mut key = Vec::new();
-        JsonFormat.encode_table_key(&event, &mut key);
+        JsonFormat::write_table_key(&event, &mut key);
         assert_eq!(key, br#"{"table":"db.items","key":{"id":1}}"#);
     }
 

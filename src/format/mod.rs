@@ -1,44 +1,181 @@
 //! Output formats: how a [`ChangeEvent`] becomes the bytes of one record.
 //!
-//! A format maps out of the envelope and never looks at a connector. Sinks pick one by the
-//! `format` setting and call [`Format::encode_value`] per event (and [`Format::encode_key`]
-//! where the destination has a separate key, as Kafka does; [`Format::encode_table_key`] where
-//! that key space is shared by several tables).
+//! A format maps out of the envelope and never looks at a connector. A sink reads its
+//! `format` setting as a [`FormatSpec`], builds the format once with [`format_for`], and calls
+//! [`Format::encode_value`] per event (and [`Format::encode_key`] where the destination has a
+//! separate key, as Kafka does; [`Format::encode_table_key`] where that key space is shared by
+//! several tables).
+//!
+//! Encoding is fallible: a value the format cannot represent is an [`EncodeError`], a data
+//! error naming the table and the position of the event, so the pipeline stops on that record
+//! instead of writing something else in its place.
 
 mod json;
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, value::MapAccessDeserializer, IntoDeserializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::envelope::ChangeEvent;
+use crate::error::{ConnectorError, Disposition};
 
 pub use json::JsonFormat;
 
-/// The `format` setting of a sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FormatKind {
-    /// cdc-bridge's own JSON envelope (see the README).
+/// The `format` setting of a sink: a format's name, with every option at its default
+/// (`format = "json"`), or a table naming the format by `kind` beside its options
+/// (`format = { kind = "json" }`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FormatSpec {
+    /// cdc-bridge's own JSON envelope (see the README). It has no options.
     #[default]
     Json,
 }
 
-/// Turns events into record bytes.
+impl FormatSpec {
+    /// The format's name, as the `kind` of the setting spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FormatSpec::Json => "json",
+        }
+    }
+}
+
+/// The table form of the setting; the plain name is read as `{ kind = name }`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum FormatTable {
+    Json {},
+}
+
+impl From<FormatTable> for FormatSpec {
+    fn from(table: FormatTable) -> Self {
+        match table {
+            FormatTable::Json {} => FormatSpec::Json,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FormatSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = FormatSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a format name (\"json\") or a table with `kind` and the format's options",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<FormatSpec, E> {
+                let table = de::value::MapDeserializer::new(std::iter::once((
+                    "kind",
+                    name.into_deserializer(),
+                )));
+                FormatTable::deserialize(table).map(FormatSpec::from)
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FormatSpec, A::Error> {
+                FormatTable::deserialize(MapAccessDeserializer::new(map)).map(FormatSpec::from)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// An event the format cannot represent: a data error at the event's table and position.
+/// The reason names the column and what about its value does not fit, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the {format} format cannot encode the {op} of table {table} at position {position}: {reason}"
+)]
+pub struct EncodeError {
+    pub format: &'static str,
+    pub op: &'static str,
+    pub table: String,
+    pub position: String,
+    pub reason: String,
+}
+
+impl EncodeError {
+    pub fn new(format: &'static str, event: &ChangeEvent, reason: impl Into<String>) -> Self {
+        EncodeError {
+            format,
+            op: event.op.as_str(),
+            table: event.qualified_table(),
+            position: event.source.position.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl ConnectorError for EncodeError {
+    fn disposition(&self) -> Disposition {
+        Disposition::Data
+    }
+}
+
+/// Turns events into record bytes. On an error, what was appended to `out` is unspecified:
+/// the caller truncates it back.
 pub trait Format: Send + Sync {
     /// Appends the record value for `event` to `out`.
-    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>);
+    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 
     /// Appends the record key for `event` (its primary key) to `out`.
-    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>);
+    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 
     /// Appends a record key that names the event's table as well as its primary key, for
     /// destinations where rows of several tables share one key space (a Kafka topic written
     /// by more than one table).
-    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>);
+    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
-/// The format named by a sink's `format` setting.
-pub fn format_for(kind: FormatKind) -> Box<dyn Format> {
-    match kind {
-        FormatKind::Json => Box::new(JsonFormat),
+/// The format a sink's `format` setting names, with its options.
+pub fn format_for(spec: &FormatSpec) -> Box<dyn Format> {
+    match spec {
+        FormatSpec::Json => Box::new(JsonFormat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sink {
+        #[serde(default)]
+        format: FormatSpec,
+    }
+
+    fn parse(toml: &str) -> Result<FormatSpec, String> {
+        toml::from_str::<Sink>(toml)
+            .map(|sink| sink.format)
+            .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn a_format_is_a_name_or_a_table_with_its_kind() {
+        assert_eq!(parse(""), Ok(FormatSpec::Json), "json by default");
+        assert_eq!(parse(r#"format = "json""#), Ok(FormatSpec::Json));
+        assert_eq!(parse(r#"format = { kind = "json" }"#), Ok(FormatSpec::Json));
+    }
+
+    #[test]
+    fn an_unknown_format_or_option_is_refused_with_what_is_expected() {
+        let unknown = parse(r#"format = "protobuf""#).unwrap_err();
+        assert!(
+            unknown.contains("unknown variant `protobuf`") && unknown.contains("`json`"),
+            "{unknown}"
+        );
+        let table = parse(r#"format = { kind = "protobuf" }"#).unwrap_err();
+        assert!(table.contains("unknown variant `protobuf`"), "{table}");
+        let option = parse(r#"format = { kind = "json", pretty = true }"#).unwrap_err();
+        assert!(option.contains("unknown field `pretty`"), "{option}");
+        let no_kind = parse(r#"format = { schemas = true }"#).unwrap_err();
+        assert!(no_kind.contains("missing field `kind`"), "{no_kind}");
+        let number = parse("format = 3").unwrap_err();
+        assert!(number.contains("a format name"), "{number}");
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::envelope::ChangeEvent;
 use crate::error::{ConnectorError, Disposition};
-use crate::format::{Format, JsonFormat};
+use crate::format::JsonFormat;
 
 /// The `oversize` setting of a sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -114,7 +114,7 @@ impl RecordLimit {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let mut key = Vec::new();
-            JsonFormat.encode_key(event, &mut key);
+            JsonFormat::write_key(event, &mut key);
             tracing::debug!(table = %event.qualified_table(), position = %event.source.position, key = %String::from_utf8_lossy(&key), "oversized record");
         }
         match (&mut self.dead_letter, self.policy) {
@@ -125,7 +125,7 @@ impl RecordLimit {
                     serde_json::to_string(destination).expect("a string serializes")
                 )
                 .into_bytes();
-                JsonFormat.encode_value(event, &mut line);
+                JsonFormat::write_value(event, &mut line);
                 line.extend_from_slice(b"}\n");
                 file.write_all(&line)
                     .map_err(|source| OversizeError::DeadLetter {
@@ -139,7 +139,7 @@ impl RecordLimit {
             }
             _ => Err(OversizeError::TooLarge {
                 table: event.qualified_table(),
-                position: event.source.position.clone(),
+                position: event.source.position.to_string(),
                 bytes,
                 limit: self.max_bytes,
             }),

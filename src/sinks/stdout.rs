@@ -8,14 +8,14 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{BoxError, ConnectorError, Disposition};
-use crate::format::{format_for, Format, FormatKind};
+use crate::format::{format_for, Format, FormatSpec};
 use crate::sink::{delivered, Batch, Delivery, Sink};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     #[serde(default)]
-    pub format: FormatKind,
+    pub format: FormatSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub struct StdoutSink {
 impl StdoutSink {
     pub fn new(config: &StdoutSinkConfig) -> Self {
         StdoutSink {
-            format: format_for(config.format),
+            format: format_for(&config.format),
             out: tokio::io::stdout(),
         }
     }
@@ -47,7 +47,7 @@ impl Sink for StdoutSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
         let mut buf = Vec::with_capacity(batch.events.len() * 256);
         for event in &batch.events {
-            self.format.encode_value(event, &mut buf);
+            self.format.encode_value(event, &mut buf)?;
             buf.push(b'\n');
         }
         self.out.write_all(&buf).await.map_err(StdoutSinkError)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::format::FormatKind;
+use crate::format::FormatSpec;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,5 +12,5 @@ pub struct FileSinkConfig {
     /// The output file; created (with its directories) when missing, appended to otherwise.
     pub path: PathBuf,
     #[serde(default)]
-    pub format: FormatKind,
+    pub format: FormatSpec,
 }

@@ -61,7 +61,7 @@ pub struct FileSink {
     path: PathBuf,
     /// `None` only while a write is running on the blocking pool.
     file: Option<File>,
-    format: Arc<dyn Format>,
+    format: Box<dyn Format>,
 }
 
 impl FileSink {
@@ -79,7 +79,7 @@ impl FileSink {
         Ok(FileSink {
             path,
             file: Some(file),
-            format: Arc::from(format_for(config.format)),
+            format: format_for(&config.format),
         })
     }
 }
@@ -133,17 +133,16 @@ fn cut_torn_last_line(file: &mut File) -> std::io::Result<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
+        let mut buf = Vec::with_capacity(batch.events.len() * 256);
+        for event in &batch.events {
+            self.format.encode_value(event, &mut buf)?;
+            buf.push(b'\n');
+        }
         let mut file = self
             .file
             .take()
             .expect("the file is back after every write");
-        let format = self.format.clone();
         let (file, written) = tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::with_capacity(batch.events.len() * 256);
-            for event in &batch.events {
-                format.encode_value(event, &mut buf);
-                buf.push(b'\n');
-            }
             let written = file.write_all(&buf).and_then(|()| file.sync_data());
             (file, written)
         })

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::gate::ChunkLimits;
 use super::topic::TopicTemplate;
 use crate::config::{ConfigError, Secret};
-use crate::format::FormatKind;
+use crate::format::FormatSpec;
 use crate::sinks::oversize::OversizePolicy;
 
 pub const DEFAULT_TOPIC: &str = "{pipeline}.{schema}.{table}";
@@ -48,7 +48,7 @@ pub struct KafkaSinkConfig {
     #[serde(default = "default_topic")]
     pub topic: String,
     #[serde(default)]
-    pub format: FormatKind,
+    pub format: FormatSpec,
     /// Follow each delete with a tombstone (same key, null value) for compacted topics.
     #[serde(default = "default_true")]
     pub tombstones: bool,

@@ -28,6 +28,7 @@ mod records;
 mod topic;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +38,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
 use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
 
 pub use config::{KafkaSinkConfig, SaslMechanism, SecurityProtocol};
@@ -245,7 +245,7 @@ impl KafkaSink {
             admin,
             config: config.clone(),
             template,
-            format: format_for(config.format),
+            format: format_for(&config.format),
             limit,
             known_topics: HashMap::new(),
             batch_bytes: 0,
@@ -418,6 +418,7 @@ impl Sink for KafkaSink {
         let (acks, all_reported) = BatchAcks::new();
         let mut encoder = Encoder::new(batch.events.len(), self.batch_bytes);
         let mut tables = TableNames::default();
+        let mut position = String::new();
         // The previous event and its topic: a run of events of one table builds its topic
         // name from the template once.
         let mut previous: Option<(&ChangeEvent, Arc<str>, u32)> = None;
@@ -434,16 +435,18 @@ impl Sink for KafkaSink {
             let (_, name, partitions) = previous.insert((event, name, partitions));
             let (name, partitions) = (name.clone(), *partitions);
             let table_in_key = !self.template.separates_tables(event);
-            let encoded = encoder.encode(event, &*self.format, table_in_key);
+            let encoded = encoder.encode(event, &*self.format, table_in_key)?;
             let bytes = encoded.value.end - encoded.key.start;
             if !self.limit.admit(event, bytes + RECORD_OVERHEAD, &name)? {
                 encoder.forget(encoded);
                 continue;
             }
+            position.clear();
+            write!(position, "{}", event.source.position).expect("writing to a String");
             let headers = gate::headers(&[
                 ("op", event.op.as_str()),
                 ("table", tables.of(event)),
-                ("position", event.source.position.as_str()),
+                ("position", &position),
             ]);
             let partition = partitioner::partition_for(encoder.bytes(&encoded.key), partitions);
             // A keyless row has no identity of its own: a tombstone for it would remove

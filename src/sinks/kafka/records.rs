@@ -20,7 +20,7 @@ use rdkafka::message::OwnedHeaders;
 use super::delivery::BatchAcks;
 use super::gate::Held;
 use crate::envelope::ChangeEvent;
-use crate::format::Format;
+use crate::format::{EncodeError, Format};
 
 /// A record whose key and value are ranges of the batch's buffer.
 struct Noted {
@@ -40,6 +40,7 @@ pub struct Encoder {
 }
 
 /// Where the key and the value of the record being encoded are in the buffer.
+#[derive(Debug)]
 pub struct Encoded {
     pub key: Range<usize>,
     pub value: Range<usize>,
@@ -55,25 +56,30 @@ impl Encoder {
     }
 
     /// Appends the key and the value of `event` in `format`; the key names the table too when
-    /// `table_in_key` ([`Format::encode_table_key`]).
+    /// `table_in_key` ([`Format::encode_table_key`]). An event the format refuses leaves the
+    /// buffer as it was.
     pub fn encode(
         &mut self,
         event: &ChangeEvent,
         format: &dyn Format,
         table_in_key: bool,
-    ) -> Encoded {
+    ) -> Result<Encoded, EncodeError> {
         let start = self.buffer.len();
-        if table_in_key {
-            format.encode_table_key(event, &mut self.buffer);
+        let key = if table_in_key {
+            format.encode_table_key(event, &mut self.buffer)
         } else {
-            format.encode_key(event, &mut self.buffer);
-        }
+            format.encode_key(event, &mut self.buffer)
+        };
         let key_end = self.buffer.len();
-        format.encode_value(event, &mut self.buffer);
-        Encoded {
+        let value = key.and_then(|()| format.encode_value(event, &mut self.buffer));
+        if let Err(err) = value {
+            self.buffer.truncate(start);
+            return Err(err);
+        }
+        Ok(Encoded {
             key: start..key_end,
             value: key_end..self.buffer.len(),
-        }
+        })
     }
 
     /// The bytes of `range`, as [`Encoder::encode`] returned it.
@@ -181,9 +187,54 @@ mod tests {
     /// The key and the value of `event` in JSON, encoded on their own.
     fn json(event: &ChangeEvent) -> (Vec<u8>, Vec<u8>) {
         let (mut key, mut value) = (Vec::new(), Vec::new());
-        JsonFormat.encode_key(event, &mut key);
-        JsonFormat.encode_value(event, &mut value);
+        JsonFormat::write_key(event, &mut key);
+        JsonFormat::write_value(event, &mut value);
         (key, value)
+    }
+
+    /// Writes the key, then refuses the value, as a format does with a value it cannot
+    /// represent.
+    struct RefusesValues;
+
+    impl Format for RefusesValues {
+        fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+            out.extend_from_slice(b"partial");
+            Err(EncodeError::new(
+                "test",
+                event,
+                "column v: no representation",
+            ))
+        }
+        fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+            JsonFormat::write_key(event, out);
+            Ok(())
+        }
+        fn encode_table_key(
+            &self,
+            event: &ChangeEvent,
+            out: &mut Vec<u8>,
+        ) -> Result<(), EncodeError> {
+            self.encode_key(event, out)
+        }
+    }
+
+    #[test]
+    fn an_event_the_format_refuses_is_a_data_error_and_leaves_the_buffer_as_it_was() {
+        use crate::error::{ConnectorError as _, Disposition};
+        let mut encoder = Encoder::new(2, 8);
+        let first = GeneratorSource::sample_event(5, 1);
+        let kept = encoder.encode(&first, &JsonFormat, false).unwrap();
+        let before = encoder.len();
+        let second = GeneratorSource::sample_event(5, 2);
+        let err = encoder.encode(&second, &RefusesValues, false).unwrap_err();
+        assert_eq!(encoder.len(), before, "the refused key and value are gone");
+        assert_eq!(encoder.bytes(&kept.value), &json(&first).1[..]);
+        assert_eq!(err.disposition(), Disposition::Data);
+        assert_eq!(
+            err.to_string(),
+            "the test format cannot encode the insert of table db.items at position 2: \
+             column v: no representation"
+        );
     }
 
     #[test]
@@ -197,12 +248,12 @@ mod tests {
         let events: Vec<ChangeEvent> = (1..=3)
             .map(|seq| GeneratorSource::sample_event(5, seq))
             .collect();
-        let first = encoder.encode(&events[0], &JsonFormat, false);
+        let first = encoder.encode(&events[0], &JsonFormat, false).unwrap();
         assert_eq!(encoder.bytes(&first.key), br#"{"id":1}"#);
         encoder.note(topic.clone(), 0, first, header(), false);
-        let refused = encoder.encode(&events[1], &JsonFormat, false);
+        let refused = encoder.encode(&events[1], &JsonFormat, false).unwrap();
         encoder.forget(refused);
-        let third = encoder.encode(&events[2], &JsonFormat, false);
+        let third = encoder.encode(&events[2], &JsonFormat, false).unwrap();
         encoder.note(topic, 2, third, header(), true);
         let ((key1, value1), (key3, value3)) = (json(&events[0]), json(&events[2]));
         assert_eq!(

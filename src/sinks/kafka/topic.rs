@@ -141,7 +141,7 @@ mod tests {
             GeneratorSource::new(config).event(&"shop".into(), &"app".into(), &"orders".into(), 1);
         let template = TopicTemplate::parse("{pipeline}.{schema}.{table}").unwrap();
         let mut other = event.clone();
-        other.source.position = "elsewhere".into();
+        other.source.position = crate::envelope::SourcePosition::Generator { seq: 99 };
         assert!(template.same_topic(&event, &other));
         other.source.table = "items".into();
         assert!(!template.same_topic(&event, &other));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::format::FormatKind;
+use crate::format::FormatSpec;
 use crate::sinks::oversize::OversizePolicy;
 
 /// The service's limits (PutRecords and records).
@@ -28,7 +28,7 @@ pub struct KinesisSinkConfig {
     #[serde(default)]
     pub endpoint_url: Option<String>,
     #[serde(default)]
-    pub format: FormatKind,
+    pub format: FormatSpec,
     /// Records per PutRecords call (the service allows 500).
     #[serde(default = "default_records_per_call")]
     pub max_records_per_call: NonZeroUsize,

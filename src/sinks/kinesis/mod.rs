@@ -121,7 +121,7 @@ impl KinesisSink {
             failure,
             worker: tokio::spawn(worker.run(receiver)),
             stats,
-            format: format_for(config.format),
+            format: format_for(&config.format),
             limit,
             stream_name: stream.display_name().to_owned(),
         })
@@ -146,7 +146,7 @@ impl Sink for KinesisSink {
         for event in &batch.events {
             let key = partition_key(event);
             let mut data = Vec::with_capacity(512);
-            self.format.encode_value(event, &mut data);
+            self.format.encode_value(event, &mut data)?;
             if !self
                 .limit
                 .admit(event, data.len() + key.len(), &self.stream_name)?
@@ -157,7 +157,7 @@ impl Sink for KinesisSink {
                 partition_key: key,
                 data,
                 table: event.qualified_table(),
-                position: event.source.position.clone(),
+                position: event.source.position.to_string(),
             });
         }
         self.limit.sync()?;

@@ -14,7 +14,7 @@
 use md5::{Digest, Md5};
 
 use crate::envelope::ChangeEvent;
-use crate::format::{Format, JsonFormat};
+use crate::format::JsonFormat;
 
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 const KEPT_PREFIX_CHARS: usize = MAX_PARTITION_KEY_CHARS - 1 - 32 - 4;
@@ -24,7 +24,7 @@ pub fn partition_key(event: &ChangeEvent) -> String {
     if !event.key.is_empty() {
         key.push(':');
         let mut json = Vec::with_capacity(32);
-        JsonFormat.encode_key(event, &mut json);
+        JsonFormat::write_key(event, &mut json);
         key.push_str(std::str::from_utf8(&json).expect("JSON is UTF-8"));
     }
     shorten(key)

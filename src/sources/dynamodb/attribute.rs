@@ -92,7 +92,7 @@ fn json(attribute: &AttributeValue) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Format, JsonFormat};
+    use crate::format::JsonFormat;
     use aws_sdk_dynamodbstreams::primitives::Blob;
 
     /// Every AttributeValue type, through the JSON format, as a consumer reads it.
@@ -143,7 +143,7 @@ mod tests {
                 .event(&"p".into(), &"d".into(), &"t".into(), 1);
         event.after = Some(row(&item));
         let mut out = Vec::new();
-        JsonFormat.encode_value(&event, &mut out);
+        JsonFormat::write_value(&event, &mut out);
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let after = &json["after"];
         let expected = serde_json::json!({

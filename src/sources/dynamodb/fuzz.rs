@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::api::{AwsStreams, StreamsApi};
 use super::attribute::row;
-use crate::format::{Format, JsonFormat};
+use crate::format::JsonFormat;
 
 /// An HTTP client that answers every request with one status and body.
 #[derive(Debug, Clone)]
@@ -93,8 +93,13 @@ pub fn get_records_response(data: &[u8]) {
                         database: "fuzz".into(),
                         schema: None,
                         table: "t".into(),
-                        position: record.sequence_number.clone(),
-                        txid: None,
+                        table_schema: None,
+                        position: crate::envelope::SourcePosition::Dynamodb(
+                            crate::envelope::DynamodbPosition {
+                                shard: "fuzz".into(),
+                                sequence: record.sequence_number.as_str().into(),
+                            },
+                        ),
                         commit_ts_ms: record.created_ms,
                         snapshot: false,
                         ttl_expired: record.ttl,
@@ -106,7 +111,7 @@ pub fn get_records_response(data: &[u8]) {
                     key_change: None,
                     ts_ms: 0,
                 };
-                JsonFormat.encode_value(&event, &mut out);
+                JsonFormat::write_value(&event, &mut out);
             }
         }
     }

@@ -25,7 +25,9 @@ use super::error::DynamoDbError;
 use super::lineage::Lineage;
 use crate::backoff;
 use crate::checkpoint::{Checkpoints, Position};
-use crate::envelope::{now_ms, ChangeEvent, Op, SourceInfo, SourceKind};
+use crate::envelope::{
+    now_ms, ChangeEvent, DynamodbPosition, Op, SourceInfo, SourceKind, SourcePosition,
+};
 use crate::source::{Mark, SourceContext, Stopped};
 
 /// The checkpoint token of a shard read to its end.
@@ -445,8 +447,11 @@ impl Reader {
                 database: self.database.clone(),
                 schema: None,
                 table: self.table.clone(),
-                position: format!("{shard}:{}", record.sequence_number),
-                txid: None,
+                table_schema: None,
+                position: SourcePosition::Dynamodb(DynamodbPosition {
+                    shard: shard.into(),
+                    sequence: record.sequence_number.as_str().into(),
+                }),
                 commit_ts_ms: record.created_ms,
                 snapshot: false,
                 ttl_expired: record.ttl && record.kind == RecordKind::Remove,

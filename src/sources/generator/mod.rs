@@ -21,7 +21,8 @@ pub use config::GeneratorConfig;
 
 use crate::checkpoint::Position;
 use crate::envelope::{
-    now_ms, ChangeEvent, ColumnName, Decimal, Op, Row, SourceInfo, SourceKind, Value,
+    now_ms, ChangeEvent, ColumnName, ColumnSchema, ColumnType, Decimal, Op, Row, SourceInfo,
+    SourceKind, SourcePosition, TableSchema, Value,
 };
 use crate::error::{BoxError, ConnectorError, Disposition};
 use crate::source::{Mark, Source, SourceContext};
@@ -46,6 +47,7 @@ impl ConnectorError for GeneratorError {
 pub struct GeneratorSource {
     config: GeneratorConfig,
     columns: Columns,
+    schema: Arc<TableSchema>,
     payload: String,
 }
 
@@ -56,6 +58,46 @@ struct Columns {
     amount: ColumnName,
     payload: ColumnName,
     updated_at: ColumnName,
+}
+
+impl Columns {
+    /// The generated table as a database would declare it: `id` is the key, `amount` a
+    /// `numeric(20,2)`, `updated_at` a `timestamptz(3)`; every column is NOT NULL.
+    fn schema(&self) -> TableSchema {
+        let column = |name: &ColumnName, source_type: &str, kind: ColumnType| ColumnSchema {
+            name: name.clone(),
+            source_type: source_type.into(),
+            kind,
+            nullable: false,
+            key: false,
+        };
+        let bigint = ColumnType::Int {
+            bits: 64,
+            unsigned: false,
+        };
+        let text = ColumnType::Text { length: None };
+        let mut columns = vec![
+            column(&self.id, "bigint", bigint.clone()),
+            column(&self.seq, "bigint", bigint),
+            column(&self.name, "text", text.clone()),
+            column(
+                &self.amount,
+                "numeric(20,2)",
+                ColumnType::Decimal {
+                    precision: Some(20),
+                    scale: Some(2),
+                },
+            ),
+            column(&self.payload, "text", text),
+            column(
+                &self.updated_at,
+                "timestamptz(3)",
+                ColumnType::TimestampTz { precision: 3 },
+            ),
+        ];
+        columns[0].key = true;
+        TableSchema { columns }
+    }
 }
 
 impl GeneratorSource {
@@ -75,6 +117,7 @@ impl GeneratorSource {
         };
         GeneratorSource {
             config,
+            schema: Arc::new(columns.schema()),
             columns,
             payload,
         }
@@ -137,8 +180,8 @@ impl GeneratorSource {
                 database: database.clone(),
                 schema: None,
                 table: table.clone(),
-                position: seq.to_string(),
-                txid: Some(seq.to_string()),
+                table_schema: Some(self.schema.clone()),
+                position: SourcePosition::Generator { seq },
                 commit_ts_ms: Some(commit_ms(seq)),
                 snapshot: false,
                 ttl_expired: false,

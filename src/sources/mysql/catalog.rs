@@ -106,37 +106,44 @@ impl Catalog {
             self.conn = Some(connect(&self.config).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let rows: Vec<(String, String, Option<String>, String, String)> = conn
-            .exec(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, DATA_TYPE, COLUMN_KEY \
-                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-                 ORDER BY ORDINAL_POSITION",
-                (database, table),
-            )
-            .await
-            .map_err(sql("reading a table's columns from information_schema"))?;
-        let key_names: Vec<String> = conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                 WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-                 ORDER BY ORDINAL_POSITION",
-                (database, table),
-            )
-            .await
-            .map_err(sql("reading a table's primary key from information_schema"))?;
-        let columns: Vec<CatalogColumn> = rows
-            .into_iter()
-            .map(|(name, column_type, charset, data_type, _)| {
-                catalog_column(name, &column_type, charset, &data_type)
-            })
-            .collect();
-        let key = key_names
-            .iter()
-            .filter_map(|k| columns.iter().position(|c| &c.name == k))
-            .collect();
-        tracing::debug!(table = %format!("{database}.{table}"), columns = columns.len(), "shape read from information_schema");
-        Ok((columns, key))
+        let entry = columns_of(conn, database, table).await?;
+        tracing::debug!(table = %format!("{database}.{table}"), columns = entry.0.len(), "shape read from information_schema");
+        Ok(entry)
     }
+}
+
+/// The columns of `database.table` in order, and the indexes of its primary key, as
+/// information_schema describes the table now.
+pub async fn columns_of(conn: &mut Conn, database: &str, table: &str) -> Result<Entry, MysqlError> {
+    let rows: Vec<(String, String, Option<String>, String, String)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, DATA_TYPE, COLUMN_KEY \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (database, table),
+        )
+        .await
+        .map_err(sql("reading a table's columns from information_schema"))?;
+    let key_names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (database, table),
+        )
+        .await
+        .map_err(sql("reading a table's primary key from information_schema"))?;
+    let columns: Vec<CatalogColumn> = rows
+        .into_iter()
+        .map(|(name, column_type, charset, data_type, _)| {
+            catalog_column(name, &column_type, charset, &data_type)
+        })
+        .collect();
+    let key = key_names
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    Ok((columns, key))
 }
 
 /// One information_schema.COLUMNS row as a column description.

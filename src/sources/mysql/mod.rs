@@ -19,6 +19,7 @@
 //! the catalog) is a data error naming the table and position.
 
 mod catalog;
+mod column_types;
 mod config;
 mod error;
 #[doc(hidden)]
@@ -39,6 +40,8 @@ mod mysql8_format_tests;
 #[cfg(test)]
 mod test_events;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row as MyRow};
@@ -48,7 +51,7 @@ pub use error::MysqlError;
 pub use position::BinlogPosition;
 
 use crate::check::Finding;
-use crate::envelope::{Row, SourceInfo, SourceKind};
+use crate::envelope::{MysqlPosition, Row, SourceInfo, SourceKind, SourcePosition, TableSchema};
 use crate::error::BoxError;
 use crate::source::{Mark, Source, SourceContext, Start};
 
@@ -328,14 +331,32 @@ async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError>
     Ok(position)
 }
 
-/// The envelope's `source` for a streamed change of `database.table` at `position` in
-/// transaction `txid` (its GTID), or a snapshot row (`txid` None).
+/// The binlog event a change was read from: the server that wrote it and when (`None` for
+/// snapshot rows, which no event carries).
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin {
+    server_id: u32,
+    ts_ms: Option<i64>,
+}
+
+impl Origin {
+    fn of(header: &mysql_common::binlog::events::BinlogEventHeader) -> Self {
+        Origin {
+            server_id: header.server_id(),
+            ts_ms: Some(i64::from(header.timestamp()) * 1000),
+        }
+    }
+}
+
+/// The envelope's `source` for a change of `database.table` (with its schema where known) at
+/// `position` (row 0 of its event), written by `origin`, in the transaction with GTID `gtid`
+/// (none for snapshot rows).
 fn source_info(
     ctx: &SourceContext,
-    database: std::sync::Arc<str>,
-    table: std::sync::Arc<str>,
+    (database, table, table_schema): (Arc<str>, Arc<str>, Option<Arc<TableSchema>>),
     position: &BinlogPosition,
-    txid: Option<String>,
+    origin: Origin,
+    gtid: Option<Arc<str>>,
 ) -> SourceInfo {
     SourceInfo {
         connector: SourceKind::Mysql,
@@ -343,10 +364,16 @@ fn source_info(
         database,
         schema: None,
         table,
-        position: position.file_pos(),
-        commit_ts_ms: None,
+        table_schema,
+        position: SourcePosition::Mysql(MysqlPosition {
+            file: position.file.as_str().into(),
+            pos: position.pos,
+            row: 0,
+            server_id: origin.server_id,
+            gtid,
+        }),
+        commit_ts_ms: origin.ts_ms,
         snapshot: false,
-        txid,
         ttl_expired: false,
     }
 }

@@ -3,11 +3,14 @@
 //! (`binlog_row_metadata = FULL`). Without column names in the binlog, the types still come
 //! from the event and the rest from the server's catalog ([`super::catalog`]).
 
+use std::sync::Arc;
+
 use mysql_common::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 use mysql_common::proto::MySerialize;
 
-use crate::envelope::ColumnName;
+use super::column_types::{column_schema, Declared};
+use crate::envelope::{ColumnName, TableSchema};
 
 /// The binary pseudo-charset: such columns hold bytes, not text.
 const BINARY_CHARSET: u16 = 63;
@@ -71,6 +74,39 @@ pub struct TableShape {
     pub columns: Vec<ColumnShape>,
     /// Indexes of the primary-key columns.
     pub key: Vec<usize>,
+    /// The table's schema for the envelope, shared by its events.
+    pub schema: Arc<TableSchema>,
+}
+
+/// The envelope schema of `columns` as `tme` declares them: NULL-ability from its NULL
+/// bitmap, DECIMAL precision and scale and BIT lengths from its column metadata.
+fn table_schema(tme: &TableMapEvent<'_>, columns: &[ColumnShape], key: &[usize]) -> TableSchema {
+    let nulls = tme.null_bitmask();
+    let columns = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let meta = tme.get_column_metadata(i).unwrap_or_default();
+            let declared = Declared {
+                nullable: nulls.get(i).is_none_or(|bit| *bit),
+                precision_scale: match (column.kind, meta) {
+                    (ColumnType::MYSQL_TYPE_NEWDECIMAL, &[precision, scale, ..]) => {
+                        Some((u32::from(precision), u32::from(scale)))
+                    }
+                    _ => None,
+                },
+                // MySQL writes a BIT(n) column's n % 8, then n / 8.
+                bits: match (column.kind, meta) {
+                    (ColumnType::MYSQL_TYPE_BIT, &[bits, bytes, ..]) => {
+                        Some(u32::from(bytes) * 8 + u32::from(bits))
+                    }
+                    _ => None,
+                },
+            };
+            column_schema(column, declared, key.contains(&i))
+        })
+        .collect();
+    TableSchema { columns }
 }
 
 /// A column as the catalog (information_schema) describes it now.
@@ -210,6 +246,7 @@ pub fn shape_from_catalog(
     Ok(TableShape {
         database: tme.database_name().into_owned(),
         table: tme.table_name().into_owned(),
+        schema: Arc::new(table_schema(tme, &columns, key)),
         columns,
         key: key.to_vec(),
     })
@@ -301,7 +338,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
         return Ok(None);
     }
     let (mut enums, mut sets) = (enum_labels.into_iter(), set_labels.into_iter());
-    let columns = (0..count)
+    let columns: Vec<ColumnShape> = (0..count)
         .map(|i| ColumnShape {
             name: names[i].as_str().into(),
             kind: kinds[i],
@@ -320,6 +357,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
     Ok(Some(TableShape {
         database: tme.database_name().into_owned(),
         table: tme.table_name().into_owned(),
+        schema: Arc::new(table_schema(tme, &columns, &key)),
         columns,
         key,
     }))

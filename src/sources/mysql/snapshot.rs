@@ -13,15 +13,18 @@
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row as MyRow};
+use mysql_async::{Column, Conn, Row as MyRow};
 use mysql_common::constants::{ColumnFlags, ColumnType};
 
+use super::catalog::columns_of;
+use super::column_types::{column_schema, Declared};
 use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::position::BinlogPosition;
+use super::shape::CatalogColumn;
 use super::shape::{ColumnShape, TextEncoding};
-use super::{connect, key_of, source_info, sql, value};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo};
+use super::{connect, key_of, source_info, sql, value, Origin};
+use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, TableSchema};
 use crate::source::{SourceContext, Stopped};
 
 /// Copies the captured tables; returns the binlog position to stream from.
@@ -124,14 +127,11 @@ async fn copy_table(
     table: &str,
     position: &BinlogPosition,
 ) -> Result<Result<(), Stopped>, MysqlError> {
-    let key_columns: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (database, table),
-        )
-        .await
-        .map_err(sql("reading the primary key"))?;
+    let (catalog, catalog_key) = columns_of(conn, database, table).await?;
+    let key_columns: Vec<&str> = catalog_key
+        .iter()
+        .map(|&i| catalog[i].name.as_str())
+        .collect();
     let select = format!("SELECT * FROM {}.{}", quote(database), quote(table));
     let mut result = conn
         .exec_iter(select.as_str(), ())
@@ -163,8 +163,14 @@ async fn copy_table(
         .collect();
     let key_index: Vec<usize> = key_columns
         .iter()
-        .filter_map(|k| columns.iter().position(|c| &*c.name == k.as_str()))
+        .filter_map(|k| columns.iter().position(|c| &*c.name == *k))
         .collect();
+    let table_schema = Arc::new(snapshot_schema(
+        result.columns_ref(),
+        &columns,
+        &catalog,
+        &key_index,
+    ));
     let (database, table_name): (Arc<str>, Arc<str>) = (database.into(), table.into());
     let mut copied = 0u64;
     while let Some(row) = result.next().await.map_err(sql("reading a row"))? {
@@ -178,7 +184,17 @@ async fn copy_table(
             op: Op::Snapshot,
             source: SourceInfo {
                 snapshot: true,
-                ..source_info(ctx, database.clone(), table_name.clone(), position, None)
+                ..source_info(
+                    ctx,
+                    (
+                        database.clone(),
+                        table_name.clone(),
+                        Some(table_schema.clone()),
+                    ),
+                    position,
+                    Origin::default(),
+                    None,
+                )
             },
             key,
             before: None,
@@ -194,6 +210,65 @@ async fn copy_table(
     }
     tracing::info!(table = %format!("{database}.{table_name}"), rows = copied, "table copied");
     Ok(Ok(()))
+}
+
+/// The envelope schema of a snapshot's result set: the same types the stream's TABLE_MAP
+/// gives, from the column definitions (ENUM / SET by their flags, with their labels from the
+/// catalog; fractional digits, DECIMAL precision and BIT lengths from the definitions).
+fn snapshot_schema(
+    definitions: &[Column],
+    decoded_as: &[ColumnShape],
+    catalog: &[CatalogColumn],
+    key: &[usize],
+) -> TableSchema {
+    let columns = definitions
+        .iter()
+        .zip(decoded_as)
+        .enumerate()
+        .map(|(i, (definition, shape))| {
+            let flags = definition.flags();
+            let mut shape = shape.clone();
+            let labels = || {
+                catalog
+                    .iter()
+                    .find(|c| *c.name == *shape.name)
+                    .map(|c| c.labels.clone())
+                    .unwrap_or_default()
+            };
+            if flags.contains(ColumnFlags::ENUM_FLAG) {
+                shape.labels = labels();
+                shape.kind = ColumnType::MYSQL_TYPE_ENUM;
+            } else if flags.contains(ColumnFlags::SET_FLAG) {
+                shape.labels = labels();
+                shape.kind = ColumnType::MYSQL_TYPE_SET;
+            }
+            let length = definition.column_length();
+            let digits = u32::from(definition.decimals());
+            let declared = Declared {
+                nullable: !flags.contains(ColumnFlags::NOT_NULL_FLAG),
+                // A DECIMAL's display length counts a sign (when signed) and a point (when
+                // it has a fraction) beside its digits.
+                precision_scale: matches!(shape.kind, ColumnType::MYSQL_TYPE_NEWDECIMAL).then(
+                    || {
+                        let sign = u32::from(!shape.unsigned);
+                        let point = u32::from(digits > 0);
+                        (length.saturating_sub(sign + point), digits)
+                    },
+                ),
+                bits: matches!(shape.kind, ColumnType::MYSQL_TYPE_BIT).then_some(length),
+            };
+            if matches!(
+                shape.kind,
+                ColumnType::MYSQL_TYPE_TIME
+                    | ColumnType::MYSQL_TYPE_DATETIME
+                    | ColumnType::MYSQL_TYPE_TIMESTAMP
+            ) {
+                shape.decimals = definition.decimals();
+            }
+            column_schema(&shape, declared, key.contains(&i))
+        })
+        .collect();
+    TableSchema { columns }
 }
 
 fn snapshot_row(columns: &[ColumnShape], row: &MyRow) -> Result<Row, String> {

@@ -18,6 +18,8 @@
 //! read meanwhile; the server waits too, as the connection's `net_write_timeout` is raised
 //! (see `connect`).
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
@@ -31,8 +33,8 @@ use super::position::{unwrap_offset, BinlogPosition, RankBy};
 use super::rows::{Images, TableRows};
 use super::shape::TableShape;
 use super::transaction::{QueryOutcome, Transactions};
-use super::{key_of, raw_events, source_info, sql, value, Flavor, PARTITION};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row};
+use super::{key_of, raw_events, source_info, sql, value, Flavor, Origin, PARTITION};
+use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourcePosition};
 use crate::error::BoxError;
 use crate::source::{HoldError, Mark, SourceContext, Stopped};
 
@@ -319,8 +321,9 @@ async fn handle(
                     position: here.file_pos(),
                     reason,
                 })?;
-            let txid = cursor.pending.as_ref().map(Gtid::to_string);
-            let changes = row_events(ctx, &table, &rows, tme, here, txid)?;
+            let gtid = cursor.pending.as_ref().map(|g| Arc::from(g.to_string()));
+            let origin = Origin::of(&event.header());
+            let changes = row_events(ctx, &table, &rows, tme, (here, origin, gtid))?;
             if !cursor.transactions.in_xa() {
                 // The rows of one event go to the pipeline as one message.
                 return Ok(ctx.emit.events(changes).await);
@@ -380,10 +383,11 @@ async fn handle(
                     let truncated = truncated_table(&text, &query.schema())
                         .filter(|(db, table)| filter.matches(db, table));
                     if let Some((db, table)) = truncated {
-                        let txid = cursor.pending.as_ref().map(Gtid::to_string);
+                        let gtid = cursor.pending.as_ref().map(|g| Arc::from(g.to_string()));
+                        let origin = Origin::of(&event.header());
                         if let Err(stopped) = ctx
                             .emit
-                            .event(truncate_event(ctx, &db, &table, here, txid))
+                            .event(truncate_event(ctx, (&db, &table), here, origin, gtid))
                             .await
                         {
                             return Ok(Err(stopped));
@@ -403,8 +407,7 @@ fn row_events(
     table: &TableRows,
     rows: &RowsEventData<'_>,
     tme: &TableMapEvent<'_>,
-    here: &BinlogPosition,
-    txid: Option<String>,
+    (here, origin, gtid): (&BinlogPosition, Origin, Option<Arc<str>>),
 ) -> Result<Vec<ChangeEvent>, MysqlError> {
     let op = match rows {
         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
@@ -427,22 +430,30 @@ fn row_events(
     // The same for every row of the event.
     let source = source_info(
         ctx,
-        shape.database.as_str().into(),
-        shape.table.as_str().into(),
+        (
+            shape.database.as_str().into(),
+            shape.table.as_str().into(),
+            Some(shape.schema.clone()),
+        ),
         here,
-        txid,
+        origin,
+        gtid,
     );
     let mut events = Vec::with_capacity(images.len());
-    for (before, after) in images {
+    for (row, (before, after)) in images.into_iter().enumerate() {
         let Some(image) = after.as_ref().or(before.as_ref()) else {
             return Err(decode_error(
                 "a row with neither a before nor an after image".into(),
             ));
         };
         let key = key_of(image, &shape.key);
+        let mut source = source.clone();
+        if let SourcePosition::Mysql(position) = &mut source.position {
+            position.row = u32::try_from(row).unwrap_or(u32::MAX);
+        }
         events.push(ChangeEvent {
             op,
-            source: source.clone(),
+            source,
             key,
             before,
             after,
@@ -525,12 +536,18 @@ pub(super) fn truncated_table(statement: &str, default_db: &str) -> Option<(Stri
 
 fn truncate_event(
     ctx: &SourceContext,
-    database: &str,
-    table: &str,
+    (database, table): (&str, &str),
     here: &BinlogPosition,
-    txid: Option<String>,
+    origin: Origin,
+    gtid: Option<Arc<str>>,
 ) -> ChangeEvent {
-    let source = source_info(ctx, database.into(), table.into(), here, txid);
+    let source = source_info(
+        ctx,
+        (database.into(), table.into(), None),
+        here,
+        origin,
+        gtid,
+    );
     ChangeEvent {
         op: Op::Truncate,
         source,

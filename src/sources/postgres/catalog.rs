@@ -9,7 +9,7 @@ use tokio_postgres::{Client, NoTls};
 use super::config::{quote_ident, PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::relation::{Column, Relation};
+use super::relation::{Column, DeclaredColumn, Relation};
 use super::tls::split_url;
 use super::transport::{self, Endpoint};
 use super::types::TypeRegistry;
@@ -204,7 +204,7 @@ pub async fn relation(
         .map_err(|e| PostgresError::sql("reading table metadata", e))?;
     let rows = client
         .query(
-            "SELECT a.attname::text, a.atttypid, \
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, \
                     coalesce(a.attnum = ANY(ri.indkey), false) \
              FROM pg_attribute a \
              LEFT JOIN LATERAL (SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident) ri ON true \
@@ -219,58 +219,45 @@ pub async fn relation(
         .iter()
         .map(|r| Column {
             name: Arc::from(r.get::<_, String>(0)),
+            type_oid: r.get(1),
+            typmod: r.get(2),
             decoder: types.get(r.get(1)),
-            identity: r.get(2),
+            identity: r.get(3),
         })
         .collect();
-    let mut relation = Relation {
-        oid,
-        schema: Arc::from(head.get::<_, String>(0)),
-        table: Arc::from(head.get::<_, String>(1)),
-        columns,
-        key: Vec::new(),
-    };
-    relation.key = key_columns(client, &relation).await?;
-    Ok(relation)
+    let declared = declared_columns(client, oid).await?;
+    let name = (
+        Arc::from(head.get::<_, String>(0)),
+        Arc::from(head.get::<_, String>(1)),
+    );
+    Ok(Relation::new(oid, name, columns, &declared))
 }
 
-/// Indexes of the event-key columns: the primary key, else the replica identity columns.
-pub async fn key_columns(
+/// The declared type, NOT NULL and primary-key membership of each column of table `oid`.
+pub async fn declared_columns(
     client: &Client,
-    relation: &Relation,
-) -> Result<Vec<usize>, PostgresError> {
+    oid: u32,
+) -> Result<Vec<DeclaredColumn>, PostgresError> {
     let rows = client
         .query(
-            "SELECT a.attname::text FROM pg_index i \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = $1 AND i.indisprimary",
-            &[&relation.oid],
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    coalesce(a.attnum = ANY(pk.indkey), false) \
+             FROM pg_attribute a \
+             LEFT JOIN LATERAL (SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary) pk ON true \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&oid],
         )
         .await
-        .map_err(|e| PostgresError::sql("reading the primary key", e))?;
-    let pk: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let by_pk: Vec<usize> = relation
-        .columns
+        .map_err(|e| PostgresError::sql("reading the table's declared columns", e))?;
+    Ok(rows
         .iter()
-        .enumerate()
-        .filter(|(_, c)| pk.iter().any(|p| **p == *c.name))
-        .map(|(i, _)| i)
-        .collect();
-    if !by_pk.is_empty() {
-        return Ok(by_pk);
-    }
-    let all_identity = relation.columns.iter().all(|c| c.identity);
-    Ok(if all_identity {
-        Vec::new()
-    } else {
-        relation
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.identity)
-            .map(|(i, _)| i)
-            .collect()
-    })
+        .map(|r| DeclaredColumn {
+            name: r.get(0),
+            declared_type: r.get(1),
+            not_null: r.get(2),
+            primary_key: r.get(3),
+        })
+        .collect())
 }
 
 /// Estimated row count of a table (for snapshot progress).

@@ -13,7 +13,8 @@ use super::pgoutput::{self, Frame, Message};
 use super::relation::{ChangeContext, Column, Relation};
 use super::types::{self, Decoder, TypeRegistry};
 use super::{spool, stream, walsender};
-use crate::format::{Format, JsonFormat};
+use crate::envelope::PostgresPosition;
+use crate::format::JsonFormat;
 
 /// A sequence of replication CopyData payloads, each prefixed by its length (u16 BE): every
 /// frame is decoded, its pgoutput message parsed (inside or outside a stream block, as the
@@ -27,8 +28,7 @@ pub fn replication_messages(data: &[u8]) {
     let mut context = ChangeContext {
         pipeline: "fuzz".into(),
         database: "fuzz".into(),
-        position: String::new(),
-        txid: None,
+        position: PostgresPosition::default(),
         commit_ts_ms: None,
     };
     while let Some((len, tail)) = rest.split_first_chunk::<2>() {
@@ -51,8 +51,10 @@ pub fn replication_messages(data: &[u8]) {
                 commit_ts_us,
                 xid,
             } => {
-                context.position = final_lsn.to_string();
-                context.txid = Some(xid.to_string());
+                context.position = PostgresPosition {
+                    lsn: final_lsn.0,
+                    txid: Some(*xid),
+                };
                 context.commit_ts_ms = Some(pgoutput::unix_ms(*commit_ts_us));
             }
             Message::Commit { commit_ts_us, .. } | Message::StreamCommit { commit_ts_us, .. } => {
@@ -64,32 +66,29 @@ pub fn replication_messages(data: &[u8]) {
                     .iter()
                     .map(|c| Column {
                         name: c.name.as_str().into(),
+                        type_oid: c.type_oid,
+                        typmod: c.type_modifier,
                         decoder: registry.get(c.type_oid),
                         identity: c.identity,
                     })
                     .collect::<Vec<_>>();
-                let key = (0..columns.len())
-                    .filter(|&i| columns[i].identity)
-                    .collect();
+                let name = (
+                    relation.schema.as_str().into(),
+                    relation.table.as_str().into(),
+                );
                 relations.insert(
                     relation.oid,
-                    Arc::new(Relation {
-                        oid: relation.oid,
-                        schema: relation.schema.as_str().into(),
-                        table: relation.table.as_str().into(),
-                        columns,
-                        key,
-                    }),
+                    Arc::new(Relation::new(relation.oid, name, columns, &[])),
                 );
             }
             _ => {}
         }
-        context.position = start.to_string();
+        context.position.lsn = start.0;
         if let Ok(events) = stream::events(&message, &context, |oid| relations.get(&oid)) {
             for event in events {
                 let mut out = Vec::new();
-                JsonFormat.encode_value(&event, &mut out);
-                JsonFormat.encode_key(&event, &mut out);
+                JsonFormat::write_value(&event, &mut out);
+                JsonFormat::write_key(&event, &mut out);
             }
         }
     }
@@ -140,8 +139,8 @@ pub fn text_value(data: &[u8]) {
             database: "fuzz".into(),
             schema: None,
             table: "t".into(),
-            position: String::new(),
-            txid: None,
+            table_schema: None,
+            position: crate::envelope::SourcePosition::Generator { seq: 0 },
             commit_ts_ms: None,
             snapshot: false,
             ttl_expired: false,
@@ -153,7 +152,7 @@ pub fn text_value(data: &[u8]) {
         key_change: None,
         ts_ms: 0,
     };
-    JsonFormat.encode_value(&event, &mut out);
+    JsonFormat::write_value(&event, &mut out);
 }
 
 /// Bytes as the server sends them on a replication connection, cut into backend messages by

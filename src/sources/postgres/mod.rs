@@ -22,6 +22,7 @@ mod array;
 #[cfg(test)]
 mod auth_tests;
 mod catalog;
+mod column_types;
 mod config;
 mod error;
 #[doc(hidden)]

@@ -4,19 +4,41 @@
 //! The event key is the table's primary key (from the catalog); without one, the replica
 //! identity index columns; with neither, it is empty (sinks then fall back to the table name).
 //! Columns sent as "unchanged TOAST" are named in `unchanged` and left out of `after`.
+//!
+//! Each relation carries its table schema for the envelope: column types from the type OIDs
+//! and modifiers ([`column_type`]), the declared type names and NOT NULL from the catalog.
+//! A Relation message (sent again after DDL) makes a new relation, so events after DDL carry
+//! the new schema.
 
 use std::sync::Arc;
 
+use super::column_types::column_type;
 use super::pgoutput::{Datum, OldRow, Tuple};
 use super::types::{decode, Decoder};
-use crate::envelope::{now_ms, ChangeEvent, ColumnName, Op, Row, SourceInfo, SourceKind, Value};
+use crate::envelope::{
+    now_ms, ChangeEvent, ColumnName, ColumnSchema, Op, PostgresPosition, Row, SourceInfo,
+    SourceKind, SourcePosition, TableSchema, Value,
+};
 
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: ColumnName,
+    pub type_oid: u32,
+    /// The type modifier (`atttypmod`): a length, a precision and scale, or -1.
+    pub typmod: i32,
     pub decoder: Decoder,
     /// Part of the replica identity (what an old-key tuple carries).
     pub identity: bool,
+}
+
+/// A column as the catalog declares it, beyond what a Relation message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredColumn {
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`: `numeric(10,2)`, `character varying(20)`.
+    pub declared_type: String,
+    pub not_null: bool,
+    pub primary_key: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +49,7 @@ pub struct Relation {
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the event key.
     pub key: Vec<usize>,
+    pub table_schema: Arc<TableSchema>,
 }
 
 /// Where and when a change happened, shared by the events of one transaction.
@@ -36,12 +59,60 @@ pub struct ChangeContext {
     pub database: Arc<str>,
     /// The transaction's commit LSN (the consistent point for snapshot rows): positions
     /// increase in commit order, so "latest position per key" is the latest state.
-    pub position: String,
-    pub txid: Option<String>,
+    pub position: PostgresPosition,
     pub commit_ts_ms: Option<i64>,
 }
 
 impl Relation {
+    /// The relation of table `schema.table` (`oid`) with `columns` as replication sends them,
+    /// completed by what the catalog `declared` of them. The key is the primary key, else the
+    /// replica identity columns unless every column is one (REPLICA IDENTITY FULL: no key).
+    pub fn new(
+        oid: u32,
+        (schema, table): (Arc<str>, Arc<str>),
+        columns: Vec<Column>,
+        declared: &[DeclaredColumn],
+    ) -> Self {
+        let declared_as = |column: &Column| declared.iter().find(|d| *d.name == *column.name);
+        let by_pk: Vec<usize> = (0..columns.len())
+            .filter(|&i| declared_as(&columns[i]).is_some_and(|d| d.primary_key))
+            .collect();
+        let key = if !by_pk.is_empty() || columns.iter().all(|c| c.identity) {
+            by_pk
+        } else {
+            (0..columns.len())
+                .filter(|&i| columns[i].identity)
+                .collect()
+        };
+        let table_schema = TableSchema {
+            columns: columns
+                .iter()
+                .enumerate()
+                .map(|(i, column)| {
+                    let declared = declared_as(column);
+                    ColumnSchema {
+                        name: column.name.clone(),
+                        source_type: declared.map_or_else(
+                            || format!("oid {}", column.type_oid).into(),
+                            |d| d.declared_type.as_str().into(),
+                        ),
+                        kind: column_type(column.type_oid, column.typmod, &column.decoder),
+                        nullable: !declared.is_some_and(|d| d.not_null),
+                        key: key.contains(&i),
+                    }
+                })
+                .collect(),
+        };
+        Relation {
+            oid,
+            schema,
+            table,
+            columns,
+            key,
+            table_schema: Arc::new(table_schema),
+        }
+    }
+
     fn row(&self, tuple: &Tuple, only_identity: bool, unchanged: &mut Vec<ColumnName>) -> Row {
         let mut row = Row::with_capacity(self.columns.len());
         for (column, datum) in self.columns.iter().zip(tuple) {
@@ -78,8 +149,8 @@ impl Relation {
             database: ctx.database.clone(),
             schema: Some(self.schema.clone()),
             table: self.table.clone(),
-            position: ctx.position.clone(),
-            txid: ctx.txid.clone(),
+            table_schema: Some(self.table_schema.clone()),
+            position: SourcePosition::Postgres(ctx.position),
             commit_ts_ms: ctx.commit_ts_ms,
             snapshot,
             ttl_expired: false,

@@ -24,6 +24,7 @@ use super::lsn::Lsn;
 use super::relation::ChangeContext;
 use super::stream::Failure;
 use super::types::TypeRegistry;
+use crate::envelope::PostgresPosition;
 use crate::source::SourceContext;
 
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -55,8 +56,10 @@ pub async fn copy_tables(
     let context = ChangeContext {
         pipeline: ctx.pipeline.clone(),
         database: database.clone(),
-        position: consistent_point.to_string(),
-        txid: None,
+        position: PostgresPosition {
+            lsn: consistent_point.0,
+            txid: None,
+        },
         commit_ts_ms: None,
     };
     for (table, oid) in tables {

@@ -33,6 +33,7 @@ use super::spool::{Entry, Spool};
 use super::types::TypeRegistry;
 use super::walsender::ReplicationConnection;
 use crate::checkpoint::{Checkpoints, Position};
+use crate::envelope::PostgresPosition;
 use crate::source::{Mark, SourceContext, Stopped};
 
 /// Prefix of the heartbeat messages this source emits.
@@ -394,8 +395,10 @@ impl<'a> Streamer<'a> {
         ChangeContext {
             pipeline: ctx.pipeline.clone(),
             database: self.database.clone(),
-            position: commit_lsn.to_string(),
-            txid: Some(xid.to_string()),
+            position: PostgresPosition {
+                lsn: commit_lsn.0,
+                txid: Some(xid),
+            },
             commit_ts_ms: Some(pgoutput::unix_ms(commit_ts_us)),
         }
     }
@@ -409,18 +412,14 @@ impl<'a> Streamer<'a> {
             .map(|c| Column {
                 decoder: self.types.get(c.type_oid),
                 name: Arc::from(c.name),
+                type_oid: c.type_oid,
+                typmod: c.type_modifier,
                 identity: c.identity,
             })
             .collect();
-        let mut relation = Relation {
-            oid: def.oid,
-            schema: def.schema.into(),
-            table: def.table.into(),
-            columns,
-            key: Vec::new(),
-        };
-        relation.key = catalog::key_columns(self.sql, &relation).await?;
-        Ok(relation)
+        let declared = catalog::declared_columns(self.sql, def.oid).await?;
+        let name = (def.schema.into(), def.table.into());
+        Ok(Relation::new(def.oid, name, columns, &declared))
     }
 
     /// Emits a checkpoint mark at `lsn`, unless one at or after it was emitted already
