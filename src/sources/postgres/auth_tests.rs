@@ -70,7 +70,8 @@ async fn serve(listener: TcpListener, impostor: Impostor) -> Vec<u8> {
             let (tag, first) = read_message(&mut stream).await.unwrap();
             tags.push(tag);
             let text = String::from_utf8_lossy(&first).into_owned();
-            let nonce = text.split("r=").nth(1).unwrap().to_owned();
+            // The client's nonce follows ",r=" and holds no comma, but may itself hold "r=".
+            let nonce = text.split_once(",r=").unwrap().1.to_owned();
             let server_first = format!("r={nonce}impostor,s=c2FsdA==,i=4096");
             stream
                 .write_all(&auth(11, server_first.as_bytes()))
