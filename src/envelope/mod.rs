@@ -112,6 +112,11 @@ impl Row {
             .map(|(_, v)| v)
     }
 
+    /// The column at `index` and its value.
+    pub fn entry(&self, index: usize) -> Option<(&ColumnName, &Value)> {
+        self.0.get(index).map(|(name, value)| (name, value))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&ColumnName, &Value)> {
         self.0.iter().map(|(name, value)| (name, value))
     }

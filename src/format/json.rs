@@ -61,6 +61,11 @@ impl Format for JsonFormat {
     }
 }
 
+/// One value as the JSON format writes it (for formats that carry a value as JSON text).
+pub(crate) fn value_json_text(value: &Value) -> String {
+    serde_json::to_string(&ValueJson(value)).expect("writing JSON to memory cannot fail")
+}
+
 fn write(out: &mut Vec<u8>, value: &impl Serialize) {
     serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
 }

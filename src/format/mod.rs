@@ -10,6 +10,7 @@
 //! error naming the table and the position of the event, so the pipeline stops on that record
 //! instead of writing something else in its place.
 
+mod debezium;
 mod json;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Deserializer};
 use crate::envelope::ChangeEvent;
 use crate::error::{ConnectorError, Disposition};
 
+pub use debezium::{DebeziumFormat, DebeziumOptions, DecimalHandling, UnavailableValues};
 pub use json::JsonFormat;
 
 /// The `format` setting of a sink: a format's name, with every option at its default
@@ -30,6 +32,8 @@ pub enum FormatSpec {
     /// cdc-bridge's own JSON envelope (see the README). It has no options.
     #[default]
     Json,
+    /// Debezium's envelope, as Kafka Connect's JSON converter writes it.
+    Debezium(DebeziumOptions),
 }
 
 impl FormatSpec {
@@ -37,6 +41,7 @@ impl FormatSpec {
     pub fn name(&self) -> &'static str {
         match self {
             FormatSpec::Json => "json",
+            FormatSpec::Debezium(_) => "debezium",
         }
     }
 }
@@ -46,12 +51,29 @@ impl FormatSpec {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum FormatTable {
     Json {},
+    Debezium {
+        #[serde(default)]
+        schemas: bool,
+        #[serde(default)]
+        decimal_handling: DecimalHandling,
+        #[serde(default)]
+        unavailable_values: UnavailableValues,
+    },
 }
 
 impl From<FormatTable> for FormatSpec {
     fn from(table: FormatTable) -> Self {
         match table {
             FormatTable::Json {} => FormatSpec::Json,
+            FormatTable::Debezium {
+                schemas,
+                decimal_handling,
+                unavailable_values,
+            } => FormatSpec::Debezium(DebeziumOptions {
+                schemas,
+                decimal_handling,
+                unavailable_values,
+            }),
         }
     }
 }
@@ -64,7 +86,7 @@ impl<'de> Deserialize<'de> for FormatSpec {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a format name (\"json\") or a table with `kind` and the format's options",
+                    "a format name (\"json\", \"debezium\") or a table with `kind` and the format's options",
                 )
             }
 
@@ -129,12 +151,19 @@ pub trait Format: Send + Sync {
     /// destinations where rows of several tables share one key space (a Kafka topic written
     /// by more than one table).
     fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+
+    /// Whether the record of `event` has no key at all (Kafka's null key) rather than an
+    /// encoded one: Debezium's records of rows without a primary key, and of truncates.
+    fn null_key(&self, _event: &ChangeEvent) -> bool {
+        false
+    }
 }
 
 /// The format a sink's `format` setting names, with its options.
 pub fn format_for(spec: &FormatSpec) -> Box<dyn Format> {
     match spec {
         FormatSpec::Json => Box::new(JsonFormat),
+        FormatSpec::Debezium(options) => Box::new(DebeziumFormat::new(*options)),
     }
 }
 
@@ -160,6 +189,19 @@ mod tests {
         assert_eq!(parse(""), Ok(FormatSpec::Json), "json by default");
         assert_eq!(parse(r#"format = "json""#), Ok(FormatSpec::Json));
         assert_eq!(parse(r#"format = { kind = "json" }"#), Ok(FormatSpec::Json));
+        let defaults = FormatSpec::Debezium(DebeziumOptions::default());
+        assert_eq!(parse(r#"format = "debezium""#), Ok(defaults.clone()));
+        assert_eq!(parse(r#"format = { kind = "debezium" }"#), Ok(defaults));
+        assert_eq!(
+            parse(
+                r#"format = { kind = "debezium", schemas = true, decimal_handling = "string", unavailable_values = "omit" }"#
+            ),
+            Ok(FormatSpec::Debezium(DebeziumOptions {
+                schemas: true,
+                decimal_handling: DecimalHandling::String,
+                unavailable_values: UnavailableValues::Omit,
+            }))
+        );
     }
 
     #[test]
@@ -175,6 +217,12 @@ mod tests {
         assert!(option.contains("unknown field `pretty`"), "{option}");
         let no_kind = parse(r#"format = { schemas = true }"#).unwrap_err();
         assert!(no_kind.contains("missing field `kind`"), "{no_kind}");
+        let mode =
+            parse(r#"format = { kind = "debezium", decimal_handling = "exact" }"#).unwrap_err();
+        assert!(
+            mode.contains("unknown variant `exact`") && mode.contains("`precise`"),
+            "{mode}"
+        );
         let number = parse("format = 3").unwrap_err();
         assert!(number.contains("a format name"), "{number}");
     }

@@ -42,8 +42,9 @@ const HEADER_FRAMING: usize = 8;
 pub struct Held {
     pub topic: Arc<str>,
     pub partition: i32,
-    /// Slices of the batch's buffer ([`super::records`]).
-    pub key: Bytes,
+    /// Slices of the batch's buffer ([`super::records`]); no key for a record the format
+    /// gives none.
+    pub key: Option<Bytes>,
     /// `None` for a tombstone.
     pub value: Option<Bytes>,
     pub headers: Option<OwnedHeaders>,
@@ -55,7 +56,7 @@ pub struct Held {
 
 impl Held {
     fn size(&self) -> usize {
-        self.key.len()
+        self.key.as_ref().map_or(0, Bytes::len)
             + self.value.as_ref().map_or(0, Bytes::len)
             + self.header_bytes
             + RECORD_FRAMING
@@ -289,9 +290,11 @@ fn enqueue(
         return Err(KafkaError::Canceled);
     };
     let headers = held.headers.take();
-    let mut record = BaseRecord::with_opaque_to(&held.topic, sent.clone())
-        .partition(held.partition)
-        .key(&held.key[..]);
+    let mut record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&held.topic, sent.clone())
+        .partition(held.partition);
+    if let Some(key) = &held.key {
+        record = record.key(&key[..]);
+    }
     if let Some(value) = &held.value {
         record = record.payload(&value[..]);
     }
@@ -329,7 +332,7 @@ mod tests {
         Held {
             topic: "t".into(),
             partition,
-            key: Bytes::copy_from_slice(key.as_bytes()),
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: Some(Bytes::from(vec![0; 36])),
             headers: None,
             header_bytes: 0,
@@ -352,7 +355,7 @@ mod tests {
                     self.refuse -= 1;
                     return Err(KafkaError::Canceled);
                 }
-                let key = String::from_utf8(held.key.to_vec()).unwrap();
+                let key = String::from_utf8(held.key.as_deref().unwrap().to_vec()).unwrap();
                 self.sent.push((held.partition, key, sent.clone()));
                 Ok(())
             }

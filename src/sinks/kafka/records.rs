@@ -26,7 +26,8 @@ use crate::format::{EncodeError, Format};
 struct Noted {
     topic: Arc<str>,
     partition: i32,
-    key: Range<usize>,
+    /// `None` for a record without a key.
+    key: Option<Range<usize>>,
     /// `None` for a tombstone.
     value: Option<Range<usize>>,
     headers: Option<OwnedHeaders>,
@@ -42,8 +43,11 @@ pub struct Encoder {
 /// Where the key and the value of the record being encoded are in the buffer.
 #[derive(Debug)]
 pub struct Encoded {
+    /// Empty when the format gives the record no key (`null_key`).
     pub key: Range<usize>,
     pub value: Range<usize>,
+    /// The record has no key at all (Kafka's null key), not an empty one.
+    pub null_key: bool,
 }
 
 impl Encoder {
@@ -65,7 +69,10 @@ impl Encoder {
         table_in_key: bool,
     ) -> Result<Encoded, EncodeError> {
         let start = self.buffer.len();
-        let key = if table_in_key {
+        let null_key = format.null_key(event);
+        let key = if null_key {
+            Ok(())
+        } else if table_in_key {
             format.encode_table_key(event, &mut self.buffer)
         } else {
             format.encode_key(event, &mut self.buffer)
@@ -79,6 +86,7 @@ impl Encoder {
         Ok(Encoded {
             key: start..key_end,
             value: key_end..self.buffer.len(),
+            null_key,
         })
     }
 
@@ -105,7 +113,7 @@ impl Encoder {
         self.noted.push(Noted {
             topic,
             partition,
-            key: encoded.key,
+            key: (!encoded.null_key).then_some(encoded.key),
             value: Some(encoded.value),
             headers: Some(headers),
             header_bytes,
@@ -139,7 +147,7 @@ impl Encoder {
                 Held {
                     topic: noted.topic,
                     partition: noted.partition,
-                    key: buffer.slice(noted.key),
+                    key: noted.key.map(|key| buffer.slice(key)),
                     value: noted.value.map(|value| buffer.slice(value)),
                     headers: noted.headers,
                     header_bytes: noted.header_bytes,
@@ -266,7 +274,12 @@ mod tests {
             .iter()
             .map(|h| {
                 let headers = h.headers.as_ref().map_or(0, |h| h.count());
-                (h.partition, &h.key[..], h.value.as_deref(), headers)
+                (
+                    h.partition,
+                    h.key.as_deref().unwrap(),
+                    h.value.as_deref(),
+                    headers,
+                )
             })
             .collect();
         assert_eq!(
