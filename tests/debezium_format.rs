@@ -7,15 +7,33 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::kafka::{brokers, consume, Record};
+use support::kafka::{brokers, consume_all, Record};
 use support::pg::PgFixture;
-use support::terminate;
+use support::{terminate, wait_until};
 
 fn kafka_sink(extra: &str) -> String {
     format!(
-        "[pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ncreate_topics = true\n{extra}\n",
+        "[pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ncreate_topics = true\ntopic_partitions = 1\n{extra}\n",
         brokers()
     )
+}
+
+/// Every record of `topic` (one partition), once it holds at least `count`.
+fn consume(topic: &str, count: usize) -> Vec<Record> {
+    let mut records = Vec::new();
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{count} records in {topic}"),
+        || {
+            records = consume_all(&brokers(), topic, Duration::from_secs(10));
+            let done = records.len() >= count;
+            if !done {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            done
+        },
+    );
+    records
 }
 
 /// The op of a record's payload; `None` for a tombstone.
@@ -57,7 +75,7 @@ async fn postgres_changes_reach_kafka_as_debezium_envelopes_with_schemas() {
     let mut bridge = fx.spawn(&config);
 
     let orders = format!("{name}.{name}.orders");
-    let snapshot = consume(&brokers(), &orders, 1, Duration::from_secs(60));
+    let snapshot = consume(&orders, 1);
     assert_eq!(
         snapshot.len(),
         1,
@@ -75,13 +93,8 @@ async fn postgres_changes_reach_kafka_as_debezium_envelopes_with_schemas() {
         ))
         .await
         .unwrap();
-    let records = consume(&brokers(), &orders, 9, Duration::from_secs(60));
-    let log = consume(
-        &brokers(),
-        &format!("{name}.{name}.log"),
-        1,
-        Duration::from_secs(60),
-    );
+    let records = consume(&orders, 9);
+    let log = consume(&format!("{name}.{name}.log"), 1);
     terminate(&bridge);
     bridge.wait().unwrap();
 
@@ -233,7 +246,7 @@ async fn mariadb_changes_reach_kafka_as_debezium_envelopes() {
     )
     .await;
     let topic = format!("{table}.app.{table}");
-    let records = consume(&brokers(), &topic, 4, Duration::from_secs(60));
+    let records = consume(&topic, 4);
     terminate(&bridge);
     bridge.wait().unwrap();
     let ops: Vec<Option<String>> = records.iter().map(|r| op(r, false)).collect();
