@@ -11,6 +11,7 @@
 //! instead of writing something else in its place.
 
 mod debezium;
+mod dms;
 mod json;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::envelope::ChangeEvent;
 use crate::error::{ConnectorError, Disposition};
 
 pub use debezium::{DebeziumFormat, DebeziumOptions, DecimalHandling, UnavailableValues};
+pub use dms::{BeforeImage, DmsFormat, DmsOptions, PartitionKeyType};
 pub use json::JsonFormat;
 
 /// The `format` setting of a sink: a format's name, with every option at its default
@@ -34,6 +36,8 @@ pub enum FormatSpec {
     Json,
     /// Debezium's envelope, as Kafka Connect's JSON converter writes it.
     Debezium(DebeziumOptions),
+    /// AWS DMS's record for Kinesis and Kafka targets.
+    Dms(DmsOptions),
 }
 
 impl FormatSpec {
@@ -42,6 +46,7 @@ impl FormatSpec {
         match self {
             FormatSpec::Json => "json",
             FormatSpec::Debezium(_) => "debezium",
+            FormatSpec::Dms(_) => "dms",
         }
     }
 }
@@ -59,6 +64,21 @@ enum FormatTable {
         #[serde(default)]
         unavailable_values: UnavailableValues,
     },
+    Dms {
+        #[serde(default)]
+        partition_key_type: PartitionKeyType,
+        #[serde(default)]
+        partition_include_schema_table: bool,
+        #[serde(default)]
+        include_partition_value: bool,
+        #[serde(default)]
+        include_transaction_details: bool,
+        #[serde(default)]
+        before_image: BeforeImage,
+        before_image_field: Option<String>,
+        #[serde(default)]
+        no_hex_prefix: bool,
+    },
 }
 
 impl From<FormatTable> for FormatSpec {
@@ -74,6 +94,24 @@ impl From<FormatTable> for FormatSpec {
                 decimal_handling,
                 unavailable_values,
             }),
+            FormatTable::Dms {
+                partition_key_type,
+                partition_include_schema_table,
+                include_partition_value,
+                include_transaction_details,
+                before_image,
+                before_image_field,
+                no_hex_prefix,
+            } => FormatSpec::Dms(DmsOptions {
+                partition_key_type,
+                partition_include_schema_table,
+                include_partition_value,
+                include_transaction_details,
+                before_image,
+                before_image_field: before_image_field
+                    .unwrap_or_else(|| DmsOptions::default().before_image_field),
+                no_hex_prefix,
+            }),
         }
     }
 }
@@ -86,7 +124,7 @@ impl<'de> Deserialize<'de> for FormatSpec {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a format name (\"json\", \"debezium\") or a table with `kind` and the format's options",
+                    "a format name (\"json\", \"debezium\", \"dms\") or a table with `kind` and the format's options",
                 )
             }
 
@@ -164,6 +202,7 @@ pub fn format_for(spec: &FormatSpec) -> Box<dyn Format> {
     match spec {
         FormatSpec::Json => Box::new(JsonFormat),
         FormatSpec::Debezium(options) => Box::new(DebeziumFormat::new(*options)),
+        FormatSpec::Dms(options) => Box::new(DmsFormat::new(options.clone())),
     }
 }
 
@@ -200,6 +239,21 @@ mod tests {
                 schemas: true,
                 decimal_handling: DecimalHandling::String,
                 unavailable_values: UnavailableValues::Omit,
+            }))
+        );
+        assert_eq!(
+            parse(r#"format = "dms""#),
+            Ok(FormatSpec::Dms(DmsOptions::default()))
+        );
+        assert_eq!(
+            parse(
+                r#"format = { kind = "dms", partition_key_type = "schema-table", before_image = "pk-only", before_image_field = "BI" }"#
+            ),
+            Ok(FormatSpec::Dms(DmsOptions {
+                partition_key_type: PartitionKeyType::SchemaTable,
+                before_image: BeforeImage::PkOnly,
+                before_image_field: "BI".to_owned(),
+                ..DmsOptions::default()
             }))
         );
     }
