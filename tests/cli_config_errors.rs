@@ -72,7 +72,11 @@ fn unknown_format_or_format_option() {
     };
     run_with(
         &with_format("\"protobuf\""),
-        "pipeline[0].sink.format: unknown variant `protobuf`, expected `json`",
+        "pipeline[0].sink.format: unknown variant `protobuf`, expected one of `json`, `debezium`, `dms`",
+    );
+    run_with(
+        &with_format("{ kind = \"debezium\", decimal_handling = \"exact\" }"),
+        "unknown variant `exact`, expected one of `precise`, `double`, `string`",
     );
     run_with(
         &with_format("{ kind = \"json\", pretty = true }"),
