@@ -26,7 +26,7 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
         &mut admin,
         "SET GLOBAL binlog_row_metadata = 'NO_LOG'; DROP TABLE IF EXISTS f; \
          CREATE TABLE f (id INT UNSIGNED PRIMARY KEY, big BIGINT UNSIGNED, e ENUM('a','b'), \
-         s SET('x','y'), b VARBINARY(4), t VARCHAR(10) CHARACTER SET utf8mb4)",
+         s SET('x','y'), b VARBINARY(4), t VARCHAR(10) CHARACTER SET utf8mb4, j JSON, lt LONGTEXT)",
     )
     .await;
     let ws = Workspace::new();
@@ -52,7 +52,7 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
     };
     sql(
         &mut admin,
-        "INSERT INTO f VALUES (4294967295, 18446744073709551615, 'b', 'x,y', x'00ff', 'hé')",
+        "INSERT INTO f VALUES (4294967295, 18446744073709551615, 'b', 'x,y', x'00ff', 'hé', '{\"k\": [1]}', '[2]')",
     )
     .await;
     // Read before the next change (a column change ahead of the stream is the case refused
@@ -71,7 +71,9 @@ async fn shapes_come_from_information_schema_when_the_binlog_has_no_names() {
     let events = read_records(&ws.path("out.jsonl"));
     assert_eq!(
         events[0]["after"],
-        json!({"id": 4294967295u64, "big": 18446744073709551615u64, "e": "b", "s": "x,y", "b": "AP8=", "t": "hé"})
+        json!({"id": 4294967295u64, "big": 18446744073709551615u64, "e": "b", "s": "x,y", "b": "AP8=", "t": "hé",
+               "j": {"k": [1]}, "lt": "[2]"}),
+        "MariaDB's JSON (a checked LONGTEXT) is a document, a plain LONGTEXT text"
     );
     assert_eq!(events[0]["key"], json!({"id": 4294967295u64}));
     assert_eq!(

@@ -29,6 +29,8 @@ pub struct Catalog {
     config: MysqlConfig,
     conn: Option<Conn>,
     tables: HashMap<(String, String), Entry>,
+    /// MariaDB JSON columns of tables whose shape came from the binlog's own metadata.
+    json: HashMap<(String, String), Vec<String>>,
     decoders: HashMap<u64, Arc<TableRows>>,
 }
 
@@ -42,6 +44,7 @@ impl Catalog {
             config: config.clone(),
             conn: None,
             tables: HashMap::new(),
+            json: HashMap::new(),
             decoders: HashMap::new(),
         }
     }
@@ -78,15 +81,25 @@ impl Catalog {
         &mut self,
         tme: &TableMapEvent<'_>,
     ) -> Result<Result<TableShape, String>, MysqlError> {
-        match shape::shape(tme) {
-            Ok(Some(shape)) => return Ok(Ok(shape)),
-            Ok(None) => {}
-            Err(reason) => return Ok(Err(reason)),
-        }
         let name = (
             tme.database_name().into_owned(),
             tme.table_name().into_owned(),
         );
+        match shape::shape(tme) {
+            Ok(Some(mut shape)) => {
+                // The binlog's metadata does not say which text columns are MariaDB JSON.
+                if shape.may_hold_json() {
+                    if !self.json.contains_key(&name) {
+                        let columns = json_columns(self.conn().await?, &name.0, &name.1).await?;
+                        self.json.insert(name.clone(), columns);
+                    }
+                    shape.mark_json(&self.json[&name]);
+                }
+                return Ok(Ok(shape));
+            }
+            Ok(None) => {}
+            Err(reason) => return Ok(Err(reason)),
+        }
         if !self.tables.contains_key(&name) {
             let entry = self.read(&name.0, &name.1).await?;
             self.tables.insert(name.clone(), entry);
@@ -98,15 +111,19 @@ impl Catalog {
     /// A schema change went by: read every table again when next needed.
     pub fn forget(&mut self) {
         self.tables.clear();
+        self.json.clear();
         self.decoders.clear();
     }
 
-    async fn read(&mut self, database: &str, table: &str) -> Result<Entry, MysqlError> {
+    async fn conn(&mut self) -> Result<&mut Conn, MysqlError> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.config).await?);
         }
-        let conn = self.conn.as_mut().expect("connected above");
-        let entry = columns_of(conn, database, table).await?;
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    async fn read(&mut self, database: &str, table: &str) -> Result<Entry, MysqlError> {
+        let entry = columns_of(self.conn().await?, database, table).await?;
         tracing::debug!(table = %format!("{database}.{table}"), columns = entry.0.len(), "shape read from information_schema");
         Ok(entry)
     }
@@ -133,12 +150,18 @@ pub async fn columns_of(conn: &mut Conn, database: &str, table: &str) -> Result<
         )
         .await
         .map_err(sql("reading a table's primary key from information_schema"))?;
-    let columns: Vec<CatalogColumn> = rows
+    let mut columns: Vec<CatalogColumn> = rows
         .into_iter()
         .map(|(name, column_type, charset, data_type, _)| {
             catalog_column(name, &column_type, charset, &data_type)
         })
         .collect();
+    if columns.iter().any(|c| c.json) {
+        let json = json_columns(conn, database, table).await?;
+        for column in &mut columns {
+            column.json = json.contains(&column.name);
+        }
+    }
     let key = key_names
         .iter()
         .filter_map(|k| columns.iter().position(|c| &c.name == k))
@@ -173,7 +196,46 @@ fn catalog_column(
         } else {
             Vec::new()
         },
+        // Only a LONGTEXT may be MariaDB's JSON: asked of the check constraints next.
+        json: data_type.eq_ignore_ascii_case("longtext"),
     }
+}
+
+/// The columns of `database.table` that a `json_valid(column)` check constrains: MariaDB's
+/// JSON columns (a LONGTEXT alias). MySQL's JSON is a type of its own and has none. Works on
+/// both: CHECK_CONSTRAINTS names no table on MySQL, so the table's constraints are found
+/// through TABLE_CONSTRAINTS.
+pub async fn json_columns(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<Vec<String>, MysqlError> {
+    let clauses: Vec<String> = conn
+        .exec(
+            "SELECT cc.CHECK_CLAUSE FROM information_schema.TABLE_CONSTRAINTS tc \
+             JOIN information_schema.CHECK_CONSTRAINTS cc \
+               ON cc.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA AND cc.CONSTRAINT_NAME = tc.CONSTRAINT_NAME \
+             WHERE tc.CONSTRAINT_TYPE = 'CHECK' AND tc.TABLE_SCHEMA = ? AND tc.TABLE_NAME = ?",
+            (database, table),
+        )
+        .await
+        .map_err(sql("reading a table's check constraints from information_schema"))?;
+    Ok(clauses
+        .iter()
+        .filter_map(|c| json_valid_column(c))
+        .collect())
+}
+
+/// The column of a check clause that is exactly `json_valid(`column`)`.
+fn json_valid_column(clause: &str) -> Option<String> {
+    let quoted = clause
+        .trim()
+        .strip_prefix("json_valid(`")?
+        .strip_suffix("`)")?;
+    if quoted.replace("``", "").contains('`') {
+        return None;
+    }
+    Some(quoted.replace("``", "`"))
 }
 
 /// The quoted labels of `enum('a','b''c')` or `set(...)`: `a`, `b'c`.
@@ -230,5 +292,23 @@ mod tests {
         assert_eq!(c.labels, ["small", "it's", "a,b"]);
         let c = catalog_column("s".into(), "set('x','y')", Some("utf8mb4".into()), "set");
         assert_eq!(c.labels, ["x", "y"]);
+    }
+
+    #[test]
+    fn only_a_json_valid_check_of_one_column_marks_it_json() {
+        assert_eq!(
+            json_valid_column("json_valid(`doc`)").as_deref(),
+            Some("doc")
+        );
+        assert_eq!(
+            json_valid_column("json_valid(`a``b`)").as_deref(),
+            Some("a`b")
+        );
+        assert_eq!(json_valid_column("json_valid(`a`) and `b` > 0"), None);
+        assert_eq!(json_valid_column("`a` > 0"), None);
+        assert_eq!(
+            json_valid_column("json_valid(`a`) or json_valid(`b`)"),
+            None
+        );
     }
 }

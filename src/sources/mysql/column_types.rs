@@ -35,6 +35,9 @@ pub fn column_schema(column: &ColumnShape, declared: Declared, key: bool) -> Col
 }
 
 fn type_of(column: &ColumnShape, declared: Declared) -> (String, ColumnType) {
+    if column.json {
+        return ("json".into(), ColumnType::Json);
+    }
     let int = |name: &str, bits| {
         let unsigned = column.unsigned;
         let name = if unsigned {
@@ -148,6 +151,7 @@ mod tests {
             decimals,
             text: TextEncoding::Utf8,
             fixed_width: None,
+            json: false,
         }
     }
 

@@ -135,6 +135,8 @@ fn catalog(tme: &TableMapEvent<'_>) -> Vec<CatalogColumn> {
                 } else {
                     Vec::new()
                 },
+                // Text in a BLOB-typed column is also tried as a document.
+                json: i % 7 == 6,
             }
         })
         .collect()

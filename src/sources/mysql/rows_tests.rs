@@ -129,6 +129,7 @@ fn decoder(cols: &[Col], map: &Event) -> TableRows {
             binary: c.binary,
             latin1: c.latin1,
             labels: c.labels.clone(),
+            json: false,
         })
         .collect();
     let shape = shape::shape_from_catalog(&tme, &catalog, &[0]).expect("a shape");

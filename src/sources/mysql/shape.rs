@@ -29,6 +29,9 @@ pub struct ColumnShape {
     pub text: TextEncoding,
     /// BINARY(n): n. The binlog leaves out trailing zero bytes; they are put back.
     pub fixed_width: Option<usize>,
+    /// MariaDB's JSON: a LONGTEXT constrained by a `json_valid` check, whose values are
+    /// JSON documents (MySQL's JSON has a type of its own).
+    pub json: bool,
 }
 
 /// The character sets text is decoded from. Others stay bytes (base64 in JSON).
@@ -78,6 +81,35 @@ pub struct TableShape {
     pub schema: Arc<TableSchema>,
 }
 
+impl TableShape {
+    /// Whether a column could be MariaDB's JSON (a text BLOB): only then is it worth asking
+    /// the catalog.
+    pub fn may_hold_json(&self) -> bool {
+        self.columns.iter().any(could_be_json)
+    }
+
+    /// Marks `json_columns` (names) as MariaDB JSON, in the columns and the table schema.
+    pub fn mark_json(&mut self, json_columns: &[String]) {
+        let mut schema = (*self.schema).clone();
+        let mut marked = false;
+        for (column, declared) in self.columns.iter_mut().zip(&mut schema.columns) {
+            if could_be_json(column) && json_columns.iter().any(|j| **j == *column.name) {
+                column.json = true;
+                declared.kind = crate::envelope::ColumnType::Json;
+                declared.source_type = "json".into();
+                marked = true;
+            }
+        }
+        if marked {
+            self.schema = Arc::new(schema);
+        }
+    }
+}
+
+fn could_be_json(column: &ColumnShape) -> bool {
+    column.kind == ColumnType::MYSQL_TYPE_BLOB && !column.binary
+}
+
 /// The envelope schema of `columns` as `tme` declares them: NULL-ability from its NULL
 /// bitmap, DECIMAL precision and scale and BIT lengths from its column metadata.
 fn table_schema(tme: &TableMapEvent<'_>, columns: &[ColumnShape], key: &[usize]) -> TableSchema {
@@ -117,6 +149,8 @@ pub struct CatalogColumn {
     pub binary: bool,
     pub latin1: bool,
     pub labels: Vec<String>,
+    /// A `json_valid` check constrains it (MariaDB's JSON).
+    pub json: bool,
 }
 
 /// The binlog types of `tme`'s columns. Each column's metadata must be as long as MySQL
@@ -241,6 +275,7 @@ pub fn shape_from_catalog(
                 TextEncoding::Utf8
             },
             fixed_width: fixed_width(tme, i, *kind, column.binary),
+            json: column.json,
         });
     }
     Ok(TableShape {
@@ -352,6 +387,7 @@ pub fn shape(tme: &TableMapEvent<'_>) -> Result<Option<TableShape>, String> {
             decimals: decimals(tme, i, kinds[i]),
             text: encoding_of(charsets[i]),
             fixed_width: fixed_width(tme, i, kinds[i], charsets[i] == Some(BINARY_CHARSET)),
+            json: false,
         })
         .collect();
     Ok(Some(TableShape {

@@ -148,8 +148,10 @@ async fn copy_table(
             } else {
                 c.column_type()
             };
+            let name = c.name_str();
             ColumnShape {
-                name: c.name_str().as_ref().into(),
+                json: catalog.iter().any(|cc| cc.json && *cc.name == *name),
+                name: name.as_ref().into(),
                 kind,
                 unsigned: flags.contains(ColumnFlags::UNSIGNED_FLAG),
                 binary: c.character_set() == 63,

@@ -179,6 +179,12 @@ pub(super) fn bytes(column: &ColumnShape, mut b: Vec<u8>) -> Value {
         return Value::Text(windows_1252(&b));
     }
     match String::from_utf8(b) {
+        // MariaDB's JSON: a document, embedded like MySQL's and Postgres's (the check keeps
+        // it valid; text that is not JSON after all stays text).
+        Ok(text) if column.json => match Json::parse(&text) {
+            Ok(doc) => Value::Json(doc),
+            Err(_) => Value::Text(text),
+        },
         Ok(text) => Value::Text(text),
         // A character set not decoded here: its bytes, as they are.
         Err(e) => Value::Bytes(e.into_bytes()),
@@ -387,6 +393,35 @@ mod tests {
         assert!(geometry(&[1, 2]).is_err());
     }
 
+    #[test]
+    fn text_of_a_mariadb_json_column_is_a_document_and_other_text_stays_text() {
+        let mut column = ColumnShape {
+            name: "doc".into(),
+            kind: ColumnType::MYSQL_TYPE_BLOB,
+            unsigned: false,
+            binary: false,
+            labels: Vec::new(),
+            decimals: 0,
+            text: TextEncoding::Utf8,
+            fixed_width: None,
+            json: true,
+        };
+        let doc = bytes(
+            &column,
+            br#"{"n": 123456789012345678901234567890}"#.to_vec(),
+        );
+        assert_eq!(
+            doc,
+            Value::Json(Json::parse(r#"{"n": 123456789012345678901234567890}"#).unwrap())
+        );
+        assert_eq!(
+            bytes(&column, b"not json".to_vec()),
+            Value::Text("not json".into())
+        );
+        column.json = false;
+        assert_eq!(bytes(&column, b"[1]".to_vec()), Value::Text("[1]".into()));
+    }
+
     /// TIMESTAMP text that is not ASCII (the server never sends it; a corrupt event might) is
     /// an error, not a panic on a cut inside a character.
     #[test]
@@ -400,6 +435,7 @@ mod tests {
             decimals: 6,
             text: TextEncoding::Utf8,
             fixed_width: None,
+            json: false,
         };
         let timestamp = |bytes: &[u8]| {
             value(
