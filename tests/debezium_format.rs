@@ -193,6 +193,9 @@ async fn postgres_changes_reach_kafka_as_debezium_envelopes_with_schemas() {
     // The key change: the old key deleted, then the row under its new key.
     assert_eq!(key(5)["payload"], json!({"id": 1}));
     assert_eq!(key(7)["payload"], json!({"id": 3}));
+    assert_eq!(records[5].header("__debezium.newkey"), Some(r#"{"id":3}"#));
+    assert_eq!(records[7].header("__debezium.oldkey"), Some(r#"{"id":1}"#));
+    assert_eq!(records[1].header("__debezium.oldkey"), None);
     assert_eq!(
         records[7].value.as_ref().unwrap()["payload"]["after"]["note"],
         "first"

@@ -195,6 +195,13 @@ pub trait Format: Send + Sync {
     fn null_key(&self, _event: &ChangeEvent) -> bool {
         false
     }
+
+    /// Record headers this format adds for `event` where the destination has headers (Kafka),
+    /// beside cdc-bridge's own: Debezium's `__debezium.oldkey` / `__debezium.newkey` on the two
+    /// events of a key change.
+    fn headers(&self, _event: &ChangeEvent) -> Result<Vec<(&'static str, String)>, EncodeError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The format a sink's `format` setting names, with its options.

@@ -30,7 +30,7 @@ mod tests;
 use serde::Deserialize;
 
 use super::{EncodeError, Format};
-use crate::envelope::ChangeEvent;
+use crate::envelope::{ChangeEvent, KeyChange};
 use table::{KeyPayload, Tables, ValuePayload};
 
 /// The name errors and settings give this format.
@@ -154,5 +154,28 @@ impl Format for DebeziumFormat {
 
     fn null_key(&self, event: &ChangeEvent) -> bool {
         event.key.is_empty()
+    }
+
+    /// On the delete a key change begins with, `__debezium.newkey` (the key the row moved to);
+    /// on the insert that follows, `__debezium.oldkey`: the key struct's JSON, as Kafka
+    /// Connect's default header converter writes it.
+    fn headers(&self, event: &ChangeEvent) -> Result<Vec<(&'static str, String)>, EncodeError> {
+        let (name, key) = match &event.key_change {
+            Some(KeyChange::NewKey(key)) => ("__debezium.newkey", key),
+            Some(KeyChange::OldKey(key)) => ("__debezium.oldkey", key),
+            None => return Ok(Vec::new()),
+        };
+        let mut other = event.clone();
+        other.key = key.clone();
+        other.key_change = None;
+        let table = self.tables.of(&other, &self.options);
+        let payload = KeyPayload {
+            event: &other,
+            table: &table,
+            with_table: false,
+        };
+        let json = serde_json::to_string(&payload)
+            .map_err(|e| EncodeError::new(NAME, event, e.to_string()))?;
+        Ok(vec![(name, json)])
     }
 }

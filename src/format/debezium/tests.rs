@@ -626,3 +626,26 @@ fn a_table_whose_schema_changes_gets_the_new_schema() {
     assert_eq!((count(&before_ddl), count(&value)), (6, 7));
     assert_eq!(value["payload"]["after"]["extra"], Json::Null);
 }
+
+#[test]
+fn the_two_events_of_a_key_change_name_the_other_key_in_debeziums_headers() {
+    use crate::envelope::KeyChange;
+    let update = postgres_event(Op::Update, Some(full_row()), Some(full_row()));
+    let mut delete = update.clone();
+    delete.op = Op::Delete;
+    delete.key_change = Some(KeyChange::NewKey(row(&[("id", Value::Int(43))])));
+    let mut insert = update.clone();
+    insert.op = Op::Insert;
+    insert.key = row(&[("id", Value::Int(43))]);
+    insert.key_change = Some(KeyChange::OldKey(row(&[("id", Value::Int(42))])));
+    let format = plain();
+    assert_eq!(
+        format.headers(&delete).unwrap(),
+        [("__debezium.newkey", r#"{"id":43}"#.to_owned())]
+    );
+    assert_eq!(
+        format.headers(&insert).unwrap(),
+        [("__debezium.oldkey", r#"{"id":42}"#.to_owned())]
+    );
+    assert!(format.headers(&update).unwrap().is_empty());
+}

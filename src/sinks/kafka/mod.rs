@@ -443,11 +443,22 @@ impl Sink for KafkaSink {
             }
             position.clear();
             write!(position, "{}", event.source.position).expect("writing to a String");
-            let headers = gate::headers(&[
-                ("op", event.op.as_str()),
-                ("table", tables.of(event)),
-                ("position", &position),
-            ]);
+            let extra = self.format.headers(event)?;
+            let headers = if extra.is_empty() {
+                gate::headers(&[
+                    ("op", event.op.as_str()),
+                    ("table", tables.of(event)),
+                    ("position", &position),
+                ])
+            } else {
+                let mut pairs = vec![
+                    ("op", event.op.as_str()),
+                    ("table", tables.of(event)),
+                    ("position", &position),
+                ];
+                pairs.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+                gate::headers(&pairs)
+            };
             let partition = partitioner::partition_for(encoder.bytes(&encoded.key), partitions);
             // A keyless row has no identity of its own: a tombstone for it would remove
             // every row of its table from a compacted topic.
