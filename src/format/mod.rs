@@ -10,8 +10,11 @@
 //! error naming the table and the position of the event, so the pipeline stops on that record
 //! instead of writing something else in its place.
 
+pub mod avro;
 mod debezium;
 mod dms;
+#[cfg(test)]
+mod fixtures;
 mod json;
 
 use std::fmt;

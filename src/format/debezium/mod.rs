@@ -29,6 +29,8 @@ mod tests;
 
 use serde::Deserialize;
 
+pub(crate) use schema::Schema;
+
 use super::{EncodeError, Format};
 use crate::envelope::{ChangeEvent, KeyChange};
 use table::{KeyPayload, Tables, ValuePayload};
@@ -104,6 +106,44 @@ impl DebeziumFormat {
             out.push(b'}');
         }
         Ok(())
+    }
+
+    /// The Connect schema and the JSON payload of `event`'s envelope, for encodings of the
+    /// envelope other than JSON (Avro).
+    pub(crate) fn envelope(
+        &self,
+        event: &ChangeEvent,
+    ) -> Result<(Schema, serde_json::Value), EncodeError> {
+        let table = self.tables.of(event, &self.options);
+        let payload = ValuePayload {
+            event,
+            table: &table,
+            unavailable: self.options.unavailable_values,
+        };
+        let payload = serde_json::to_value(payload)
+            .map_err(|e| EncodeError::new(NAME, event, e.to_string()))?;
+        Ok((table.envelope_connect_schema(event), payload))
+    }
+
+    /// The Connect schema and the JSON payload of `event`'s key; `None` for a record
+    /// without a key.
+    pub(crate) fn key(
+        &self,
+        event: &ChangeEvent,
+        with_table: bool,
+    ) -> Result<Option<(Schema, serde_json::Value)>, EncodeError> {
+        if event.key.is_empty() {
+            return Ok(None);
+        }
+        let table = self.tables.of(event, &self.options);
+        let payload = KeyPayload {
+            event,
+            table: &table,
+            with_table,
+        };
+        let payload = serde_json::to_value(payload)
+            .map_err(|e| EncodeError::new(NAME, event, e.to_string()))?;
+        Ok(Some((table.key_connect_schema(event, with_table), payload)))
     }
 
     fn write_key(

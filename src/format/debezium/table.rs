@@ -70,6 +70,10 @@ impl Tables {
     }
 }
 
+fn to_json(schema: &Schema) -> Arc<[u8]> {
+    Arc::from(serde_json::to_vec(schema).expect("a schema always serializes"))
+}
+
 fn physical_name(event: &ChangeEvent) -> String {
     let src = &event.source;
     let namespace = src.schema.as_deref().unwrap_or(&src.database);
@@ -117,19 +121,7 @@ impl Table {
 
     /// The key's Connect schema, as JSON; with the physical-table field when `with_table`.
     pub fn key_schema(&self, event: &ChangeEvent, with_table: bool) -> Arc<[u8]> {
-        let build = || {
-            let mut fields: Vec<Schema> = event
-                .key
-                .iter()
-                .enumerate()
-                .map(|(i, (name, value))| self.column_schema(name, i, value, false))
-                .collect();
-            if with_table {
-                fields.push(Schema::new("string", false).named_field(PHYSICAL_TABLE_FIELD));
-            }
-            let schema = Schema::structure(format!("{}.Key", self.physical), fields, false);
-            Arc::from(serde_json::to_vec(&schema).expect("a schema always serializes"))
-        };
+        let build = || to_json(&self.key_connect_schema(event, with_table));
         match &self.schema {
             Some(_) => self.key_schemas[usize::from(with_table)]
                 .get_or_init(build)
@@ -138,44 +130,59 @@ impl Table {
         }
     }
 
+    /// The key's Connect schema.
+    pub fn key_connect_schema(&self, event: &ChangeEvent, with_table: bool) -> Schema {
+        let mut fields: Vec<Schema> = event
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, (name, value))| self.column_schema(name, i, value, false))
+            .collect();
+        if with_table {
+            fields.push(Schema::new("string", false).named_field(PHYSICAL_TABLE_FIELD));
+        }
+        Schema::structure(format!("{}.Key", self.physical), fields, false)
+    }
+
     /// The envelope's Connect schema, as JSON.
     pub fn value_schema(&self, event: &ChangeEvent) -> Arc<[u8]> {
-        let build = || {
-            let row = Schema::structure(
-                format!("{}.Value", self.physical),
-                self.row_schema(event),
-                true,
-            );
-            let int64 = |name: &'static str| Schema::new("int64", true).named_field(name);
-            let transaction = Schema::structure(
-                "event.block",
-                vec![
-                    Schema::new("string", false).named_field("id"),
-                    Schema::new("int64", false).named_field("total_order"),
-                    Schema::new("int64", false).named_field("data_collection_order"),
-                ],
-                true,
-            )
-            .with_version(1)
-            .named_field("transaction");
-            let fields = vec![
-                row.clone().named_field("before"),
-                row.named_field("after"),
-                source_schema(event.source.connector),
-                transaction,
-                Schema::new("string", false).named_field("op"),
-                int64("ts_ms"),
-                int64("ts_us"),
-                int64("ts_ns"),
-            ];
-            let envelope = Schema::structure(format!("{}.Envelope", self.physical), fields, false)
-                .with_version(2);
-            Arc::from(serde_json::to_vec(&envelope).expect("a schema always serializes"))
-        };
+        let build = || to_json(&self.envelope_connect_schema(event));
         match &self.schema {
             Some(_) => self.value_schema.get_or_init(build).clone(),
             None => build(),
         }
+    }
+
+    /// The envelope's Connect schema.
+    pub fn envelope_connect_schema(&self, event: &ChangeEvent) -> Schema {
+        let row = Schema::structure(
+            format!("{}.Value", self.physical),
+            self.row_schema(event),
+            true,
+        );
+        let int64 = |name: &'static str| Schema::new("int64", true).named_field(name);
+        let transaction = Schema::structure(
+            "event.block",
+            vec![
+                Schema::new("string", false).named_field("id"),
+                Schema::new("int64", false).named_field("total_order"),
+                Schema::new("int64", false).named_field("data_collection_order"),
+            ],
+            true,
+        )
+        .with_version(1)
+        .named_field("transaction");
+        let fields = vec![
+            row.clone().named_field("before"),
+            row.named_field("after"),
+            source_schema(event.source.connector),
+            transaction,
+            Schema::new("string", false).named_field("op"),
+            int64("ts_ms"),
+            int64("ts_us"),
+            int64("ts_ns"),
+        ];
+        Schema::structure(format!("{}.Envelope", self.physical), fields, false).with_version(2)
     }
 
     /// The fields of the row struct: the table's columns, or without a table schema the
