@@ -61,6 +61,37 @@ impl Format for JsonFormat {
     }
 }
 
+/// A float as a JSON number; NaN and the infinities, which JSON has no number for, as the
+/// strings `"NaN"`, `"Infinity"` and `"-Infinity"` (what Jackson writes too).
+pub(crate) fn float<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
+    if f.is_nan() {
+        s.serialize_str("NaN")
+    } else if f.is_infinite() {
+        s.serialize_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        s.serialize_f64(f)
+    }
+}
+
+/// Dates, times and UUIDs as the JSON formats write them: ISO-8601 (zoned values in UTC with
+/// `Z`) and hyphenated lower-case; any other value as null.
+pub(crate) struct IsoText<'a>(pub &'a Value);
+
+impl Serialize for IsoText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
+            Value::Time(t) => s.collect_str(&t.format("%H:%M:%S%.f")),
+            Value::Timestamp(ts) => s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::TimestampTz(ts) => {
+                s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+            Value::Uuid(u) => s.serialize_str(&format_uuid(u)),
+            _ => s.serialize_unit(),
+        }
+    }
+}
+
 /// One value as the JSON format writes it (for formats that carry a value as JSON text).
 pub(crate) fn value_json_text(value: &Value) -> String {
     serde_json::to_string(&ValueJson(value)).expect("writing JSON to memory cannot fail")
@@ -157,22 +188,16 @@ impl Serialize for ValueJson<'_> {
             Value::Int(i) => s.serialize_i64(*i),
             Value::UInt(u) => s.serialize_u64(*u),
             Value::Decimal(d) => s.serialize_str(d.as_str()),
-            Value::Float(f) if f.is_nan() => s.serialize_str("NaN"),
-            Value::Float(f) if f.is_infinite() => {
-                s.serialize_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
-            }
-            Value::Float(f) => s.serialize_f64(*f),
+            Value::Float(f) => float(s, *f),
             Value::Text(t) => s.serialize_str(t),
             Value::Bytes(b) => {
                 s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
             }
-            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
-            Value::Time(t) => s.collect_str(&t.format("%H:%M:%S%.f")),
-            Value::Timestamp(ts) => s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(ts) => {
-                s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-            }
-            Value::Uuid(u) => s.serialize_str(&format_uuid(u)),
+            Value::Date(_)
+            | Value::Time(_)
+            | Value::Timestamp(_)
+            | Value::TimestampTz(_)
+            | Value::Uuid(_) => IsoText(self.0).serialize(s),
             Value::Json(doc) => doc.as_raw().serialize(s),
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;

@@ -13,7 +13,7 @@ use super::decimal;
 use super::mapping::Mapping;
 use super::text_values as forms;
 use crate::envelope::{format_uuid, Value};
-use crate::format::json::value_json_text;
+use crate::format::json::{float, value_json_text};
 
 /// One value in its column's mapping.
 pub struct Encoded<'a> {
@@ -151,17 +151,6 @@ impl Serialize for Encoded<'_> {
             }
             _ => Err(misfit()),
         }
-    }
-}
-
-/// NaN and the infinities as Jackson writes them by default: quoted.
-fn float<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
-    if f.is_nan() {
-        s.serialize_str("NaN")
-    } else if f.is_infinite() {
-        s.serialize_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        s.serialize_f64(f)
     }
 }
 

@@ -26,8 +26,9 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use super::json::{float, IsoText};
 use super::{EncodeError, Format};
-use crate::envelope::{format_uuid, ChangeEvent, Op, Row, SourcePosition, Value};
+use crate::envelope::{ChangeEvent, Op, Row, SourcePosition, Value};
 
 /// What `partition-key-type` says and what the record key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -316,9 +317,7 @@ impl Serialize for DmsValue<'_> {
                     Err(_) => s.serialize_str(digits),
                 },
             },
-            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
-            Value::Float(f) if f.is_nan() => s.serialize_str("NaN"),
-            Value::Float(f) => s.serialize_str(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
+            Value::Float(f) => float(s, *f),
             Value::Text(text) | Value::Other { text, .. } => s.serialize_str(text),
             Value::Bytes(bytes) => {
                 let mut hex = String::with_capacity(bytes.len() * 2 + 2);
@@ -330,13 +329,11 @@ impl Serialize for DmsValue<'_> {
                 }
                 s.serialize_str(&hex)
             }
-            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
-            Value::Time(t) => s.collect_str(&t.format("%H:%M:%S%.f")),
-            Value::Timestamp(ts) => s.collect_str(&ts.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(ts) => {
-                s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-            }
-            Value::Uuid(u) => s.serialize_str(&format_uuid(u)),
+            Value::Date(_)
+            | Value::Time(_)
+            | Value::Timestamp(_)
+            | Value::TimestampTz(_)
+            | Value::Uuid(_) => IsoText(self.value).serialize(s),
             Value::Json(doc) => s.serialize_str(doc.as_str()),
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;

@@ -2,46 +2,14 @@ use chrono::NaiveDate;
 use serde_json::{json, Value as Json};
 
 use super::*;
-use crate::envelope::{
-    Decimal, Json as JsonDoc, MysqlPosition, PostgresPosition, SourceInfo, SourceKind,
-};
+use crate::envelope::{Decimal, Json as JsonDoc, MysqlPosition, SourceKind};
+use crate::format::fixtures::{postgres_event, row};
 
-fn row(columns: &[(&str, Value)]) -> Row {
-    columns
-        .iter()
-        .map(|(n, v)| ((*n).into(), v.clone()))
-        .collect()
-}
-
+/// The shared Postgres event, without a table schema: DMS writes values by their kinds.
 fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
-    ChangeEvent {
-        op,
-        source: SourceInfo {
-            connector: SourceKind::Postgres,
-            pipeline: "shop".into(),
-            database: "app".into(),
-            schema: Some("public".into()),
-            table: "orders".into(),
-            table_schema: None,
-            position: SourcePosition::Postgres(PostgresPosition {
-                lsn: 0x16B_3748,
-                txid: Some(748),
-            }),
-            commit_ts_ms: Some(1_763_781_000_123),
-            snapshot: op == Op::Snapshot,
-            ttl_expired: false,
-        },
-        key: if op == Op::Truncate {
-            Row::new()
-        } else {
-            row(&[("id", Value::Int(42))])
-        },
-        before,
-        after,
-        unchanged: Vec::new(),
-        key_change: None,
-        ts_ms: 1_763_781_000_200,
-    }
+    let mut event = postgres_event(op, before, after);
+    event.source.table_schema = None;
+    event
 }
 
 fn full_row(note: &str) -> Row {
