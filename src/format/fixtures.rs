@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{NaiveDate, TimeZone, Utc};
 
 use crate::envelope::{
-    ChangeEvent, ColumnSchema, ColumnType, Decimal, Op, PostgresPosition, Row, SourceInfo,
-    SourceKind, SourcePosition, TableSchema, Value,
+    ChangeEvent, ColumnSchema, ColumnType, Decimal, DynamodbPosition, MysqlPosition, Op,
+    PostgresPosition, Row, SourceInfo, SourceKind, SourcePosition, TableSchema, Value,
 };
 
 pub fn column(
@@ -136,4 +136,118 @@ pub fn full_row() -> Row {
             Value::Date(NaiveDate::from_ymd_opt(2025, 11, 22).unwrap()),
         ),
     ])
+}
+
+/// A MySQL insert into `app.orders` with types Debezium's MySQL connector maps its own way:
+/// an unsigned int key, a tinyint, a TIME beyond a day, an ENUM, a BIT(16) and a YEAR.
+pub fn mysql_event() -> ChangeEvent {
+    let schema = Arc::new(TableSchema {
+        columns: vec![
+            column(
+                "id",
+                "int unsigned",
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: true,
+                },
+                false,
+                true,
+            ),
+            column(
+                "small",
+                "tinyint",
+                ColumnType::Int {
+                    bits: 8,
+                    unsigned: false,
+                },
+                true,
+                false,
+            ),
+            column(
+                "at",
+                "time(3)",
+                ColumnType::Time {
+                    precision: 3,
+                    zoned: false,
+                },
+                true,
+                false,
+            ),
+            column(
+                "size",
+                "enum",
+                ColumnType::Enum {
+                    labels: vec!["s".to_owned(), "m".to_owned()].into(),
+                },
+                true,
+                false,
+            ),
+            column(
+                "flags",
+                "bit(16)",
+                ColumnType::Bits { length: Some(16) },
+                true,
+                false,
+            ),
+            column("y", "year", ColumnType::Year, true, false),
+        ],
+    });
+    let mut event = postgres_event(
+        Op::Insert,
+        None,
+        Some(row(&[
+            ("id", Value::UInt(4_000_000_000)),
+            ("small", Value::Int(-3)),
+            (
+                "at",
+                Value::Other {
+                    type_name: "time".into(),
+                    text: "-25:00:00.500000".into(),
+                },
+            ),
+            ("size", Value::Text("m".into())),
+            ("flags", Value::UInt(0x0102)),
+            ("y", Value::Int(2025)),
+        ])),
+    );
+    event.key = row(&[("id", Value::UInt(4_000_000_000))]);
+    event.source.connector = SourceKind::Mysql;
+    event.source.schema = None;
+    event.source.table_schema = Some(schema);
+    event.source.position = SourcePosition::Mysql(MysqlPosition {
+        file: "binlog.000003".into(),
+        pos: 1_234,
+        row: 1,
+        server_id: 11,
+        gtid: Some("0-11-7".into()),
+    });
+    event
+}
+
+/// A DynamoDB item insert: no table schema; a string key, a number, a string set and a list
+/// of mixed types.
+pub fn dynamodb_event() -> ChangeEvent {
+    let mut event = postgres_event(
+        Op::Insert,
+        None,
+        Some(row(&[
+            ("pk", Value::Text("user#1".into())),
+            ("n", Value::Decimal(Decimal::parse("1.5").unwrap())),
+            ("tags", Value::Array(vec![Value::Text("a".into())])),
+            (
+                "mixed",
+                Value::Array(vec![Value::Text("a".into()), Value::Int(1)]),
+            ),
+        ])),
+    );
+    event.key = row(&[("pk", Value::Text("user#1".into()))]);
+    event.source.connector = SourceKind::Dynamodb;
+    event.source.schema = None;
+    event.source.database = "dynamodb".into();
+    event.source.table_schema = None;
+    event.source.position = SourcePosition::Dynamodb(DynamodbPosition {
+        shard: "shardId-1".into(),
+        sequence: "100".into(),
+    });
+    event
 }

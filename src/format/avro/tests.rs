@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::envelope::{Op, Row, Value as Column};
-use crate::format::fixtures::{full_row, postgres_event, row};
+use crate::format::fixtures::{dynamodb_event, full_row, mysql_event, postgres_event, row};
 
 fn decode(schema: &serde_json::Value, body: &[u8]) -> Avro {
     let schema = apache_avro::Schema::parse(schema).expect("apache-avro accepts the schema");
@@ -158,5 +158,45 @@ fn a_value_avro_cannot_carry_is_a_data_error_naming_the_field() {
         err.reason
             .contains("id: an unsigned value beyond Avro's long"),
         "{err}"
+    );
+}
+
+/// Encodes `event`'s value and reads it back; returns its `after` record.
+fn after_of(event: &crate::envelope::ChangeEvent) -> Avro {
+    let encoder = AvroEncoder::new(DebeziumOptions::default());
+    let schema = encoder.value_schema(event).unwrap();
+    let mut body = Vec::new();
+    encoder.encode_value(event, &mut body).unwrap();
+    present(field(&decode(&schema, &body), "after")).clone()
+}
+
+#[test]
+fn mysql_types_read_back_in_debeziums_forms() {
+    let after = after_of(&mysql_event());
+    assert_eq!(field(&after, "id"), &Avro::Long(4_000_000_000));
+    assert_eq!(present(field(&after, "small")), &Avro::Int(-3));
+    assert_eq!(present(field(&after, "at")), &Avro::Long(-90_000_500_000));
+    assert_eq!(present(field(&after, "size")), &Avro::String("m".into()));
+    assert_eq!(
+        present(field(&after, "flags")),
+        &Avro::Bytes(vec![0x02, 0x01])
+    );
+    assert_eq!(present(field(&after, "y")), &Avro::Int(2025));
+}
+
+#[test]
+fn dynamodb_items_read_back_typed_by_their_values() {
+    let after = after_of(&dynamodb_event());
+    assert_eq!(present(field(&after, "pk")), &Avro::String("user#1".into()));
+    let number = present(field(&after, "n"));
+    assert_eq!(field(number, "scale"), &Avro::Int(1));
+    assert_eq!(field(number, "value"), &Avro::Bytes(vec![0x0f]));
+    assert_eq!(
+        present(field(&after, "tags")),
+        &Avro::Array(vec![Avro::Union(1, Box::new(Avro::String("a".into())))])
+    );
+    assert_eq!(
+        present(field(&after, "mixed")),
+        &Avro::String("[\"a\",1]".into())
     );
 }

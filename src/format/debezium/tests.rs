@@ -3,11 +3,10 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 
 use super::*;
-use crate::envelope::{
-    ColumnType, Decimal, DynamodbPosition, MysqlPosition, Op, Row, SourceKind, SourcePosition,
-    TableSchema, Value,
+use crate::envelope::{ColumnType, Decimal, Op, Row, Value};
+use crate::format::fixtures::{
+    column, dynamodb_event, full_row, mysql_event, orders_schema, postgres_event, row,
 };
-use crate::format::fixtures::{column, full_row, orders_schema, postgres_event, row};
 
 fn encode(format: &DebeziumFormat, event: &ChangeEvent) -> (Json, Json) {
     let mut key = Vec::new();
@@ -296,86 +295,7 @@ fn a_value_that_does_not_fit_its_column_is_refused_with_the_column_type() {
 
 #[test]
 fn mysql_events_write_the_mysql_connectors_source_fields_and_column_types() {
-    let schema = Arc::new(TableSchema {
-        columns: vec![
-            column(
-                "id",
-                "int unsigned",
-                ColumnType::Int {
-                    bits: 32,
-                    unsigned: true,
-                },
-                false,
-                true,
-            ),
-            column(
-                "small",
-                "tinyint",
-                ColumnType::Int {
-                    bits: 8,
-                    unsigned: false,
-                },
-                true,
-                false,
-            ),
-            column(
-                "at",
-                "time(3)",
-                ColumnType::Time {
-                    precision: 3,
-                    zoned: false,
-                },
-                true,
-                false,
-            ),
-            column(
-                "size",
-                "enum",
-                ColumnType::Enum {
-                    labels: vec!["s".to_owned(), "m".to_owned()].into(),
-                },
-                true,
-                false,
-            ),
-            column(
-                "flags",
-                "bit(16)",
-                ColumnType::Bits { length: Some(16) },
-                true,
-                false,
-            ),
-            column("y", "year", ColumnType::Year, true, false),
-        ],
-    });
-    let mut event = postgres_event(
-        Op::Insert,
-        None,
-        Some(row(&[
-            ("id", Value::UInt(4_000_000_000)),
-            ("small", Value::Int(-3)),
-            (
-                "at",
-                Value::Other {
-                    type_name: "time".into(),
-                    text: "-25:00:00.500000".into(),
-                },
-            ),
-            ("size", Value::Text("m".into())),
-            ("flags", Value::UInt(0x0102)),
-            ("y", Value::Int(2025)),
-        ])),
-    );
-    event.key = row(&[("id", Value::UInt(4_000_000_000))]);
-    event.source.connector = SourceKind::Mysql;
-    event.source.schema = None;
-    event.source.table_schema = Some(schema);
-    event.source.position = SourcePosition::Mysql(MysqlPosition {
-        file: "binlog.000003".into(),
-        pos: 1_234,
-        row: 1,
-        server_id: 11,
-        gtid: Some("0-11-7".into()),
-    });
+    let event = mysql_event();
     let format = DebeziumFormat::new(DebeziumOptions {
         schemas: true,
         ..DebeziumOptions::default()
@@ -433,28 +353,7 @@ fn mysql_events_write_the_mysql_connectors_source_fields_and_column_types() {
 
 #[test]
 fn dynamodb_items_are_mapped_by_their_values() {
-    let mut event = postgres_event(
-        Op::Insert,
-        None,
-        Some(row(&[
-            ("pk", Value::Text("user#1".into())),
-            ("n", Value::Decimal(Decimal::parse("1.5").unwrap())),
-            ("tags", Value::Array(vec![Value::Text("a".into())])),
-            (
-                "mixed",
-                Value::Array(vec![Value::Text("a".into()), Value::Int(1)]),
-            ),
-        ])),
-    );
-    event.key = row(&[("pk", Value::Text("user#1".into()))]);
-    event.source.connector = SourceKind::Dynamodb;
-    event.source.schema = None;
-    event.source.database = "dynamodb".into();
-    event.source.table_schema = None;
-    event.source.position = SourcePosition::Dynamodb(DynamodbPosition {
-        shard: "shardId-1".into(),
-        sequence: "100".into(),
-    });
+    let event = dynamodb_event();
     let format = DebeziumFormat::new(DebeziumOptions {
         schemas: true,
         ..DebeziumOptions::default()
