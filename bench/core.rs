@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use cdc_bridge::checkpoint::CheckpointStore;
 use cdc_bridge::config::{BatchConfig, BufferConfig};
-use cdc_bridge::format::JsonFormat;
+use cdc_bridge::envelope::ChangeEvent;
+use cdc_bridge::format::{format_for, Format, FormatSpec};
 use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sink::Sink;
@@ -27,29 +28,56 @@ fn generator(count: u64) -> GeneratorSource {
     GeneratorSource::new(config)
 }
 
-fn bench_json_encoding() {
-    let g = generator(ENCODE_EVENTS);
-    let (p, d, t) = ("bench".into(), "db".into(), "items".into());
-    let events: Vec<_> = (1..=10_000).map(|seq| g.event(&p, &d, &t, seq)).collect();
+/// Events per second that `format` encodes on one thread (values only), and bytes per event.
+fn encode_rate(format: &dyn Format, events: &[ChangeEvent]) -> (f64, usize) {
     let mut buf = Vec::with_capacity(1 << 20);
     let mut bytes = 0usize;
     let start = Instant::now();
     for i in 0..ENCODE_EVENTS as usize {
         buf.clear();
-        JsonFormat::write_value(&events[i % events.len()], &mut buf);
+        format
+            .encode_value(&events[i % events.len()], &mut buf)
+            .expect("the generator's events encode");
         bytes += buf.len();
     }
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "REPORT|JSON encode, 1 thread (events/s)|{:.0}||",
-        ENCODE_EVENTS as f64 / secs
-    );
-    println!(
-        "json encode        {:>10.0} events/s  {:>7.1} MB/s  ({} B/event, 1 thread)",
-        ENCODE_EVENTS as f64 / secs,
-        bytes as f64 / secs / 1e6,
-        bytes / ENCODE_EVENTS as usize
-    );
+    (ENCODE_EVENTS as f64 / secs, bytes / ENCODE_EVENTS as usize)
+}
+
+/// The JSON format's encoding rate, then each other format's beside it, measured alternately.
+fn bench_encoding() {
+    let g = generator(ENCODE_EVENTS);
+    let (p, d, t) = ("bench".into(), "db".into(), "items".into());
+    let events: Vec<_> = (1..=10_000).map(|seq| g.event(&p, &d, &t, seq)).collect();
+    let json = format_for(&FormatSpec::Json);
+    let (json_rate, json_bytes) = encode_rate(&*json, &events);
+    println!("REPORT|JSON encode, 1 thread (events/s)|{json_rate:.0}||");
+    println!("json encode        {json_rate:>10.0} events/s  ({json_bytes} B/event, 1 thread)");
+    let others: [(&str, &str); 3] = [
+        ("debezium", r#"format = "debezium""#),
+        (
+            "debezium, schemas",
+            r#"format = { kind = "debezium", schemas = true }"#,
+        ),
+        ("dms", r#"format = "dms""#),
+    ];
+    for (label, toml) in others {
+        #[derive(serde::Deserialize)]
+        struct Sink {
+            format: FormatSpec,
+        }
+        let spec = toml::from_str::<Sink>(toml)
+            .expect("a format setting")
+            .format;
+        let format = format_for(&spec);
+        let (rate, bytes) = encode_rate(&*format, &events);
+        let (reference, _) = encode_rate(&*json, &events);
+        println!(
+            "REPORT|{label} encode, 1 thread (events/s)|{rate:.0}|json {reference:.0}|{:.2}x",
+            rate / reference
+        );
+        println!("{label:<18} {rate:>10.0} events/s  ({bytes} B/event; json {reference:.0} in the same run)");
+    }
 }
 
 async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
@@ -97,7 +125,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list: nothing to list.
     }
-    bench_json_encoding();
+    bench_encoding();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

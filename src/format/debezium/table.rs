@@ -33,6 +33,8 @@ pub struct Table {
     /// `pipeline.namespace.table`: the prefix of the record names, and the key's
     /// physical-table field.
     physical: String,
+    /// The pipeline, namespace and table names `physical` was made of.
+    names: [Arc<str>; 3],
     value_schema: OnceLock<Arc<[u8]>>,
     key_schemas: [OnceLock<Arc<[u8]>>; 2],
 }
@@ -48,12 +50,11 @@ impl Tables {
         let Some(schema) = &src.table_schema else {
             return Arc::new(Table::new(event, None, options));
         };
-        let physical = physical_name(event);
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let address = Arc::as_ptr(schema) as usize;
         if let Some(table) = cache
             .get(&address)
-            .and_then(|tables| tables.iter().find(|t| t.physical == physical))
+            .and_then(|tables| tables.iter().find(|t| t.is_of(event)))
         {
             return table.clone();
         }
@@ -74,10 +75,17 @@ fn to_json(schema: &Schema) -> Arc<[u8]> {
     Arc::from(serde_json::to_vec(schema).expect("a schema always serializes"))
 }
 
+fn namespace(event: &ChangeEvent) -> &Arc<str> {
+    event
+        .source
+        .schema
+        .as_ref()
+        .unwrap_or(&event.source.database)
+}
+
 fn physical_name(event: &ChangeEvent) -> String {
     let src = &event.source;
-    let namespace = src.schema.as_deref().unwrap_or(&src.database);
-    format!("{}.{namespace}.{}", src.pipeline, src.table)
+    format!("{}.{}.{}", src.pipeline, namespace(event), src.table)
 }
 
 impl Table {
@@ -100,9 +108,22 @@ impl Table {
             mappings,
             decimals: options.decimal_handling,
             physical: physical_name(event),
+            names: [
+                event.source.pipeline.clone(),
+                namespace(event).clone(),
+                event.source.table.clone(),
+            ],
             value_schema: OnceLock::new(),
             key_schemas: [OnceLock::new(), OnceLock::new()],
         }
+    }
+
+    /// Whether this is the table of `event` (compared by name, without building one).
+    fn is_of(&self, event: &ChangeEvent) -> bool {
+        let [pipeline, namespace_name, table] = &self.names;
+        **table == *event.source.table
+            && **namespace_name == **namespace(event)
+            && **pipeline == *event.source.pipeline
     }
 
     /// The mapping of `column`, near `index` in the column order, if the schema has it.
