@@ -40,6 +40,48 @@ impl std::fmt::Display for DecimalProblem {
     }
 }
 
+/// The unscaled value of a plain decimal (`-12.34`, no exponent) at `scale`, when it fits an
+/// `i128` (38 digits) and has no more fractional digits than `scale`: the common case, without
+/// the allocations of [`parse`]. `None` sends the caller to the general path.
+pub fn small_unscaled(text: &str, scale: u32) -> Option<i128> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let padding = scale.checked_sub(u32::try_from(fraction.len()).ok()?)?;
+    if whole.is_empty() && fraction.is_empty()
+        || whole.len() + fraction.len() + padding as usize > 38
+    {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for byte in whole.bytes().chain(fraction.bytes()) {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i128::from(byte - b'0');
+    }
+    value = value.checked_mul(10i128.checked_pow(padding)?)?;
+    Some(if negative { -value } else { value })
+}
+
+/// `value`'s minimal big-endian two's complement bytes, as Java's `BigInteger.toByteArray`.
+pub fn minimal_bytes(value: i128) -> ([u8; 16], usize) {
+    let bytes = value.to_be_bytes();
+    let mut start = 0;
+    while start < 15 {
+        let (first, next) = (bytes[start], bytes[start + 1]);
+        let redundant = (first == 0x00 && next & 0x80 == 0) || (first == 0xff && next & 0x80 != 0);
+        if !redundant {
+            break;
+        }
+        start += 1;
+    }
+    (bytes, start)
+}
+
 /// Reads `-12.340`, `1e-3`, `5`; not NaN or the infinities.
 pub fn parse(text: &str) -> Result<Unscaled, DecimalProblem> {
     if matches!(text, "NaN" | "Infinity" | "-Infinity") {
@@ -206,6 +248,42 @@ mod tests {
         assert_eq!(
             at("-43556142965880123323311949751266331066368", 0),
             negative
+        );
+    }
+
+    #[test]
+    fn the_small_path_gives_the_general_paths_bytes() {
+        for (text, scale) in [
+            ("0", 2),
+            ("1.27", 2),
+            ("1.28", 2),
+            ("-1.28", 2),
+            ("-1.29", 2),
+            ("-0.01", 2),
+            ("19.99", 2),
+            ("-256", 0),
+            ("255", 0),
+            ("1.5", 3),
+            ("99999999999999999999999999999999999.99", 2),
+            ("-99999999999999999999999999999999999.99", 2),
+        ] {
+            let value = small_unscaled(text, scale).unwrap_or_else(|| panic!("{text}"));
+            let (bytes, start) = minimal_bytes(value);
+            assert_eq!(
+                bytes[start..],
+                at(text, scale)[..],
+                "{text} at scale {scale}"
+            );
+        }
+        assert_eq!(
+            small_unscaled("1.234", 2),
+            None,
+            "more digits than the scale"
+        );
+        assert_eq!(small_unscaled("1e3", 0), None, "an exponent");
+        assert_eq!(
+            small_unscaled("1361129467683753853853498429727072845824", 0),
+            None
         );
     }
 

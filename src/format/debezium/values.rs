@@ -65,6 +65,16 @@ impl Serialize for Encoded<'_> {
             }
             (Mapping::Float32 | Mapping::Float64, Value::Float(f)) => float(s, *f),
             (Mapping::Decimal { scale, .. }, Value::Decimal(d)) => {
+                if let Some(unscaled) = decimal::small_unscaled(d.as_str(), *scale) {
+                    let (bytes, start) = decimal::minimal_bytes(unscaled);
+                    let mut text = [0u8; 24];
+                    let len = BASE64
+                        .encode_slice(&bytes[start..], &mut text)
+                        .expect("16 bytes fit 24 base64 characters");
+                    return s.serialize_str(
+                        std::str::from_utf8(&text[..len]).expect("base64 is ASCII"),
+                    );
+                }
                 let bytes = decimal::parse(d.as_str())
                     .and_then(|u| u.bytes_at_scale(*scale))
                     .map_err(S::Error::custom)?;
