@@ -35,12 +35,15 @@
 # server settings, so they do not disturb the others), mariadb_primary and mariadb_replica (the
 # same on 33071 and 33072, server ids 11 and 12, log_slave_updates and gtid_strict_mode on, cdc
 # may do anything: the failover test wires GTID replication between them itself).
+# schema_registry (rivven-schema, a Confluent-compatible schema registry keeping schemas in
+# memory, on 127.0.0.1:18081; built from crates.io into $CDC_BRIDGE_CACHE/rivven-schema once,
+# about 4 minutes; compatibility set to NONE, see schema_registry_start).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica schema_registry)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=${CDC_BRIDGE_TANSU_VERSION:-0.6.0}
@@ -56,6 +59,9 @@ MARIADB_PORT=${CDC_BRIDGE_MARIADB_PORT:-33069}
 MARIADB_BAD_PORT=$((MARIADB_PORT + 1))
 MARIADB_PRIMARY_PORT=$((MARIADB_PORT + 2))
 MARIADB_REPLICA_PORT=$((MARIADB_PORT + 3))
+SCHEMA_REGISTRY_PORT=${CDC_BRIDGE_SCHEMA_REGISTRY_PORT:-18081}
+RIVVEN_SCHEMA_VERSION=0.0.22
+RIVVEN_SCHEMA=$CACHE/rivven-schema/bin/rivven-schema
 
 log() { echo "services: $*" >&2; }
 
@@ -305,6 +311,39 @@ kinesis_stop() { stop_pidfile "$RUN_DIR/kinesis/kinesalite.pid"; }
 kinesis_env() {
   echo "export CDC_BRIDGE_KINESIS_ENDPOINT=http://127.0.0.1:$KINESIS_PORT AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest AWS_REGION=us-east-1"
 }
+
+# ---- rivven-schema (a Confluent-compatible schema registry, in memory) ----
+schema_registry_install() {
+  [ -x "$RIVVEN_SCHEMA" ] && return 0
+  mkdir -p "$CACHE"
+  local build_log=$CACHE/rivven-schema-build.log
+  log "building rivven-schema $RIVVEN_SCHEMA_VERSION into $CACHE/rivven-schema (once; about 4 minutes on 2 cores; log: $build_log)"
+  CARGO_TARGET_DIR=$CACHE/rivven-schema-target cargo install --locked rivven-schema --version "$RIVVEN_SCHEMA_VERSION" \
+    --no-default-features --features server,avro,cli --root "$CACHE/rivven-schema" >"$build_log" 2>&1 \
+    || { log "rivven-schema build failed, see $build_log"; return 1; }
+  rm -rf "$CACHE/rivven-schema-target"
+}
+schema_registry_start() {
+  schema_registry_install || return 1
+  schema_registry_stop
+  port_open "$SCHEMA_REGISTRY_PORT" && { log "port $SCHEMA_REGISTRY_PORT is taken by another process"; return 1; }
+  mkdir -p "$RUN_DIR/schema_registry"
+  (
+    cd "$RUN_DIR/schema_registry" || exit 1
+    setsid "$RIVVEN_SCHEMA" serve --host 127.0.0.1 --port "$SCHEMA_REGISTRY_PORT" >>registry.log 2>&1 </dev/null &
+    echo $! >registry.pid
+  )
+  wait_for 30 schema_registry port_open "$SCHEMA_REGISTRY_PORT"
+  # Compatibility NONE: under its default BACKWARD, rivven-schema 0.0.22 judges a new version
+  # of a schema with logical types (decimals, timestamps) incompatible, which Confluent's
+  # registry does not.
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.schemaregistry.v1+json' \
+    --data '{"compatibility":"NONE"}' "http://127.0.0.1:$SCHEMA_REGISTRY_PORT/config" >/dev/null \
+    || { log "schema_registry did not accept its configuration, see $RUN_DIR/schema_registry/registry.log"; return 1; }
+  log "schema_registry (rivven-schema) running on 127.0.0.1:$SCHEMA_REGISTRY_PORT (pid $(cat "$RUN_DIR/schema_registry/registry.pid"))"
+}
+schema_registry_stop() { stop_pidfile "$RUN_DIR/schema_registry/registry.pid"; }
+schema_registry_env() { echo "export CDC_BRIDGE_SCHEMA_REGISTRY_URL=http://127.0.0.1:$SCHEMA_REGISTRY_PORT"; }
 
 # ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----
 dynamodb_start() {

@@ -72,11 +72,15 @@ fn unknown_format_or_format_option() {
     };
     run_with(
         &with_format("\"protobuf\""),
-        "pipeline[0].sink.format: unknown variant `protobuf`, expected one of `json`, `debezium`, `dms`",
+        "pipeline[0].sink.format: unknown variant `protobuf`, expected one of `json`, `debezium`, `dms`, `avro`",
     );
     run_with(
         &with_format("{ kind = \"debezium\", decimal_handling = \"exact\" }"),
         "unknown variant `exact`, expected one of `precise`, `double`, `string`",
+    );
+    run_with(
+        &with_format("{ kind = \"avro\", registry_url = \"http://127.0.0.1:1\" }"),
+        "pipeline[0].sink.format: the avro format (Confluent schema registry) works with the kafka sink only",
     );
     run_with(
         &with_format("{ kind = \"json\", pretty = true }"),

@@ -5,6 +5,8 @@
 use crate::check::Finding;
 use crate::config::{ConfigError, ConnectorSection};
 use crate::error::BoxError;
+use crate::format::avro::{ConfluentRegistry, RegistryError};
+use crate::format::FormatSpec;
 use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
 use crate::sinks::kafka::{self, KafkaSink, KafkaSinkConfig, TopicTemplate};
@@ -19,6 +21,18 @@ use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 
 const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb", "mysql"];
 const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
+
+/// The Avro format registers its schemas under Kafka topics' subjects: other sinks refuse it
+/// (the AWS Glue registry, for Kinesis, is not supported yet).
+fn registry_format_needs_kafka(format: &FormatSpec, key: &str) -> Result<(), ConfigError> {
+    match format {
+        FormatSpec::Avro(_) => Err(ConfigError::invalid(
+            format!("{key}.format"),
+            "the avro format (Confluent schema registry) works with the kafka sink only",
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// A typed `source` section.
 #[derive(Debug, Clone)]
@@ -97,17 +111,38 @@ impl SourceSpec {
 impl SinkSpec {
     pub fn parse(section: &ConnectorSection) -> Result<Self, ConfigError> {
         match section.kind.as_str() {
-            "file" => section.parse().map(SinkSpec::File),
-            "stdout" => section.parse().map(SinkSpec::Stdout),
+            "file" => {
+                let config: FileSinkConfig = section.parse()?;
+                registry_format_needs_kafka(&config.format, section.key())?;
+                Ok(SinkSpec::File(config))
+            }
+            "stdout" => {
+                let config: StdoutSinkConfig = section.parse()?;
+                registry_format_needs_kafka(&config.format, section.key())?;
+                Ok(SinkSpec::Stdout(config))
+            }
             "null" => section.parse().map(SinkSpec::Null),
             "kafka" => {
                 let config: KafkaSinkConfig = section.parse()?;
                 let template = config.validate(section.key())?;
+                if let FormatSpec::Avro(avro) = &config.format {
+                    ConfluentRegistry::new(&avro.registry).map_err(|e| {
+                        let reason = match e {
+                            RegistryError::Config { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        ConfigError::invalid(
+                            format!("{}.format.registry_url", section.key()),
+                            reason,
+                        )
+                    })?;
+                }
                 Ok(SinkSpec::Kafka(config, template))
             }
             "kinesis" => {
                 let config: KinesisSinkConfig = section.parse()?;
                 let stream = config.validate(section.key())?;
+                registry_format_needs_kafka(&config.format, section.key())?;
                 Ok(SinkSpec::Kinesis(config, stream))
             }
             _ => Err(section.unknown_kind(SINK_KINDS)),

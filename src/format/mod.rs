@@ -22,9 +22,15 @@ use std::fmt;
 use serde::de::{self, value::MapAccessDeserializer, IntoDeserializer};
 use serde::{Deserialize, Deserializer};
 
-use crate::envelope::ChangeEvent;
-use crate::error::{ConnectorError, Disposition};
+use std::path::PathBuf;
 
+use futures_util::future::BoxFuture;
+
+use crate::config::Secret;
+use crate::envelope::ChangeEvent;
+use crate::error::{BoxError, ConnectorError, Disposition};
+
+pub use avro::{AvroOptions, ConfluentAvroFormat, RegistrySettings, SubjectNameStrategy};
 pub use debezium::{DebeziumFormat, DebeziumOptions, DecimalHandling, UnavailableValues};
 pub use dms::{BeforeImage, DmsFormat, DmsOptions, PartitionKeyType};
 pub use json::JsonFormat;
@@ -41,6 +47,8 @@ pub enum FormatSpec {
     Debezium(DebeziumOptions),
     /// AWS DMS's record for Kinesis and Kafka targets.
     Dms(DmsOptions),
+    /// Debezium's envelope in Avro, framed for a Confluent-compatible schema registry.
+    Avro(AvroOptions),
 }
 
 impl FormatSpec {
@@ -50,6 +58,7 @@ impl FormatSpec {
             FormatSpec::Json => "json",
             FormatSpec::Debezium(_) => "debezium",
             FormatSpec::Dms(_) => "dms",
+            FormatSpec::Avro(_) => "avro",
         }
     }
 }
@@ -81,6 +90,18 @@ enum FormatTable {
         before_image_field: Option<String>,
         #[serde(default)]
         no_hex_prefix: bool,
+    },
+    Avro {
+        registry_url: String,
+        registry_username: Option<String>,
+        registry_password: Option<Secret>,
+        registry_ca: Option<PathBuf>,
+        #[serde(default)]
+        subject_name_strategy: SubjectNameStrategy,
+        #[serde(default)]
+        decimal_handling: DecimalHandling,
+        #[serde(default)]
+        unavailable_values: UnavailableValues,
     },
 }
 
@@ -115,6 +136,25 @@ impl From<FormatTable> for FormatSpec {
                     .unwrap_or_else(|| DmsOptions::default().before_image_field),
                 no_hex_prefix,
             }),
+            FormatTable::Avro {
+                registry_url,
+                registry_username,
+                registry_password,
+                registry_ca,
+                subject_name_strategy,
+                decimal_handling,
+                unavailable_values,
+            } => FormatSpec::Avro(AvroOptions {
+                registry: RegistrySettings {
+                    url: registry_url,
+                    username: registry_username,
+                    password: registry_password,
+                    ca: registry_ca,
+                },
+                subject_name_strategy,
+                decimal_handling,
+                unavailable_values,
+            }),
         }
     }
 }
@@ -127,7 +167,7 @@ impl<'de> Deserialize<'de> for FormatSpec {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a format name (\"json\", \"debezium\", \"dms\") or a table with `kind` and the format's options",
+                    "a format name (\"json\", \"debezium\", \"dms\", \"avro\") or a table with `kind` and the format's options",
                 )
             }
 
@@ -205,6 +245,19 @@ pub trait Format: Send + Sync {
     fn headers(&self, _event: &ChangeEvent) -> Result<Vec<(&'static str, String)>, EncodeError> {
         Ok(Vec::new())
     }
+
+    /// What must happen, asynchronously, before `event` can be encoded for `destination` (a
+    /// Kafka topic): registering its table's schemas with a schema registry (the Avro
+    /// format). `None`, decided without waiting, when there is nothing to do, as for every
+    /// format without a registry. `table_in_key`: the key is [`Format::encode_table_key`]'s.
+    fn prepare<'a>(
+        &'a self,
+        _event: &'a ChangeEvent,
+        _destination: &'a str,
+        _table_in_key: bool,
+    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
+        None
+    }
 }
 
 /// The format a sink's `format` setting names, with its options.
@@ -213,6 +266,7 @@ pub fn format_for(spec: &FormatSpec) -> Box<dyn Format> {
         FormatSpec::Json => Box::new(JsonFormat),
         FormatSpec::Debezium(options) => Box::new(DebeziumFormat::new(*options)),
         FormatSpec::Dms(options) => Box::new(DmsFormat::new(options.clone())),
+        FormatSpec::Avro(options) => Box::new(ConfluentAvroFormat::new(options.clone())),
     }
 }
 

@@ -22,8 +22,12 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
+    /// The value as JSON (`None` for a tombstone, and for records read with
+    /// [`consume_all_raw`]).
     pub value: Option<serde_json::Value>,
     pub headers: Vec<(String, String)>,
+    pub raw_key: Option<Vec<u8>>,
+    pub raw_value: Option<Vec<u8>>,
 }
 
 impl Record {
@@ -52,7 +56,7 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        records.push(to_record(&message.expect("consume")));
+        records.push(to_record(&message.expect("consume"), true));
     }
     records
 }
@@ -60,6 +64,15 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -
 /// Reads every record of every partition of `topic` that exists now (up to each partition's
 /// high watermark); empty when the topic does not exist.
 pub fn consume_all(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    read_all(brokers, topic, timeout, true)
+}
+
+/// [`consume_all`] for records that are not JSON (Avro): keys and values as bytes only.
+pub fn consume_all_raw(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    read_all(brokers, topic, timeout, false)
+}
+
+fn read_all(brokers: &str, topic: &str, timeout: Duration, json: bool) -> Vec<Record> {
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -115,12 +128,12 @@ pub fn consume_all(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record>
         {
             ends.remove(&message.partition());
         }
-        records.push(to_record(&message));
+        records.push(to_record(&message, json));
     }
     records
 }
 
-fn to_record(message: &BorrowedMessage<'_>) -> Record {
+fn to_record(message: &BorrowedMessage<'_>, json: bool) -> Record {
     let headers = message
         .headers()
         .map(|h| {
@@ -142,8 +155,11 @@ fn to_record(message: &BorrowedMessage<'_>) -> Record {
             .map(|k| String::from_utf8_lossy(k).into_owned()),
         value: message
             .payload()
+            .filter(|_| json)
             .map(|p| serde_json::from_slice(p).expect("JSON value")),
         headers,
+        raw_key: message.key().map(<[u8]>::to_vec),
+        raw_value: message.payload().map(<[u8]>::to_vec),
     }
 }
 

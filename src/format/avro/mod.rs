@@ -4,12 +4,13 @@
 //! Flow: the Debezium format gives the event's Connect schema and its JSON payload
 //! ([`DebeziumFormat::envelope`]); [`schema`] turns the Connect schema into the Avro schema
 //! (Confluent's `AvroData` rules), and [`binary`] writes the payload along the same schema.
-//! What is not here yet, and why this is not a `format` a sink can name: the schema
-//! registries (Confluent's REST API, AWS Glue) that give each schema its id, and their wire
-//! framing (Confluent's magic byte and 4-byte id; Glue's header and schema version UUID).
-//! An error names the field whose value the schema cannot carry.
+//! [`ConfluentAvroFormat`] registers the schemas with a Confluent-compatible registry and
+//! frames each record with its schema's id (`format = { kind = "avro", ... }`). AWS Glue's
+//! registry is not here yet. An error names the field whose value the schema cannot carry.
 
 mod binary;
+mod confluent;
+mod registry;
 mod schema;
 
 #[cfg(test)]
@@ -21,6 +22,8 @@ use super::debezium::{DebeziumFormat, DebeziumOptions};
 use super::EncodeError;
 use crate::envelope::ChangeEvent;
 
+pub use confluent::{AvroOptions, ConfluentAvroFormat, SubjectNameStrategy};
+pub use registry::{ConfluentRegistry, RegistryError, RegistrySettings};
 pub use schema::avro_name;
 
 const NAME: &str = "avro";

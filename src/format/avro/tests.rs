@@ -200,3 +200,24 @@ fn dynamodb_items_read_back_typed_by_their_values() {
         &Avro::String("[\"a\",1]".into())
     );
 }
+
+#[test]
+fn a_before_image_without_a_not_null_column_still_encodes_with_that_column_null() {
+    use crate::envelope::TableSchema;
+    let mut event = postgres_event(Op::Delete, Some(row(&[("id", Column::Int(42))])), None);
+    let mut schema: TableSchema = (**event.source.table_schema.as_ref().unwrap()).clone();
+    for column in &mut schema.columns {
+        column.nullable = false;
+    }
+    event.source.table_schema = Some(std::sync::Arc::new(schema));
+    let encoder = AvroEncoder::new(DebeziumOptions::default());
+    let avro_schema = encoder.value_schema(&event).unwrap();
+    let mut body = Vec::new();
+    encoder.encode_value(&event, &mut body).unwrap();
+    let before = present(field(&decode(&avro_schema, &body), "before")).clone();
+    assert_eq!(field(&before, "id"), &Avro::Long(42));
+    assert_eq!(
+        field(&before, "amount"),
+        &Avro::Union(0, Box::new(Avro::Null))
+    );
+}

@@ -207,7 +207,10 @@ impl Table {
     }
 
     /// The fields of the row struct: the table's columns, or without a table schema the
-    /// columns of the event's rows (after's, then any only before has).
+    /// columns of the event's rows (after's, then any only before has). A column outside the
+    /// key is optional even when NOT NULL: a before image may lack it (Postgres' `REPLICA
+    /// IDENTITY DEFAULT` sends only the key), and it is then null, where Debezium writes a
+    /// made-up fallback (0, "").
     fn row_schema(&self, event: &ChangeEvent) -> Vec<Schema> {
         if let Some(schema) = &self.schema {
             return schema
@@ -216,7 +219,7 @@ impl Table {
                 .zip(&self.mappings)
                 .map(|(column, mapping)| {
                     mapping
-                        .schema(column.nullable)
+                        .schema(column.nullable || !column.key)
                         .named_field(column.name.clone())
                 })
                 .collect();

@@ -435,6 +435,9 @@ impl Sink for KafkaSink {
             let (_, name, partitions) = previous.insert((event, name, partitions));
             let (name, partitions) = (name.clone(), *partitions);
             let table_in_key = !self.template.separates_tables(event);
+            if let Some(preparing) = self.format.prepare(event, &name, table_in_key) {
+                preparing.await?;
+            }
             let encoded = encoder.encode(event, &*self.format, table_in_key)?;
             let bytes = encoded.value.end - encoded.key.start;
             if !self.limit.admit(event, bytes + RECORD_OVERHEAD, &name)? {
