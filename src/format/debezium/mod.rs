@@ -27,6 +27,8 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 pub(crate) use schema::Schema;
@@ -113,7 +115,7 @@ impl DebeziumFormat {
     pub(crate) fn envelope(
         &self,
         event: &ChangeEvent,
-    ) -> Result<(Schema, serde_json::Value), EncodeError> {
+    ) -> Result<(Arc<Schema>, serde_json::Value), EncodeError> {
         let table = self.tables.of(event, &self.options);
         let payload = ValuePayload {
             event,
@@ -131,7 +133,7 @@ impl DebeziumFormat {
         &self,
         event: &ChangeEvent,
         with_table: bool,
-    ) -> Result<Option<(Schema, serde_json::Value)>, EncodeError> {
+    ) -> Result<Option<(Arc<Schema>, serde_json::Value)>, EncodeError> {
         if event.key.is_empty() {
             return Ok(None);
         }

@@ -37,6 +37,8 @@ pub struct Table {
     names: [Arc<str>; 3],
     value_schema: OnceLock<Arc<[u8]>>,
     key_schemas: [OnceLock<Arc<[u8]>>; 2],
+    value_connect: OnceLock<Arc<Schema>>,
+    key_connect: [OnceLock<Arc<Schema>>; 2],
 }
 
 /// The cache of [`Table`]s, by the address of their table schema.
@@ -115,6 +117,8 @@ impl Table {
             ],
             value_schema: OnceLock::new(),
             key_schemas: [OnceLock::new(), OnceLock::new()],
+            value_connect: OnceLock::new(),
+            key_connect: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -151,8 +155,18 @@ impl Table {
         }
     }
 
-    /// The key's Connect schema.
-    pub fn key_connect_schema(&self, event: &ChangeEvent, with_table: bool) -> Schema {
+    /// The key's Connect schema (built once per table schema).
+    pub fn key_connect_schema(&self, event: &ChangeEvent, with_table: bool) -> Arc<Schema> {
+        let build = || Arc::new(self.build_key_schema(event, with_table));
+        match &self.schema {
+            Some(_) => self.key_connect[usize::from(with_table)]
+                .get_or_init(build)
+                .clone(),
+            None => build(),
+        }
+    }
+
+    fn build_key_schema(&self, event: &ChangeEvent, with_table: bool) -> Schema {
         let mut fields: Vec<Schema> = event
             .key
             .iter()
@@ -174,8 +188,16 @@ impl Table {
         }
     }
 
-    /// The envelope's Connect schema.
-    pub fn envelope_connect_schema(&self, event: &ChangeEvent) -> Schema {
+    /// The envelope's Connect schema (built once per table schema).
+    pub fn envelope_connect_schema(&self, event: &ChangeEvent) -> Arc<Schema> {
+        let build = || Arc::new(self.build_envelope_schema(event));
+        match &self.schema {
+            Some(_) => self.value_connect.get_or_init(build).clone(),
+            None => build(),
+        }
+    }
+
+    fn build_envelope_schema(&self, event: &ChangeEvent) -> Schema {
         let row = Schema::structure(
             format!("{}.Value", self.physical),
             self.row_schema(event),
