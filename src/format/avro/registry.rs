@@ -283,6 +283,19 @@ fn tls_config(ca: Option<&PathBuf>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A subject as one path segment: letters, digits and `._-` as they are, the rest escaped.
+fn percent_encode(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    for byte in subject.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,17 +354,4 @@ mod tests {
         let err = registry.register("t-value", "\"long\"").await.unwrap_err();
         assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
     }
-}
-
-/// A subject as one path segment: letters, digits and `._-` as they are, the rest escaped.
-fn percent_encode(subject: &str) -> String {
-    let mut out = String::with_capacity(subject.len());
-    for byte in subject.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
