@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod percent;
 pub mod pipeline;
 pub mod private_fs;
 pub mod shutdown;

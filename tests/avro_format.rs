@@ -5,12 +5,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use apache_avro::types::Value as Avro;
-use support::kafka::{brokers, consume_all_raw, Record};
+use support::kafka::{brokers, Record};
 use support::pg::PgFixture;
-use support::{terminate, wait_until};
+use support::terminate;
 
 fn registry() -> String {
     std::env::var("CDC_BRIDGE_SCHEMA_REGISTRY_URL")
@@ -18,20 +16,7 @@ fn registry() -> String {
 }
 
 fn consume(topic: &str, count: usize) -> Vec<Record> {
-    let mut records = Vec::new();
-    wait_until(
-        Duration::from_secs(60),
-        &format!("{count} records in {topic}"),
-        || {
-            records = consume_all_raw(&brokers(), topic, Duration::from_secs(10));
-            let done = records.len() >= count;
-            if !done {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            done
-        },
-    );
-    records
+    support::kafka::wait_for_records(topic, count, false)
 }
 
 /// The registry's schema of `id`, as the registry serves it.

@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use support::kafka::{brokers, consume_all, Record};
+use support::kafka::{brokers, Record};
 use support::pg::PgFixture;
-use support::{terminate, wait_until};
+use support::terminate;
 
 fn kafka_sink(extra: &str) -> String {
     format!(
@@ -18,22 +16,8 @@ fn kafka_sink(extra: &str) -> String {
     )
 }
 
-/// Every record of `topic` (one partition), once it holds at least `count`.
 fn consume(topic: &str, count: usize) -> Vec<Record> {
-    let mut records = Vec::new();
-    wait_until(
-        Duration::from_secs(60),
-        &format!("{count} records in {topic}"),
-        || {
-            records = consume_all(&brokers(), topic, Duration::from_secs(10));
-            let done = records.len() >= count;
-            if !done {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            done
-        },
-    );
-    records
+    support::kafka::wait_for_records(topic, count, true)
 }
 
 /// The op of a record's payload; `None` for a tombstone.

@@ -22,8 +22,7 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
-    /// The value as JSON (`None` for a tombstone, and for records read with
-    /// [`consume_all_raw`]).
+    /// The value as JSON (`None` for a tombstone, and for records not read as JSON).
     pub value: Option<serde_json::Value>,
     pub headers: Vec<(String, String)>,
     pub raw_key: Option<Vec<u8>>,
@@ -67,9 +66,22 @@ pub fn consume_all(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record>
     read_all(brokers, topic, timeout, true)
 }
 
-/// [`consume_all`] for records that are not JSON (Avro): keys and values as bytes only.
-pub fn consume_all_raw(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
-    read_all(brokers, topic, timeout, false)
+/// Every record of `topic` once it holds at least `count` (waiting up to a minute; the topic
+/// may not exist yet), values as JSON when `json`, else as bytes only.
+pub fn wait_for_records(topic: &str, count: usize, json: bool) -> Vec<Record> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = read_all(&brokers(), topic, Duration::from_secs(10), json);
+        if records.len() >= count {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {count} records in {topic} (have {})",
+            records.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn read_all(brokers: &str, topic: &str, timeout: Duration, json: bool) -> Vec<Record> {

@@ -149,7 +149,7 @@ impl ConfluentRegistry {
             } else {
                 format!("{}/", self.base_path)
             },
-            percent_encode(subject)
+            crate::percent::encode(subject)
         );
         let (status, body) = tokio::time::timeout(CALL_TIMEOUT, self.post(&path, body))
             .await
@@ -283,19 +283,6 @@ fn tls_config(ca: Option<&PathBuf>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// A subject as one path segment: letters, digits and `._-` as they are, the rest escaped.
-fn percent_encode(subject: &str) -> String {
-    let mut out = String::with_capacity(subject.len());
-    for byte in subject.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +331,6 @@ mod tests {
             status: 401,
         };
         assert_eq!(credentials.disposition(), Disposition::Fatal);
-        assert_eq!(percent_encode("a.b-c_d/e f"), "a.b-c_d%2Fe%20f");
     }
 
     /// Nothing listens on port 1: unreachable, which the pipeline rides out.

@@ -56,7 +56,7 @@ pub fn token(
     )?;
     let url = format!(
         "{url}&User-Agent={}",
-        encode(concat!("cdc-bridge/", env!("CARGO_PKG_VERSION")))
+        crate::percent::encode(concat!("cdc-bridge/", env!("CARGO_PKG_VERSION")))
     );
     Ok(AuthToken {
         token: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url),
@@ -117,23 +117,10 @@ pub fn presign_url(
         url.push(separator);
         url.push_str(name);
         url.push('=');
-        url.push_str(&encode(value));
+        url.push_str(&crate::percent::encode(value));
         separator = '&';
     }
     Ok(url)
-}
-
-/// Percent-encodes all but the unreserved characters, as SigV4 does.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
