@@ -95,7 +95,7 @@ impl ConfluentAvroFormat {
 
     /// The schema texts of `event`'s table (cached per table schema; built per event for
     /// sources without one).
-    fn texts(&self, event: &ChangeEvent) -> Result<Texts, EncodeError> {
+    fn texts(&self, event: &ChangeEvent) -> Texts {
         let src = &event.source;
         let id = src.table_schema.as_ref().map(|schema| {
             (
@@ -107,14 +107,14 @@ impl ConfluentAvroFormat {
         });
         if let Some(id) = &id {
             if let Some(texts) = lock(&self.texts).get(id) {
-                return Ok(texts.clone());
+                return texts.clone();
             }
         }
         let text = |schema: serde_json::Value| Arc::<str>::from(schema.to_string());
         let texts = Texts {
-            value: text(self.encoder.value_schema(event)?),
-            key: self.encoder.key_schema(event, false)?.map(text),
-            table_key: self.encoder.key_schema(event, true)?.map(text),
+            value: text(self.encoder.value_schema(event)),
+            key: self.encoder.key_schema(event, false).map(text),
+            table_key: self.encoder.key_schema(event, true).map(text),
         };
         if let Some(id) = id {
             let mut cache = lock(&self.texts);
@@ -123,7 +123,7 @@ impl ConfluentAvroFormat {
             }
             cache.insert(id, texts.clone());
         }
-        Ok(texts)
+        texts
     }
 
     fn subject(&self, destination: &str, schema: &str, part: &str) -> String {
@@ -186,7 +186,7 @@ fn frame(id: u32, out: &mut Vec<u8>) {
 
 impl Format for ConfluentAvroFormat {
     fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let texts = self.texts(event)?;
+        let texts = self.texts(event);
         frame(self.id_of(event, &texts.value)?, out);
         self.encoder.encode_value(event, out)
     }
@@ -209,10 +209,7 @@ impl Format for ConfluentAvroFormat {
         destination: &'a str,
         table_in_key: bool,
     ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
-        let texts = match self.texts(event) {
-            Ok(texts) => texts,
-            Err(err) => return Some(Box::pin(async move { Err(BoxError::from(err)) })),
-        };
+        let texts = self.texts(event);
         let mut wanted = vec![(
             self.subject(destination, &texts.value, "value"),
             texts.value.clone(),
@@ -237,7 +234,7 @@ impl ConfluentAvroFormat {
         table_in_key: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let texts = self.texts(event)?;
+        let texts = self.texts(event);
         let Some(text) = texts.key(table_in_key) else {
             return Ok(());
         };

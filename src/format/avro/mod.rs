@@ -43,21 +43,15 @@ impl AvroEncoder {
     }
 
     /// The Avro schema of `event`'s value (its table's envelope).
-    pub fn value_schema(&self, event: &ChangeEvent) -> Result<Value, EncodeError> {
-        let (schema, _) = self.debezium.envelope(event)?;
-        Ok(schema::avro_schema(&schema))
+    pub fn value_schema(&self, event: &ChangeEvent) -> Value {
+        schema::avro_schema(&self.debezium.envelope_schema(event))
     }
 
     /// The Avro schema of `event`'s key; `None` when the record has no key.
-    pub fn key_schema(
-        &self,
-        event: &ChangeEvent,
-        with_table: bool,
-    ) -> Result<Option<Value>, EncodeError> {
-        Ok(self
-            .debezium
-            .key(event, with_table)?
-            .map(|(schema, _)| schema::avro_schema(&schema)))
+    pub fn key_schema(&self, event: &ChangeEvent, with_table: bool) -> Option<Value> {
+        self.debezium
+            .key_schema(event, with_table)
+            .map(|schema| schema::avro_schema(&schema))
     }
 
     /// Appends the Avro binary body of `event`'s value.

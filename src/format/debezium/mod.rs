@@ -127,6 +127,22 @@ impl DebeziumFormat {
         Ok((table.envelope_connect_schema(event), payload))
     }
 
+    /// The Connect schema of `event`'s envelope alone (cached per table schema).
+    pub(crate) fn envelope_schema(&self, event: &ChangeEvent) -> Arc<Schema> {
+        self.tables
+            .of(event, &self.options)
+            .envelope_connect_schema(event)
+    }
+
+    /// The Connect schema of `event`'s key alone; `None` for a record without a key.
+    pub(crate) fn key_schema(&self, event: &ChangeEvent, with_table: bool) -> Option<Arc<Schema>> {
+        (!event.key.is_empty()).then(|| {
+            self.tables
+                .of(event, &self.options)
+                .key_connect_schema(event, with_table)
+        })
+    }
+
     /// The Connect schema and the JSON payload of `event`'s key; `None` for a record
     /// without a key.
     pub(crate) fn key(
