@@ -150,13 +150,17 @@ pub async fn columns_of(conn: &mut Conn, database: &str, table: &str) -> Result<
         )
         .await
         .map_err(sql("reading a table's primary key from information_schema"))?;
+    // Only a LONGTEXT may be MariaDB's JSON: the check constraints are read only then.
+    let may_hold_json = rows
+        .iter()
+        .any(|(_, _, _, data_type, _)| data_type.eq_ignore_ascii_case("longtext"));
     let mut columns: Vec<CatalogColumn> = rows
         .into_iter()
         .map(|(name, column_type, charset, data_type, _)| {
             catalog_column(name, &column_type, charset, &data_type)
         })
         .collect();
-    if columns.iter().any(|c| c.json) {
+    if may_hold_json {
         let json = json_columns(conn, database, table).await?;
         for column in &mut columns {
             column.json = json.contains(&column.name);
@@ -196,8 +200,8 @@ fn catalog_column(
         } else {
             Vec::new()
         },
-        // Only a LONGTEXT may be MariaDB's JSON: asked of the check constraints next.
-        json: data_type.eq_ignore_ascii_case("longtext"),
+        // Set from the table's check constraints (`json_columns`).
+        json: false,
     }
 }
 
