@@ -38,12 +38,15 @@
 # schema_registry (rivven-schema, a Confluent-compatible schema registry keeping schemas in
 # memory, on 127.0.0.1:18081; built from crates.io into $CDC_BRIDGE_CACHE/rivven-schema once,
 # about 4 minutes; compatibility set to NONE, see schema_registry_start).
+# glue (moto's server, an AWS API emulator, for the Glue Schema Registry API on
+# 127.0.0.1:15100; installed from PyPI into a venv in $CDC_BRIDGE_CACHE/moto once, beside
+# aws-glue-schema-registry, AWS's Python deserializer the tests decode records with).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica schema_registry)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica schema_registry glue)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=${CDC_BRIDGE_TANSU_VERSION:-0.6.0}
@@ -62,6 +65,10 @@ MARIADB_REPLICA_PORT=$((MARIADB_PORT + 3))
 SCHEMA_REGISTRY_PORT=${CDC_BRIDGE_SCHEMA_REGISTRY_PORT:-18081}
 RIVVEN_SCHEMA_VERSION=0.0.22
 RIVVEN_SCHEMA=$CACHE/rivven-schema/bin/rivven-schema
+GLUE_PORT=${CDC_BRIDGE_GLUE_PORT:-15100}
+MOTO_VERSION=5.2.6
+GLUE_SERDE_VERSION=1.1.3
+MOTO_VENV=$CACHE/moto
 
 log() { echo "services: $*" >&2; }
 
@@ -344,6 +351,35 @@ schema_registry_start() {
 }
 schema_registry_stop() { stop_pidfile "$RUN_DIR/schema_registry/registry.pid"; }
 schema_registry_env() { echo "export CDC_BRIDGE_SCHEMA_REGISTRY_URL=http://127.0.0.1:$SCHEMA_REGISTRY_PORT"; }
+
+# ---- moto (the AWS Glue Schema Registry API) ----
+glue_install() {
+  [ -x "$MOTO_VENV/bin/moto_server" ] && "$MOTO_VENV/bin/python" -c 'import aws_schema_registry' 2>/dev/null && return 0
+  python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+  mkdir -p "$CACHE"
+  local install_log=$CACHE/moto-install.log
+  log "installing moto $MOTO_VERSION and aws-glue-schema-registry $GLUE_SERDE_VERSION from PyPI into $MOTO_VENV (once; log: $install_log)"
+  { python3 -m venv "$MOTO_VENV" \
+    && "$MOTO_VENV/bin/pip" install --disable-pip-version-check "moto[server]==$MOTO_VERSION" "aws-glue-schema-registry==$GLUE_SERDE_VERSION"; } >"$install_log" 2>&1 \
+    || { log "moto install failed, see $install_log"; rm -rf "$MOTO_VENV"; return 1; }
+}
+glue_start() {
+  glue_install || return 1
+  glue_stop
+  port_open "$GLUE_PORT" && { log "port $GLUE_PORT is taken by another process"; return 1; }
+  mkdir -p "$RUN_DIR/glue"
+  (
+    cd "$RUN_DIR/glue" || exit 1
+    setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$GLUE_PORT" >>moto.log 2>&1 </dev/null &
+    echo $! >moto.pid
+  )
+  wait_for 60 glue port_open "$GLUE_PORT"
+  log "glue (moto) running on 127.0.0.1:$GLUE_PORT (pid $(cat "$RUN_DIR/glue/moto.pid"))"
+}
+glue_stop() { stop_pidfile "$RUN_DIR/glue/moto.pid"; }
+glue_env() {
+  echo "export CDC_BRIDGE_GLUE_ENDPOINT=http://127.0.0.1:$GLUE_PORT CDC_BRIDGE_GLUE_PYTHON=$MOTO_VENV/bin/python"
+}
 
 # ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----
 dynamodb_start() {

@@ -80,7 +80,11 @@ fn unknown_format_or_format_option() {
     );
     run_with(
         &with_format("{ kind = \"avro\", registry_url = \"http://127.0.0.1:1\" }"),
-        "pipeline[0].sink.format: the avro format (Confluent schema registry) works with the kafka sink only",
+        "pipeline[0].sink.format: the avro format works with the kafka and kinesis sinks",
+    );
+    run_with(
+        &with_format("{ kind = \"avro\", registry = \"glue\", registry_url = \"http://127.0.0.1:1\" }"),
+        "pipeline[0].sink.format: registry_url is an option of a Confluent-compatible registry; registry = \"glue\" takes",
     );
     run_with(
         &with_format("{ kind = \"json\", pretty = true }"),

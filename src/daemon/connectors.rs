@@ -5,8 +5,8 @@
 use crate::check::Finding;
 use crate::config::{ConfigError, ConnectorSection};
 use crate::error::BoxError;
-use crate::format::avro::{ConfluentRegistry, RegistryError};
-use crate::format::FormatSpec;
+use crate::format::avro::{ConfluentError, ConfluentRegistry};
+use crate::format::{format_for, AvroOptions, FormatSpec, RegistrySettings};
 use crate::sink::Sink;
 use crate::sinks::file::{FileSink, FileSinkConfig};
 use crate::sinks::kafka::{self, KafkaSink, KafkaSinkConfig, TopicTemplate};
@@ -22,16 +22,34 @@ use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
 const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb", "mysql"];
 const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
 
-/// The Avro format registers its schemas under Kafka topics' subjects: other sinks refuse it
-/// (the AWS Glue registry, for Kinesis, is not supported yet).
-fn registry_format_needs_kafka(format: &FormatSpec, key: &str) -> Result<(), ConfigError> {
+/// The Avro format registers its schemas under names made from Kafka topics or Kinesis
+/// streams, and its records are binary: the file and stdout sinks refuse it.
+fn registry_format_needs_a_stream(format: &FormatSpec, key: &str) -> Result<(), ConfigError> {
     match format {
         FormatSpec::Avro(_) => Err(ConfigError::invalid(
             format!("{key}.format"),
-            "the avro format (Confluent schema registry) works with the kafka sink only",
+            "the avro format works with the kafka and kinesis sinks (its records are binary, its schemas registered per topic or stream)",
         )),
         _ => Ok(()),
     }
+}
+
+/// A Confluent registry URL is checked when the config is read, not at the first record.
+fn registry_url_is_valid(format: &FormatSpec, key: &str) -> Result<(), ConfigError> {
+    let FormatSpec::Avro(AvroOptions {
+        registry: RegistrySettings::Confluent(settings),
+        ..
+    }) = format
+    else {
+        return Ok(());
+    };
+    ConfluentRegistry::new(settings).map(drop).map_err(|e| {
+        let reason = match e {
+            ConfluentError::Config { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        ConfigError::invalid(format!("{key}.format.registry_url"), reason)
+    })
 }
 
 /// A typed `source` section.
@@ -113,36 +131,25 @@ impl SinkSpec {
         match section.kind.as_str() {
             "file" => {
                 let config: FileSinkConfig = section.parse()?;
-                registry_format_needs_kafka(&config.format, section.key())?;
+                registry_format_needs_a_stream(&config.format, section.key())?;
                 Ok(SinkSpec::File(config))
             }
             "stdout" => {
                 let config: StdoutSinkConfig = section.parse()?;
-                registry_format_needs_kafka(&config.format, section.key())?;
+                registry_format_needs_a_stream(&config.format, section.key())?;
                 Ok(SinkSpec::Stdout(config))
             }
             "null" => section.parse().map(SinkSpec::Null),
             "kafka" => {
                 let config: KafkaSinkConfig = section.parse()?;
                 let template = config.validate(section.key())?;
-                if let FormatSpec::Avro(avro) = &config.format {
-                    ConfluentRegistry::new(&avro.registry).map_err(|e| {
-                        let reason = match e {
-                            RegistryError::Config { reason, .. } => reason,
-                            other => other.to_string(),
-                        };
-                        ConfigError::invalid(
-                            format!("{}.format.registry_url", section.key()),
-                            reason,
-                        )
-                    })?;
-                }
+                registry_url_is_valid(&config.format, section.key())?;
                 Ok(SinkSpec::Kafka(config, template))
             }
             "kinesis" => {
                 let config: KinesisSinkConfig = section.parse()?;
                 let stream = config.validate(section.key())?;
-                registry_format_needs_kafka(&config.format, section.key())?;
+                registry_url_is_valid(&config.format, section.key())?;
                 Ok(SinkSpec::Kinesis(config, stream))
             }
             _ => Err(section.unknown_kind(SINK_KINDS)),
@@ -177,8 +184,16 @@ impl SinkSpec {
     /// Verifies the sink's prerequisites (connects; changes nothing).
     pub async fn check(&self) -> Vec<Finding> {
         match self {
-            SinkSpec::Kafka(config, template) => kafka::check(config, template).await,
-            SinkSpec::Kinesis(config, stream) => kinesis::check(config, stream).await,
+            SinkSpec::Kafka(config, template) => {
+                let mut findings = kafka::check(config, template).await;
+                findings.extend(format_for(&config.format).check().await);
+                findings
+            }
+            SinkSpec::Kinesis(config, stream) => {
+                let mut findings = kinesis::check(config, stream).await;
+                findings.extend(format_for(&config.format).check().await);
+                findings
+            }
             SinkSpec::File(_) | SinkSpec::Stdout(_) | SinkSpec::Null(_) => Vec::new(),
         }
     }

@@ -26,11 +26,15 @@ use std::path::PathBuf;
 
 use futures_util::future::BoxFuture;
 
+use crate::check::Finding;
 use crate::config::Secret;
 use crate::envelope::ChangeEvent;
 use crate::error::{BoxError, ConnectorError, Disposition};
 
-pub use avro::{AvroOptions, ConfluentAvroFormat, RegistrySettings, SubjectNameStrategy};
+pub use avro::{
+    AvroOptions, ConfluentSettings, GlueCompatibility, GlueCompression, GlueSettings,
+    RegistryAvroFormat, RegistrySettings, SubjectNameStrategy,
+};
 pub use debezium::{DebeziumFormat, DebeziumOptions, DecimalHandling, UnavailableValues};
 pub use dms::{BeforeImage, DmsFormat, DmsOptions, PartitionKeyType};
 pub use json::JsonFormat;
@@ -47,7 +51,8 @@ pub enum FormatSpec {
     Debezium(DebeziumOptions),
     /// AWS DMS's record for Kinesis and Kafka targets.
     Dms(DmsOptions),
-    /// Debezium's envelope in Avro, framed for a Confluent-compatible schema registry.
+    /// Debezium's envelope in Avro, framed for a Confluent-compatible schema registry or the
+    /// AWS Glue Schema Registry.
     Avro(AvroOptions),
 }
 
@@ -92,10 +97,17 @@ enum FormatTable {
         no_hex_prefix: bool,
     },
     Avro {
-        registry_url: String,
+        #[serde(default)]
+        registry: RegistryKind,
+        registry_url: Option<String>,
         registry_username: Option<String>,
         registry_password: Option<Secret>,
         registry_ca: Option<PathBuf>,
+        registry_name: Option<String>,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        compression: Option<GlueCompression>,
+        compatibility: Option<GlueCompatibility>,
         #[serde(default)]
         subject_name_strategy: SubjectNameStrategy,
         #[serde(default)]
@@ -105,9 +117,23 @@ enum FormatTable {
     },
 }
 
-impl From<FormatTable> for FormatSpec {
-    fn from(table: FormatTable) -> Self {
-        match table {
+/// The `registry` option of the Avro format.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RegistryKind {
+    #[default]
+    Confluent,
+    Glue,
+}
+
+/// The Glue registry AWS's own serializers use when none is named.
+const GLUE_DEFAULT_REGISTRY: &str = "default-registry";
+
+impl TryFrom<FormatTable> for FormatSpec {
+    type Error = String;
+
+    fn try_from(table: FormatTable) -> Result<Self, String> {
+        Ok(match table {
             FormatTable::Json {} => FormatSpec::Json,
             FormatTable::Debezium {
                 schemas,
@@ -137,26 +163,81 @@ impl From<FormatTable> for FormatSpec {
                 no_hex_prefix,
             }),
             FormatTable::Avro {
+                registry,
                 registry_url,
                 registry_username,
                 registry_password,
                 registry_ca,
+                registry_name,
+                region,
+                endpoint_url,
+                compression,
+                compatibility,
                 subject_name_strategy,
                 decimal_handling,
                 unavailable_values,
-            } => FormatSpec::Avro(AvroOptions {
-                registry: RegistrySettings {
-                    url: registry_url,
-                    username: registry_username,
-                    password: registry_password,
-                    ca: registry_ca,
-                },
-                subject_name_strategy,
-                decimal_handling,
-                unavailable_values,
-            }),
-        }
+            } => {
+                let registry = match registry {
+                    RegistryKind::Confluent => {
+                        let glue_only = [
+                            ("registry_name", registry_name.is_some()),
+                            ("region", region.is_some()),
+                            ("endpoint_url", endpoint_url.is_some()),
+                            ("compression", compression.is_some()),
+                            ("compatibility", compatibility.is_some()),
+                        ];
+                        if let Some((name, _)) = glue_only.iter().find(|(_, set)| *set) {
+                            return Err(format!("{name} is an option of registry = \"glue\"; a Confluent-compatible registry (the default) takes registry_url, registry_username, registry_password and registry_ca"));
+                        }
+                        RegistrySettings::Confluent(ConfluentSettings {
+                            url: registry_url.ok_or(
+                                "missing field `registry_url` (the Confluent-compatible schema registry's URL; registry = \"glue\" for the AWS Glue Schema Registry)",
+                            )?,
+                            username: registry_username,
+                            password: registry_password,
+                            ca: registry_ca,
+                        })
+                    }
+                    RegistryKind::Glue => {
+                        let confluent_only = [
+                            ("registry_url", registry_url.is_some()),
+                            ("registry_username", registry_username.is_some()),
+                            ("registry_password", registry_password.is_some()),
+                            ("registry_ca", registry_ca.is_some()),
+                        ];
+                        if let Some((name, _)) = confluent_only.iter().find(|(_, set)| *set) {
+                            return Err(format!("{name} is an option of a Confluent-compatible registry; registry = \"glue\" takes registry_name, region, endpoint_url, compression and compatibility, and the AWS credential chain"));
+                        }
+                        let registry_name =
+                            registry_name.unwrap_or_else(|| GLUE_DEFAULT_REGISTRY.to_owned());
+                        if !glue_name_is_valid(&registry_name) {
+                            return Err(format!("registry_name {registry_name:?}: a Glue registry name has 1 to 255 letters, digits and -_$#."));
+                        }
+                        RegistrySettings::Glue(GlueSettings {
+                            registry_name,
+                            region,
+                            endpoint_url,
+                            compression: compression.unwrap_or_default(),
+                            compatibility: compatibility.unwrap_or_default(),
+                        })
+                    }
+                };
+                FormatSpec::Avro(AvroOptions {
+                    registry,
+                    subject_name_strategy,
+                    decimal_handling,
+                    unavailable_values,
+                })
+            }
+        })
     }
+}
+
+fn glue_name_is_valid(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_$#.".contains(&b))
 }
 
 impl<'de> Deserialize<'de> for FormatSpec {
@@ -176,11 +257,13 @@ impl<'de> Deserialize<'de> for FormatSpec {
                     "kind",
                     name.into_deserializer(),
                 )));
-                FormatTable::deserialize(table).map(FormatSpec::from)
+                FormatTable::deserialize(table)
+                    .and_then(|table| FormatSpec::try_from(table).map_err(E::custom))
             }
 
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FormatSpec, A::Error> {
-                FormatTable::deserialize(MapAccessDeserializer::new(map)).map(FormatSpec::from)
+                FormatTable::deserialize(MapAccessDeserializer::new(map))
+                    .and_then(|table| FormatSpec::try_from(table).map_err(de::Error::custom))
             }
         }
         d.deserialize_any(Visitor)
@@ -258,6 +341,12 @@ pub trait Format: Send + Sync {
     ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
         None
     }
+
+    /// What `cdc-bridge check` verifies of the format itself: that its schema registry
+    /// answers and accepts the credentials. Nothing for formats without one.
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// The format a sink's `format` setting names, with its options.
@@ -266,7 +355,7 @@ pub fn format_for(spec: &FormatSpec) -> Box<dyn Format> {
         FormatSpec::Json => Box::new(JsonFormat),
         FormatSpec::Debezium(options) => Box::new(DebeziumFormat::new(*options)),
         FormatSpec::Dms(options) => Box::new(DmsFormat::new(options.clone())),
-        FormatSpec::Avro(options) => Box::new(ConfluentAvroFormat::new(options.clone())),
+        FormatSpec::Avro(options) => Box::new(RegistryAvroFormat::new(options.clone())),
     }
 }
 
@@ -320,6 +409,79 @@ mod tests {
                 ..DmsOptions::default()
             }))
         );
+    }
+
+    #[test]
+    fn avro_takes_the_options_of_its_registry_and_refuses_the_others() {
+        let FormatSpec::Avro(confluent) =
+            parse(r#"format = { kind = "avro", registry_url = "http://r:8081" }"#).unwrap()
+        else {
+            panic!("not avro");
+        };
+        assert!(
+            matches!(confluent.registry, RegistrySettings::Confluent(ref c) if c.url == "http://r:8081")
+        );
+        assert_eq!(
+            parse(r#"format = { kind = "avro", registry = "glue" }"#),
+            Ok(FormatSpec::Avro(AvroOptions {
+                registry: RegistrySettings::Glue(GlueSettings {
+                    registry_name: "default-registry".into(),
+                    region: None,
+                    endpoint_url: None,
+                    compression: GlueCompression::None,
+                    compatibility: GlueCompatibility::Backward,
+                }),
+                subject_name_strategy: SubjectNameStrategy::Topic,
+                decimal_handling: DecimalHandling::Precise,
+                unavailable_values: UnavailableValues::Placeholder,
+            }))
+        );
+        let glue = parse(
+            r#"format = { kind = "avro", registry = "glue", registry_name = "cdc", region = "eu-west-1", compression = "zlib", compatibility = "full_all" }"#,
+        )
+        .unwrap();
+        let FormatSpec::Avro(AvroOptions {
+            registry: RegistrySettings::Glue(glue),
+            ..
+        }) = glue
+        else {
+            panic!("not glue");
+        };
+        assert_eq!(
+            (
+                glue.registry_name.as_str(),
+                glue.region.as_deref(),
+                glue.compression,
+                glue.compatibility
+            ),
+            (
+                "cdc",
+                Some("eu-west-1"),
+                GlueCompression::Zlib,
+                GlueCompatibility::FullAll
+            )
+        );
+        let missing = parse(r#"format = { kind = "avro" }"#).unwrap_err();
+        assert!(
+            missing.contains("missing field `registry_url`"),
+            "{missing}"
+        );
+        let mixed = parse(r#"format = { kind = "avro", registry_url = "http://r", region = "x" }"#)
+            .unwrap_err();
+        assert!(
+            mixed.starts_with("region is an option of registry = \"glue\""),
+            "{mixed}"
+        );
+        let mixed =
+            parse(r#"format = { kind = "avro", registry = "glue", registry_url = "http://r" }"#)
+                .unwrap_err();
+        assert!(
+            mixed.starts_with("registry_url is an option of a Confluent"),
+            "{mixed}"
+        );
+        let bad = parse(r#"format = { kind = "avro", registry = "glue", registry_name = "a b" }"#)
+            .unwrap_err();
+        assert!(bad.contains("a Glue registry name has"), "{bad}");
     }
 
     #[test]

@@ -1,248 +1,390 @@
-//! `format = { kind = "avro", registry_url = ... }`: Debezium's envelope in Avro, each record
-//! in Confluent's wire format (byte 0, the schema's 4-byte id big-endian, the Avro body), its
-//! key and value schemas registered with a Confluent-compatible schema registry.
+//! A client of Confluent Schema Registry's REST API: registers a schema under a subject
+//! (`POST /subjects/{subject}/versions`) and returns the schema's id, the id a record's
+//! Confluent framing carries. Registering a schema the subject already has returns its id
+//! again, so registering is also how an id is looked up.
 //!
-//! Flow: before a sink encodes an event for a destination (a Kafka topic), it awaits
-//! [`Format::prepare`], which registers the event's key and value schemas under the subjects
-//! the subject-name strategy gives, unless that was done already; encoding then only looks
-//! the ids up. A table's schema texts are built once per table schema (a DDL change makes new
-//! ones, registered as the subject's next version). Registry errors keep their disposition: an
-//! outage is transient (the batch is not acknowledged; the pipeline retries).
+//! One HTTP/1.1 connection per call (over TLS for `https://` URLs, verified against the Web PKI
+//! roots or `registry_ca`): a registry is asked once per table schema, not per record.
+//! Errors carry a disposition: an unreachable or failing registry (connection, timeout, 5xx,
+//! 429) is transient, nothing is acknowledged and the pipeline retries; refused credentials
+//! (401, 403) and a refused schema (409 incompatible, 422 invalid) are fatal and say what to
+//! fix.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use serde::Deserialize;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-use super::registry::{ConfluentRegistry, RegistryError, RegistrySettings};
-use super::AvroEncoder;
-use crate::envelope::ChangeEvent;
-use crate::error::BoxError;
-use crate::format::debezium::{DebeziumOptions, DecimalHandling, UnavailableValues};
-use crate::format::{EncodeError, Format};
+use crate::config::Secret;
+use crate::error::{ConnectorError, Disposition};
 
-/// How subjects are named, as Confluent's serializers' `subject.name.strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectNameStrategy {
-    /// `<topic>-key` and `<topic>-value` (Confluent's default).
-    #[default]
-    Topic,
-    /// The record's full name (`shop.public.orders.Envelope`).
-    Record,
-    /// `<topic>-<record's full name>`.
-    TopicRecord,
+const CONTENT: &str = "application/vnd.schemaregistry.v1+json";
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the registry did not give an id.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfluentError {
+    #[error("schema registry {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("schema registry {url} answered {status}: {body}")]
+    Failing {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("schema registry {url} refused the credentials ({status}): check registry_username and registry_password")]
+    Credentials { url: String, status: u16 },
+    #[error("schema registry {url} refused the schema of subject {subject} ({status}): {body}; a schema change the subject's compatibility level forbids needs that level changed (PUT /config/{subject})")]
+    Refused {
+        url: String,
+        subject: String,
+        status: u16,
+        body: String,
+    },
+    #[error("registry_url {url}: {reason}")]
+    Config { url: String, reason: String },
 }
 
-/// The options of `format = { kind = "avro", ... }`.
+impl ConnectorError for ConfluentError {
+    fn disposition(&self) -> Disposition {
+        match self {
+            ConfluentError::Unreachable { .. } | ConfluentError::Failing { .. } => {
+                Disposition::Transient
+            }
+            _ => Disposition::Fatal,
+        }
+    }
+}
+
+/// Where the registry is and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AvroOptions {
-    pub registry: RegistrySettings,
-    pub subject_name_strategy: SubjectNameStrategy,
-    pub decimal_handling: DecimalHandling,
-    pub unavailable_values: UnavailableValues,
+pub struct ConfluentSettings {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// A PEM file of the CA that signed an `https://` registry's certificate.
+    pub ca: Option<PathBuf>,
 }
 
-/// A table's schemas as registered: the value's, the key's, and the key's with the
-/// physical-table field (for topics several tables share).
-#[derive(Clone)]
-struct Texts {
-    value: Arc<str>,
-    key: Option<Arc<str>>,
-    table_key: Option<Arc<str>>,
+pub struct ConfluentRegistry {
+    url: String,
+    host: String,
+    port: u16,
+    base_path: String,
+    tls: Option<Arc<ClientConfig>>,
+    authorization: Option<HeaderValue>,
 }
 
-impl Texts {
-    fn key(&self, table_in_key: bool) -> Option<&Arc<str>> {
-        if table_in_key {
-            self.table_key.as_ref()
-        } else {
-            self.key.as_ref()
-        }
-    }
-}
-
-/// A table by its schema's address and its names.
-type TableId = (usize, Arc<str>, Arc<str>, Arc<str>);
-
-pub struct ConfluentAvroFormat {
-    options: AvroOptions,
-    encoder: AvroEncoder,
-    registry: OnceLock<Result<ConfluentRegistry, String>>,
-    texts: Mutex<HashMap<TableId, Texts>>,
-    /// Schema text -> id.
-    ids: Mutex<HashMap<Arc<str>, u32>>,
-    /// (subject, schema text) pairs registered.
-    registered: Mutex<HashSet<(String, Arc<str>)>>,
-}
-
-impl ConfluentAvroFormat {
-    pub fn new(options: AvroOptions) -> Self {
-        ConfluentAvroFormat {
-            encoder: AvroEncoder::new(DebeziumOptions {
-                schemas: false,
-                decimal_handling: options.decimal_handling,
-                unavailable_values: options.unavailable_values,
-            }),
-            options,
-            registry: OnceLock::new(),
-            texts: Mutex::new(HashMap::new()),
-            ids: Mutex::new(HashMap::new()),
-            registered: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// The schema texts of `event`'s table (cached per table schema; built per event for
-    /// sources without one).
-    fn texts(&self, event: &ChangeEvent) -> Texts {
-        let src = &event.source;
-        let id = src.table_schema.as_ref().map(|schema| {
-            (
-                Arc::as_ptr(schema) as usize,
-                src.pipeline.clone(),
-                src.schema.clone().unwrap_or_else(|| src.database.clone()),
-                src.table.clone(),
-            )
-        });
-        if let Some(id) = &id {
-            if let Some(texts) = lock(&self.texts).get(id) {
-                return texts.clone();
-            }
-        }
-        let text = |schema: serde_json::Value| Arc::<str>::from(schema.to_string());
-        let texts = Texts {
-            value: text(self.encoder.value_schema(event)),
-            key: self.encoder.key_schema(event, false).map(text),
-            table_key: self.encoder.key_schema(event, true).map(text),
+impl ConfluentRegistry {
+    pub fn new(settings: &ConfluentSettings) -> Result<Self, ConfluentError> {
+        let config_error = |reason: &str| ConfluentError::Config {
+            url: settings.url.clone(),
+            reason: reason.to_owned(),
         };
-        if let Some(id) = id {
-            let mut cache = lock(&self.texts);
-            if cache.len() >= 4096 {
-                cache.clear();
-            }
-            cache.insert(id, texts.clone());
+        let (https, rest) = match settings.url.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            _ => return Err(config_error("must start with http:// or https://")),
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| config_error("the port is not a number"))?,
+            ),
+            None => (authority, if https { 443 } else { 80 }),
+        };
+        if host.is_empty() {
+            return Err(config_error("names no host"));
         }
-        texts
-    }
-
-    fn subject(&self, destination: &str, schema: &str, part: &str) -> String {
-        let record = || {
-            let parsed: serde_json::Value =
-                serde_json::from_str(schema).expect("a schema this format wrote");
-            match (parsed["namespace"].as_str(), parsed["name"].as_str()) {
-                (Some(namespace), Some(name)) => format!("{namespace}.{name}"),
-                (None, Some(name)) => name.to_owned(),
-                _ => part.to_owned(),
+        let tls = https
+            .then(|| tls_config(settings.ca.as_ref()))
+            .transpose()
+            .map_err(|reason| config_error(&reason))?;
+        let authorization = match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => {
+                let token = BASE64.encode(format!("{user}:{}", password.expose()));
+                Some(
+                    HeaderValue::from_str(&format!("Basic {token}"))
+                        .map_err(|_| config_error("the credentials cannot be sent in a header"))?,
+                )
+            }
+            (None, None) => None,
+            _ => {
+                return Err(config_error(
+                    "registry_username and registry_password go together",
+                ))
             }
         };
-        match self.options.subject_name_strategy {
-            SubjectNameStrategy::Topic => format!("{destination}-{part}"),
-            SubjectNameStrategy::Record => record(),
-            SubjectNameStrategy::TopicRecord => format!("{destination}-{}", record()),
-        }
-    }
-
-    fn id_of(&self, event: &ChangeEvent, text: &Arc<str>) -> Result<u32, EncodeError> {
-        lock(&self.ids).get(text).copied().ok_or_else(|| {
-            EncodeError::new(
-                "avro",
-                event,
-                "the table's schema has no registry id (the sink did not prepare it)",
-            )
+        Ok(ConfluentRegistry {
+            url: settings.url.clone(),
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port,
+            base_path: path.trim_end_matches('/').to_owned(),
+            tls,
+            authorization,
         })
     }
 
-    async fn register(&self, pending: Vec<(String, Arc<str>)>) -> Result<(), BoxError> {
-        let registry = self
-            .registry
-            .get_or_init(|| {
-                ConfluentRegistry::new(&self.options.registry).map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|reason| RegistryError::Config {
-                url: self.options.registry.url.clone(),
-                reason: reason.clone(),
-            })?;
-        for (subject, text) in pending {
-            let id = registry.register(&subject, &text).await?;
-            tracing::info!(%subject, id, "schema registered");
-            lock(&self.ids).insert(text.clone(), id);
-            lock(&self.registered).insert((subject, text));
-        }
-        Ok(())
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Confluent's framing: magic byte 0 and the schema id, big-endian.
-fn frame(id: u32, out: &mut Vec<u8>) {
-    out.push(0);
-    out.extend_from_slice(&id.to_be_bytes());
-}
-
-impl Format for ConfluentAvroFormat {
-    fn encode_value(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let texts = self.texts(event);
-        frame(self.id_of(event, &texts.value)?, out);
-        self.encoder.encode_value(event, out)
-    }
-
-    fn encode_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.key(event, false, out)
-    }
-
-    fn encode_table_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.key(event, true, out)
-    }
-
-    fn null_key(&self, event: &ChangeEvent) -> bool {
-        event.key.is_empty()
-    }
-
-    fn prepare<'a>(
-        &'a self,
-        event: &'a ChangeEvent,
-        destination: &'a str,
-        table_in_key: bool,
-    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
-        let texts = self.texts(event);
-        let mut wanted = vec![(
-            self.subject(destination, &texts.value, "value"),
-            texts.value.clone(),
-        )];
-        if let Some(key) = texts.key(table_in_key) {
-            wanted.push((self.subject(destination, key, "key"), key.clone()));
-        }
-        let registered = lock(&self.registered);
-        let pending: Vec<(String, Arc<str>)> = wanted
-            .into_iter()
-            .filter(|pair| !registered.contains(pair))
-            .collect();
-        drop(registered);
-        (!pending.is_empty()).then(|| Box::pin(self.register(pending)) as BoxFuture<'a, _>)
-    }
-}
-
-impl ConfluentAvroFormat {
-    fn key(
-        &self,
-        event: &ChangeEvent,
-        table_in_key: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
-        let texts = self.texts(event);
-        let Some(text) = texts.key(table_in_key) else {
-            return Ok(());
+    /// The id of `schema` (Avro schema JSON) under `subject`, registering it if new.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, ConfluentError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "schema": schema })).expect("JSON of a string");
+        let path = self.path(&format!(
+            "subjects/{}/versions",
+            crate::percent::encode(subject)
+        ));
+        let (status, body) = self.call(Method::POST, &path, body).await?;
+        let text = || {
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(500)
+                .collect::<String>()
         };
-        let start = out.len();
-        frame(self.id_of(event, text)?, out);
-        if !self.encoder.encode_key(event, table_in_key, out)? {
-            out.truncate(start);
+        match status {
+            StatusCode::OK => {
+                #[derive(serde::Deserialize)]
+                struct Registered {
+                    id: u32,
+                }
+                serde_json::from_slice::<Registered>(&body)
+                    .map(|r| r.id)
+                    .map_err(|_| ConfluentError::Failing {
+                        url: self.url.clone(),
+                        status: status.as_u16(),
+                        body: text(),
+                    })
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(ConfluentError::Credentials {
+                url: self.url.clone(),
+                status: status.as_u16(),
+            }),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(ConfluentError::Failing {
+                    url: self.url.clone(),
+                    status: s.as_u16(),
+                    body: text(),
+                })
+            }
+            s => Err(ConfluentError::Refused {
+                url: self.url.clone(),
+                subject: subject.to_owned(),
+                status: s.as_u16(),
+                body: text(),
+            }),
         }
-        Ok(())
+    }
+
+    /// Whether the registry answers and accepts the credentials (`cdc-bridge check`): the
+    /// number of subjects it lists. Whether they may register is only known at the first
+    /// registration.
+    pub async fn describe(&self) -> Result<usize, ConfluentError> {
+        let (status, body) = self
+            .call(Method::GET, &self.path("subjects"), Vec::new())
+            .await?;
+        match status {
+            StatusCode::OK => serde_json::from_slice::<Vec<String>>(&body)
+                .map(|subjects| subjects.len())
+                .map_err(|_| self.failing(status, &body)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(ConfluentError::Credentials {
+                url: self.url.clone(),
+                status: status.as_u16(),
+            }),
+            s => Err(self.failing(s, &body)),
+        }
+    }
+
+    fn path(&self, tail: &str) -> String {
+        if self.base_path.is_empty() {
+            format!("/{tail}")
+        } else {
+            format!("/{}/{tail}", self.base_path)
+        }
+    }
+
+    fn failing(&self, status: StatusCode, body: &[u8]) -> ConfluentError {
+        ConfluentError::Failing {
+            url: self.url.clone(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(body).chars().take(500).collect(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ConfluentError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.connect_and_send(method, path, body))
+            .await
+            .map_err(|_| self.unreachable("no answer within 15 s"))?
+    }
+
+    async fn connect_and_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ConfluentError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()))?;
+        match &self.tls {
+            Some(config) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| self.unreachable(&e.to_string()))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.unreachable(&format!("TLS: {e}")))?;
+                self.exchange(tls, method, path, body).await
+            }
+            None => self.exchange(tcp, method, path, body).await,
+        }
+    }
+
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ConfluentError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, format!("{}:{}", self.host, self.port))
+            .header(CONTENT_TYPE, CONTENT)
+            .header(ACCEPT, CONTENT)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.unreachable(&e.to_string()))?;
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, authorization.clone());
+        }
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    fn unreachable(&self, reason: &str) -> ConfluentError {
+        ConfluentError::Unreachable {
+            url: self.url.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+fn tls_config(ca: Option<&PathBuf>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read registry_ca {}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("registry_ca {}: {e}", path.display()))?;
+            }
+            roots
+        }
+        None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> ConfluentSettings {
+        ConfluentSettings {
+            url: url.to_owned(),
+            username: None,
+            password: None,
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn a_registry_url_is_checked_before_any_call() {
+        let reason = |url: &str| match ConfluentRegistry::new(&settings(url)) {
+            Err(ConfluentError::Config { reason, .. }) => reason,
+            Err(other) => panic!("{other}"),
+            Ok(_) => "accepted".to_owned(),
+        };
+        assert_eq!(reason("http://127.0.0.1:8081"), "accepted");
+        assert_eq!(reason("https://registry.example.com/base/"), "accepted");
+        assert_eq!(
+            reason("127.0.0.1:8081"),
+            "must start with http:// or https://"
+        );
+        assert_eq!(reason("http://host:port"), "the port is not a number");
+        let half = ConfluentSettings {
+            username: Some("u".into()),
+            ..settings("http://127.0.0.1:8081")
+        };
+        assert!(
+            matches!(ConfluentRegistry::new(&half), Err(ConfluentError::Config { reason, .. }) if reason.contains("go together"))
+        );
+    }
+
+    #[test]
+    fn an_outage_is_transient_and_a_refusal_fatal() {
+        let unreachable = ConfluentError::Unreachable {
+            url: "u".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(unreachable.disposition(), Disposition::Transient);
+        let credentials = ConfluentError::Credentials {
+            url: "u".into(),
+            status: 401,
+        };
+        assert_eq!(credentials.disposition(), Disposition::Fatal);
+    }
+
+    /// Nothing listens on port 1: unreachable, which the pipeline rides out.
+    #[tokio::test]
+    async fn a_registry_that_does_not_answer_is_unreachable() {
+        let registry = ConfluentRegistry::new(&settings("http://127.0.0.1:1")).unwrap();
+        let err = registry.register("t-value", "\"long\"").await.unwrap_err();
+        assert!(matches!(err, ConfluentError::Unreachable { .. }), "{err}");
     }
 }

@@ -4,13 +4,15 @@
 //! Flow: the Debezium format gives the event's Connect schema and its JSON payload
 //! ([`DebeziumFormat::envelope`]); [`schema`] turns the Connect schema into the Avro schema
 //! (Confluent's `AvroData` rules), and [`binary`] writes the payload along the same schema.
-//! [`ConfluentAvroFormat`] registers the schemas with a Confluent-compatible registry and
-//! frames each record with its schema's id (`format = { kind = "avro", ... }`). AWS Glue's
-//! registry is not here yet. An error names the field whose value the schema cannot carry.
+//! [`RegistryAvroFormat`] registers the schemas with a Confluent-compatible registry
+//! ([`confluent`]) or the AWS Glue Schema Registry ([`glue`]) and frames each record with its
+//! schema's id (`format = { kind = "avro", ... }`). An error names the field whose value the
+//! schema cannot carry.
 
 mod binary;
 mod confluent;
-mod registry;
+mod glue;
+mod registered;
 mod schema;
 
 #[cfg(test)]
@@ -22,8 +24,9 @@ use super::debezium::{DebeziumFormat, DebeziumOptions};
 use super::EncodeError;
 use crate::envelope::ChangeEvent;
 
-pub use confluent::{AvroOptions, ConfluentAvroFormat, SubjectNameStrategy};
-pub use registry::{ConfluentRegistry, RegistryError, RegistrySettings};
+pub use confluent::{ConfluentError, ConfluentRegistry, ConfluentSettings};
+pub use glue::{GlueCompatibility, GlueCompression, GlueError, GlueRegistry, GlueSettings};
+pub use registered::{AvroOptions, RegistryAvroFormat, RegistrySettings, SubjectNameStrategy};
 pub use schema::avro_name;
 
 const NAME: &str = "avro";

@@ -1,7 +1,9 @@
 //! The `kinesis` sink: change events to an Amazon Kinesis data stream, one record per event
 //! (or KPL-aggregated), partitioned by the row's identity.
 //!
-//! Flow per batch: each event -> partition key (`partition_key.rs`) and formatted data -> size
+//! Flow per batch: each event -> its format's preparation (the Avro format registers the
+//! table's schemas, named after the stream) -> partition key (`partition_key.rs`, the row's
+//! identity whatever the format) and formatted data -> size
 //! policy ([`RecordLimit`]) -> the [`worker`] task, which fills PutRecords calls (at most 500
 //! records and 5 MiB, after a short linger), keeps a few calls in flight, retries rejected
 //! records in order per key (`scheduler.rs`), and resolves the batch's [`Delivery`] once every
@@ -145,6 +147,9 @@ impl Sink for KinesisSink {
         let mut records = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
             let key = partition_key(event);
+            if let Some(preparing) = self.format.prepare(event, &self.stream_name, false) {
+                preparing.await?;
+            }
             let mut data = Vec::with_capacity(512);
             self.format.encode_value(event, &mut data)?;
             if !self
