@@ -12,13 +12,13 @@ async fn one_and_multi_dimensional_arrays() {
         "CREATE TYPE color AS ENUM ('red', 'green');",
         &[
             case("int[]", "'{1,NULL,3}'", json!([1, null, 3])),
-            case("int[][]", "'{{1,2},{3,4}}'", json!([[1, 2], [3, 4]])),
+            case("int[][]", "'{{1,2},{3,4}}'", json!([[1, 2], [3, 4]])).refused_by_debezium(),
             case(
                 "text[]",
                 "ARRAY['a b', 'c\"d', 'NULL', NULL, '']",
                 json!(["a b", "c\"d", "NULL", null, ""]),
             ),
-            case("numeric[]", "'{1.50,NaN}'", json!(["1.50", "NaN"])),
+            case("numeric[]", "'{1.50,NaN}'", json!(["1.50", "NaN"])).refused_by_debezium(),
             case("boolean[]", "'{t,f}'", json!([true, false])),
             case(
                 "uuid[]",

@@ -309,6 +309,7 @@ impl Rng {
 }
 
 pub mod dynamodb;
+pub mod formats;
 pub mod kafka;
 pub mod kinesis;
 pub mod mysql;

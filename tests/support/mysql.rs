@@ -129,6 +129,8 @@ pub async fn type_round_trip(
         &table,
         "snapshot = \"initial\"",
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, super::formats::with_format_pipelines(&text, None)).unwrap();
     let child = start_streaming(&ws, &config);
     let n = all.len();
     let count = || super::read_records(&ws.path("out.jsonl")).len();
@@ -150,6 +152,8 @@ pub async fn type_round_trip(
         count() >= 2 * n + 2
     });
     std::thread::sleep(Duration::from_millis(200));
+    let written = super::read_records(&ws.path("out.jsonl"));
+    super::formats::check_format_outputs(ws.dir.path(), &ws.path("out.jsonl"), &written, &[]);
     super::terminate(&child);
     let mut child = child;
     assert!(child.wait().unwrap().success(), "{}", ws.log_tail());

@@ -13,6 +13,9 @@ pub struct Case {
     pub column_type: &'static str,
     pub literal: &'static str,
     pub expected: Value,
+    /// A value Debezium's types cannot carry (the README lists them): the Debezium format
+    /// stops on it as a data error, so the format check leaves this column out.
+    pub refused_by_debezium: bool,
 }
 
 pub fn case(column_type: &'static str, literal: &'static str, expected: Value) -> Case {
@@ -20,6 +23,16 @@ pub fn case(column_type: &'static str, literal: &'static str, expected: Value) -
         column_type,
         literal,
         expected,
+        refused_by_debezium: false,
+    }
+}
+
+impl Case {
+    pub fn refused_by_debezium(self) -> Case {
+        Case {
+            refused_by_debezium: true,
+            ..self
+        }
     }
 }
 
@@ -48,14 +61,57 @@ pub async fn round_trip(name: &str, setup: &str, cases: &[Case]) {
             nulls.join(", ")
         )
     };
-    fx.sql(&insert(1)).await;
+    // The format pipelines read `f`: the same rows without the columns Debezium refuses.
+    // Their slots and publications may be left from an earlier run that failed.
+    for slot in super::formats::format_slots(name) {
+        super::pg::drop_slot(&fx.client, &slot).await;
+        fx.sql(&format!("DROP PUBLICATION IF EXISTS {slot}")).await;
+    }
+    let kept: Vec<usize> = (0..cases.len())
+        .filter(|&i| !cases[i].refused_by_debezium)
+        .collect();
+    let skipped: Vec<String> = (0..cases.len())
+        .filter(|i| !kept.contains(i))
+        .map(|i| format!("c{i}"))
+        .collect();
+    fx.sql(&format!(
+        "CREATE TABLE {name}.f (id int PRIMARY KEY, {})",
+        kept.iter()
+            .map(|&i| columns[i].as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .await;
+    let insert_both = |id: i32| {
+        let values: Vec<&str> = kept.iter().map(|&i| cases[i].literal).collect();
+        let names: Vec<String> = kept.iter().map(|i| format!("c{i}")).collect();
+        format!(
+            "{}; INSERT INTO {name}.f (id, {names}) VALUES ({id}, {}), ({}, {})",
+            insert(id),
+            values.join(", "),
+            id + 1,
+            vec!["NULL"; kept.len()].join(", "),
+            names = names.join(", ")
+        )
+    };
+    fx.sql(&insert_both(1)).await;
     let config = fx.config(&["t"], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let formats = super::formats::with_format_pipelines(
+        &text,
+        Some((&format!("\"{name}.t\""), &format!("\"{name}.f\""))),
+    );
+    std::fs::write(&config, formats).unwrap();
     let child = fx.spawn(&config);
     fx.wait_for_events(2, Duration::from_secs(30));
-    fx.sql(&insert(101)).await;
+    fx.sql(&insert_both(101)).await;
     let events = fx.wait_for_events(4, Duration::from_secs(30));
+    super::formats::check_format_outputs(fx.ws.dir.path(), &fx.out(), &events, &skipped);
     fx.stop(child);
     fx.cleanup().await;
+    for slot in super::formats::format_slots(name) {
+        super::pg::drop_slot(&fx.client, &slot).await;
+    }
 
     assert_eq!(events.len(), 4, "{events:#?}");
     for event in &events {

@@ -364,7 +364,8 @@ impl Serialize for RowPayload<'_> {
             };
             if let Some(value) = value {
                 found += 1;
-                map.serialize_entry(&*column.name, &Encoded { mapping, value })?;
+                map.serialize_entry(&*column.name, &Encoded { mapping, value })
+                    .map_err(|e| named(&column.name, e))?;
             } else if self.unchanged.contains(&column.name) {
                 match self.unavailable {
                     UnavailableValues::Omit => {}
@@ -398,7 +399,9 @@ fn write_column<M: SerializeMap>(
     value: &Value,
 ) -> Result<(), M::Error> {
     match table.mapping_of(name, index) {
-        Some(mapping) => map.serialize_entry(&**name, &Encoded { mapping, value }),
+        Some(mapping) => map
+            .serialize_entry(&**name, &Encoded { mapping, value })
+            .map_err(|e| named(name, e)),
         None => {
             let mapping = Mapping::for_value(value, table.decimals);
             map.serialize_entry(
@@ -408,6 +411,12 @@ fn write_column<M: SerializeMap>(
                     value,
                 },
             )
+            .map_err(|e| named(name, e))
         }
     }
+}
+
+/// A column's value error, prefixed with the column's name (never its value).
+fn named<E: serde::ser::Error>(column: &str, err: E) -> E {
+    E::custom(format_args!("column {column}: {err}"))
 }

@@ -60,7 +60,7 @@ impl Serialize for Encoded<'_> {
             (Mapping::Int16 | Mapping::Int32 | Mapping::Int64 | Mapping::Year, Value::Int(i)) => {
                 s.serialize_i64(*i)
             }
-            (Mapping::Int16 | Mapping::Int32 | Mapping::Int64, Value::UInt(u)) => {
+            (Mapping::Int16 | Mapping::Int32 | Mapping::Int64 | Mapping::Year, Value::UInt(u)) => {
                 s.serialize_u64(*u)
             }
             (Mapping::Float32 | Mapping::Float64, Value::Float(f)) => float(s, *f),

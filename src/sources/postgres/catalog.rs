@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::config::{quote_ident, PostgresConfig, TableName};
@@ -155,9 +156,20 @@ pub async fn ensure_publication(
         quote_ident(name),
         list.join(", ")
     );
-    client.batch_execute(&sql).await.map_err(|e| PostgresError::sql(format!("creating publication {name} (the role must own the tables; or create it as their owner, see migrations/postgres/)"), e))?;
-    tracing::info!(publication = name, tables = %list.join(", "), "created publication");
-    Ok(())
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::info!(publication = name, tables = %list.join(", "), "created publication");
+            Ok(())
+        }
+        // Another pipeline sharing the publication created it since the lookup: use it.
+        Err(e)
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&SqlState::DUPLICATE_OBJECT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(PostgresError::sql(format!("creating publication {name} (the role must own the tables; or create it as their owner, see migrations/postgres/)"), e)),
+    }
 }
 
 /// What the server knows of a replication slot.

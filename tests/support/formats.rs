@@ -1,0 +1,272 @@
+//! The type-matrix tests' second look: the same table through the Debezium format (with its
+//! Kafka Connect schemas) and the DMS format, in pipelines beside the JSON one, every column
+//! value of every record checked against the shape the README documents for its type.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// The formats beside `json`: (prefix of the pipeline, slot and output, `format` setting).
+const FORMATS: [(&str, &str); 2] = [
+    ("dbz", "{ kind = \"debezium\", schemas = true }"),
+    ("dms", "\"dms\""),
+];
+
+/// `config` (one pipeline to a file) with one more pipeline per format, each a copy under
+/// names prefixed by the format (pipeline, Postgres slot and publication, output file) and,
+/// for MySQL, its own server id; `swap` replaces a table name in the copies' `tables`.
+pub fn with_format_pipelines(config: &str, swap: Option<(&str, &str)>) -> String {
+    let mut out = config.to_owned();
+    for (i, (prefix, format)) in FORMATS.iter().enumerate() {
+        let mut copy = String::new();
+        for line in config.lines() {
+            let line = if let Some(rest) = line.strip_prefix("server_id = ") {
+                let id: u32 = rest.trim().parse().expect("a server id");
+                format!("server_id = {}", id + 1 + i as u32)
+            } else if line.starts_with("[daemon]") || line.starts_with("state_dir") {
+                continue;
+            } else if let (Some((from, to)), true) = (swap, line.starts_with("tables = ")) {
+                line.replace(from, to)
+            } else {
+                line.replacen("name = \"", &format!("name = \"{prefix}-"), 1)
+                    .replacen("slot = \"", &format!("slot = \"{prefix}_"), 1)
+                    .replacen("publication = \"", &format!("publication = \"{prefix}_"), 1)
+                    .replacen("path = \"", &format!("path = \"{prefix}-"), 1)
+            };
+            copy.push_str(&line);
+            copy.push('\n');
+            if line.starts_with("path = ") {
+                copy.push_str(&format!("format = {format}\n"));
+            }
+        }
+        out.push('\n');
+        out.push_str(&copy);
+    }
+    out
+}
+
+/// The Postgres slots the format pipelines of pipeline `slot` create.
+pub fn format_slots(slot: &str) -> Vec<String> {
+    FORMATS
+        .iter()
+        .map(|(prefix, _)| format!("{prefix}_{slot}"))
+        .collect()
+}
+
+/// The output of the format pipeline `prefix` beside `json_output` (`out/x.jsonl`).
+fn output_of(
+    json_output: &std::path::Path,
+    prefix: &str,
+    workspace: &std::path::Path,
+) -> std::path::PathBuf {
+    let relative = json_output
+        .strip_prefix(workspace)
+        .expect("inside the workspace");
+    workspace.join(format!("{prefix}-{}", relative.display()))
+}
+
+/// Waits for `count` records in each format's output, then checks every one: Debezium values
+/// against their Connect schema fields, DMS `data` holding every column the JSON event holds,
+/// null where it is null. `json_events` are the JSON pipeline's events, in the same order.
+pub fn check_format_outputs(
+    workspace: &std::path::Path,
+    json_output: &std::path::Path,
+    json_events: &[Value],
+    skipped: &[String],
+) {
+    let count = json_events.len();
+    let debezium_path = output_of(json_output, "dbz", workspace);
+    let dms_path = output_of(json_output, "dms", workspace);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while super::read_records(&debezium_path).len() < count
+        || super::read_records(&dms_path).len() < count
+    {
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(workspace.join("bridge.log")).unwrap_or_default();
+            let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+            panic!(
+                "the format pipelines wrote fewer than {count} records:\n{}",
+                errors.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let debezium = super::read_records(&debezium_path);
+    let dms = super::read_records(&dms_path);
+    let mut problems = Vec::new();
+    // The pipelines run side by side: a record is matched by its row id and how many records
+    // of that id came before it.
+    let nth = |records: &[Value], id_of: &dyn Fn(&Value) -> Value, id: &Value, n: usize| {
+        records.iter().filter(|r| &id_of(r) == id).nth(n).cloned()
+    };
+    let json_id = |e: &Value| e["key"]["id"].clone();
+    let debezium_id = |r: &Value| {
+        let payload = &r["payload"];
+        let row = if payload["after"].is_null() {
+            &payload["before"]
+        } else {
+            &payload["after"]
+        };
+        row["id"].clone()
+    };
+    let dms_id = |r: &Value| r["data"]["id"].clone();
+    for (i, json) in json_events.iter().enumerate() {
+        let id = json_id(json);
+        let n = json_events[..i].iter().filter(|e| json_id(e) == id).count();
+        let (Some(record), Some(dms_record)) = (
+            nth(&debezium, &debezium_id, &id, n),
+            nth(&dms, &dms_id, &id, n),
+        ) else {
+            problems.push(format!("no record {n} of id {id} in both formats"));
+            continue;
+        };
+        let record = &record;
+        let schema = &record["schema"];
+        let payload = &record["payload"];
+        for part in ["before", "after"] {
+            let (Some(row), Some(fields)) = (json[part].as_object(), field_schema(schema, part))
+            else {
+                continue;
+            };
+            let fields = fields["fields"].as_array().expect("a struct's fields");
+            for (column, value) in row.iter().filter(|(c, _)| !skipped.contains(c)) {
+                let Some(field) = fields.iter().find(|f| f["field"] == column.as_str()) else {
+                    problems.push(format!("record {i} {part}.{column}: no schema field"));
+                    continue;
+                };
+                let written = &payload[part][column];
+                if value.is_null() != written.is_null() {
+                    problems.push(format!(
+                        "record {i} {part}.{column}: json {value}, debezium {written}"
+                    ));
+                }
+                if let Err(why) = conforms(written, field) {
+                    problems.push(format!(
+                        "record {i} {part}.{column} ({}): {why}",
+                        field["name"]
+                            .as_str()
+                            .or(field["type"].as_str())
+                            .unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        let data = &dms_record["data"];
+        if let Some(row) = json["after"].as_object().or(json["before"].as_object()) {
+            for (column, value) in row.iter().filter(|(c, _)| !skipped.contains(c)) {
+                match data.get(column) {
+                    None => problems.push(format!("dms record {i}: no {column}")),
+                    Some(v) if v.is_null() != value.is_null() => {
+                        problems.push(format!("dms record {i} {column}: json {value}, dms {v}"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn field_schema<'a>(envelope: &'a Value, part: &str) -> Option<&'a Value> {
+    envelope["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["field"] == part)
+}
+
+/// Whether `value` has the shape the README's Debezium table documents for `schema`'s type.
+fn conforms(value: &Value, schema: &Value) -> Result<(), String> {
+    if value.is_null() {
+        return if schema["optional"] == true {
+            Ok(())
+        } else {
+            Err("null in a required field".into())
+        };
+    }
+    let name = schema["name"].as_str().unwrap_or("");
+    let bytes = |v: &Value| {
+        v.as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .ok_or_else(|| format!("{v} is not base64"))
+    };
+    match schema["type"].as_str().unwrap_or("") {
+        "int8" | "int16" | "int32" | "int64" => {
+            if !(value.is_i64() || value.is_u64()) {
+                return Err(format!("{value} is not an integer"));
+            }
+            let limit = match schema["type"].as_str() {
+                Some("int8") => Some(i8::MAX as i64),
+                Some("int16") => Some(i16::MAX as i64),
+                Some("int32") => Some(i32::MAX as i64),
+                _ => None,
+            };
+            match (limit, value.as_i64()) {
+                (Some(limit), Some(n)) if n > limit || n < -limit - 1 => {
+                    Err(format!("{n} overflows {}", schema["type"]))
+                }
+                _ => Ok(()),
+            }
+        }
+        "float" | "double" => match value {
+            Value::Number(_) => Ok(()),
+            Value::String(s) if ["NaN", "Infinity", "-Infinity"].contains(&s.as_str()) => Ok(()),
+            _ => Err(format!("{value} is not a float")),
+        },
+        "boolean" => value
+            .as_bool()
+            .map(drop)
+            .ok_or(format!("{value} is not a boolean")),
+        "string" => {
+            let text = value.as_str().ok_or(format!("{value} is not a string"))?;
+            match name {
+                // Postgres' infinite timestamps pass as they are, as Debezium passes them.
+                "io.debezium.time.ZonedTimestamp" if text == "infinity" || text == "-infinity" => {
+                    Ok(())
+                }
+                "io.debezium.time.ZonedTimestamp" | "io.debezium.time.ZonedTime"
+                    if !text.ends_with('Z') =>
+                {
+                    Err(format!("{text} is not in UTC"))
+                }
+                "io.debezium.data.Uuid" if text.len() != 36 => Err(format!("{text} is not a UUID")),
+                "io.debezium.data.Json" => serde_json::from_str::<Value>(text)
+                    .map(drop)
+                    .map_err(|e| format!("{text} is not JSON: {e}")),
+                _ => Ok(()),
+            }
+        }
+        "bytes" => {
+            let decoded = bytes(value)?;
+            if name == "org.apache.kafka.connect.data.Decimal" {
+                if decoded.is_empty() {
+                    return Err("an empty unscaled decimal".into());
+                }
+                if schema["parameters"]["scale"].as_str().is_none() {
+                    return Err("a decimal without its scale".into());
+                }
+            }
+            Ok(())
+        }
+        "array" => {
+            let items = value.as_array().ok_or(format!("{value} is not an array"))?;
+            items
+                .iter()
+                .try_for_each(|item| conforms(item, &schema["items"]))
+        }
+        "struct" => {
+            let object = value
+                .as_object()
+                .ok_or(format!("{value} is not a struct"))?;
+            let fields = schema["fields"]
+                .as_array()
+                .ok_or("a struct without fields")?;
+            for field in fields {
+                let name = field["field"].as_str().unwrap_or("");
+                conforms(object.get(name).unwrap_or(&Value::Null), field)
+                    .map_err(|why| format!("{name}: {why}"))?;
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown Connect type {other:?}")),
+    }
+}
