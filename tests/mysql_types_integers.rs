@@ -6,11 +6,12 @@
 mod support;
 
 use serde_json::json;
-use support::mysql::type_round_trip;
+use support::mysql::{type_round_trip, type_round_trip_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integers_at_their_limits_both_signednesses() {
-    type_round_trip(
+    // Avro's long cannot hold BIGINT UNSIGNED max: that format stops on it, naming `bu`.
+    type_round_trip_with(
         "ints",
         "",
         "ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, su SMALLINT UNSIGNED, \
@@ -39,6 +40,7 @@ async fn integers_at_their_limits_both_signednesses() {
                        "bu": 1, "b": 0}),
             ),
         ],
+        Some("bu"),
     )
     .await;
 }

@@ -308,6 +308,7 @@ impl Rng {
     }
 }
 
+pub mod avro;
 pub mod dynamodb;
 pub mod formats;
 pub mod kafka;

@@ -97,7 +97,7 @@ pub async fn round_trip(name: &str, setup: &str, cases: &[Case]) {
     fx.sql(&insert_both(1)).await;
     let config = fx.config(&["t"], "");
     let text = std::fs::read_to_string(&config).unwrap();
-    let formats = super::formats::with_format_pipelines(
+    let (formats, avro_topic) = super::formats::with_format_pipelines(
         &text,
         Some((&format!("\"{name}.t\""), &format!("\"{name}.f\""))),
     );
@@ -106,7 +106,14 @@ pub async fn round_trip(name: &str, setup: &str, cases: &[Case]) {
     fx.wait_for_events(2, Duration::from_secs(30));
     fx.sql(&insert_both(101)).await;
     let events = fx.wait_for_events(4, Duration::from_secs(30));
-    super::formats::check_format_outputs(fx.ws.dir.path(), &fx.out(), &events, &skipped);
+    super::formats::check_format_outputs(
+        fx.ws.dir.path(),
+        &fx.out(),
+        &events,
+        &skipped,
+        &avro_topic,
+        None,
+    );
     fx.stop(child);
     fx.cleanup().await;
     for slot in super::formats::format_slots(name) {
