@@ -210,7 +210,7 @@ pub fn check_format_outputs(
     if let Some(column) = avro_refuses {
         // A value the README documents as beyond Avro (a BIGINT UNSIGNED above 2^63): the
         // Avro pipeline stops on it, naming the column.
-        let refused = format!("the avro format cannot encode");
+        let refused = "the avro format cannot encode";
         let named = format!(": {column}: ");
         super::wait_until(
             std::time::Duration::from_secs(30),
@@ -219,7 +219,7 @@ pub fn check_format_outputs(
                 std::fs::read_to_string(workspace.join("bridge.log"))
                     .unwrap_or_default()
                     .lines()
-                    .any(|l| l.contains("ERROR") && l.contains(&refused) && l.contains(&named))
+                    .any(|l| l.contains("ERROR") && l.contains(refused) && l.contains(&named))
             },
         );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
