@@ -40,7 +40,8 @@
 # about 4 minutes; compatibility set to NONE, see schema_registry_start).
 # glue (moto's server, an AWS API emulator, for the Glue Schema Registry API on
 # 127.0.0.1:15100; installed from PyPI into a venv in $CDC_BRIDGE_CACHE/moto once, beside
-# aws-glue-schema-registry, AWS's Python deserializer the tests decode records with).
+# aws-glue-schema-registry, AWS's Python deserializer the tests decode records with; registry
+# cdc-bridge-test created at start).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
@@ -69,6 +70,7 @@ GLUE_PORT=${CDC_BRIDGE_GLUE_PORT:-15100}
 MOTO_VERSION=5.2.6
 GLUE_SERDE_VERSION=1.1.3
 MOTO_VENV=$CACHE/moto
+GLUE_REGISTRY=cdc-bridge-test
 
 log() { echo "services: $*" >&2; }
 
@@ -374,11 +376,15 @@ glue_start() {
     echo $! >moto.pid
   )
   wait_for 60 glue port_open "$GLUE_PORT"
+  # One registry for every test (moto, as AWS, allows 10 per account and region).
+  AWS_ACCESS_KEY_ID=cdcbridgetest AWS_SECRET_ACCESS_KEY=cdcbridgetest "$MOTO_VENV/bin/python" -c \
+    "import boto3; boto3.client('glue', endpoint_url='http://127.0.0.1:$GLUE_PORT', region_name='us-east-1').create_registry(RegistryName='$GLUE_REGISTRY')" \
+    >>"$RUN_DIR/glue/moto.log" 2>&1 || { log "glue: creating registry $GLUE_REGISTRY failed, see $RUN_DIR/glue/moto.log"; return 1; }
   log "glue (moto) running on 127.0.0.1:$GLUE_PORT (pid $(cat "$RUN_DIR/glue/moto.pid"))"
 }
 glue_stop() { stop_pidfile "$RUN_DIR/glue/moto.pid"; }
 glue_env() {
-  echo "export CDC_BRIDGE_GLUE_ENDPOINT=http://127.0.0.1:$GLUE_PORT CDC_BRIDGE_GLUE_PYTHON=$MOTO_VENV/bin/python"
+  echo "export CDC_BRIDGE_GLUE_ENDPOINT=http://127.0.0.1:$GLUE_PORT CDC_BRIDGE_GLUE_PYTHON=$MOTO_VENV/bin/python CDC_BRIDGE_GLUE_REGISTRY=$GLUE_REGISTRY"
 }
 
 # ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----

@@ -54,6 +54,21 @@ impl Error for BoxError {
     }
 }
 
+/// The AWS credential chain's error in an error's chain (an AWS SDK call that failed for want
+/// of credentials), reported on one line; `None` when that is not what failed.
+pub fn aws_credentials_error(err: &(dyn Error + 'static)) -> Option<String> {
+    let mut current = err.source();
+    while let Some(e) = current {
+        if let Some(creds) =
+            e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+        {
+            return Some(report(creds));
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// The error and its causes on one line: `a: b: c`. A cause whose text its parent already
 /// ends with is not repeated.
 pub fn report(err: &dyn Error) -> String {

@@ -43,8 +43,19 @@ fn glue(script: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn create_registry(name: &str) {
-    glue(&format!("glue.create_registry(RegistryName='{name}')"));
+/// The registry the glue service created for the tests.
+fn test_registry() -> String {
+    std::env::var("CDC_BRIDGE_GLUE_REGISTRY").expect("CDC_BRIDGE_GLUE_REGISTRY is not set")
+}
+
+/// A registry name no run created (moto keeps its registries while it runs, and process ids
+/// come round again).
+fn unique_registry(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("reg-{name}-{nanos}")
 }
 
 /// The number of versions of `schema` (its latest version's number; versions are numbered
@@ -97,6 +108,28 @@ fn with_sink(fx: &PgFixture, name: &str, sink: &str) -> std::path::PathBuf {
     config
 }
 
+/// A new stream, and the fixture's pipeline writing to it in Avro with the Glue registry
+/// `registry` at `glue_url`; `options` adds format options (`, compression = "zlib"`).
+async fn kinesis_pipeline(
+    fx: &PgFixture,
+    name: &str,
+    registry: &str,
+    glue_url: &str,
+    options: &str,
+) -> (String, std::path::PathBuf) {
+    let stream = stream_name("glue");
+    let kinesis = client().await;
+    create_stream(&kinesis, &stream, 1).await;
+    wait_active(&kinesis, &stream).await;
+    let sink = format!(
+        "[pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+         format = {{ kind = \"avro\", registry = \"glue\", registry_name = \"{registry}\", endpoint_url = \"{glue_url}\", region = \"us-east-1\"{options} }}\n",
+        support::kinesis::endpoint(),
+    );
+    let config = with_sink(fx, name, &sink);
+    (stream, config)
+}
+
 async fn kinesis_data(stream: &str) -> Vec<Vec<u8>> {
     read_all(&client().await, stream)
         .await
@@ -122,8 +155,7 @@ fn wait_for_kinesis(stream: &str, count: usize, fx: &PgFixture) -> Vec<Vec<u8>> 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_changes_reach_kinesis_in_glue_avro_with_a_version_per_table_change() {
     let name = format!("glue_kin_{}", std::process::id());
-    let registry = format!("reg-{name}");
-    create_registry(&registry);
+    let registry = test_registry();
     let fx = PgFixture::new(&name).await;
     fx.client
         .batch_execute(&format!(
@@ -137,17 +169,14 @@ async fn postgres_changes_reach_kinesis_in_glue_avro_with_a_version_per_table_ch
         ))
         .await
         .unwrap();
-    let stream = stream_name("glue");
-    let kinesis = client().await;
-    create_stream(&kinesis, &stream, 1).await;
-    wait_active(&kinesis, &stream).await;
-    let sink = format!(
-        "[pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-         format = {{ kind = \"avro\", registry = \"glue\", registry_name = \"{registry}\", endpoint_url = \"{}\", region = \"us-east-1\", compression = \"zlib\" }}\n",
-        support::kinesis::endpoint(),
-        glue_endpoint()
-    );
-    let config = with_sink(&fx, &name, &sink);
+    let (stream, config) = kinesis_pipeline(
+        &fx,
+        &name,
+        &registry,
+        &glue_endpoint(),
+        ", compression = \"zlib\"",
+    )
+    .await;
     let mut bridge = fx.spawn(&config);
     wait_for_kinesis(&stream, 1, &fx);
     fx.client
@@ -204,8 +233,7 @@ async fn postgres_changes_reach_kinesis_in_glue_avro_with_a_version_per_table_ch
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_changes_reach_kafka_in_glue_avro_keys_and_values() {
     let name = format!("glue_kafka_{}", std::process::id());
-    let registry = format!("reg-{name}");
-    create_registry(&registry);
+    let registry = test_registry();
     let fx = PgFixture::new(&name).await;
     fx.client
         .batch_execute(&format!(
@@ -261,8 +289,7 @@ async fn postgres_changes_reach_kafka_in_glue_avro_keys_and_values() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_glue_outage_holds_the_changes_back_and_loses_none() {
     let name = format!("glue_out_{}", std::process::id());
-    let registry = format!("reg-{name}");
-    create_registry(&registry);
+    let registry = test_registry();
     let proxy = TcpProxy::start(glue_endpoint().trim_start_matches("http://")).await;
     let fx = PgFixture::new(&name).await;
     fx.client
@@ -272,17 +299,7 @@ async fn a_glue_outage_holds_the_changes_back_and_loses_none() {
         ))
         .await
         .unwrap();
-    let stream = stream_name("glueout");
-    let kinesis = client().await;
-    create_stream(&kinesis, &stream, 1).await;
-    wait_active(&kinesis, &stream).await;
-    let sink = format!(
-        "[pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-         format = {{ kind = \"avro\", registry = \"glue\", registry_name = \"{registry}\", endpoint_url = \"{}\", region = \"us-east-1\" }}\n",
-        support::kinesis::endpoint(),
-        proxy.url()
-    );
-    let config = with_sink(&fx, &name, &sink);
+    let (stream, config) = kinesis_pipeline(&fx, &name, &registry, &proxy.url(), "").await;
     let mut bridge = fx.spawn(&config);
     wait_for_kinesis(&stream, 1, &fx);
     proxy.cut();
@@ -341,7 +358,7 @@ async fn check_says_whether_the_glue_registry_exists() {
         let out = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let registry = format!("reg-{name}");
+    let registry = unique_registry(&name);
     let missing = check(&registry);
     assert!(
         missing.contains("FAIL")
@@ -350,7 +367,7 @@ async fn check_says_whether_the_glue_registry_exists() {
             )),
         "{missing}"
     );
-    create_registry(&registry);
+    let registry = test_registry();
     let present = check(&registry);
     assert!(
         !present.contains("FAIL")

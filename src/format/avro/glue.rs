@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_glue::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Compatibility, DataFormat, RegistryId, SchemaId, SchemaVersionStatus};
 use aws_sdk_glue::Client;
@@ -394,7 +393,7 @@ impl GlueRegistry {
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         let registry = self.registry().to_owned();
-        if let Some(reason) = credentials_error(&err) {
+        if let Some(reason) = crate::error::aws_credentials_error(&err) {
             return Failure::Error(GlueError::NoCredentials { registry, reason });
         }
         let SdkError::ServiceError(service) = &err else {
@@ -441,18 +440,6 @@ impl GlueRegistry {
             }),
         }
     }
-}
-
-/// The credentials error in an error's chain, if that is what failed.
-fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = err.source();
-    while let Some(e) = current {
-        if let Some(creds) = e.downcast_ref::<CredentialsError>() {
-            return Some(crate::error::report(creds));
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// The 16 bytes of a UUID in its text form, most significant first (as Java's

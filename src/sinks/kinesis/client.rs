@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -70,7 +69,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let described = DisplayErrorContext(err).to_string();
-    if let Some(missing) = credentials_error(err) {
+    if let Some(missing) = crate::error::aws_credentials_error(err) {
         return CallFailure::Stop(KinesisSinkError::NoCredentials(missing));
     }
     let SdkError::ServiceError(service) = err else {
@@ -103,16 +102,4 @@ where
             message,
         }),
     }
-}
-
-/// The credentials error in an error's chain, if that is what failed.
-fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = err.source();
-    while let Some(e) = current {
-        if let Some(creds) = e.downcast_ref::<CredentialsError>() {
-            return Some(crate::error::report(creds));
-        }
-        current = e.source();
-    }
-    None
 }
