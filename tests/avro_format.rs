@@ -316,3 +316,76 @@ async fn a_registry_behind_tls_and_basic_auth_is_reached_with_its_ca_and_credent
         &Avro::String("first".into())
     );
 }
+
+/// The Confluent registry unreachable while a table changes: nothing is written or
+/// acknowledged until it answers again, then every change arrives, in order, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_outage_holds_the_changes_back_and_loses_none() {
+    let proxy = support::kinesis::TcpProxy::start(registry().trim_start_matches("http://")).await;
+    let name = format!("avro_out_{}", std::process::id());
+    let fx = PgFixture::new(&name).await;
+    fx.client
+        .batch_execute(&format!(
+            "CREATE TABLE {name}.orders (id bigint PRIMARY KEY, note text);
+             INSERT INTO {name}.orders VALUES (1, 'first');"
+        ))
+        .await
+        .unwrap();
+    let config = fx.config(&["orders"], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let file_sink = format!("[pipeline.sink]\nkind = \"file\"\npath = \"out/{name}.jsonl\"\n");
+    let sink = format!(
+        "[pipeline.sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ncreate_topics = true\ntopic_partitions = 1\n\
+         format = {{ kind = \"avro\", registry_url = \"{}\" }}\n",
+        brokers(),
+        proxy.url()
+    );
+    std::fs::write(&config, text.replace(&file_sink, &sink)).unwrap();
+    let mut bridge = fx.spawn(&config);
+    let topic = format!("{name}.{name}.orders");
+    consume(&topic, 1);
+    proxy.cut();
+    // A new table schema needs the registry: these changes wait for it.
+    fx.client
+        .batch_execute(&format!(
+            "ALTER TABLE {name}.orders ADD COLUMN extra integer;
+             INSERT INTO {name}.orders VALUES (2, 'second', 2);
+             UPDATE {name}.orders SET extra = 1 WHERE id = 1;"
+        ))
+        .await
+        .unwrap();
+    let log = fx.ws.path("bridge.log");
+    support::wait_until(
+        std::time::Duration::from_secs(60),
+        "the outage in the log",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("is unreachable")
+        },
+    );
+    assert_eq!(consume(&topic, 1).len(), 1, "nothing while cut");
+    proxy.restore();
+    let records = consume(&topic, 3);
+    terminate(&bridge);
+    bridge.wait().unwrap();
+    assert_eq!(records.len(), 3, "each change once");
+    let rows: Vec<(Avro, Avro)> = records
+        .iter()
+        .map(|r| {
+            let (_, value) = decode(r.raw_value.as_deref().unwrap());
+            (
+                field(&value, "op").clone(),
+                field(field(&value, "after"), "id").clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Avro::String("r".into()), Avro::Long(1)),
+            (Avro::String("c".into()), Avro::Long(2)),
+            (Avro::String("u".into()), Avro::Long(1)),
+        ]
+    );
+}
