@@ -3,6 +3,8 @@
 //! - JSON encoding of generator events on one thread (events/s, MB/s);
 //! - the pipeline end to end, generator -> null sink (core overhead) and generator -> file
 //!   (with an fsync per batch), in events/s;
+//! - generator -> null with the daemon's metrics counted, beside the same without (what
+//!   `[daemon] http_listen` costs);
 //! - peak resident memory of this process (VmHWM) after all of it.
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use cdc_bridge::sink::Sink;
 use cdc_bridge::sinks::file::{FileSink, FileSinkConfig};
 use cdc_bridge::sinks::null::NullSink;
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
+use cdc_bridge::telemetry::{PipelineProbe, Telemetry};
 
 const ENCODE_EVENTS: u64 = 500_000;
 const PIPELINE_EVENTS: u64 = 1_000_000;
@@ -90,7 +93,15 @@ fn bench_encoding() {
     );
 }
 
-async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
+async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) -> f64 {
+    bench_pipeline_observed(label, sink, PipelineProbe::detached("bench")).await
+}
+
+async fn bench_pipeline_observed(
+    label: &str,
+    sink: Box<dyn Sink>,
+    probe: Arc<PipelineProbe>,
+) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
     let settings = PipelineSettings {
@@ -100,12 +111,13 @@ async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
     };
     let trigger = ShutdownTrigger::new();
     let start = Instant::now();
-    let summary = pipeline::run(
+    let summary = pipeline::run_observed(
         &settings,
         Box::new(generator(PIPELINE_EVENTS)),
         sink,
         store,
         trigger.subscribe(),
+        probe,
     )
     .await
     .unwrap();
@@ -118,6 +130,38 @@ async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
     println!(
         "pipeline {label:<10}{:>10.0} events/s  ({PIPELINE_EVENTS} events in {secs:.2} s)",
         PIPELINE_EVENTS as f64 / secs
+    );
+    PIPELINE_EVENTS as f64 / secs
+}
+
+/// generator -> null with metrics counted and scraped, beside runs without, alternated.
+async fn bench_metrics_overhead() {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        off.push(bench_pipeline("-> null", Box::new(NullSink)).await);
+        let telemetry = Arc::new(Telemetry::new());
+        let scraper = {
+            let telemetry = telemetry.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    std::hint::black_box(telemetry.render());
+                }
+            })
+        };
+        let probe = telemetry.probe("bench");
+        on.push(bench_pipeline_observed("-> null, metrics", Box::new(NullSink), probe).await);
+        scraper.abort();
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(&mut on), median(&mut off));
+    println!(
+        "REPORT|pipeline generator -> null with metrics (events/s, median of 3)|{on:.0}|without metrics {off:.0}|{:.3}x (overhead {:.1} %)",
+        on / off,
+        (1.0 - on / off) * 100.0
     );
 }
 
@@ -142,6 +186,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         bench_pipeline("-> null", Box::new(NullSink)).await;
+        bench_metrics_overhead().await;
         let dir = tempfile::tempdir().unwrap();
         let config = FileSinkConfig {
             path: dir.path().join("bench.jsonl"),

@@ -42,12 +42,14 @@
 # 127.0.0.1:15100; installed from PyPI into a venv in $CDC_BRIDGE_CACHE/moto once, beside
 # aws-glue-schema-registry, AWS's Python deserializer the tests decode records with; registry
 # cdc-bridge-test created at start).
+# prometheus (Prometheus and promtool from Debian's `prometheus` package; nothing is started:
+# the telemetry tests run their own server on a port of their own, scraping their daemon).
 #   scripts/services.sh restart postgres_restart   restart one (a test does this)
 set -euo pipefail
 
 RUN_DIR=${CDC_BRIDGE_RUN_DIR:-/tmp/cdc-bridge-services}
 PG_PORT=${CDC_BRIDGE_PG_PORT:-54329}
-ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica schema_registry glue)
+ALL_SERVICES=(postgres postgres_restart postgres_replica postgres_small_wal kafka kafka_auth kafka_tls kinesis dynamodb mariadb mariadb_bad mariadb_primary mariadb_replica schema_registry glue prometheus)
 CACHE=${CDC_BRIDGE_CACHE:-$HOME/.cache/cdc-bridge}
 TANSU=$CACHE/tansu/bin/tansu
 TANSU_VERSION=${CDC_BRIDGE_TANSU_VERSION:-0.6.0}
@@ -385,6 +387,19 @@ glue_start() {
 glue_stop() { stop_pidfile "$RUN_DIR/glue/moto.pid"; }
 glue_env() {
   echo "export CDC_BRIDGE_GLUE_ENDPOINT=http://127.0.0.1:$GLUE_PORT CDC_BRIDGE_GLUE_PYTHON=$MOTO_VENV/bin/python CDC_BRIDGE_GLUE_REGISTRY=$GLUE_REGISTRY"
+}
+
+# ---- Prometheus (the binaries only) ----
+prometheus_start() {
+  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    log "installing prometheus from Debian (once)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  log "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') installed (the tests start their own servers)"
+}
+prometheus_stop() { :; }
+prometheus_env() {
+  echo "export CDC_BRIDGE_PROMETHEUS=$(command -v prometheus || echo prometheus) CDC_BRIDGE_PROMTOOL=$(command -v promtool || echo promtool)"
 }
 
 # ---- DynamoDB Local (DynamoDB and DynamoDB Streams) ----

@@ -16,6 +16,16 @@ pub enum Disposition {
     Data,
 }
 
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Transient => "transient",
+            Disposition::Fatal => "fatal",
+            Disposition::Data => "data",
+        }
+    }
+}
+
 /// An error of a source or sink, with its disposition.
 pub trait ConnectorError: Error + Send + Sync + 'static {
     fn disposition(&self) -> Disposition;

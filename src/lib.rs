@@ -25,3 +25,4 @@ pub mod sink;
 pub mod sinks;
 pub mod source;
 pub mod sources;
+pub mod telemetry;

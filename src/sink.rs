@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use crate::envelope::ChangeEvent;
 use crate::error::BoxError;
+use crate::telemetry::PipelineProbe;
 
 /// A group of events handed to a sink together.
 #[derive(Debug)]
@@ -44,4 +45,11 @@ pub fn delivered() -> Delivery {
 #[async_trait]
 pub trait Sink: Send + 'static {
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError>;
+
+    /// Called once before the first batch: a sink that retries records, sets oversized ones
+    /// aside or sees delivery errors counts them into `probe`. Sinks without any of those
+    /// (file, stdout, null) have nothing to count.
+    fn observe(&mut self, probe: Arc<PipelineProbe>) {
+        let _ = probe;
+    }
 }

@@ -25,12 +25,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
 
 use crate::checkpoint::{Checkpoints, Position};
 use crate::envelope::ChangeEvent;
 use crate::error::BoxError;
 use crate::shutdown::Shutdown;
+use crate::telemetry::PipelineProbe;
 
 /// Reads changes from one system into a pipeline.
 ///
@@ -56,6 +58,9 @@ pub struct SourceContext {
     /// The positions durably stored so far; changes whenever the pipeline stores more.
     pub stored: watch::Receiver<Checkpoints>,
     pub shutdown: Shutdown,
+    /// Where the source reports its phase (snapshotting, streaming), snapshot progress,
+    /// heartbeats and what its server retains for it.
+    pub probe: Arc<PipelineProbe>,
 }
 
 /// Whether a database source copies its tables before streaming (`snapshot` in its settings).
@@ -154,17 +159,25 @@ impl Events {
 /// The two ends between a source and its pipeline: the [`Emitter`] the source hands items to,
 /// and the [`Queue`] the pipeline takes them from. At most `max_queued` events wait in between
 /// (an item without events counts as one); `budget_bytes` bounds events until acknowledged.
-pub(crate) fn channel(max_queued: usize, budget_bytes: u32) -> (Emitter, Queue) {
+/// The probe is told how long the emitter waits, and watches the budget.
+pub(crate) fn channel(
+    max_queued: usize,
+    budget_bytes: u32,
+    probe: Arc<PipelineProbe>,
+) -> (Emitter, Queue) {
     let (tx, rx) = mpsc::unbounded_channel();
     let max_queued = max_queued.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let places = Arc::new(Semaphore::new(max_queued));
+    let budget = Arc::new(Semaphore::new(budget_bytes as usize));
+    probe.watch_budget(budget.clone(), budget_bytes as usize);
     let emitter = Emitter {
         tx,
         places: places.clone(),
         max_queued: u32::try_from(max_queued).expect("clamped"),
-        budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+        budget,
         budget_bytes,
         held: Arc::default(),
+        probe,
     };
     (emitter, Queue { rx, places })
 }
@@ -216,6 +229,7 @@ pub struct Emitter {
     budget_bytes: u32,
     /// Bytes of the budget taken by [`Held`] changes.
     held: Arc<AtomicUsize>,
+    probe: Arc<PipelineProbe>,
 }
 
 /// A change the source holds back until it may emit it (the rows of a prepared transaction
@@ -274,13 +288,32 @@ impl Emitter {
         let places = u32::try_from(item.events.len().max(1))
             .unwrap_or(u32::MAX)
             .min(self.max_queued);
-        self.places
-            .acquire_many(places)
-            .await
-            .map_err(|_| Stopped)?
-            .forget();
+        match self.places.try_acquire_many(places) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(Stopped),
+            Err(TryAcquireError::NoPermits) => {
+                let waiting = Instant::now();
+                let permit = self.places.acquire_many(places).await;
+                self.probe.backpressure_waited(waiting.elapsed());
+                permit.map_err(|_| Stopped)?.forget();
+            }
+        }
         item.places = places;
         self.tx.send(item).map_err(|_| Stopped)
+    }
+
+    /// Takes `bytes` of the budget, waiting (and telling the probe how long) while it is spent.
+    async fn take_budget(&self, bytes: u32) -> Result<OwnedSemaphorePermit, Stopped> {
+        match self.budget.clone().try_acquire_many_owned(bytes) {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => Err(Stopped),
+            Err(TryAcquireError::NoPermits) => {
+                let waiting = Instant::now();
+                let permit = self.budget.clone().acquire_many_owned(bytes).await;
+                self.probe.backpressure_waited(waiting.elapsed());
+                permit.map_err(|_| Stopped)
+            }
+        }
     }
 
     /// Holds `event` back, taking its size from the budget (waiting for room like
@@ -293,12 +326,7 @@ impl Emitter {
                 budget: self.budget_bytes,
             });
         }
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(bytes)
-            .await
-            .map_err(|_| Stopped)?;
+        let permit = self.take_budget(bytes).await?;
         self.held.fetch_add(bytes as usize, Ordering::Relaxed);
         Ok(Held {
             event,
@@ -369,11 +397,8 @@ impl Emitter {
             .sum::<u64>()
             .min(u64::from(self.budget_bytes));
         let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(u32::try_from(bytes).expect("at most the budget"))
-            .await
-            .map_err(|_| Stopped)?;
+            .take_budget(u32::try_from(bytes).expect("at most the budget"))
+            .await?;
         self.hand_over(Item::new(Events::Many(split), None, Some(permit)))
             .await
     }
@@ -420,13 +445,7 @@ impl Emitter {
         let permit = match &event {
             Some(event) => {
                 let bytes = self.size(event);
-                Some(
-                    self.budget
-                        .clone()
-                        .acquire_many_owned(bytes)
-                        .await
-                        .map_err(|_| Stopped)?,
-                )
+                Some(self.take_budget(bytes).await?)
             }
             None => None,
         };
@@ -458,7 +477,8 @@ mod tests {
     async fn held_changes_count_against_the_budget() {
         let event = crate::sources::generator::GeneratorSource::sample_event(1, 1);
         let size = event.approx_size() as u32;
-        let (emitter, mut rx) = channel(8, 2 * size + size / 2);
+        let probe = PipelineProbe::detached("held");
+        let (emitter, mut rx) = channel(8, 2 * size + size / 2, probe);
         let first = emitter.hold(event.clone()).await.unwrap();
         let second = emitter.hold(event.clone()).await.unwrap();
         assert_eq!(

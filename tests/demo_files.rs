@@ -48,7 +48,11 @@ fn compose_services_start_in_order_from_files_that_exist() {
         "kafka",
         "cdc-bridge-kinesis",
         "cdc-bridge-kafka",
+        "cdc-bridge-mysql",
+        "cdc-bridge-dynamodb",
         "kafka-init",
+        "prometheus",
+        "grafana",
     ] {
         assert!(
             names.contains(required),
@@ -118,6 +122,11 @@ fn the_compose_pipelines_are_valid_with_the_environment_compose_gives_them() {
     let dockerfile = read("Dockerfile");
     assert!(dockerfile.contains("COPY connectors /etc/cdc-bridge/connectors"));
     let mut checked = 0;
+    let prometheus: Value =
+        serde_yaml::from_str(&read("deploy/prometheus/prometheus.yml")).unwrap();
+    let mut scraped_targets =
+        strings(&prometheus["scrape_configs"][0]["static_configs"][0]["targets"]);
+    assert_eq!(scraped_targets.len(), 4);
     for (name, service) in compose["services"].as_mapping().unwrap() {
         let name = name.as_str().unwrap();
         let command = strings(&service["command"]);
@@ -146,9 +155,13 @@ fn the_compose_pipelines_are_valid_with_the_environment_compose_gives_them() {
         // would point at localhost inside a container).
         for var in [
             "PG_URL",
+            "MYSQL_URL",
             "KAFKA_BROKERS",
             "KINESIS_ENDPOINT",
             "KINESIS_STREAM",
+            "DYNAMODB_ENDPOINT",
+            "DYNAMODB_TABLE",
+            "CDC_BRIDGE_HTTP_LISTEN",
         ] {
             if text.contains(&format!("${{{var}")) {
                 assert!(
@@ -160,9 +173,19 @@ fn the_compose_pipelines_are_valid_with_the_environment_compose_gives_them() {
         let parsed = Config::from_toml(&text, Path::new(config), &|var| env.get(var).cloned())
             .unwrap_or_else(|e| panic!("{name}: {config}: {e}"));
         assert_eq!(parsed.pipelines.len(), 1);
+        // Prometheus scrapes every bridge at the address it serves its metrics on.
+        let listen = parsed
+            .daemon
+            .http_listen
+            .expect("the bridge serves /metrics");
+        scraped_targets.retain(|target| *target != format!("{name}:{}", listen.port()));
         checked += 1;
     }
-    assert_eq!(checked, 2, "both cdc-bridge services run a connector");
+    assert_eq!(checked, 4, "every cdc-bridge service runs a connector");
+    assert!(
+        scraped_targets.is_empty(),
+        "Prometheus scrapes targets no bridge serves: {scraped_targets:?}"
+    );
 
     // The stream the LocalStack hook creates is the one the pipeline writes and Redshift reads.
     let stream = compose["services"]["cdc-bridge-kinesis"]["environment"]["KINESIS_STREAM"]

@@ -15,6 +15,7 @@ use cdc_bridge::pipeline::PipelineSettings;
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sink::{delivered, Batch, Delivery, Sink};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
+use cdc_bridge::telemetry::{Readiness, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 #[error("injected {0:?} failure")]
@@ -111,12 +112,14 @@ async fn transient_failures_restart_from_the_checkpoint_with_backoff() {
     };
     let trigger = ShutdownTrigger::new();
     let started = Instant::now();
+    let telemetry = Telemetry::new();
     let outcome = supervise(
         &settings(),
         &restart,
         connect(200, 2, Disposition::Transient, log.clone(), runs.clone()),
         store.clone(),
         trigger.subscribe(),
+        telemetry.probe("sup"),
     )
     .await;
     assert!(outcome.is_ok(), "{outcome:?}");
@@ -148,6 +151,18 @@ async fn transient_failures_restart_from_the_checkpoint_with_backoff() {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen, (1..=200).collect::<Vec<_>>());
+    // The telemetry saw both restarts and every delivery, and the pipeline's end.
+    let metrics = telemetry.render();
+    assert!(
+        metrics.contains(
+            "cdc_bridge_pipeline_restarts_total{disposition=\"transient\",pipeline=\"sup\"} 2\n"
+        ),
+        "{metrics}"
+    );
+    let status = &telemetry.status()[0];
+    assert_eq!(status.state, "finished");
+    assert_eq!(status.events_delivered, log.len() as u64);
+    assert_eq!(status.stored[""], "200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,16 +174,33 @@ async fn a_fatal_failure_stops_without_restart() {
         Arc::new(AtomicU32::new(0)),
     );
     let trigger = ShutdownTrigger::new();
+    let telemetry = Telemetry::new();
     let outcome = supervise(
         &settings(),
         &RestartConfig::default(),
         connect(200, 1, Disposition::Fatal, log, runs.clone()),
         store.clone(),
         trigger.subscribe(),
+        telemetry.probe("sup"),
     )
     .await;
     let err = outcome.unwrap_err();
     assert_eq!(err.disposition(), Disposition::Fatal);
+    // Stopped for good, with the error, and not ready.
+    let status = &telemetry.status()[0];
+    assert_eq!(status.state, "stopped");
+    let error = status.error.as_deref().unwrap_or_default();
+    assert!(error.contains("injected Fatal failure"), "{error}");
+    match telemetry.readiness() {
+        Readiness::NotReady(reasons) => {
+            assert_eq!(reasons.len(), 1);
+            assert!(
+                reasons[0].starts_with("pipeline sup: stopped: "),
+                "{reasons:?}"
+            );
+        }
+        Readiness::Ready => panic!("a stopped pipeline is not ready"),
+    }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // What was delivered before the failure is checkpointed (5 batches of 10).
     assert_eq!(store.load("sup").unwrap()[""].token, "50");
@@ -195,6 +227,7 @@ async fn shutdown_during_backoff_ends_supervision() {
             connect(200, 5, Disposition::Transient, log, runs),
             store,
             shutdown,
+            Telemetry::new().probe("sup"),
         )
         .await
     });

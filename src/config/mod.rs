@@ -37,6 +37,36 @@ pub struct Config {
 pub struct DaemonConfig {
     /// Directory of the checkpoint store (`checkpoints.redb`); created when missing.
     pub state_dir: PathBuf,
+    /// Address of the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/status`); none
+    /// when unset or empty (so that `"${VAR:-}"` can leave it off).
+    #[serde(default, deserialize_with = "optional_address")]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// `text` (the default) or `json` (one JSON object per line, for log shippers).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address such as \"127.0.0.1:9187\" (host IP and port)"
+        ))
+    })
+}
+
+/// How the daemon writes its log (to standard error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[[pipeline]]`: one source feeding one sink.

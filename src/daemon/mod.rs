@@ -16,6 +16,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, ConfigError, RestartConfig};
 use crate::pipeline::{PipelineError, PipelineSettings};
 use crate::shutdown::Shutdown;
+use crate::telemetry::Telemetry;
 
 /// Everything needed to (re)start one pipeline.
 #[derive(Debug)]
@@ -74,15 +75,17 @@ pub struct DaemonOutcome {
     pub failed: Vec<(Arc<str>, PipelineError)>,
 }
 
-/// Runs every plan until all have ended.
+/// Runs every plan until all have ended, each reporting to its probe in `telemetry`.
 pub async fn run(
     plans: Vec<PipelinePlan>,
     store: Arc<CheckpointStore>,
     shutdown: Shutdown,
+    telemetry: &Telemetry,
 ) -> DaemonOutcome {
     let mut tasks = tokio::task::JoinSet::new();
     for plan in plans {
         let plan = Arc::new(plan);
+        let probe = telemetry.probe(&plan.settings.name);
         tracing::info!(pipeline = %plan.settings.name, source = plan.source.kind(), sink = plan.sink.kind(), "starting pipeline");
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -91,9 +94,9 @@ pub async fn run(
                 let plan = connect_plan.clone();
                 Box::pin(async move { plan.connect().await })
             });
+            let (settings, restart) = (&plan.settings, &plan.restart);
             let outcome =
-                supervisor::supervise(&plan.settings, &plan.restart, connect, store, shutdown)
-                    .await;
+                supervisor::supervise(settings, restart, connect, store, shutdown, probe).await;
             (plan.settings.name.clone(), outcome)
         });
     }

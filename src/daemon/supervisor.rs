@@ -1,6 +1,8 @@
 //! Supervises one pipeline: runs it, restarts it with exponential backoff (and jitter) after a
 //! transient failure, and stops it for good on a fatal or data error, which it returns. A run
-//! that lasted long enough resets the backoff. Shutdown ends the supervision quietly.
+//! that lasted long enough resets the backoff. Shutdown ends the supervision quietly. The
+//! pipeline's probe follows along: starting, backing off (with the error), stopped (with the
+//! error), finished.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +18,7 @@ use crate::pipeline::{self, PipelineError, PipelineSettings};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::telemetry::PipelineProbe;
 
 /// Fresh source and sink instances for one run.
 pub type Connected = Result<(Box<dyn Source>, Box<dyn Sink>), PipelineError>;
@@ -32,6 +35,7 @@ pub async fn supervise(
     connect: Connect,
     store: Arc<CheckpointStore>,
     mut shutdown: Shutdown,
+    probe: Arc<PipelineProbe>,
 ) -> Result<(), PipelineError> {
     let name = settings.name.clone();
     let initial = Duration::from_millis(restart.initial_backoff_ms);
@@ -39,19 +43,25 @@ pub async fn supervise(
     let mut backoff = initial;
     loop {
         let started = Instant::now();
-        let error = match run_once(settings, &connect, &store, &shutdown).await {
+        probe.starting();
+        let error = match run_once(settings, &connect, &store, &shutdown, &probe).await {
             Ok(summary) => {
                 tracing::info!(pipeline = %name, delivered = summary.events_delivered, "pipeline stopped");
+                probe.finished();
                 return Ok(());
             }
             Err(error) => error,
         };
-        if error.disposition() != Disposition::Transient {
+        let disposition = error.disposition();
+        let restarting = disposition == Disposition::Transient && !shutdown.is_requested();
+        probe.failed(report(&error), disposition.as_str(), restarting);
+        if disposition != Disposition::Transient {
             tracing::error!(pipeline = %name, error = %report(&error), "pipeline stopped for good; fix the cause and restart");
             return Err(error);
         }
         if shutdown.is_requested() {
             tracing::warn!(pipeline = %name, error = %report(&error), "pipeline failed while shutting down");
+            probe.finished();
             return Ok(());
         }
         if started.elapsed() >= HEALTHY_RUN {
@@ -72,7 +82,9 @@ async fn run_once(
     connect: &Connect,
     store: &Arc<CheckpointStore>,
     shutdown: &Shutdown,
+    probe: &Arc<PipelineProbe>,
 ) -> Result<pipeline::RunSummary, PipelineError> {
     let (source, sink) = connect().await?;
-    pipeline::run(settings, source, sink, store.clone(), shutdown.clone()).await
+    let (store, shutdown, probe) = (store.clone(), shutdown.clone(), probe.clone());
+    pipeline::run_observed(settings, source, sink, store, shutdown, probe).await
 }

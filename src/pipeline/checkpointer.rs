@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::PipelineError;
 use crate::checkpoint::{CheckpointStore, Checkpoints};
+use crate::telemetry::PipelineProbe;
 
 pub struct Checkpointer {
     released: watch::Sender<Checkpoints>,
@@ -25,6 +27,7 @@ impl Checkpointer {
         name: Arc<str>,
         store: Arc<CheckpointStore>,
         stored: watch::Sender<Checkpoints>,
+        probe: Arc<PipelineProbe>,
     ) -> Self {
         let (released, mut rx) = watch::channel(stored.borrow().clone());
         let task = tokio::spawn(async move {
@@ -34,6 +37,7 @@ impl Checkpointer {
                 let (changed, removed) = difference(&stored.borrow(), &latest);
                 if !changed.is_empty() || !removed.is_empty() {
                     let (store, pipeline) = (store.clone(), name.clone());
+                    let committing = Instant::now();
                     tokio::task::spawn_blocking(move || store.apply(&pipeline, &changed, &removed))
                         .await
                         .map_err(|e| PipelineError::Panic {
@@ -45,6 +49,7 @@ impl Checkpointer {
                             latest.values().map(|p| p.token.as_str()).collect();
                         tracing::debug!(pipeline = %name, positions = %positions.join(","), "checkpoint stored");
                     }
+                    probe.checkpoint_stored(committing.elapsed(), &latest);
                     stored.send_replace(latest);
                 }
                 if closed {

@@ -39,6 +39,7 @@ use crate::error::{BoxError, Disposition};
 use crate::shutdown::Shutdown;
 use crate::sink::{Batch, Sink};
 use crate::source::{self, Events, Item, Queue, Source, SourceContext};
+use crate::telemetry::{OpCounts, PipelineProbe};
 use checkpointer::Checkpointer;
 
 pub use commit::{BatchId, CommitTracker, Marks};
@@ -116,6 +117,21 @@ pub async fn run(
     store: Arc<CheckpointStore>,
     shutdown: Shutdown,
 ) -> Result<RunSummary, PipelineError> {
+    let probe = PipelineProbe::detached(&settings.name);
+    run_observed(settings, source, sink, store, shutdown, probe).await
+}
+
+/// [`run`], counting into `probe` (the daemon's telemetry).
+pub async fn run_observed(
+    settings: &PipelineSettings,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    store: Arc<CheckpointStore>,
+    shutdown: Shutdown,
+    probe: Arc<PipelineProbe>,
+) -> Result<RunSummary, PipelineError> {
+    let mut sink = sink;
+    sink.observe(probe.clone());
     let name = settings.name.clone();
     let resume = {
         let store = store.clone();
@@ -137,6 +153,7 @@ pub async fn run(
     let (emit, queue) = source::channel(
         settings.buffer.max_events.get(),
         settings.buffer.max_bytes.get(),
+        probe.clone(),
     );
     let (stored_tx, stored_rx) = watch::channel(resume.clone());
     let ctx = SourceContext {
@@ -145,11 +162,12 @@ pub async fn run(
         emit,
         stored: stored_rx,
         shutdown,
+        probe: probe.clone(),
     };
     let source_task = tokio::spawn(source.run(ctx));
 
-    let checkpointer = Checkpointer::start(name.clone(), store, stored_tx);
-    let mut driver = Driver::new(settings, sink, checkpointer, resume);
+    let checkpointer = Checkpointer::start(name.clone(), store, stored_tx, probe.clone());
+    let mut driver = Driver::new(settings, sink, checkpointer, resume, probe);
     let driven = driver.drive(queue).await;
     let Driver {
         checkpointer,
@@ -186,6 +204,36 @@ struct OpenBatch {
     bytes: usize,
     /// Set by the batch's first item.
     timing: Option<BatchTiming>,
+    ops: OpCounts,
+    /// Commit time of its earliest change (Unix ms; 0 when no change carries one).
+    earliest_commit_ms: i64,
+}
+
+impl OpenBatch {
+    fn push(&mut self, event: ChangeEvent, probe: &PipelineProbe) {
+        self.note(&event, probe);
+        self.events.push(event);
+    }
+
+    fn note(&mut self, event: &ChangeEvent, probe: &PipelineProbe) {
+        if !probe.counting() {
+            return;
+        }
+        probe.read(event.op);
+        self.ops.add(event.op);
+        if let Some(commit) = event.source.commit_ts_ms.filter(|ms| *ms > 0) {
+            if self.earliest_commit_ms == 0 || commit < self.earliest_commit_ms {
+                self.earliest_commit_ms = commit;
+            }
+        }
+    }
+}
+
+/// What the telemetry needs of a batch handed to the sink.
+struct Submitted {
+    ops: OpCounts,
+    at: Instant,
+    earliest_commit_ms: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -197,6 +245,11 @@ struct BatchTiming {
 }
 
 type DeliveryOutcome = (BatchId, usize, Result<(), BoxError>);
+
+/// Earliest commit time over the open batch and the batches in flight (0: none).
+fn earliest(times: impl IntoIterator<Item = i64>) -> i64 {
+    times.into_iter().filter(|ms| *ms > 0).min().unwrap_or(0)
+}
 
 struct Driver {
     name: Arc<str>,
@@ -210,6 +263,11 @@ struct Driver {
     open: OpenBatch,
     events_delivered: u64,
     last_progress_log: Instant,
+    probe: Arc<PipelineProbe>,
+    /// The batches in flight, for the telemetry.
+    submitted: std::collections::HashMap<BatchId, Submitted>,
+    /// Whether the run's first item came yet.
+    started: bool,
 }
 
 impl Driver {
@@ -218,6 +276,7 @@ impl Driver {
         sink: Box<dyn Sink>,
         checkpointer: Checkpointer,
         resume: Checkpoints,
+        probe: Arc<PipelineProbe>,
     ) -> Self {
         Driver {
             name: settings.name.clone(),
@@ -230,7 +289,18 @@ impl Driver {
             open: OpenBatch::default(),
             events_delivered: 0,
             last_progress_log: Instant::now(),
+            probe,
+            submitted: std::collections::HashMap::new(),
+            started: false,
         }
+    }
+
+    /// Tells the probe the commit time of the oldest change not yet acknowledged.
+    fn update_pending_commit(&self) {
+        let in_flight = self.submitted.values().map(|s| s.earliest_commit_ms);
+        let open = std::iter::once(self.open.earliest_commit_ms);
+        self.probe
+            .set_oldest_pending_commit(earliest(in_flight.chain(open)));
     }
 
     async fn drive(&mut self, rx: Queue) -> Result<(), PipelineError> {
@@ -319,19 +389,31 @@ impl Driver {
 
     async fn add(&mut self, item: Item) -> Result<(), PipelineError> {
         self.note_arrival();
+        if !self.started {
+            self.started = true;
+            self.probe.first_item();
+        }
+        let had_commit = self.open.earliest_commit_ms != 0;
         match item.events {
             Events::None => {}
             Events::One(event) => {
+                self.probe.took_events();
                 // The emitter sized the event for its budget permit already (clamped to the
                 // budget, which only an event larger than the whole budget reaches).
                 self.open.bytes += item
                     .permit
                     .as_ref()
                     .map_or_else(|| event.approx_size(), OwnedSemaphorePermit::num_permits);
-                self.open.events.push(event);
+                self.open.push(event, &self.probe);
                 self.take_budget(item.permit);
             }
-            Events::Many(events) => self.add_many(events, item.permit).await?,
+            Events::Many(events) => {
+                self.probe.took_events();
+                self.add_many(events, item.permit).await?;
+            }
+        }
+        if !had_commit && self.open.earliest_commit_ms != 0 {
+            self.update_pending_commit();
         }
         if let Some(mark) = item.mark {
             self.open.marks.insert(mark.partition, Some(mark.position));
@@ -364,6 +446,9 @@ impl Driver {
                 }),
             };
             self.open.bytes += share.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+            for event in &events {
+                self.open.note(event, &self.probe);
+            }
             self.open.events.append(&mut events);
             self.take_budget(share);
             let Some(rest) = rest else {
@@ -430,6 +515,15 @@ impl Driver {
             PipelineError::Sink(e)
         })?;
         let budget = open.budget;
+        self.submitted.insert(
+            id,
+            Submitted {
+                ops: open.ops,
+                at: Instant::now(),
+                earliest_commit_ms: open.earliest_commit_ms,
+            },
+        );
+        self.update_pending_commit();
         self.in_flight.spawn(async move {
             let outcome = delivery.await;
             drop(budget);
@@ -453,6 +547,11 @@ impl Driver {
 
     async fn on_acknowledged(&mut self, id: BatchId, events: usize) -> Result<(), PipelineError> {
         self.events_delivered += events as u64;
+        if let Some(sent) = self.submitted.remove(&id) {
+            self.probe
+                .delivered(&sent.ops, sent.at.elapsed(), sent.earliest_commit_ms);
+            self.update_pending_commit();
+        }
         let Some(released) = self.tracker.acknowledge(id) else {
             return Ok(());
         };

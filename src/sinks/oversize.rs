@@ -10,12 +10,14 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::envelope::ChangeEvent;
 use crate::error::{ConnectorError, Disposition};
 use crate::format::JsonFormat;
+use crate::telemetry::PipelineProbe;
 
 /// The `oversize` setting of a sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -60,6 +62,7 @@ pub struct RecordLimit {
     /// Events set aside since start.
     pub dead_lettered: u64,
     pending_sync: bool,
+    probe: Option<Arc<PipelineProbe>>,
 }
 
 impl RecordLimit {
@@ -94,6 +97,7 @@ impl RecordLimit {
             dead_letter,
             dead_lettered: 0,
             pending_sync: false,
+            probe: None,
         })
     }
 
@@ -134,6 +138,9 @@ impl RecordLimit {
                     })?;
                 self.pending_sync = true;
                 self.dead_lettered += 1;
+                if let Some(probe) = &self.probe {
+                    probe.oversize_event("dead_letter");
+                }
                 tracing::warn!(table = %event.qualified_table(), position = %event.source.position, bytes, limit = self.max_bytes, dead_letter = %path.display(), total = self.dead_lettered, "oversized record written to the dead-letter file");
                 Ok(false)
             }
@@ -144,6 +151,11 @@ impl RecordLimit {
                 limit: self.max_bytes,
             }),
         }
+    }
+
+    /// Counts the records set aside into `probe` from now on.
+    pub fn observe(&mut self, probe: Arc<PipelineProbe>) {
+        self.probe = Some(probe);
     }
 
     /// Makes the dead-letter writes of this batch durable; call before acknowledging it.

@@ -29,7 +29,7 @@ mod topic;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -50,6 +50,7 @@ use crate::error::BoxError;
 use crate::format::{format_for, Format};
 use crate::sink::{Batch, Delivery, Sink};
 use crate::sinks::oversize::RecordLimit;
+use crate::telemetry::PipelineProbe;
 use delivery::BatchAcks;
 use gate::{ChunkLimits, Gate};
 use records::{Encoder, TableNames};
@@ -123,11 +124,13 @@ impl MskIamAuth {
 }
 
 /// Logs client errors and keeps the authentication or TLS failure, if any; signs MSK IAM
-/// tokens when configured; counts delivery reports into the partition queues.
+/// tokens when configured; counts delivery reports into the partition queues, and failed
+/// ones into the pipeline's probe.
 pub struct SinkContext {
     last_error: LastError,
     msk_iam: Option<Arc<MskIamAuth>>,
     gate: Arc<Gate>,
+    probe: OnceLock<Arc<PipelineProbe>>,
 }
 
 impl SinkContext {
@@ -136,6 +139,7 @@ impl SinkContext {
             last_error: LastError::default(),
             msk_iam,
             gate: Arc::new(Gate::new(limits)),
+            probe: OnceLock::new(),
         }
     }
 }
@@ -178,6 +182,11 @@ impl ClientContext for SinkContext {
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Arc<gate::Sent>;
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, sent: Arc<gate::Sent>) {
+        if result.is_err() {
+            if let Some(probe) = self.probe.get() {
+                probe.sink_retries("delivery_failed", 1);
+            }
+        }
         sent.acks.report(result);
         self.gate.reported(&sent);
     }
@@ -414,6 +423,11 @@ async fn create_topic(
 
 #[async_trait]
 impl Sink for KafkaSink {
+    fn observe(&mut self, probe: Arc<PipelineProbe>) {
+        self.limit.observe(probe.clone());
+        let _ = self.producer.context().probe.set(probe);
+    }
+
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
         let (acks, all_reported) = BatchAcks::new();
         let mut encoder = Encoder::new(batch.events.len(), self.batch_bytes);

@@ -43,6 +43,7 @@ use crate::error::BoxError;
 use crate::format::{format_for, Format};
 use crate::sink::{delivered, Batch, Delivery, Sink};
 use crate::sinks::oversize::RecordLimit;
+use crate::telemetry::PipelineProbe;
 use client::{call_failure, region_of, CallFailure};
 use config::MAX_BYTES_PER_CALL;
 use scheduler::{CallLimits, Record};
@@ -143,6 +144,11 @@ impl Drop for KinesisSink {
 
 #[async_trait]
 impl Sink for KinesisSink {
+    fn observe(&mut self, probe: Arc<PipelineProbe>) {
+        self.limit.observe(probe.clone());
+        let _ = self.stats.probe.set(probe);
+    }
+
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
         let mut records = Vec::with_capacity(batch.events.len());
         for event in &batch.events {

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -32,6 +32,7 @@ use super::config::StreamRef;
 use super::error::{classify, CodeClass, KinesisSinkError};
 use super::scheduler::{CallLimits, Entry, Record, Scheduler};
 use super::shards::{Pacer, ShardMap};
+use crate::telemetry::PipelineProbe;
 
 /// The records of one batch and where to report its outcome.
 pub struct Submission {
@@ -53,6 +54,17 @@ pub struct Stats {
     /// Aggregates sent again because they landed on a shard whose range does not hold all
     /// their records (the stream was resharded since the shard map was loaded).
     pub misrouted: AtomicU64,
+    /// The pipeline's probe, once the pipeline gave it ([`crate::sink::Sink::observe`]).
+    pub probe: OnceLock<Arc<PipelineProbe>>,
+}
+
+impl Stats {
+    /// `count` records sent again for `reason` (rejected, call_failed, misrouted).
+    fn retrying(&self, reason: &str, count: u64) {
+        if let Some(probe) = self.probe.get() {
+            probe.sink_retries(reason, count);
+        }
+    }
 }
 
 pub struct WorkerSettings {
@@ -255,6 +267,8 @@ impl Worker {
             Err(CallFailure::Stop(err)) => return Err(err),
             Err(CallFailure::Retry(reason)) => {
                 tracing::warn!(stream = %self.settings.stream.display_name(), records = result.entries.len(), reason = %reason, "PutRecords failed; retrying after a backoff");
+                self.stats
+                    .retrying("call_failed", result.entries.len() as u64);
                 for seq in result.entries.iter().flatten() {
                     self.retry(*seq, &reason, now)?;
                 }
@@ -278,6 +292,7 @@ impl Worker {
                         if entry.len() > 1 && !self.holds_all(&shard_id, entry, &mut reloaded).await
                         {
                             self.stats.misrouted.fetch_add(1, Ordering::Relaxed);
+                            self.stats.retrying("misrouted", 1);
                             let reason = format!("the aggregate landed on shard {shard_id}, whose hash-key range does not hold all its records (the stream was resharded); a KCL consumer discards it");
                             for seq in entry {
                                 self.retry(*seq, &reason, now)?;
@@ -324,6 +339,7 @@ impl Worker {
         }
         if retried > 0 {
             self.stats.retried.fetch_add(retried, Ordering::Relaxed);
+            self.stats.retrying("rejected", retried);
             tracing::debug!(stream = %self.settings.stream.display_name(), retried, "records rejected by PutRecords; retrying them in order");
         }
         let stale_by_age = self.shards_loaded.elapsed() > SHARD_MAP_MAX_AGE;

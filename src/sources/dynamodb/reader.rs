@@ -120,6 +120,7 @@ impl Reader {
     }
 
     pub async fn run(mut self, ctx: &mut SourceContext) -> Result<(), DynamoDbError> {
+        ctx.probe.streaming();
         loop {
             if ctx.shutdown.is_requested() {
                 return Ok(());
@@ -387,6 +388,14 @@ impl Reader {
         if got_records && !self.marked.contains(shard) {
             self.marked.insert(shard.to_owned());
         }
+        match page.records.last().and_then(|r| r.created_ms) {
+            Some(created_ms) => {
+                let age_ms = (crate::envelope::now_ms() - created_ms).max(0) as u64;
+                ctx.probe
+                    .partition_record_age(shard, Duration::from_millis(age_ms));
+            }
+            None => ctx.probe.heartbeat(),
+        }
         for record in &page.records {
             let event = self.event(shard, record);
             let mark = Mark {
@@ -419,6 +428,7 @@ impl Reader {
     /// A shard read to its end: remembered in the checkpoints, and its children may start.
     async fn finish(&mut self, shard: &str, ctx: &SourceContext) -> Result<(), Stopped> {
         tracing::debug!(shard, "shard read to its end");
+        ctx.probe.partition_ended(shard);
         self.cursors.remove(shard);
         self.lineage.finish(shard);
         self.resume.remove(shard);

@@ -148,7 +148,8 @@ struct Run {
 
 /// Runs the source until `events` events arrived (or it ended), then stops it.
 async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events: usize) -> Run {
-    let (emit, mut rx) = crate::source::channel(1000, 1 << 24);
+    let probe = crate::telemetry::PipelineProbe::detached("p");
+    let (emit, mut rx) = crate::source::channel(1000, 1 << 24, probe.clone());
     let trigger = ShutdownTrigger::new();
     let (_stored_tx, stored) = watch::channel(resume.clone());
     let ctx = SourceContext {
@@ -157,6 +158,7 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
         emit,
         stored,
         shutdown: trigger.subscribe(),
+        probe,
     };
     let source = Box::new(DynamoDbSource::with_api(
         config,

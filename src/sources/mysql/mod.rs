@@ -27,6 +27,7 @@ pub mod fuzz;
 mod gtid;
 mod position;
 mod raw_events;
+mod retention;
 mod rows;
 mod shape;
 mod snapshot;
@@ -239,6 +240,7 @@ impl Source for MysqlSource {
             }
         };
         let start = with_gtids(&mut conn, flavor, start).await?;
+        let _measuring = retention::measure(&self.config, ctx.stored.clone(), ctx.probe.clone());
         if !start.streams_by_gtid(self.config.resume_by) && u32::try_from(start.pos).is_err() {
             return Err(MysqlError::OffsetAbove4Gib {
                 position: start.token(),

@@ -28,6 +28,9 @@ use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, TableSchema};
 use crate::source::{SourceContext, Stopped};
 
 /// Copies the captured tables; returns the binlog position to stream from.
+/// Rows copied between two reports of progress to the probe.
+const PROGRESS_EVERY_ROWS: u64 = 1024;
+
 pub async fn copy(
     config: &MysqlConfig,
     filter: &TableFilter,
@@ -69,10 +72,27 @@ pub async fn copy(
         mysql_position_under_lock(&mut conn).await?
     };
     tracing::info!(position = %position.token(), "snapshot started");
-    for (database, table) in captured_tables(&mut conn, filter).await? {
-        if let Err(stopped) = copy_table(&mut conn, ctx, &database, &table, &position).await? {
+    ctx.probe.snapshotting();
+    let tables = captured_tables(&mut conn, filter).await?;
+    let mut estimates = Vec::with_capacity(tables.len());
+    for (database, table) in &tables {
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, table),
+            )
+            .await
+            .map_err(sql("estimating a table's rows"))?
+            .flatten();
+        estimates.push((format!("{database}.{table}"), rows.filter(|n| *n > 0)));
+    }
+    ctx.probe.snapshot_started(&estimates);
+    for ((database, table), (label, _)) in tables.iter().zip(&estimates) {
+        let copied = copy_table(&mut conn, ctx, database, table, &position, label).await?;
+        if let Err(stopped) = copied {
             return Ok(Err(stopped));
         }
+        ctx.probe.snapshot_table_done(label);
     }
     conn.query_drop("COMMIT")
         .await
@@ -126,6 +146,7 @@ async fn copy_table(
     database: &str,
     table: &str,
     position: &BinlogPosition,
+    label: &str,
 ) -> Result<Result<(), Stopped>, MysqlError> {
     let (catalog, catalog_key) = columns_of(conn, database, table).await?;
     let key_columns: Vec<&str> = catalog_key
@@ -209,7 +230,11 @@ async fn copy_table(
             return Ok(Err(stopped));
         }
         copied += 1;
+        if copied.is_multiple_of(PROGRESS_EVERY_ROWS) {
+            ctx.probe.snapshot_rows(label, PROGRESS_EVERY_ROWS);
+        }
     }
+    ctx.probe.snapshot_rows(label, copied % PROGRESS_EVERY_ROWS);
     tracing::info!(table = %format!("{database}.{table_name}"), rows = copied, "table copied");
     Ok(Ok(()))
 }

@@ -119,6 +119,7 @@ pub async fn run(
     start: BinlogPosition,
 ) -> Result<(), BoxError> {
     let mut stream = open(conn, flavor, config, &start).await?;
+    ctx.probe.streaming();
     let mut cursor = Cursor {
         file: start.file.clone(),
         pos: start.pos,
@@ -142,6 +143,9 @@ pub async fn run(
                 return Err(bad_event(&after, "the event after this one is malformed (shorter than its header or checksum says)".into()).into());
             }
         };
+        if event.header().event_type_raw() == HEARTBEAT_EVENT {
+            ctx.probe.heartbeat();
+        }
         let here = cursor.locate(event.header().log_pos());
         match handle(
             &event,
@@ -159,6 +163,9 @@ pub async fn run(
         }
     }
 }
+
+/// The server's heartbeat on an idle binlog (`@master_heartbeat_period`).
+const HEARTBEAT_EVENT: u8 = 27;
 
 /// MySQL's PREVIOUS_GTIDS event (the GTIDs before a binlog file): not needed, as the GTID state
 /// comes from the start position and each transaction's GTID event.
@@ -500,9 +507,8 @@ pub(super) fn library_rows(
 /// made by the server on the fly and not checked.
 pub(super) fn checksum_ok(event: &Event) -> bool {
     use mysql_common::binlog::consts::BinlogChecksumAlg;
-    const HEARTBEAT: u8 = 27;
     let header = event.header();
-    if header.log_pos() == 0 || header.event_type_raw() == HEARTBEAT {
+    if header.log_pos() == 0 || header.event_type_raw() == HEARTBEAT_EVENT {
         return true;
     }
     match (event.checksum(), event.footer().get_checksum_alg()) {

@@ -30,6 +30,7 @@ pub mod fuzz;
 mod lsn;
 mod pgoutput;
 mod relation;
+mod retention;
 mod snapshot;
 mod spool;
 mod stream;
@@ -74,6 +75,7 @@ impl PostgresSource {
         let (oids, missing) = catalog::table_oids(&sql, &tables).await?;
         catalog::require_tables(&missing)?;
         catalog::ensure_publication(&sql, &config.publication, &tables).await?;
+        let _measuring = retention::measure(config, ctx.probe.clone());
 
         let stored = match ctx.resume.get("") {
             Some(p) => Some(
@@ -179,6 +181,7 @@ impl PostgresSource {
         tracing::info!(pipeline = %ctx.pipeline, slot = %config.slot, consistent_point = %consistent_point, "created replication slot");
         let mut types = TypeRegistry::default();
         if config.snapshot != SnapshotMode::Never {
+            ctx.probe.snapshotting();
             snapshot::copy_tables(
                 sql,
                 config,

@@ -7,14 +7,12 @@
 //! row is decoded from the connection only once the previous one was handed to the emitter,
 //! which waits while the pipeline's byte budget (`buffer.max_bytes`) is spent. While it waits,
 //! the connection stops reading and TCP holds the server back, so the rows read and not yet
-//! acknowledged stay within the budget whatever their width. Progress is logged per
-//! table. A snapshot interrupted before its end leaves no checkpoint; the next run drops the
+//! acknowledged stay within the budget whatever their width. Progress (rows per table against
+//! the server's estimate) goes to the pipeline's probe, which logs it every few seconds and
+//! serves it on `/status` and `/metrics`. A snapshot interrupted before its end leaves no checkpoint; the next run drops the
 //! slot and takes a new one (at-least-once: rows copied before are delivered again).
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
-use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::catalog;
@@ -26,8 +24,6 @@ use super::stream::Failure;
 use super::types::TypeRegistry;
 use crate::envelope::PostgresPosition;
 use crate::source::SourceContext;
-
-const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Copies `tables` as of the exported snapshot `snapshot_name`; emits one event per row.
 #[allow(clippy::too_many_arguments)] // each is a distinct input of the copy; a struct would only rename them
@@ -62,9 +58,18 @@ pub async fn copy_tables(
         },
         commit_ts_ms: None,
     };
+    let mut estimates = Vec::with_capacity(tables.len());
     for (table, oid) in tables {
-        let relation = catalog::relation(client, types, *oid).await?;
+        // reltuples is 0 (or -1) for a table never vacuumed or analyzed: unknown, not empty.
         let estimate = catalog::estimated_rows(client, *oid).await?;
+        estimates.push((
+            table.to_string(),
+            u64::try_from(estimate).ok().filter(|n| *n > 0),
+        ));
+    }
+    ctx.probe.snapshot_started(&estimates);
+    for ((table, oid), (label, estimate)) in tables.iter().zip(&estimates) {
+        let relation = catalog::relation(client, types, *oid).await?;
         let columns: Vec<String> = relation
             .columns
             .iter()
@@ -82,12 +87,12 @@ pub async fn copy_tables(
             ))
             .await
             .map_err(sql_err("opening the snapshot cursor"))?;
-        tracing::info!(pipeline = %ctx.pipeline, table = %table, estimated_rows = estimate, "snapshot of table started");
+        tracing::info!(pipeline = %ctx.pipeline, table = %table, estimated_rows = ?estimate, "snapshot of table started");
         let fetch = format!(
             "FETCH {} FROM cdc_bridge_snapshot",
             config.snapshot_chunk_rows
         );
-        let (mut copied, mut last_log) = (0u64, Instant::now());
+        let mut copied = 0u64;
         loop {
             let messages = client
                 .simple_query_raw(&fetch)
@@ -109,15 +114,13 @@ pub async fn copy_tables(
             if rows_in_chunk == 0 {
                 break;
             }
-            if last_log.elapsed() >= PROGRESS_LOG_INTERVAL {
-                last_log = Instant::now();
-                tracing::info!(pipeline = %ctx.pipeline, table = %table, rows = copied, estimated_rows = estimate, "snapshot progress");
-            }
+            ctx.probe.snapshot_rows(label, rows_in_chunk);
         }
         client
             .batch_execute("CLOSE cdc_bridge_snapshot")
             .await
             .map_err(sql_err("closing the snapshot cursor"))?;
+        ctx.probe.snapshot_table_done(label);
         tracing::info!(pipeline = %ctx.pipeline, table = %table, rows = copied, "snapshot of table done");
     }
     client

@@ -119,6 +119,7 @@ impl<'a> Streamer<'a> {
             .set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.conn.start_replication(&sql).await?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %self.config.slot, from = %self.resume, "streaming changes");
+        ctx.probe.streaming();
         tracing::debug!(
             wal_sender_timeout_ms = timeout_ms,
             status_every_ms = every.as_millis() as u64,
@@ -183,6 +184,7 @@ impl<'a> Streamer<'a> {
     async fn on_frame(&mut self, data: Bytes, ctx: &SourceContext) -> Result<bool, Failure> {
         match pgoutput::parse_frame(data)? {
             Frame::Keepalive { wal_end, reply } => {
+                ctx.probe.heartbeat();
                 self.received = self.received.max(wal_end);
                 if self.is_idle() {
                     self.mark(ctx, wal_end).await?;

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check` and `checkpoints`, and their exit statuses.
+//! The command line: `run`, `check`, `status` and `checkpoints`, and their exit statuses.
 //!
 //! Exit status 0: success (also after SIGINT/SIGTERM with in-flight batches delivered and the
 //! checkpoint stored); 2: a configuration error (named by its key path); 1: any other failure.
@@ -10,10 +10,14 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LogFormat};
 use crate::daemon;
 use crate::error::report;
 use crate::shutdown::ShutdownTrigger;
+use crate::telemetry::{http, Telemetry, TerminalProgress};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +45,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show each pipeline's state, lag and position: the running daemon's `/status` (at its
+    /// `http_listen`), or the stored positions when no daemon answers.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// List stored checkpoints, or reset those of one pipeline.
     Checkpoints {
         #[arg(long, value_name = "FILE", global = true)]
@@ -65,7 +75,10 @@ const EXIT_CONFIG: u8 = 2;
 /// Parses the command line, runs the command, and returns the process's exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `run` sets up its log once it has read `log_format` from its configuration.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_logging(LogFormat::Text, None);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,21 +95,30 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, pipeline } => run(&config, pipeline.as_deref()).await,
             Command::Check { config } => check(&config).await,
+            Command::Status { config } => status::show(&config).await,
             Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action),
         }
     })
 }
 
-fn init_logging() {
+/// Logs to standard error, through the progress bars' writer when there are bars.
+fn init_logging(format: LogFormat, bars: Option<Arc<TerminalProgress>>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CDC_BRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let writer = match bars {
+        Some(bars) => BoxMakeWriter::new(move || bars.log_writer()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colors)
-        .with_target(false)
-        .init();
+        .with_writer(writer)
+        .with_target(false);
+    match format {
+        LogFormat::Text => log.with_ansi(colors).init(),
+        // One object per line: timestamp, level, fields (message included), span-free.
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
 }
 
 fn failure(code: u8, message: &str) -> ExitCode {
@@ -115,8 +137,16 @@ fn config_failure(path: &Path, err: &ConfigError) -> ExitCode {
 async fn run(path: &Path, only: Option<&str>) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
-        Err(err) => return config_failure(path, &err),
+        Err(err) => {
+            init_logging(LogFormat::Text, None);
+            return config_failure(path, &err);
+        }
     };
+    let bars = match config.daemon.log_format {
+        LogFormat::Text => TerminalProgress::on_stderr().map(Arc::new),
+        LogFormat::Json => None,
+    };
+    init_logging(config.daemon.log_format, bars.clone());
     let plans = match daemon::plan(&config, only) {
         Ok(plans) => plans,
         Err(err) => return config_failure(path, &err),
@@ -125,15 +155,40 @@ async fn run(path: &Path, only: Option<&str>) -> ExitCode {
         Ok(store) => Arc::new(store),
         Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
     };
+    let telemetry = match config.daemon.http_listen {
+        Some(_) => Telemetry::new(),
+        None => Telemetry::without_metrics(),
+    };
+    let telemetry = Arc::new(telemetry.with_terminal(bars));
+    let endpoints = match config.daemon.http_listen {
+        None => None,
+        Some(addr) => match http::bind(addr).await {
+            Ok(listener) => {
+                let address = listener.local_addr().map_or(addr, |a| a);
+                tracing::info!(%address, "serving /metrics, /healthz, /readyz and /status");
+                Some(tokio::spawn(http::serve(listener, telemetry.clone())))
+            }
+            Err(err) => return failure(EXIT_RUNTIME, &err.to_string()),
+        },
+    };
     let trigger = ShutdownTrigger::new();
     let shutdown = trigger.subscribe();
     tokio::spawn(forward_signals(trigger));
-    let outcome = daemon::run(plans, store, shutdown).await;
+    let outcome = daemon::run(plans, store, shutdown, &telemetry).await;
+    if let Some(endpoints) = endpoints {
+        endpoints.abort();
+    }
     if outcome.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
     for (name, err) in &outcome.failed {
-        eprintln!("error: pipeline {name}: {}", report(err));
+        match config.daemon.log_format {
+            LogFormat::Text => eprintln!("error: pipeline {name}: {}", report(err)),
+            // Every line of a JSON log is JSON.
+            LogFormat::Json => {
+                tracing::error!(pipeline = %name, error = %report(err), "pipeline failed")
+            }
+        }
     }
     ExitCode::from(EXIT_RUNTIME)
 }
