@@ -155,7 +155,7 @@ async fn transient_failures_restart_from_the_checkpoint_with_backoff() {
     let metrics = telemetry.render();
     assert!(
         metrics.contains(
-            "cdc_bridge_pipeline_restarts_total{disposition=\"transient\",pipeline=\"sup\"} 2\n"
+            "cdc_bridge_pipeline_failures_total{disposition=\"transient\",pipeline=\"sup\"} 2\n"
         ),
         "{metrics}"
     );

@@ -241,6 +241,7 @@ async fn metrics_follow_a_postgres_pipeline_through_a_stalled_sink() {
         retained_before.is_some()
     });
     let retained_before = retained_before.unwrap();
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
     let reserved = format!("cdc_bridge_source_wal_status{{{labels},status=\"reserved\"}}");
     assert_eq!(sample(&metrics, &reserved), Some(1.0), "{metrics}");
 
@@ -368,7 +369,7 @@ fn readyz_names_a_pipeline_that_stopped_for_good_and_healthz_stays_up() {
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     let stopped = "cdc_bridge_pipeline_state{pipeline=\"broken\",state=\"stopped\"}";
     assert_eq!(sample(&metrics, stopped), Some(1.0), "{metrics}");
-    let restarts = "cdc_bridge_pipeline_restarts_total{disposition=\"fatal\",pipeline=\"broken\"}";
+    let restarts = "cdc_bridge_pipeline_failures_total{disposition=\"fatal\",pipeline=\"broken\"}";
     assert_eq!(sample(&metrics, restarts), Some(1.0), "{metrics}");
     let streaming = "cdc_bridge_pipeline_state{pipeline=\"steady\",state=\"streaming\"}";
     assert_eq!(sample(&metrics, streaming), Some(1.0), "{metrics}");

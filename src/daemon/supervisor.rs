@@ -53,8 +53,11 @@ pub async fn supervise(
             Err(error) => error,
         };
         let disposition = error.disposition();
-        let restarting = disposition == Disposition::Transient && !shutdown.is_requested();
-        probe.failed(report(&error), disposition.as_str(), restarting);
+        let shutting_down = disposition == Disposition::Transient && shutdown.is_requested();
+        if !shutting_down {
+            let restarting = disposition == Disposition::Transient;
+            probe.failed(report(&error), disposition.as_str(), restarting);
+        }
         if disposition != Disposition::Transient {
             tracing::error!(pipeline = %name, error = %report(&error), "pipeline stopped for good; fix the cause and restart");
             return Err(error);

@@ -132,6 +132,8 @@ pub async fn run_observed(
 ) -> Result<RunSummary, PipelineError> {
     let mut sink = sink;
     sink.observe(probe.clone());
+    // Nothing of an earlier run is pending any more.
+    probe.set_oldest_pending_commit(0);
     let name = settings.name.clone();
     let resume = {
         let store = store.clone();
@@ -155,6 +157,7 @@ pub async fn run_observed(
         settings.buffer.max_bytes.get(),
         probe.clone(),
     );
+    probe.set_stored(&resume);
     let (stored_tx, stored_rx) = watch::channel(resume.clone());
     let ctx = SourceContext {
         pipeline: name.clone(),
@@ -180,6 +183,8 @@ pub async fn run_observed(
     // A checkpoint failure outranks the driver's error (which may only report its symptom).
     if let Err(err) = finished.and(driven) {
         source_task.abort();
+        // Ended before the supervisor records the failure: no late state from the source.
+        let _ = source_task.await;
         return Err(err);
     }
     let summary = RunSummary {
@@ -219,7 +224,6 @@ impl OpenBatch {
         if !probe.counting() {
             return;
         }
-        probe.read(event.op);
         self.ops.add(event.op);
         if let Some(commit) = event.source.commit_ts_ms.filter(|ms| *ms > 0) {
             if self.earliest_commit_ms == 0 || commit < self.earliest_commit_ms {
@@ -268,6 +272,10 @@ struct Driver {
     submitted: std::collections::HashMap<BatchId, Submitted>,
     /// Whether the run's first item came yet.
     started: bool,
+    /// Whether items taken since the probe was last told carried events.
+    took_events: bool,
+    /// The earliest commit of a batch taken out of `open` and waiting for a delivery slot.
+    leaving_commit_ms: i64,
 }
 
 impl Driver {
@@ -292,13 +300,15 @@ impl Driver {
             probe,
             submitted: std::collections::HashMap::new(),
             started: false,
+            took_events: false,
+            leaving_commit_ms: 0,
         }
     }
 
     /// Tells the probe the commit time of the oldest change not yet acknowledged.
     fn update_pending_commit(&self) {
         let in_flight = self.submitted.values().map(|s| s.earliest_commit_ms);
-        let open = std::iter::once(self.open.earliest_commit_ms);
+        let open = [self.open.earliest_commit_ms, self.leaving_commit_ms];
         self.probe
             .set_oldest_pending_commit(earliest(in_flight.chain(open)));
     }
@@ -365,6 +375,10 @@ impl Driver {
                     for item in items.drain(..) {
                         self.add(item).await?;
                     }
+                    // One clock read per handful of items, not one per event.
+                    if std::mem::take(&mut self.took_events) {
+                        self.probe.took_events();
+                    }
                 }
             }
         }
@@ -393,11 +407,11 @@ impl Driver {
             self.started = true;
             self.probe.first_item();
         }
-        let had_commit = self.open.earliest_commit_ms != 0;
+        let earliest_before = self.open.earliest_commit_ms;
         match item.events {
             Events::None => {}
             Events::One(event) => {
-                self.probe.took_events();
+                self.took_events = true;
                 // The emitter sized the event for its budget permit already (clamped to the
                 // budget, which only an event larger than the whole budget reaches).
                 self.open.bytes += item
@@ -408,11 +422,11 @@ impl Driver {
                 self.take_budget(item.permit);
             }
             Events::Many(events) => {
-                self.probe.took_events();
+                self.took_events = true;
                 self.add_many(events, item.permit).await?;
             }
         }
-        if !had_commit && self.open.earliest_commit_ms != 0 {
+        if self.open.earliest_commit_ms != earliest_before {
             self.update_pending_commit();
         }
         if let Some(mark) = item.mark {
@@ -497,6 +511,9 @@ impl Driver {
         if open.events.is_empty() {
             return self.on_acknowledged(id, 0).await;
         }
+        self.probe.read_batch(&open.ops);
+        // Still pending while it waits for a slot: acknowledgements meanwhile must not hide it.
+        self.leaving_commit_ms = open.earliest_commit_ms;
         while self.in_flight.len() >= self.batch.max_in_flight.get() {
             let joined = self
                 .in_flight
@@ -523,6 +540,7 @@ impl Driver {
                 earliest_commit_ms: open.earliest_commit_ms,
             },
         );
+        self.leaving_commit_ms = 0;
         self.update_pending_commit();
         self.in_flight.spawn(async move {
             let outcome = delivery.await;

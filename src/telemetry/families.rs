@@ -8,8 +8,7 @@
 //! words each).
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// Latencies from a millisecond to a minute.
@@ -29,7 +28,7 @@ pub struct Families {
     pub end_to_end_seconds: HistogramVec,
     pub checkpoint_commit_seconds: HistogramVec,
     pub backpressure_wait_seconds: HistogramVec,
-    pub restarts: IntCounterVec,
+    pub run_failures: IntCounterVec,
     pub state: IntGaugeVec,
     pub lag_seconds: GaugeVec,
     pub seconds_since_last_event: GaugeVec,
@@ -40,11 +39,11 @@ pub struct Families {
     pub source_wal_status: IntGaugeVec,
     pub partition_age_seconds: GaugeVec,
     pub sink_retries: IntCounterVec,
+    pub sink_delivery_errors: IntCounterVec,
     pub oversize_events: IntCounterVec,
     pub snapshot_rows_copied: IntCounterVec,
     pub snapshot_rows_estimated: IntGaugeVec,
     pub snapshot_tables_remaining: IntGaugeVec,
-    pub up_since: IntGauge,
     pub info: Gauge,
 }
 
@@ -89,13 +88,6 @@ fn histogram(
 
 impl Families {
     pub fn register(r: &Registry) -> Self {
-        let up_since = IntGauge::new(
-            "cdc_bridge_start_time_seconds",
-            "When the daemon started, in seconds since the Unix epoch.",
-        )
-        .expect("a valid metric");
-        r.register(Box::new(up_since.clone()))
-            .expect("registered once");
         let info = Gauge::with_opts(
             Opts::new("cdc_bridge_build_info", "The daemon's version (always 1).")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -103,17 +95,16 @@ impl Families {
         .expect("a valid metric");
         r.register(Box::new(info.clone())).expect("registered once");
         info.set(1.0);
-        up_since.set(crate::telemetry::probe::unix_ms() / 1000);
         let p = &["pipeline"];
         Families {
-            events_read: counter(r, "cdc_bridge_events_read_total", "Change events the pipeline took from its source.", &["pipeline", "op"]),
+            events_read: counter(r, "cdc_bridge_events_read_total", "Change events the pipeline took from its source into a batch for the sink.", &["pipeline", "op"]),
             events_delivered: counter(r, "cdc_bridge_events_delivered_total", "Change events the sink acknowledged.", &["pipeline", "op"]),
             batches_delivered: counter(r, "cdc_bridge_batches_delivered_total", "Batches the sink acknowledged.", p),
             batch_delivery_seconds: histogram(r, "cdc_bridge_batch_delivery_seconds", "From handing a batch to the sink to its acknowledgement.", LATENCY_BUCKETS, p),
             end_to_end_seconds: histogram(r, "cdc_bridge_end_to_end_latency_seconds", "From the source's commit of a batch's earliest change to the sink's acknowledgement of the batch (one sample per batch).", LATENCY_BUCKETS, p),
             checkpoint_commit_seconds: histogram(r, "cdc_bridge_checkpoint_commit_seconds", "Durable commits of stored positions (one fsync each).", COMMIT_BUCKETS, p),
             backpressure_wait_seconds: histogram(r, "cdc_bridge_backpressure_wait_seconds", "Waits of the source for room in the pipeline's queue or memory budget (only waits that happened; the sum is the total time waited).", LATENCY_BUCKETS, p),
-            restarts: counter(r, "cdc_bridge_pipeline_restarts_total", "Runs of the pipeline that ended in an error, by the error's disposition (transient ones restart, the others stop the pipeline).", &["pipeline", "disposition"]),
+            run_failures: counter(r, "cdc_bridge_pipeline_failures_total", "Runs of the pipeline that ended in an error, by the error's disposition: transient (restarted after a backoff), fatal or data (stopped).", &["pipeline", "disposition"]),
             state: gauge(r, "cdc_bridge_pipeline_state", "1 for the pipeline's current state (starting, snapshotting, streaming, backing_off, stopped, finished), 0 for the others.", &["pipeline", "state"]),
             lag_seconds: float_gauge(r, "cdc_bridge_lag_seconds", "How far behind the source the sink is: the age (since its commit) of the oldest change read and not yet acknowledged; 0 when every change read is acknowledged.", p),
             seconds_since_last_event: float_gauge(r, "cdc_bridge_seconds_since_last_event", "Time since the pipeline last took a change event from its source (-1 before the first).", p),
@@ -123,12 +114,12 @@ impl Families {
             source_retained_bytes: gauge(r, "cdc_bridge_source_retained_bytes", "Log the server keeps for this pipeline (Postgres: WAL from the slot's restart_lsn).", p),
             source_wal_status: gauge(r, "cdc_bridge_source_wal_status", "1 for the replication slot's wal_status (reserved, extended, unreserved, lost), 0 for the others (Postgres).", &["pipeline", "status"]),
             partition_age_seconds: float_gauge(r, "cdc_bridge_partition_record_age_seconds", "Age of the last record read from a source partition when it was read (DynamoDB Streams: per shard).", &["pipeline", "partition"]),
-            sink_retries: counter(r, "cdc_bridge_sink_retries_total", "Records or requests the sink sent again, by reason (throttled, failed, unavailable).", &["pipeline", "reason"]),
-            oversize_events: counter(r, "cdc_bridge_oversize_events_total", "Events over the sink's record size limit, by the policy applied (skip, dead_letter).", &["pipeline", "policy"]),
+            sink_retries: counter(r, "cdc_bridge_sink_retries_total", "Records the sink sent again, by reason (Kinesis: rejected for throttling or a service failure, call_failed for a whole call, misrouted for an aggregate after a reshard).", &["pipeline", "reason"]),
+            sink_delivery_errors: counter(r, "cdc_bridge_sink_delivery_errors_total", "Records whose delivery failed (Kafka: a failed delivery report); their batch fails and the pipeline restarts from its checkpoint.", p),
+            oversize_events: counter(r, "cdc_bridge_oversize_events_total", "Events over the sink's record size limit set aside, by the policy applied (dead_letter; with fail the pipeline stops instead).", &["pipeline", "policy"]),
             snapshot_rows_copied: counter(r, "cdc_bridge_snapshot_rows_copied_total", "Rows copied by the initial snapshot.", &["pipeline", "table"]),
             snapshot_rows_estimated: gauge(r, "cdc_bridge_snapshot_rows_estimated", "The server's estimate of a table's rows when its snapshot began.", &["pipeline", "table"]),
             snapshot_tables_remaining: gauge(r, "cdc_bridge_snapshot_tables_remaining", "Tables the running snapshot has not finished yet.", p),
-            up_since,
             info,
         }
     }

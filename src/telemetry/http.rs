@@ -1,8 +1,8 @@
 //! The daemon's HTTP endpoints, served on `[daemon] http_listen`:
 //! - `GET /metrics`: every metric in the Prometheus text format (version 0.0.4);
 //! - `GET /healthz`: 200 while the process answers (a liveness probe);
-//! - `GET /readyz`: 200 when every pipeline is snapshotting or streaming, else 503 with one
-//!   line per pipeline that is not, naming its state and error (a readiness probe);
+//! - `GET /readyz`: 200 when every pipeline is snapshotting, streaming or finished, else 503
+//!   with one line per pipeline that is not, naming its state and error (a readiness probe);
 //! - `GET /status`: a JSON array with each pipeline's [`PipelineStatus`](super::PipelineStatus).
 //!
 //! Other paths answer 404, other methods 405. Each connection is served on a task of its own

@@ -166,9 +166,9 @@ mod tests {
         let probe = telemetry.probe("p");
         let mut ops = OpCounts::default();
         for op in [Op::Insert, Op::Insert, Op::Delete] {
-            probe.read(op);
             ops.add(op);
         }
+        probe.read_batch(&ops);
         probe.delivered(&ops, Duration::from_millis(30), probe::unix_ms() - 2_000);
         let text = telemetry.render();
         let series = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} in\n{text}"));
@@ -236,6 +236,7 @@ mod tests {
         b.streaming();
         assert_eq!(telemetry.readiness(), Readiness::Ready);
         b.failed("sink failed: broker down".into(), "transient", true);
+        a.finished();
         assert_eq!(
             telemetry.readiness(),
             Readiness::NotReady(vec![

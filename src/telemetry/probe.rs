@@ -229,8 +229,13 @@ impl PipelineProbe {
     /// The driver took the run's first item: a source that does not report its phase is
     /// streaming from now on.
     pub(crate) fn first_item(&self) {
-        if self.state() == PipelineState::Starting {
-            self.streaming();
+        let mut record = self.state.lock().expect("not poisoned");
+        if record.state == PipelineState::Starting {
+            *record = StateRecord {
+                state: PipelineState::Streaming,
+                since_ms: unix_ms(),
+                error: None,
+            };
         }
     }
 
@@ -238,7 +243,7 @@ impl PipelineProbe {
     /// again, else the pipeline stopped for good.
     pub fn failed(&self, error: String, disposition: &'static str, restarting: bool) {
         self.families
-            .restarts
+            .run_failures
             .with_label_values(&[&*self.name, disposition])
             .inc();
         let state = if restarting {
@@ -261,8 +266,13 @@ impl PipelineProbe {
         self.counting
     }
 
-    pub(crate) fn read(&self, op: Op) {
-        self.read[op_index(op)].inc();
+    /// A batch of these events was taken from the source.
+    pub(crate) fn read_batch(&self, ops: &OpCounts) {
+        for (count, counter) in ops.0.iter().zip(&self.read) {
+            if *count > 0 {
+                counter.inc_by(*count);
+            }
+        }
     }
 
     /// Marks that the pipeline took events from its source just now.
@@ -310,6 +320,11 @@ impl PipelineProbe {
 
     pub(crate) fn checkpoint_stored(&self, took: Duration, stored: &Checkpoints) {
         self.checkpoint_seconds.observe(took.as_secs_f64());
+        self.set_stored(stored);
+    }
+
+    /// The positions stored (at the start of a run: those it resumes after).
+    pub(crate) fn set_stored(&self, stored: &Checkpoints) {
         self.stored.lock().expect("not poisoned").clone_from(stored);
     }
 
@@ -369,12 +384,20 @@ impl PipelineProbe {
             .remove_label_values(&[&*self.name, partition]);
     }
 
-    /// The sink sent `count` records or requests again, for `reason`.
+    /// The sink sent `count` records again, for `reason`.
     pub fn sink_retries(&self, reason: &str, count: u64) {
         self.families
             .sink_retries
             .with_label_values(&[&*self.name, reason])
             .inc_by(count);
+    }
+
+    /// The counter of records whose delivery failed (resolved once: a sink counts into it on
+    /// its delivery thread, record by record).
+    pub fn delivery_errors(&self) -> IntCounter {
+        self.families
+            .sink_delivery_errors
+            .with_label_values(&[&*self.name])
     }
 
     /// An event over the sink's size limit, handled by `policy`.
@@ -425,26 +448,34 @@ impl PipelineProbe {
         if let Some(terminal) = &self.terminal {
             terminal.copied(&self.name, table, rows);
         }
-        let mut snapshot = self.snapshot.lock().expect("not poisoned");
-        let progress = snapshot
-            .tables
-            .entry(table.to_owned())
-            .or_insert(SnapshotTable {
-                copied: 0,
-                estimated: None,
-                started: None,
-                finished: false,
-            });
-        progress.started.get_or_insert_with(Instant::now);
-        progress.copied += rows;
-        let due = snapshot
-            .last_log
-            .is_none_or(|last| last.elapsed() >= SNAPSHOT_LOG_INTERVAL);
-        if due {
-            snapshot.last_log = Some(Instant::now());
-            if let Some(progress) = snapshot.tables.get(table) {
-                log_table_progress(&self.name, table, progress);
+        let due = {
+            let mut snapshot = self.snapshot.lock().expect("not poisoned");
+            if !snapshot.tables.contains_key(table) {
+                snapshot.tables.insert(
+                    table.to_owned(),
+                    SnapshotTable {
+                        copied: 0,
+                        estimated: None,
+                        started: None,
+                        finished: false,
+                    },
+                );
             }
+            let progress = snapshot.tables.get_mut(table).expect("just ensured");
+            progress.started.get_or_insert_with(Instant::now);
+            progress.copied += rows;
+            let progress = progress.clone();
+            let due = snapshot
+                .last_log
+                .is_none_or(|last| last.elapsed() >= SNAPSHOT_LOG_INTERVAL);
+            if due {
+                snapshot.last_log = Some(Instant::now());
+            }
+            due.then_some(progress)
+        };
+        // Logged outside the lock: the log may write through the progress bars.
+        if let Some(progress) = due {
+            log_table_progress(&self.name, table, &progress);
         }
     }
 
@@ -453,12 +484,18 @@ impl PipelineProbe {
         if let Some(terminal) = &self.terminal {
             terminal.finished(&self.name, table);
         }
-        let mut snapshot = self.snapshot.lock().expect("not poisoned");
-        if let Some(progress) = snapshot.tables.get_mut(table) {
-            progress.finished = true;
-            log_table_progress(&self.name, table, progress);
+        let (progress, remaining) = {
+            let mut snapshot = self.snapshot.lock().expect("not poisoned");
+            let progress = snapshot.tables.get_mut(table).map(|progress| {
+                progress.finished = true;
+                progress.clone()
+            });
+            let remaining = snapshot.tables.values().filter(|t| !t.finished).count();
+            (progress, remaining)
+        };
+        if let Some(progress) = progress {
+            log_table_progress(&self.name, table, &progress);
         }
-        let remaining = snapshot.tables.values().filter(|t| !t.finished).count();
         self.families
             .snapshot_tables_remaining
             .with_label_values(&[&*self.name])

@@ -69,7 +69,8 @@ impl TableStatus {
     }
 }
 
-/// Whether every pipeline is snapshotting or streaming; else why not, pipeline by pipeline.
+/// Whether every pipeline is snapshotting or streaming (or has finished its work, as
+/// `initial_only` does); else why not, pipeline by pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
@@ -80,7 +81,7 @@ impl Readiness {
     pub fn of(pipelines: &[PipelineStatus]) -> Self {
         let reasons: Vec<String> = pipelines
             .iter()
-            .filter(|p| !matches!(p.state.as_str(), "snapshotting" | "streaming"))
+            .filter(|p| !matches!(p.state.as_str(), "snapshotting" | "streaming" | "finished"))
             .map(|p| match &p.error {
                 Some(error) => format!("pipeline {}: {}: {error}", p.pipeline, p.state),
                 None => format!("pipeline {}: {}", p.pipeline, p.state),

@@ -130,7 +130,7 @@ pub struct SinkContext {
     last_error: LastError,
     msk_iam: Option<Arc<MskIamAuth>>,
     gate: Arc<Gate>,
-    probe: OnceLock<Arc<PipelineProbe>>,
+    delivery_errors: OnceLock<prometheus::IntCounter>,
 }
 
 impl SinkContext {
@@ -139,7 +139,7 @@ impl SinkContext {
             last_error: LastError::default(),
             msk_iam,
             gate: Arc::new(Gate::new(limits)),
-            probe: OnceLock::new(),
+            delivery_errors: OnceLock::new(),
         }
     }
 }
@@ -183,8 +183,8 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Arc<gate::Sent>;
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, sent: Arc<gate::Sent>) {
         if result.is_err() {
-            if let Some(probe) = self.probe.get() {
-                probe.sink_retries("delivery_failed", 1);
+            if let Some(errors) = self.delivery_errors.get() {
+                errors.inc();
             }
         }
         sent.acks.report(result);
@@ -425,7 +425,8 @@ async fn create_topic(
 impl Sink for KafkaSink {
     fn observe(&mut self, probe: Arc<PipelineProbe>) {
         self.limit.observe(probe.clone());
-        let _ = self.producer.context().probe.set(probe);
+        let errors = probe.delivery_errors();
+        let _ = self.producer.context().delivery_errors.set(errors);
     }
 
     async fn submit(&mut self, batch: Arc<Batch>) -> Result<Delivery, BoxError> {
