@@ -93,15 +93,14 @@ fn bench_encoding() {
     );
 }
 
-async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) -> f64 {
-    bench_pipeline_observed(label, sink, PipelineProbe::detached("bench")).await
+async fn bench_pipeline(label: &str, sink: Box<dyn Sink>) {
+    let rate = run_pipeline(sink, PipelineProbe::detached("bench")).await;
+    println!("REPORT|pipeline generator {label} (events/s)|{rate:.0}||");
+    println!("pipeline {label:<10}{rate:>10.0} events/s  ({PIPELINE_EVENTS} events)");
 }
 
-async fn bench_pipeline_observed(
-    label: &str,
-    sink: Box<dyn Sink>,
-    probe: Arc<PipelineProbe>,
-) -> f64 {
+/// Events per second of generator -> `sink`, counting into `probe`.
+async fn run_pipeline(sink: Box<dyn Sink>, probe: Arc<PipelineProbe>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
     let settings = PipelineSettings {
@@ -123,14 +122,6 @@ async fn bench_pipeline_observed(
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(summary.events_delivered, PIPELINE_EVENTS);
-    println!(
-        "REPORT|pipeline generator {label} (events/s)|{:.0}||",
-        PIPELINE_EVENTS as f64 / secs
-    );
-    println!(
-        "pipeline {label:<10}{:>10.0} events/s  ({PIPELINE_EVENTS} events in {secs:.2} s)",
-        PIPELINE_EVENTS as f64 / secs
-    );
     PIPELINE_EVENTS as f64 / secs
 }
 
@@ -138,7 +129,7 @@ async fn bench_pipeline_observed(
 async fn bench_metrics_overhead() {
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        off.push(bench_pipeline("-> null", Box::new(NullSink)).await);
+        off.push(run_pipeline(Box::new(NullSink), PipelineProbe::detached("bench")).await);
         let telemetry = Arc::new(Telemetry::new());
         let scraper = {
             let telemetry = telemetry.clone();
@@ -150,7 +141,7 @@ async fn bench_metrics_overhead() {
             })
         };
         let probe = telemetry.probe("bench");
-        on.push(bench_pipeline_observed("-> null, metrics", Box::new(NullSink), probe).await);
+        on.push(run_pipeline(Box::new(NullSink), probe).await);
         scraper.abort();
     }
     let median = |v: &mut Vec<f64>| {
@@ -158,6 +149,7 @@ async fn bench_metrics_overhead() {
         v[v.len() / 2]
     };
     let (on, off) = (median(&mut on), median(&mut off));
+    println!("pipeline -> null, metrics {on:>10.0} events/s; without {off:.0} (medians of 3, alternated)");
     println!(
         "REPORT|pipeline generator -> null with metrics (events/s, median of 3)|{on:.0}|without metrics {off:.0}|{:.3}x (overhead {:.1} %)",
         on / off,

@@ -455,3 +455,62 @@ fn the_alert_rules_and_the_dashboard_use_metrics_the_daemon_exposes() {
         );
     }
 }
+
+/// The PID of the `cdc-bridge run` process whose command line names `config`.
+fn daemon_pid(config: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let runs = args.first()?.ends_with(b"cdc-bridge") && args.contains(&config.as_bytes());
+            runs.then_some(pid)
+        })
+}
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), the snapshot draws a bar per
+/// table that ends at the table's rows, with the log lines around it intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_on_a_terminal_draws_a_bar_per_table() {
+    let pg = PgFixture::new("telemetry_bars").await;
+    let n = &pg.name;
+    pg.sql(&format!(
+        "CREATE TABLE {n}.big (id int PRIMARY KEY, note text);
+         INSERT INTO {n}.big SELECT g, 'row ' || g FROM generate_series(1, 20000) g;
+         CREATE TABLE {n}.small (id int PRIMARY KEY);
+         INSERT INTO {n}.small SELECT generate_series(1, 10);
+         ANALYZE {n}.big; ANALYZE {n}.small;"
+    ))
+    .await;
+    let config = pg.config(&["big", "small"], "");
+    let command = format!("{} run --config {}", support::BIN, config.to_str().unwrap());
+    let out = pg.ws.path("terminal.out");
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, out.to_str().unwrap()])
+        .current_dir(pg.ws.dir.path())
+        .env("CDC_BRIDGE_LOG", "info")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux script");
+    let screen = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until(Duration::from_secs(60), "both bars complete", || {
+        let screen = screen();
+        screen.contains("20,000/20,000 rows") && screen.contains("10/10 rows")
+    });
+    let screen = screen();
+    assert!(screen.contains(&format!("{n} {n}.big [")), "{screen}");
+    assert!(screen.contains("snapshot of table done"), "{screen}");
+    // `script` runs the daemon under a shell of its own: find it by its (unique) config path,
+    // stop it, and `script` ends with it.
+    let daemon = daemon_pid(config.to_str().unwrap()).expect("the daemon runs");
+    let _ = Command::new("kill").arg(daemon.to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the daemon stopped cleanly: {status:?}");
+    pg.wait_for_events(20_010, Duration::from_secs(10));
+    pg.cleanup().await;
+}
