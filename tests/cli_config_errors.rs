@@ -161,3 +161,15 @@ fn a_good_config_checks_ok() {
         "pipeline shop: generator -> file: configuration ok"
     );
 }
+
+#[test]
+fn a_bad_listen_address_or_log_format_is_named() {
+    run_with(
+        &format!("http_listen = \"localhost\"\n{GOOD}"),
+        "daemon.http_listen: \"localhost\" is not an address such as \"127.0.0.1:9187\"",
+    );
+    run_with(
+        &format!("log_format = \"xml\"\n{GOOD}"),
+        "daemon.log_format: unknown variant `xml`",
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::daemon;
 use crate::error::report;
@@ -251,6 +251,19 @@ async fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// One line per stored position.
+fn print_stored(stored: &[StoredCheckpoint]) {
+    println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
+    for c in stored {
+        let partition = if c.partition.is_empty() {
+            "-"
+        } else {
+            &c.partition
+        };
+        println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
+    }
+}
+
 fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCode {
     let Some(path) = path else {
         return failure(EXIT_CONFIG, "--config FILE is required");
@@ -266,15 +279,7 @@ fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCo
     match action {
         None => match store.list() {
             Ok(stored) => {
-                println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
-                for c in stored {
-                    let partition = if c.partition.is_empty() {
-                        "-"
-                    } else {
-                        &c.partition
-                    };
-                    println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
-                }
+                print_stored(&stored);
                 ExitCode::SUCCESS
             }
             Err(err) => failure(EXIT_RUNTIME, &report(&err)),

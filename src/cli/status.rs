@@ -13,7 +13,7 @@ use hyper::header::HOST;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-use super::{config_failure, failure, EXIT_RUNTIME};
+use super::{config_failure, failure, print_stored, EXIT_RUNTIME};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::error::report;
@@ -40,15 +40,7 @@ pub async fn show(path: &Path) -> ExitCode {
     println!("{why_stored}; stored positions:");
     match CheckpointStore::open(&config.daemon.state_dir).and_then(|store| store.list()) {
         Ok(stored) => {
-            println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
-            for c in stored {
-                let partition = if c.partition.is_empty() {
-                    "-"
-                } else {
-                    &c.partition
-                };
-                println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
-            }
+            print_stored(&stored);
             ExitCode::SUCCESS
         }
         Err(err) => failure(EXIT_RUNTIME, &report(&err)),

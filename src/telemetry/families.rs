@@ -7,6 +7,7 @@
 //! shard for DynamoDB Streams, removed when the shard ends), `reason` and `policy` (a few fixed
 //! words each).
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -47,28 +48,27 @@ pub struct Families {
     pub info: Gauge,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let family = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+/// Registers `family` (made from constant, valid names: failures are programming errors).
+fn registered<F: Collector + Clone + 'static>(registry: &Registry, family: F) -> F {
     registry
         .register(Box::new(family.clone()))
         .expect("registered once");
     family
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registered(registry, family)
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("registered once");
-    family
+    registered(registry, family)
 }
 
 fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let family = GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("registered once");
-    family
+    registered(registry, family)
 }
 
 fn histogram(
@@ -80,10 +80,7 @@ fn histogram(
 ) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     let family = HistogramVec::new(opts, labels).expect("a valid metric");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("registered once");
-    family
+    registered(registry, family)
 }
 
 impl Families {
