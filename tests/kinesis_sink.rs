@@ -17,6 +17,7 @@ use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kinesis::{self, hash_key, KinesisSink, AGGREGATE_MAGIC};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
+use cdc_bridge::telemetry::Telemetry;
 use support::kinesis::{
     create_stream, endpoint, kcl_user_records, open_shards, read_all, read_at_least, sink_config,
     stream_name, wait_active, FaultInterceptor, Faults, ReadRecord, TcpProxy,
@@ -176,18 +177,35 @@ fn per_record_failures_and_throttled_calls_keep_every_key_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
         let trigger = ShutdownTrigger::new();
-        let summary = pipeline::run(
+        let telemetry = Telemetry::new();
+        let summary = pipeline::run_observed(
             &settings("faults", 1 << 20),
             generator("count = 4000\nkeys = 25"),
             Box::new(sink),
             store,
             trigger.subscribe(),
+            telemetry.probe("faults"),
         )
         .await
         .expect("the pipeline completes despite the faults");
         assert_eq!(summary.events_delivered, 4000);
         assert!(faults.records_failed.load(Ordering::SeqCst) > 100);
-        assert!(stats.retried.load(Ordering::SeqCst) > 100);
+        let retried = stats.retried.load(Ordering::SeqCst);
+        assert!(retried > 100);
+        // The operator sees the same retries: records rejected one by one, and the records
+        // of the throttled calls.
+        let metrics = telemetry.render();
+        let series = |reason: &str| {
+            let name = format!(
+                "cdc_bridge_sink_retries_total{{pipeline=\"faults\",reason=\"{reason}\"}} "
+            );
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name.as_str())?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {reason} series in\n{metrics}"))
+        };
+        assert_eq!(series("rejected"), retried);
+        assert!(series("call_failed") >= 4, "four calls were throttled");
 
         let records = read_at_least(&client, &stream, 4000, Duration::from_secs(30)).await;
         let by_key = check_routing_and_order(&records);
