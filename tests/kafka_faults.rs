@@ -12,6 +12,7 @@ use cdc_bridge::pipeline::{self, PipelineSettings};
 use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kafka::{KafkaSink, KafkaSinkConfig};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
+use cdc_bridge::telemetry::Telemetry;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -150,6 +151,8 @@ struct Harness {
     _dir: tempfile::TempDir,
     store: Arc<CheckpointStore>,
     trigger: ShutdownTrigger,
+    /// What an operator would scrape from the runs.
+    telemetry: Telemetry,
 }
 
 impl Harness {
@@ -160,6 +163,7 @@ impl Harness {
             _dir: dir,
             store,
             trigger: ShutdownTrigger::new(),
+            telemetry: Telemetry::new(),
         }
     }
 
@@ -175,13 +179,15 @@ impl Harness {
             self.trigger.subscribe(),
             sink(bootstrap, sink_extra).await,
         );
+        let probe = self.telemetry.probe("faults");
         tokio::spawn(async move {
-            pipeline::run(
+            pipeline::run_observed(
                 &settings(),
                 Box::new(generator(count, 1000)),
                 Box::new(sink),
                 store,
                 shutdown,
+                probe,
             )
             .await
         })
@@ -227,6 +233,14 @@ async fn brokers_down_then_up_lose_nothing_and_nothing_is_acknowledged_early() {
         .get("")
         .map_or(0, |p| p.token.parse().unwrap());
     assert!(stored < 2000, "the outage must interrupt the run");
+    // The records that timed out are counted for the operator.
+    let metrics = harness.telemetry.render();
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cdc_bridge_sink_delivery_errors_total{pipeline=\"faults\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no delivery errors series in\n{metrics}"));
+    assert!(errors > 0, "{metrics}");
     cluster.broker_up(1).unwrap();
     // Everything checkpointed was really in the cluster: nothing acknowledged before delivery.
     let delivered: Vec<u64> = consume_all(&bootstrap, 3).iter().map(|r| r.0).collect();
