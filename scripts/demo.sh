@@ -68,11 +68,12 @@ done
 
 # The services are new on every run: so are the pipelines' checkpoints.
 rm -rf "$CDC_BRIDGE_RUN_DIR/bridge"
-# start_bridge CONNECTOR SLOT: runs cdc-bridge with connectors/CONNECTOR.toml until its slot streams.
+# start_bridge CONNECTOR SLOT PORT: runs cdc-bridge with connectors/CONNECTOR.toml, serving its
+# metrics and status on 127.0.0.1:PORT, until its slot streams.
 start_bridge() {
   local connector=$1 slot=$2 dir=$CDC_BRIDGE_RUN_DIR/bridge/$1
   mkdir -p "$dir"
-  (cd "$dir" && exec "$repo/target/release/cdc-bridge" run --config "$repo/connectors/$connector.toml" >bridge.log 2>&1) &
+  (cd "$dir" && CDC_BRIDGE_HTTP_LISTEN=127.0.0.1:$3 exec "$repo/target/release/cdc-bridge" run --config "$repo/connectors/$connector.toml" >bridge.log 2>&1) &
   bridges+=($!)
   echo "   $connector: pid ${bridges[-1]}, log $dir/bridge.log"
   for _ in $(seq 1 300); do
@@ -84,7 +85,7 @@ start_bridge() {
 }
 
 say "starting cdc-bridge: postgres -> kinesis"
-start_bridge postgres-kinesis cdc_bridge_kinesis
+start_bridge postgres-kinesis cdc_bridge_kinesis 29187
 
 say "applying a workload: 9 changes (inserts, updates, deletes, one multi-statement transaction)"
 psql_admin <<'SQL'
@@ -132,7 +133,7 @@ say "starting Kafka (tansu) on 127.0.0.1"
 scripts/services.sh start kafka
 
 say "starting cdc-bridge: postgres -> kafka (it first copies the 3 rows the tables hold now)"
-start_bridge postgres-kafka cdc_bridge_kafka
+start_bridge postgres-kafka cdc_bridge_kafka 29188
 
 say "applying a second workload: 9 changes"
 psql_admin <<'SQL'
@@ -149,5 +150,9 @@ SQL
 
 say "events arriving in Kafka topics (3 snapshot rows, 9 changes and a tombstone after each of the 2 deletes)"
 target/release/examples/watch kafka "$KAFKA_BROKERS" postgres-kafka.public.customers,postgres-kafka.public.orders 14
+
+say "the pipelines as \`cdc-bridge status\` shows them (their metrics: http://127.0.0.1:29187/metrics, :29188/metrics)"
+CDC_BRIDGE_HTTP_LISTEN=127.0.0.1:29187 target/release/cdc-bridge status --config connectors/postgres-kinesis.toml
+CDC_BRIDGE_HTTP_LISTEN=127.0.0.1:29188 target/release/cdc-bridge status --config connectors/postgres-kafka.toml
 
 say "done: every change arrived in both; stopping cdc-bridge and the services"
