@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
+use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::daemon;
 use crate::error::report;
@@ -17,7 +17,10 @@ use crate::shutdown::ShutdownTrigger;
 use crate::telemetry::{http, Telemetry, TerminalProgress};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+mod checkpoints;
 mod status;
+
+use checkpoints::{checkpoints, print_stored, CheckpointsAction};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,21 +54,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// List stored checkpoints, or reset those of one pipeline.
+    /// List stored checkpoints, reset those of one pipeline, or export and import them.
     Checkpoints {
         #[arg(long, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: Option<CheckpointsAction>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum CheckpointsAction {
-    /// Forget a pipeline's stored positions: its next run starts from the beginning.
-    Reset {
-        #[arg(long, value_name = "NAME")]
-        pipeline: String,
     },
 }
 
@@ -248,59 +242,5 @@ async fn check(path: &Path) -> ExitCode {
         ExitCode::from(EXIT_RUNTIME)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// One line per stored position.
-fn print_stored(stored: &[StoredCheckpoint]) {
-    println!("{:<24} {:<24} POSITION", "PIPELINE", "PARTITION");
-    for c in stored {
-        let partition = if c.partition.is_empty() {
-            "-"
-        } else {
-            &c.partition
-        };
-        println!("{:<24} {:<24} {}", c.pipeline, partition, c.position.token);
-    }
-}
-
-fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCode {
-    let Some(path) = path else {
-        return failure(EXIT_CONFIG, "--config FILE is required");
-    };
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(err) => return config_failure(path, &err),
-    };
-    let store = match CheckpointStore::open(&config.daemon.state_dir) {
-        Ok(store) => store,
-        Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
-    };
-    match action {
-        None => match store.list() {
-            Ok(stored) => {
-                print_stored(&stored);
-                ExitCode::SUCCESS
-            }
-            Err(err) => failure(EXIT_RUNTIME, &report(&err)),
-        },
-        Some(CheckpointsAction::Reset { pipeline }) => {
-            if config.pipeline(&pipeline).is_none() {
-                return failure(
-                    EXIT_CONFIG,
-                    &format!(
-                        "--pipeline: no pipeline is named {pipeline:?} in {}",
-                        path.display()
-                    ),
-                );
-            }
-            match store.reset(&pipeline) {
-                Ok(n) => {
-                    println!("removed {n} checkpoint(s) of pipeline {pipeline}; its next run starts from the beginning");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => failure(EXIT_RUNTIME, &report(&err)),
-            }
-        }
     }
 }

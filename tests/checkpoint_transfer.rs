@@ -1,0 +1,137 @@
+//! `cdc-bridge checkpoints export` and `import` through the binary: a pipeline moved to a new
+//! state_dir resumes after its exported position; an import never moves a stored position
+//! backward, never writes part of a file, and refuses pipelines the configuration lacks.
+
+mod support;
+
+use support::{output_seqs, stderr, Workspace};
+
+fn pipeline(name: &str, count: u64) -> String {
+    format!(
+        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"generator\"\ncount = {count}\nkeys = 7\n\
+         [pipeline.sink]\nkind = \"file\"\npath = \"out/{name}.jsonl\"\n"
+    )
+}
+
+/// Runs `args` against `config`; its standard output, after checking it succeeded.
+fn ok(ws: &Workspace, args: &[&str]) -> String {
+    let output = ws.run(args);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn an_exported_position_moves_a_pipeline_to_a_new_state_dir() {
+    let old = Workspace::new();
+    let config = old.config(&(pipeline("shop", 300) + &pipeline("other", 50)));
+    let config = config.to_str().unwrap();
+    ok(&old, &["run", "--config", config]);
+    let export = ok(
+        &old,
+        &[
+            "checkpoints",
+            "export",
+            "--config",
+            config,
+            "--pipeline",
+            "shop",
+        ],
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&export).unwrap();
+    let entries = parsed["checkpoints"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the pipeline asked for: {export}");
+    assert_eq!(entries[0]["position"]["token"], "300");
+
+    // A new machine: the same pipelines, an empty state_dir, the export imported.
+    let new = Workspace::new();
+    let config = new.config(&(pipeline("shop", 500) + &pipeline("other", 50)));
+    let config = config.to_str().unwrap();
+    std::fs::write(new.path("shop.json"), &export).unwrap();
+    let said = ok(
+        &new,
+        &[
+            "checkpoints",
+            "import",
+            "--config",
+            config,
+            "--file",
+            "shop.json",
+        ],
+    );
+    assert!(said.contains("imported 1 checkpoint"), "{said}");
+    assert_eq!(new.stored_seq("shop"), 300);
+    ok(&new, &["run", "--config", config]);
+    // It resumed after the imported position; the pipeline without one started over.
+    assert_eq!(
+        output_seqs(&new.path("out/shop.jsonl")),
+        (301..=500).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        output_seqs(&new.path("out/other.jsonl")),
+        (1..=50).collect::<Vec<_>>()
+    );
+
+    // The old export is behind what is stored now: refused, and nothing changes.
+    let refused = new.run(&[
+        "checkpoints",
+        "import",
+        "--config",
+        config,
+        "--file",
+        "shop.json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("pipeline \"shop\" partition \"\" (300) is behind the one stored (500)"),
+        "{err}"
+    );
+    assert!(err.contains("checkpoints reset --pipeline shop"), "{err}");
+    assert_eq!(new.stored_seq("shop"), 500);
+}
+
+#[test]
+fn an_import_with_an_unknown_pipeline_or_a_bad_file_writes_nothing() {
+    let ws = Workspace::new();
+    let config = ws.config(&pipeline("shop", 10));
+    let config = config.to_str().unwrap();
+    let position = r#"{"token": "7", "rank": [0, 0, 0, 0, 0, 0, 0, 7]}"#;
+    let file = format!(
+        r#"{{"cdc_bridge_checkpoints": 1, "checkpoints": [
+            {{"pipeline": "shop", "partition": "", "position": {position}}},
+            {{"pipeline": "gone", "partition": "", "position": {position}}}]}}"#
+    );
+    std::fs::write(ws.path("two.json"), file).unwrap();
+    let refused = ws.run(&[
+        "checkpoints",
+        "import",
+        "--config",
+        config,
+        "--file",
+        "two.json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("no pipeline is named \"gone\""),
+        "{}",
+        stderr(&refused)
+    );
+    let listed = ok(&ws, &["checkpoints", "--config", config]);
+    assert!(!listed.contains("shop"), "nothing imported: {listed}");
+
+    std::fs::write(ws.path("bad.json"), "{\"checkpoints\": []}").unwrap();
+    let refused = ws.run(&[
+        "checkpoints",
+        "import",
+        "--config",
+        config,
+        "--file",
+        "bad.json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("is not a checkpoint export"),
+        "{}",
+        stderr(&refused)
+    );
+}
