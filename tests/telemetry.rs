@@ -514,3 +514,36 @@ async fn a_snapshot_on_a_terminal_draws_a_bar_per_table() {
     pg.wait_for_events(20_010, Duration::from_secs(10));
     pg.cleanup().await;
 }
+
+#[test]
+fn status_says_how_to_see_a_daemon_that_serves_no_endpoints() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        "[[pipeline]]\nname = \"quiet\"\n[pipeline.source]\nkind = \"generator\"\nrate_per_sec = 50\n\
+         [pipeline.sink]\nkind = \"null\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let mut child = ws.spawn(&["run", "--config", config]);
+    // Once a pipeline starts, the daemon holds its store (asking earlier would race its open).
+    wait_until(Duration::from_secs(20), "the pipeline starts", || {
+        std::fs::read_to_string(ws.path("bridge.log"))
+            .unwrap_or_default()
+            .contains("starting pipeline")
+    });
+    let shown = ws.run(&["status", "--config", config]);
+    let err = support::stderr(&shown);
+    assert!(
+        err.contains("[daemon] http_listen is not set, and a running daemon holds the checkpoint store: set [daemon] http_listen"),
+        "{err}"
+    );
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+    let shown = ws.run(&["status", "--config", config]);
+    let printed = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.status.success(), "{}", support::stderr(&shown));
+    assert!(printed.contains("stored positions:"), "{printed}");
+    assert!(
+        printed.lines().any(|l| l.starts_with("quiet ")),
+        "{printed}"
+    );
+}

@@ -14,7 +14,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use super::{config_failure, failure, print_stored, EXIT_RUNTIME};
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::Config;
 use crate::error::report;
 use crate::telemetry::PipelineStatus;
@@ -37,12 +37,16 @@ pub async fn show(path: &Path) -> ExitCode {
             Err(reason) => format!("no daemon answers at {addr} ({reason})"),
         },
     };
-    println!("{why_stored}; stored positions:");
     match CheckpointStore::open(&config.daemon.state_dir).and_then(|store| store.list()) {
         Ok(stored) => {
+            println!("{why_stored}; stored positions:");
             print_stored(&stored);
             ExitCode::SUCCESS
         }
+        Err(CheckpointError::Locked { .. }) => failure(
+            EXIT_RUNTIME,
+            &format!("{why_stored}, and a running daemon holds the checkpoint store: set [daemon] http_listen (and restart it) to see its status"),
+        ),
         Err(err) => failure(EXIT_RUNTIME, &report(&err)),
     }
 }
