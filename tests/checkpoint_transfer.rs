@@ -13,6 +13,13 @@ fn pipeline(name: &str, count: u64) -> String {
     )
 }
 
+/// Imports `file` into `config`'s store, which must refuse it: what it said on stderr.
+fn refused_import(ws: &Workspace, config: &str, file: &str) -> String {
+    let output = ws.run(&["checkpoints", "import", "--config", config, "--file", file]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    stderr(&output)
+}
+
 /// Runs `args` against `config`; its standard output, after checking it succeeded.
 fn ok(ws: &Workspace, args: &[&str]) -> String {
     let output = ws.run(args);
@@ -72,16 +79,7 @@ fn an_exported_position_moves_a_pipeline_to_a_new_state_dir() {
     );
 
     // The old export is behind what is stored now: refused, and nothing changes.
-    let refused = new.run(&[
-        "checkpoints",
-        "import",
-        "--config",
-        config,
-        "--file",
-        "shop.json",
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    let err = stderr(&refused);
+    let err = refused_import(&new, config, "shop.json");
     assert!(
         err.contains("pipeline \"shop\" partition \"\" (300) is behind the one stored (500)"),
         "{err}"
@@ -102,36 +100,12 @@ fn an_import_with_an_unknown_pipeline_or_a_bad_file_writes_nothing() {
             {{"pipeline": "gone", "partition": "", "position": {position}}}]}}"#
     );
     std::fs::write(ws.path("two.json"), file).unwrap();
-    let refused = ws.run(&[
-        "checkpoints",
-        "import",
-        "--config",
-        config,
-        "--file",
-        "two.json",
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("no pipeline is named \"gone\""),
-        "{}",
-        stderr(&refused)
-    );
+    let err = refused_import(&ws, config, "two.json");
+    assert!(err.contains("no pipeline is named \"gone\""), "{err}");
     let listed = ok(&ws, &["checkpoints", "--config", config]);
     assert!(!listed.contains("shop"), "nothing imported: {listed}");
 
     std::fs::write(ws.path("bad.json"), "{\"checkpoints\": []}").unwrap();
-    let refused = ws.run(&[
-        "checkpoints",
-        "import",
-        "--config",
-        config,
-        "--file",
-        "bad.json",
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("is not a checkpoint export"),
-        "{}",
-        stderr(&refused)
-    );
+    let err = refused_import(&ws, config, "bad.json");
+    assert!(err.contains("is not a checkpoint export"), "{err}");
 }
