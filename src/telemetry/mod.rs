@@ -18,6 +18,7 @@
 
 mod families;
 pub mod http;
+mod measuring;
 mod probe;
 mod progress;
 mod status;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
 pub use families::Families;
+pub use measuring::Measuring;
 pub(crate) use probe::OpCounts;
 pub use probe::{PipelineProbe, PipelineState, SnapshotTable};
 pub use progress::TerminalProgress;

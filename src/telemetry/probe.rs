@@ -74,6 +74,17 @@ struct StateRecord {
     error: Option<String>,
 }
 
+impl StateRecord {
+    /// Entered now.
+    fn new(state: PipelineState, error: Option<String>) -> Self {
+        StateRecord {
+            state,
+            since_ms: unix_ms(),
+            error,
+        }
+    }
+}
+
 /// Snapshot progress of one table.
 #[derive(Debug, Clone)]
 pub struct SnapshotTable {
@@ -81,6 +92,17 @@ pub struct SnapshotTable {
     pub estimated: Option<u64>,
     pub started: Option<Instant>,
     pub finished: bool,
+}
+
+impl SnapshotTable {
+    fn new(estimated: Option<u64>) -> Self {
+        SnapshotTable {
+            copied: 0,
+            estimated,
+            started: None,
+            finished: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -166,11 +188,7 @@ impl PipelineProbe {
             end_to_end_seconds: families.end_to_end_seconds.with_label_values(&one),
             checkpoint_seconds: families.checkpoint_commit_seconds.with_label_values(&one),
             backpressure_seconds: families.backpressure_wait_seconds.with_label_values(&one),
-            state: Mutex::new(StateRecord {
-                state: PipelineState::Starting,
-                since_ms: unix_ms(),
-                error: None,
-            }),
+            state: Mutex::new(StateRecord::new(PipelineState::Starting, None)),
             last_event_ms: AtomicI64::new(0),
             last_heartbeat_ms: AtomicI64::new(0),
             oldest_pending_commit_ms: AtomicI64::new(0),
@@ -203,11 +221,7 @@ impl PipelineProbe {
     fn set_state(&self, state: PipelineState, error: Option<String>) {
         let mut record = self.state.lock().expect("not poisoned");
         if record.state != state || error.is_some() {
-            *record = StateRecord {
-                state,
-                since_ms: unix_ms(),
-                error,
-            };
+            *record = StateRecord::new(state, error);
         }
     }
 
@@ -231,11 +245,7 @@ impl PipelineProbe {
     pub(crate) fn first_item(&self) {
         let mut record = self.state.lock().expect("not poisoned");
         if record.state == PipelineState::Starting {
-            *record = StateRecord {
-                state: PipelineState::Streaming,
-                since_ms: unix_ms(),
-                error: None,
-            };
+            *record = StateRecord::new(PipelineState::Streaming, None);
         }
     }
 
@@ -268,11 +278,7 @@ impl PipelineProbe {
 
     /// A batch of these events was taken from the source.
     pub(crate) fn read_batch(&self, ops: &OpCounts) {
-        for (count, counter) in ops.0.iter().zip(&self.read) {
-            if *count > 0 {
-                counter.inc_by(*count);
-            }
-        }
+        ops.add_to(&self.read);
     }
 
     /// Marks that the pipeline took events from its source just now.
@@ -288,11 +294,7 @@ impl PipelineProbe {
         if !self.counting {
             return;
         }
-        for (count, counter) in ops.0.iter().zip(&self.delivered) {
-            if *count > 0 {
-                counter.inc_by(*count);
-            }
-        }
+        ops.add_to(&self.delivered);
         self.batches.inc();
         self.batch_seconds.observe(took.as_secs_f64());
         if earliest_commit_ms > 0 {
@@ -338,15 +340,10 @@ impl PipelineProbe {
     /// What the server has written past the pipeline's stored position, and what it keeps
     /// for the pipeline (both in bytes), and its retention status where it has one.
     pub fn source_retention(&self, lag_bytes: i64, retained_bytes: i64, wal_status: Option<&str>) {
-        self.lag_bytes.store(lag_bytes, Ordering::Relaxed);
-        let one = [&*self.name];
-        self.families
-            .source_lag_bytes
-            .with_label_values(&one)
-            .set(lag_bytes);
+        self.source_lag(lag_bytes);
         self.families
             .source_retained_bytes
-            .with_label_values(&one)
+            .with_label_values(&[&*self.name])
             .set(retained_bytes);
         if let Some(current) = wal_status {
             for status in ["reserved", "extended", "unreserved", "lost"] {
@@ -422,15 +419,9 @@ impl PipelineProbe {
                 .snapshot_rows_estimated
                 .with_label_values(&[&*self.name, table])
                 .set(estimated.map_or(-1, |n| n as i64));
-            snapshot.tables.insert(
-                table.clone(),
-                SnapshotTable {
-                    copied: 0,
-                    estimated: *estimated,
-                    started: None,
-                    finished: false,
-                },
-            );
+            snapshot
+                .tables
+                .insert(table.clone(), SnapshotTable::new(*estimated));
         }
         self.families
             .snapshot_tables_remaining
@@ -451,15 +442,9 @@ impl PipelineProbe {
         let due = {
             let mut snapshot = self.snapshot.lock().expect("not poisoned");
             if !snapshot.tables.contains_key(table) {
-                snapshot.tables.insert(
-                    table.to_owned(),
-                    SnapshotTable {
-                        copied: 0,
-                        estimated: None,
-                        started: None,
-                        finished: false,
-                    },
-                );
+                snapshot
+                    .tables
+                    .insert(table.to_owned(), SnapshotTable::new(None));
             }
             let progress = snapshot.tables.get_mut(table).expect("just ensured");
             progress.started.get_or_insert_with(Instant::now);
@@ -607,5 +592,14 @@ pub(crate) struct OpCounts([u64; 5]);
 impl OpCounts {
     pub fn add(&mut self, op: Op) {
         self.0[op_index(op)] += 1;
+    }
+
+    /// Adds each operation's count to its counter (ordered as [`OPS`]).
+    fn add_to(&self, counters: &[IntCounter; 5]) {
+        for (count, counter) in self.0.iter().zip(counters) {
+            if *count > 0 {
+                counter.inc_by(*count);
+            }
+        }
     }
 }

@@ -12,13 +12,12 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::config::MysqlConfig;
 use super::position::BinlogPosition;
 use super::{connect, PARTITION};
 use crate::checkpoint::Checkpoints;
-use crate::telemetry::PipelineProbe;
+use crate::telemetry::{Measuring, PipelineProbe};
 
 /// How often the binlog is measured.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -30,7 +29,7 @@ pub fn measure(
     probe: Arc<PipelineProbe>,
 ) -> Measuring {
     let config = config.clone();
-    Measuring(tokio::spawn(async move {
+    Measuring::spawn(async move {
         let mut conn: Option<Conn> = None;
         let mut tick = tokio::time::interval(INTERVAL);
         loop {
@@ -65,7 +64,7 @@ pub fn measure(
                 }
             }
         }
-    }))
+    })
 }
 
 /// Bytes of the binlog after `position`, from the server's list of files and their sizes;
@@ -75,15 +74,6 @@ pub fn bytes_after(files: &[(String, u64)], position: &BinlogPosition) -> Option
     let rest_of_file = files[at].1.saturating_sub(position.pos);
     let later: u64 = files[at + 1..].iter().map(|(_, size)| size).sum();
     i64::try_from(rest_of_file + later).ok()
-}
-
-/// The measuring task; stops when dropped.
-pub struct Measuring(JoinHandle<()>);
-
-impl Drop for Measuring {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 use super::catalog;
 use super::config::PostgresConfig;
 use super::error::PostgresError;
-use crate::telemetry::PipelineProbe;
+use crate::telemetry::{Measuring, PipelineProbe};
 
 /// How often the slot is measured.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -28,10 +26,10 @@ const SLOT_QUERY: &str = "SELECT \
     (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn) w \
     WHERE s.slot_name = $1";
 
-/// Measures the slot until the returned task is aborted (dropped with [`Measuring`]).
+/// Measures the slot until the returned task is aborted (dropped with the returned guard).
 pub fn measure(config: &PostgresConfig, probe: Arc<PipelineProbe>) -> Measuring {
     let config = config.clone();
-    Measuring(tokio::spawn(async move {
+    Measuring::spawn(async move {
         let mut client = None;
         let mut tick = tokio::time::interval(INTERVAL);
         loop {
@@ -54,7 +52,7 @@ pub fn measure(config: &PostgresConfig, probe: Arc<PipelineProbe>) -> Measuring 
                 }
             }
         }
-    }))
+    })
 }
 
 type Measurement = (i64, i64, Option<String>);
@@ -72,13 +70,4 @@ async fn measure_once(
         let retained: Option<i64> = row.get(1);
         (lag.unwrap_or(0), retained.unwrap_or(0), row.get(2))
     }))
-}
-
-/// The measuring task; stops when dropped.
-pub struct Measuring(JoinHandle<()>);
-
-impl Drop for Measuring {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
