@@ -61,6 +61,10 @@ pub struct SourceContext {
     /// Where the source reports its phase (snapshotting, streaming), snapshot progress,
     /// heartbeats and what its server retains for it.
     pub probe: Arc<PipelineProbe>,
+    /// This run holds the pipeline's lease on a shared store, so a session that the previous
+    /// holder left open on the source (a paused or cut-off instance's Postgres slot, still
+    /// active) is stale and may be ended.
+    pub leased: bool,
 }
 
 /// Whether a database source copies its tables before streaming (`snapshot` in its settings).

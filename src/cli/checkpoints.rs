@@ -15,8 +15,9 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
 use super::{config_failure, failure, EXIT_CONFIG, EXIT_RUNTIME};
-use crate::checkpoint::{CheckpointStore, Checkpoints, Position, StoredCheckpoint};
+use crate::checkpoint::{Checkpoints, Position, Store, StoredCheckpoint};
 use crate::config::Config;
+use crate::daemon::StoreSpec;
 use crate::error::report;
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +71,7 @@ pub fn print_stored(stored: &[StoredCheckpoint]) {
     }
 }
 
-pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCode {
+pub async fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> ExitCode {
     let Some(path) = path else {
         return failure(EXIT_CONFIG, "--config FILE is required");
     };
@@ -78,8 +79,12 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
         Ok(config) => config,
         Err(err) => return config_failure(path, &err),
     };
-    let store = match CheckpointStore::open(&config.daemon.state_dir) {
-        Ok(store) => store,
+    let store = match StoreSpec::parse(&config.daemon) {
+        Ok(spec) => spec,
+        Err(err) => return config_failure(path, &err),
+    };
+    let store = match store.open().await {
+        Ok(store) => store.checkpoints(),
         Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
     };
     let unknown = |pipeline: &str| {
@@ -89,7 +94,7 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
             .then(|| format!("no pipeline is named {pipeline:?} in {}", path.display()))
     };
     match action {
-        None => match store.list() {
+        None => match store.list().await {
             Ok(stored) => {
                 print_stored(&stored);
                 ExitCode::SUCCESS
@@ -100,7 +105,7 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
             if let Some(message) = unknown(&pipeline) {
                 return failure(EXIT_CONFIG, &format!("--pipeline: {message}"));
             }
-            match store.reset(&pipeline) {
+            match store.reset(&pipeline).await {
                 Ok(n) => {
                     println!("removed {n} checkpoint(s) of pipeline {pipeline}; its next run starts from the beginning");
                     ExitCode::SUCCESS
@@ -112,7 +117,7 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
             if let Some(message) = pipeline.as_deref().and_then(unknown) {
                 return failure(EXIT_CONFIG, &format!("--pipeline: {message}"));
             }
-            let stored = match store.list() {
+            let stored = match store.list().await {
                 Ok(stored) => stored,
                 Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
             };
@@ -134,7 +139,7 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
             );
             ExitCode::SUCCESS
         }
-        Some(CheckpointsAction::Import { file }) => match import(&store, &file, &unknown) {
+        Some(CheckpointsAction::Import { file }) => match import(&*store, &file, &unknown).await {
             Ok(imported) => {
                 println!("imported {imported} checkpoint(s) from {}", file.display());
                 ExitCode::SUCCESS
@@ -145,8 +150,8 @@ pub fn checkpoints(path: Option<&Path>, action: Option<CheckpointsAction>) -> Ex
 }
 
 /// Stores every position of `file`, or none; how many it stored.
-fn import(
-    store: &CheckpointStore,
+async fn import(
+    store: &dyn Store,
     file: &Path,
     unknown: &dyn Fn(&str) -> Option<String>,
 ) -> Result<usize, String> {
@@ -181,7 +186,7 @@ fn import(
     }
     // Every position is checked before any is written.
     for (pipeline, positions) in &by_pipeline {
-        let stored = store.load(pipeline).map_err(|e| report(&e))?;
+        let stored = store.load(pipeline).await.map_err(|e| report(&e))?;
         for (partition, position) in positions {
             if let Some(current) = stored.get(partition).filter(|s| s.rank > position.rank) {
                 return Err(format!(
@@ -196,7 +201,8 @@ fn import(
     let mut imported = 0;
     for (pipeline, positions) in &by_pipeline {
         store
-            .apply(pipeline, positions, &[])
+            .apply(pipeline, positions, &[], None)
+            .await
             .map_err(|e| report(&e))?;
         imported += positions.len();
     }

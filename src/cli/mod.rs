@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::daemon;
 use crate::error::report;
@@ -90,7 +89,7 @@ pub fn main() -> ExitCode {
             Command::Run { config, pipeline } => run(&config, pipeline.as_deref()).await,
             Command::Check { config } => check(&config).await,
             Command::Status { config } => status::show(&config).await,
-            Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action),
+            Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action).await,
         }
     })
 }
@@ -145,8 +144,12 @@ async fn run(path: &Path, only: Option<&str>) -> ExitCode {
         Ok(plans) => plans,
         Err(err) => return config_failure(path, &err),
     };
-    let store = match CheckpointStore::open(&config.daemon.state_dir) {
-        Ok(store) => Arc::new(store),
+    let store = match daemon::StoreSpec::parse(&config.daemon) {
+        Ok(spec) => spec,
+        Err(err) => return config_failure(path, &err),
+    };
+    let store = match store.open().await {
+        Ok(store) => store,
         Err(err) => return failure(EXIT_RUNTIME, &report(&err)),
     };
     let telemetry = match config.daemon.http_listen {
@@ -168,7 +171,7 @@ async fn run(path: &Path, only: Option<&str>) -> ExitCode {
     let trigger = ShutdownTrigger::new();
     let shutdown = trigger.subscribe();
     tokio::spawn(forward_signals(trigger));
-    let outcome = daemon::run(plans, store, shutdown, &telemetry).await;
+    let outcome = daemon::run(plans, store, &config.daemon.leases, shutdown, &telemetry).await;
     if let Some(endpoints) = endpoints {
         endpoints.abort();
     }

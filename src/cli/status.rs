@@ -14,8 +14,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use super::{config_failure, failure, print_stored, EXIT_RUNTIME};
-use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::checkpoint::CheckpointError;
 use crate::config::Config;
+use crate::daemon::StoreSpec;
 use crate::error::report;
 use crate::telemetry::PipelineStatus;
 
@@ -37,7 +38,15 @@ pub async fn show(path: &Path) -> ExitCode {
             Err(reason) => format!("no daemon answers at {addr} ({reason})"),
         },
     };
-    match CheckpointStore::open(&config.daemon.state_dir).and_then(|store| store.list()) {
+    let spec = match StoreSpec::parse(&config.daemon) {
+        Ok(spec) => spec,
+        Err(err) => return config_failure(path, &err),
+    };
+    let stored = match spec.open().await {
+        Ok(store) => store.checkpoints().list().await,
+        Err(err) => Err(err),
+    };
+    match stored {
         Ok(stored) => {
             println!("{why_stored}; stored positions:");
             print_stored(&stored);

@@ -44,6 +44,37 @@ pub struct DaemonConfig {
     /// `text` (the default) or `json` (one JSON object per line, for log shippers).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// `[daemon.coordination]`: where checkpoints are kept. Absent or `kind = "local"`: the
+    /// redb file in `state_dir`. A shared store (`postgres`, `dynamodb`, typed by the daemon's
+    /// registry) lets several instances share the pipelines through leases.
+    #[serde(default)]
+    pub coordination: Option<ConnectorSection>,
+    /// The lease settings of `[daemon.coordination]` (taken out of that section).
+    #[serde(skip)]
+    pub leases: LeaseConfig,
+}
+
+pub const DEFAULT_LEASE_DURATION_MS: u64 = 10_000;
+
+/// How instances sharing a store hold their leases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// A lease not renewed for this long is taken over by another instance; its holder renews
+    /// it every third of it. Takeover after a crash takes about this long.
+    pub lease_duration_ms: u64,
+    /// This instance's name in the lease table (default: host name, process id and start
+    /// time, unique per process).
+    pub instance_id: Option<String>,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            lease_duration_ms: DEFAULT_LEASE_DURATION_MS,
+            instance_id: None,
+        }
+    }
 }
 
 fn optional_address<'de, D: Deserializer<'de>>(
@@ -179,6 +210,18 @@ impl ConnectorSection {
         parse_value(toml::Value::Table(self.settings.clone()), &self.key)
     }
 
+    /// Takes `keys` out of the section and types them as `T` (settings of the core that share
+    /// a connector's section).
+    pub fn split_off<T: DeserializeOwned>(&mut self, keys: &[&str]) -> Result<T, ConfigError> {
+        let mut taken = toml::Table::new();
+        for key in keys {
+            if let Some(value) = self.settings.remove(*key) {
+                taken.insert((*key).to_owned(), value);
+            }
+        }
+        parse_value(toml::Value::Table(taken), &self.key)
+    }
+
     /// An error about this section's `kind`.
     pub fn unknown_kind(&self, expected: &[&str]) -> ConfigError {
         ConfigError::invalid(
@@ -249,6 +292,23 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
+        if let Some(section) = &mut self.daemon.coordination {
+            section.key = "daemon.coordination".into();
+            let leases: LeaseConfig = section.split_off(&["lease_duration_ms", "instance_id"])?;
+            if leases.lease_duration_ms < 1000 {
+                return Err(ConfigError::invalid(
+                    "daemon.coordination.lease_duration_ms",
+                    "must be at least 1000 (a lease is renewed every third of it)",
+                ));
+            }
+            if leases.instance_id.as_deref() == Some("") {
+                return Err(ConfigError::invalid(
+                    "daemon.coordination.instance_id",
+                    "must not be empty (leave it out for a generated one)",
+                ));
+            }
+            self.daemon.leases = leases;
+        }
         if self.pipelines.is_empty() {
             return Err(ConfigError::invalid(
                 "pipeline",

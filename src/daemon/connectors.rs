@@ -1,9 +1,14 @@
-//! The connector registry: the only place that knows every source and sink. It types a
-//! pipeline's `source` and `sink` sections by their `kind` (validation, no I/O), and builds
-//! connector instances from them for each run.
+//! The connector registry: the only place that knows every source, sink and checkpoint store.
+//! It types a pipeline's `source` and `sink` sections and the daemon's `coordination` section
+//! by their `kind` (validation, no I/O), and builds connector instances from them for each run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::check::Finding;
-use crate::config::{ConfigError, ConnectorSection};
+use crate::checkpoint::{CheckpointError, CheckpointStore, Store};
+use crate::config::{ConfigError, ConnectorSection, DaemonConfig};
+use crate::coordination::SharedStore;
 use crate::error::BoxError;
 use crate::format::avro::{ConfluentError, ConfluentRegistry};
 use crate::format::{format_for, AvroOptions, FormatSpec, RegistrySettings};
@@ -18,6 +23,7 @@ use crate::sources::dynamodb::{self, DynamoDbConfig, DynamoDbSource};
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::mysql::{self, MysqlConfig, MysqlSource, TableFilter};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
+use crate::stores::{DynamoDbStore, DynamoDbStoreConfig, PostgresStore, PostgresStoreConfig};
 
 const SOURCE_KINDS: &[&str] = &["generator", "postgres", "dynamodb", "mysql"];
 const SINK_KINDS: &[&str] = &["file", "stdout", "null", "kafka", "kinesis"];
@@ -196,5 +202,87 @@ impl SinkSpec {
             }
             SinkSpec::File(_) | SinkSpec::Stdout(_) | SinkSpec::Null(_) => Vec::new(),
         }
+    }
+}
+
+const STORE_KINDS: &[&str] = &["local", "postgres", "dynamodb"];
+
+/// A typed `[daemon.coordination]` section: where checkpoints (and leases) are kept.
+#[derive(Debug, Clone)]
+pub enum StoreSpec {
+    /// The redb file in `state_dir` (also when the section is absent).
+    Local(PathBuf),
+    Postgres(PostgresStoreConfig),
+    Dynamodb(DynamoDbStoreConfig),
+}
+
+/// An opened store: the local one, or a shared one with leases.
+#[derive(Debug, Clone)]
+pub enum OpenedStore {
+    Local(Arc<CheckpointStore>),
+    Shared(Arc<dyn SharedStore>),
+}
+
+impl OpenedStore {
+    /// The store as pipelines and tools use it.
+    pub fn checkpoints(&self) -> Arc<dyn Store> {
+        match self {
+            OpenedStore::Local(store) => store.clone(),
+            OpenedStore::Shared(store) => store.clone(),
+        }
+    }
+}
+
+impl StoreSpec {
+    pub fn parse(daemon: &DaemonConfig) -> Result<Self, ConfigError> {
+        let Some(section) = &daemon.coordination else {
+            return Ok(StoreSpec::Local(daemon.state_dir.clone()));
+        };
+        match section.kind.as_str() {
+            "local" => {
+                if let Some(extra) = section.parse::<toml::Table>()?.keys().next() {
+                    return Err(ConfigError::invalid(
+                        format!("{}.{extra}", section.key()),
+                        "the local store takes no settings (it lives in state_dir)",
+                    ));
+                }
+                Ok(StoreSpec::Local(daemon.state_dir.clone()))
+            }
+            "postgres" => section.parse().map(StoreSpec::Postgres),
+            "dynamodb" => {
+                let config: DynamoDbStoreConfig = section.parse()?;
+                if let Some(url) = &config.endpoint_url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::invalid(
+                            format!("{}.endpoint_url", section.key()),
+                            "must start with http:// or https://",
+                        ));
+                    }
+                }
+                Ok(StoreSpec::Dynamodb(config))
+            }
+            _ => Err(section.unknown_kind(STORE_KINDS)),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreSpec::Local(_) => "local",
+            StoreSpec::Postgres(_) => "postgres",
+            StoreSpec::Dynamodb(_) => "dynamodb",
+        }
+    }
+
+    /// Opens (and, for a shared store, creates the tables of) the store.
+    pub async fn open(&self) -> Result<OpenedStore, CheckpointError> {
+        Ok(match self {
+            StoreSpec::Local(dir) => OpenedStore::Local(Arc::new(CheckpointStore::open(dir)?)),
+            StoreSpec::Postgres(config) => {
+                OpenedStore::Shared(Arc::new(PostgresStore::open(config.clone()).await?))
+            }
+            StoreSpec::Dynamodb(config) => {
+                OpenedStore::Shared(Arc::new(DynamoDbStore::open(config.clone()).await?))
+            }
+        })
     }
 }

@@ -2,21 +2,23 @@
 //!
 //! [`plan`] types every connector section (so `check` and `run` reject the same mistakes
 //! before anything connects). [`run`] starts one supervised task per pipeline; each fails or
-//! restarts on its own, and none takes the others down. It returns when every pipeline has
-//! finished, stopped for good, or been shut down.
+//! restarts on its own, and none takes the others down. With the local store it returns when
+//! every pipeline has finished, stopped for good, or been shut down; with a shared store
+//! (`leases`) it runs the pipelines whose leases this instance holds, until shutdown.
 
 mod connectors;
+mod leases;
 pub mod supervisor;
 
 use std::sync::Arc;
 
-pub use connectors::{SinkSpec, SourceSpec};
+pub use connectors::{OpenedStore, SinkSpec, SourceSpec, StoreSpec};
 
-use crate::checkpoint::CheckpointStore;
-use crate::config::{Config, ConfigError, RestartConfig};
+use crate::checkpoint::Store;
+use crate::config::{Config, ConfigError, LeaseConfig, RestartConfig};
 use crate::pipeline::{PipelineError, PipelineSettings};
 use crate::shutdown::Shutdown;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PipelineProbe, Telemetry};
 
 /// Everything needed to (re)start one pipeline.
 #[derive(Debug)]
@@ -38,6 +40,7 @@ impl PipelinePlan {
 
 /// Types and validates every pipeline of `config` (or only the one named `only`).
 pub fn plan(config: &Config, only: Option<&str>) -> Result<Vec<PipelinePlan>, ConfigError> {
+    StoreSpec::parse(&config.daemon)?;
     if let Some(name) = only {
         if config.pipeline(name).is_none() {
             let defined: Vec<_> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
@@ -75,28 +78,38 @@ pub struct DaemonOutcome {
     pub failed: Vec<(Arc<str>, PipelineError)>,
 }
 
-/// Runs every plan until all have ended, each reporting to its probe in `telemetry`.
+/// Runs the plans until all have ended (local store), or until shutdown (shared store: each
+/// pipeline runs on the instance holding its lease), each reporting to its probe.
 pub async fn run(
     plans: Vec<PipelinePlan>,
-    store: Arc<CheckpointStore>,
+    store: OpenedStore,
+    leases: &LeaseConfig,
+    shutdown: Shutdown,
+    telemetry: &Telemetry,
+) -> DaemonOutcome {
+    let plans = plans.into_iter().map(Arc::new).collect();
+    match store {
+        OpenedStore::Local(store) => run_all(plans, store, shutdown, telemetry).await,
+        OpenedStore::Shared(store) => {
+            let settings = leases::LeaseSettings::of(leases);
+            leases::run(plans, store, settings, shutdown, telemetry).await
+        }
+    }
+}
+
+/// Runs every plan in this process until all have ended.
+async fn run_all(
+    plans: Vec<Arc<PipelinePlan>>,
+    store: Arc<dyn Store>,
     shutdown: Shutdown,
     telemetry: &Telemetry,
 ) -> DaemonOutcome {
     let mut tasks = tokio::task::JoinSet::new();
     for plan in plans {
-        let plan = Arc::new(plan);
         let probe = telemetry.probe(&plan.settings.name);
-        tracing::info!(pipeline = %plan.settings.name, source = plan.source.kind(), sink = plan.sink.kind(), "starting pipeline");
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let connect_plan = plan.clone();
-            let connect: supervisor::Connect = Box::new(move || {
-                let plan = connect_plan.clone();
-                Box::pin(async move { plan.connect().await })
-            });
-            let (settings, restart) = (&plan.settings, &plan.restart);
-            let outcome =
-                supervisor::supervise(settings, restart, connect, store, shutdown, probe).await;
+            let outcome = supervise_plan(plan.clone(), store, shutdown, probe).await;
             (plan.settings.name.clone(), outcome)
         });
     }
@@ -115,4 +128,21 @@ pub async fn run(
         }
     }
     DaemonOutcome { failed }
+}
+
+/// Supervises one pipeline (restarts after transient failures) until it ends.
+async fn supervise_plan(
+    plan: Arc<PipelinePlan>,
+    store: Arc<dyn Store>,
+    shutdown: Shutdown,
+    probe: Arc<PipelineProbe>,
+) -> Result<(), PipelineError> {
+    tracing::info!(pipeline = %plan.settings.name, source = plan.source.kind(), sink = plan.sink.kind(), "starting pipeline");
+    let connect_plan = plan.clone();
+    let connect: supervisor::Connect = Box::new(move || {
+        let plan = connect_plan.clone();
+        Box::pin(async move { plan.connect().await })
+    });
+    let (settings, restart) = (&plan.settings, &plan.restart);
+    supervisor::supervise(settings, restart, connect, store, shutdown, probe).await
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::Store;
 use crate::config::RestartConfig;
 use crate::error::{report, Disposition};
 use crate::pipeline::{self, PipelineError, PipelineSettings};
@@ -33,7 +33,7 @@ pub async fn supervise(
     settings: &PipelineSettings,
     restart: &RestartConfig,
     connect: Connect,
-    store: Arc<CheckpointStore>,
+    store: Arc<dyn Store>,
     mut shutdown: Shutdown,
     probe: Arc<PipelineProbe>,
 ) -> Result<(), PipelineError> {
@@ -52,6 +52,10 @@ pub async fn supervise(
             }
             Err(error) => error,
         };
+        if error.is_fenced() {
+            // The coordinator reports the lost lease; this copy just ends.
+            return Err(error);
+        }
         let disposition = error.disposition();
         let shutting_down = disposition == Disposition::Transient && shutdown.is_requested();
         if !shutting_down {
@@ -83,7 +87,7 @@ pub async fn supervise(
 async fn run_once(
     settings: &PipelineSettings,
     connect: &Connect,
-    store: &Arc<CheckpointStore>,
+    store: &Arc<dyn Store>,
     shutdown: &Shutdown,
     probe: &Arc<PipelineProbe>,
 ) -> Result<pipeline::RunSummary, PipelineError> {

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::PipelineError;
-use crate::checkpoint::{CheckpointStore, Checkpoints};
+use crate::checkpoint::{Checkpoints, Store};
 use crate::telemetry::PipelineProbe;
 
 pub struct Checkpointer {
@@ -25,7 +25,7 @@ impl Checkpointer {
     /// Starts the writer; `stored` already holds the positions loaded at start.
     pub fn start(
         name: Arc<str>,
-        store: Arc<CheckpointStore>,
+        store: Arc<dyn Store>,
         stored: watch::Sender<Checkpoints>,
         probe: Arc<PipelineProbe>,
     ) -> Self {
@@ -36,14 +36,8 @@ impl Checkpointer {
                 let latest = rx.borrow_and_update().clone();
                 let (changed, removed) = difference(&stored.borrow(), &latest);
                 if !changed.is_empty() || !removed.is_empty() {
-                    let (store, pipeline) = (store.clone(), name.clone());
                     let committing = Instant::now();
-                    tokio::task::spawn_blocking(move || store.apply(&pipeline, &changed, &removed))
-                        .await
-                        .map_err(|e| PipelineError::Panic {
-                            stage: "checkpoint",
-                            message: e.to_string(),
-                        })??;
+                    store.apply(&name, &changed, &removed, None).await?;
                     if tracing::enabled!(tracing::Level::DEBUG) {
                         let positions: Vec<&str> =
                             latest.values().map(|p| p.token.as_str()).collect();

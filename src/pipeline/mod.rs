@@ -32,7 +32,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use crate::checkpoint::{CheckpointError, CheckpointStore, Checkpoints};
+use crate::checkpoint::{CheckpointError, Checkpoints, Store};
 use crate::config::{BatchConfig, BufferConfig};
 use crate::envelope::ChangeEvent;
 use crate::error::{BoxError, Disposition};
@@ -88,8 +88,17 @@ impl PipelineError {
     pub fn disposition(&self) -> Disposition {
         match self {
             PipelineError::Source(e) | PipelineError::Sink(e) => e.disposition(),
-            PipelineError::Panic { .. } | PipelineError::Checkpoint(_) => Disposition::Fatal,
+            PipelineError::Checkpoint(e) => e.disposition(),
+            PipelineError::Panic { .. } => Disposition::Fatal,
         }
+    }
+
+    /// A commit was refused because another instance took the pipeline's lease over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Checkpoint(CheckpointError::Fenced { .. })
+        )
     }
 
     fn panic(stage: &'static str, err: JoinError) -> Self {
@@ -114,7 +123,7 @@ pub async fn run(
     settings: &PipelineSettings,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
-    store: Arc<CheckpointStore>,
+    store: Arc<dyn Store>,
     shutdown: Shutdown,
 ) -> Result<RunSummary, PipelineError> {
     let probe = PipelineProbe::detached(&settings.name);
@@ -126,7 +135,7 @@ pub async fn run_observed(
     settings: &PipelineSettings,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
-    store: Arc<CheckpointStore>,
+    store: Arc<dyn Store>,
     shutdown: Shutdown,
     probe: Arc<PipelineProbe>,
 ) -> Result<RunSummary, PipelineError> {
@@ -135,13 +144,7 @@ pub async fn run_observed(
     // Nothing of an earlier run is pending any more.
     probe.set_oldest_pending_commit(0);
     let name = settings.name.clone();
-    let resume = {
-        let store = store.clone();
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || store.load(&name))
-            .await
-            .map_err(|e| PipelineError::panic("checkpoint", e))??
-    };
+    let resume = store.load(&name).await?;
     if resume.is_empty() {
         tracing::info!(pipeline = %name, "no stored checkpoint: starting from the beginning");
     } else {
@@ -166,6 +169,7 @@ pub async fn run_observed(
         stored: stored_rx,
         shutdown,
         probe: probe.clone(),
+        leased: store.fence().is_some(),
     };
     let source_task = tokio::spawn(source.run(ctx));
 

@@ -45,6 +45,9 @@ pub struct Families {
     pub snapshot_rows_copied: IntCounterVec,
     pub snapshot_rows_estimated: IntGaugeVec,
     pub snapshot_tables_remaining: IntGaugeVec,
+    pub lease_held: IntGaugeVec,
+    pub lease_acquired: IntCounterVec,
+    pub lease_lost: IntCounterVec,
     pub info: Gauge,
 }
 
@@ -102,7 +105,7 @@ impl Families {
             checkpoint_commit_seconds: histogram(r, "cdc_bridge_checkpoint_commit_seconds", "Durable commits of stored positions (one fsync each).", COMMIT_BUCKETS, p),
             backpressure_wait_seconds: histogram(r, "cdc_bridge_backpressure_wait_seconds", "Waits of the source for room in the pipeline's queue or memory budget (only waits that happened; the sum is the total time waited).", LATENCY_BUCKETS, p),
             run_failures: counter(r, "cdc_bridge_pipeline_failures_total", "Runs of the pipeline that ended in an error, by the error's disposition: transient (restarted after a backoff), fatal or data (stopped).", &["pipeline", "disposition"]),
-            state: gauge(r, "cdc_bridge_pipeline_state", "1 for the pipeline's current state (starting, snapshotting, streaming, backing_off, stopped, finished), 0 for the others.", &["pipeline", "state"]),
+            state: gauge(r, "cdc_bridge_pipeline_state", "1 for the pipeline's current state (starting, snapshotting, streaming, backing_off, stopped, finished, standby), 0 for the others.", &["pipeline", "state"]),
             lag_seconds: float_gauge(r, "cdc_bridge_lag_seconds", "How far behind the source the sink is: the age (since its commit) of the oldest change read and not yet acknowledged; 0 when every change read is acknowledged.", p),
             seconds_since_last_event: float_gauge(r, "cdc_bridge_seconds_since_last_event", "Time since the pipeline last took a change event from its source (-1 before the first).", p),
             seconds_since_last_heartbeat: float_gauge(r, "cdc_bridge_seconds_since_last_heartbeat", "Time since the source last heard from its server without a change (a keepalive, a heartbeat, an empty poll; -1 before the first).", p),
@@ -117,6 +120,9 @@ impl Families {
             snapshot_rows_copied: counter(r, "cdc_bridge_snapshot_rows_copied_total", "Rows copied by the initial snapshot.", &["pipeline", "table"]),
             snapshot_rows_estimated: gauge(r, "cdc_bridge_snapshot_rows_estimated", "The server's estimate of a table's rows when its snapshot began.", &["pipeline", "table"]),
             snapshot_tables_remaining: gauge(r, "cdc_bridge_snapshot_tables_remaining", "Tables the running snapshot has not finished yet.", p),
+            lease_held: gauge(r, "cdc_bridge_lease_held", "With a shared store: 1 while this instance holds the pipeline's lease (and runs it), 0 while another instance does.", p),
+            lease_acquired: counter(r, "cdc_bridge_lease_acquired_total", "Times this instance took the pipeline's lease (free, expired, or taken over to even out the share).", p),
+            lease_lost: counter(r, "cdc_bridge_lease_lost_total", "Times this instance found the pipeline's lease taken over by another instance (or could not renew it in time) and stopped its copy.", p),
             info,
         }
     }

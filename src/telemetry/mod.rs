@@ -32,7 +32,7 @@ pub use measuring::Measuring;
 pub(crate) use probe::OpCounts;
 pub use probe::{PipelineProbe, PipelineState, SnapshotTable};
 pub use progress::TerminalProgress;
-pub use status::{PipelineStatus, Readiness};
+pub use status::{LeaseStatus, PipelineStatus, Readiness};
 
 /// Every pipeline's probe and the registry their metrics are in.
 pub struct Telemetry {

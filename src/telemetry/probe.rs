@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus::{Histogram, IntCounter};
 use tokio::sync::Semaphore;
 
-use super::status::{PipelineStatus, SnapshotStatus, TableStatus};
+use super::status::{LeaseStatus, PipelineStatus, SnapshotStatus, TableStatus};
 use super::{Families, TerminalProgress};
 use crate::checkpoint::Checkpoints;
 use crate::envelope::Op;
@@ -42,16 +42,19 @@ pub enum PipelineState {
     Stopped,
     /// Ended on its own (a source with an end, `initial_only`) or by shutdown.
     Finished,
+    /// Run by another instance sharing the store (this one holds no lease on it).
+    Standby,
 }
 
 impl PipelineState {
-    pub const ALL: [PipelineState; 6] = [
+    pub const ALL: [PipelineState; 7] = [
         PipelineState::Starting,
         PipelineState::Snapshotting,
         PipelineState::Streaming,
         PipelineState::BackingOff,
         PipelineState::Stopped,
         PipelineState::Finished,
+        PipelineState::Standby,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl PipelineState {
             PipelineState::BackingOff => "backing_off",
             PipelineState::Stopped => "stopped",
             PipelineState::Finished => "finished",
+            PipelineState::Standby => "standby",
         }
     }
 }
@@ -134,6 +138,7 @@ pub struct PipelineProbe {
     stored: Mutex<Checkpoints>,
     snapshot: Mutex<Snapshot>,
     budget: Mutex<Option<Budget>>,
+    lease: Mutex<Option<LeaseStatus>>,
     read: [IntCounter; 5],
     delivered: [IntCounter; 5],
     batches: IntCounter,
@@ -196,6 +201,7 @@ impl PipelineProbe {
             stored: Mutex::default(),
             snapshot: Mutex::default(),
             budget: Mutex::new(None),
+            lease: Mutex::new(None),
             families,
             name,
             counting,
@@ -267,6 +273,51 @@ impl PipelineProbe {
     /// The pipeline ended on its own or by shutdown.
     pub fn finished(&self) {
         self.set_state(PipelineState::Finished, None);
+    }
+
+    // ---- leases (shared stores) ----
+
+    /// Another instance holds the pipeline's lease (`holder`, `None` when nobody does yet).
+    pub fn standby(&self, holder: Option<&str>, epoch: u64) {
+        self.set_lease(holder, epoch, false);
+        self.set_state(PipelineState::Standby, None);
+    }
+
+    /// This instance took the lease as `instance` at `epoch` and starts the pipeline.
+    pub fn lease_acquired(&self, instance: &str, epoch: u64) {
+        self.families
+            .lease_acquired
+            .with_label_values(&[&*self.name])
+            .inc();
+        self.set_lease(Some(instance), epoch, true);
+    }
+
+    /// This instance lost the lease (taken over, or not renewed in time).
+    pub fn lease_lost(&self) {
+        self.families
+            .lease_lost
+            .with_label_values(&[&*self.name])
+            .inc();
+        if let Some(lease) = self.lease.lock().expect("not poisoned").as_mut() {
+            lease.held_here = false;
+        }
+        self.families
+            .lease_held
+            .with_label_values(&[&*self.name])
+            .set(0);
+    }
+
+    fn set_lease(&self, holder: Option<&str>, epoch: u64, held_here: bool) {
+        let status = LeaseStatus {
+            holder: holder.map(str::to_owned),
+            epoch,
+            held_here,
+        };
+        *self.lease.lock().expect("not poisoned") = Some(status);
+        self.families
+            .lease_held
+            .with_label_values(&[&*self.name])
+            .set(i64::from(held_here));
     }
 
     // ---- the driver ----
@@ -567,6 +618,7 @@ impl PipelineProbe {
             events_read: self.read.iter().map(IntCounter::get).sum(),
             events_delivered: self.delivered.iter().map(IntCounter::get).sum(),
             snapshot,
+            lease: self.lease.lock().expect("not poisoned").clone(),
         }
     }
 }

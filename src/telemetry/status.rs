@@ -10,7 +10,7 @@ use super::SnapshotTable;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineStatus {
     pub pipeline: String,
-    /// starting, snapshotting, streaming, backing_off, stopped or finished.
+    /// starting, snapshotting, streaming, backing_off, stopped, finished or standby.
     pub state: String,
     pub since_unix_ms: i64,
     /// Why it is backing off or stopped; the message says what to fix.
@@ -24,6 +24,20 @@ pub struct PipelineStatus {
     pub events_read: u64,
     pub events_delivered: u64,
     pub snapshot: Option<SnapshotStatus>,
+    /// With a shared store: who runs the pipeline.
+    #[serde(default)]
+    pub lease: Option<LeaseStatus>,
+}
+
+/// The holder of a pipeline's lease, as this instance last read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The instance running the pipeline; `None` while nobody holds the lease.
+    pub holder: Option<String>,
+    /// The fencing counter: raised on every takeover.
+    pub epoch: u64,
+    /// Whether this instance is the holder.
+    pub held_here: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +95,12 @@ impl Readiness {
     pub fn of(pipelines: &[PipelineStatus]) -> Self {
         let reasons: Vec<String> = pipelines
             .iter()
-            .filter(|p| !matches!(p.state.as_str(), "snapshotting" | "streaming" | "finished"))
+            .filter(|p| {
+                !matches!(
+                    p.state.as_str(),
+                    "snapshotting" | "streaming" | "finished" | "standby"
+                )
+            })
             .map(|p| match &p.error {
                 Some(error) => format!("pipeline {}: {}: {error}", p.pipeline, p.state),
                 None => format!("pipeline {}: {}", p.pipeline, p.state),

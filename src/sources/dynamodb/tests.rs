@@ -159,6 +159,7 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
         stored,
         shutdown: trigger.subscribe(),
         probe,
+        leased: false,
     };
     let source = Box::new(DynamoDbSource::with_api(
         config,

@@ -15,19 +15,24 @@ use super::tls::split_url;
 use super::transport::{self, Endpoint};
 use super::types::TypeRegistry;
 use super::walsender::SESSION_OPTIONS;
+use crate::config::Secret;
 
 /// Opens the SQL session with the same text-output settings as the replication session, over
 /// the same kind of stream ([`transport::open`]: TLS as `sslmode` says, cleartext guard).
 pub async fn connect(config: &PostgresConfig) -> Result<Client, PostgresError> {
-    let endpoint = Endpoint::new(config)?;
-    let (url, _) = split_url(config.url.expose()).map_err(PostgresError::Tls)?;
+    connect_to(&config.url, &Endpoint::new(config)?).await
+}
+
+/// Opens an ordinary SQL session to `endpoint` (made from `url`), as [`connect`] does.
+pub async fn connect_to(url: &Secret, endpoint: &Endpoint) -> Result<Client, PostgresError> {
+    let (url, _) = split_url(url.expose()).map_err(PostgresError::Tls)?;
     let mut pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
     pg.options(SESSION_OPTIONS)
         .application_name(&endpoint.application_name)
         .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let stream = transport::open(&endpoint).await?;
+    let stream = transport::open(endpoint).await?;
     let (client, connection) =
         pg.connect_raw(stream, NoTls)
             .await
@@ -177,12 +182,14 @@ pub async fn ensure_publication(
 pub struct SlotState {
     pub confirmed_flush: Option<Lsn>,
     pub lost: bool,
+    /// The server process streaming from the slot, if one is.
+    pub active_pid: Option<i32>,
 }
 
 pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, PostgresError> {
     let row = client
         .query_opt(
-            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, ''), active_pid FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -190,7 +197,17 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
     Ok(row.map(|row| SlotState {
         confirmed_flush: row.get::<_, Option<String>>(0).and_then(|t| t.parse().ok()),
         lost: row.get::<_, String>(1) == "lost",
+        active_pid: row.get(2),
     }))
+}
+
+/// Ends the server process `pid` (a walsender of the same role: allowed without superuser).
+pub async fn terminate_backend(client: &Client, pid: i32) -> Result<(), PostgresError> {
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .map_err(|e| PostgresError::sql(format!("ending server process {pid}"), e))?;
+    Ok(())
 }
 
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {

@@ -48,6 +48,19 @@ pub use error::PostgresError;
 pub use lsn::Lsn;
 pub use stream::HEARTBEAT_PREFIX;
 
+/// An ordinary SQL session for another part of the daemon (the Postgres checkpoint store),
+/// made from a connection URL the way the source makes its own: TLS as `sslmode` says, and
+/// cleartext passwords refused unless allowed.
+pub async fn sql_session(
+    url: &crate::config::Secret,
+    allow_cleartext_password: bool,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, PostgresError> {
+    let endpoint =
+        transport::Endpoint::of_url(url, allow_cleartext_password, application_name.to_owned())?;
+    catalog::connect_to(url, &endpoint).await
+}
+
 use crate::check::Finding;
 use crate::checkpoint::Position;
 use crate::error::BoxError;
@@ -86,6 +99,14 @@ impl PostgresSource {
             None => None,
         };
         let slot = catalog::slot_state(&sql, &config.slot).await?;
+        if let Some(pid) = slot
+            .as_ref()
+            .and_then(|s| s.active_pid)
+            .filter(|_| ctx.leased)
+        {
+            tracing::warn!(pipeline = %ctx.pipeline, slot = %config.slot, pid, "the slot is still used by the previous holder of the pipeline's lease: ending that session");
+            catalog::terminate_backend(&sql, pid).await?;
+        }
         let database: Arc<str> = endpoint.dbname.as_str().into();
         let mode = config.snapshot;
         if mode.start(stored.is_some()) == Start::Done {

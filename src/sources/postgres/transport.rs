@@ -42,7 +42,21 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(config: &PostgresConfig) -> Result<Self, PostgresError> {
-        let (url, settings) = tls::split_url(config.url.expose()).map_err(PostgresError::Tls)?;
+        let application_name = config.application_name();
+        Endpoint::of_url(
+            &config.url,
+            config.allow_cleartext_password,
+            application_name,
+        )
+    }
+
+    /// The endpoint of a connection URL (with `sslmode` and the other TLS parameters).
+    pub fn of_url(
+        url: &Secret,
+        allow_cleartext_password: bool,
+        application_name: String,
+    ) -> Result<Self, PostgresError> {
+        let (url, settings) = tls::split_url(url.expose()).map_err(PostgresError::Tls)?;
         let parsed: tokio_postgres::Config = url
             .parse()
             .map_err(|e| PostgresError::Protocol(format!("bad url: {e}")))?;
@@ -68,9 +82,9 @@ impl Endpoint {
             host,
             ssl_mode: settings.mode,
             tls: tls::client_config(&settings)?,
-            allow_cleartext_password: config.allow_cleartext_password,
+            allow_cleartext_password,
             connect_timeout: parsed.get_connect_timeout().copied(),
-            application_name: config.application_name(),
+            application_name,
         })
     }
 

@@ -1,20 +1,17 @@
-//! The checkpoint store: how far each pipeline has been delivered, in a redb database.
-//!
-//! A pipeline commits a position only after its sink acknowledged every event up to it; the
-//! commit is durable (fsynced) when [`CheckpointStore::commit`] returns. Positions are keyed by
-//! pipeline and partition (`""` for single-stream sources; e.g. a DynamoDB shard id otherwise).
-//! Stored progress never moves backward: every position carries a `rank` (bytes compared
-//! lexicographically, defined by its source) and a commit with a lower rank than the stored one
-//! is refused as a bug, not applied.
+//! The local checkpoint store: positions in a redb file in the daemon's `state_dir`, fsynced
+//! on every commit. One process holds the file at a time (redb's lock), which is all the
+//! fencing a single instance needs; shared stores with leases are for several instances.
 //!
 //! Errors: a store locked by another process, an unreadable or corrupt file, or a regression
 //! are all [`CheckpointError`]s; the daemon treats them as fatal.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+
+use super::{CheckpointError, Checkpoints, Fence, Position, Store, StoredCheckpoint};
 
 /// (pipeline, partition) -> JSON-encoded [`Position`].
 const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
@@ -22,73 +19,10 @@ const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// The file name of the store inside the daemon's `state_dir`.
 pub const STORE_FILE: &str = "checkpoints.redb";
 
-/// A source position that a source can resume after.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// The position in the source's notation, parsed back by the source on resume.
-    pub token: String,
-    /// Orders positions of one partition: a later position has a greater rank.
-    pub rank: Vec<u8>,
-}
-
-impl Position {
-    /// A position whose order is a single counter (an LSN, a sequence number).
-    pub fn from_counter(token: impl Into<String>, counter: u64) -> Self {
-        Position {
-            token: token.into(),
-            rank: counter.to_be_bytes().to_vec(),
-        }
-    }
-}
-
-/// Stored positions of one pipeline, by partition.
-pub type Checkpoints = BTreeMap<String, Position>;
-
-/// A stored checkpoint, as listed by `cdc-bridge checkpoints`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    pub pipeline: String,
-    pub partition: String,
-    pub position: Position,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("cannot create state directory {}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("checkpoint store {} is in use by another cdc-bridge process (one process per state_dir)", path.display())]
-    Locked { path: PathBuf },
-    #[error("checkpoint store {}", path.display())]
-    Storage {
-        path: PathBuf,
-        #[source]
-        source: redb::Error,
-    },
-    #[error("checkpoint store {}: stored position of pipeline {pipeline:?} partition {partition:?} is not readable", path.display())]
-    Corrupt {
-        path: PathBuf,
-        pipeline: String,
-        partition: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("refusing to move the checkpoint of pipeline {pipeline:?} partition {partition:?} backward from {stored} to {proposed}")]
-    Regression {
-        pipeline: String,
-        partition: String,
-        stored: String,
-        proposed: String,
-    },
-}
-
 /// The redb-backed checkpoint store. One per process and `state_dir`; shared by pipelines.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
 }
 
@@ -135,7 +69,10 @@ impl CheckpointStore {
                 source: other.into(),
             },
         })?;
-        Ok(CheckpointStore { db, path })
+        Ok(CheckpointStore {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -244,7 +181,7 @@ impl CheckpointStore {
         bytes: &[u8],
     ) -> Result<Position, CheckpointError> {
         serde_json::from_slice(bytes).map_err(|source| CheckpointError::Corrupt {
-            path: self.path.clone(),
+            store: self.path.display().to_string(),
             pipeline: pipeline.to_owned(),
             partition: partition.to_owned(),
             source,
@@ -257,6 +194,50 @@ impl CheckpointStore {
             source: err.into(),
         }
     }
+}
+
+/// The async face of the local store: each call runs on the blocking pool (a commit fsyncs).
+/// A fence is not checked: the file's lock already makes this process the only writer.
+#[async_trait]
+impl Store for CheckpointStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn load(&self, pipeline: &str) -> Result<Checkpoints, CheckpointError> {
+        let (store, pipeline) = (self.clone(), pipeline.to_owned());
+        blocking(move || CheckpointStore::load(&store, &pipeline)).await
+    }
+
+    async fn list(&self) -> Result<Vec<StoredCheckpoint>, CheckpointError> {
+        let store = self.clone();
+        blocking(move || CheckpointStore::list(&store)).await
+    }
+
+    async fn apply(
+        &self,
+        pipeline: &str,
+        updates: &Checkpoints,
+        removed: &[String],
+        _fence: Option<&Fence>,
+    ) -> Result<(), CheckpointError> {
+        let (store, pipeline) = (self.clone(), pipeline.to_owned());
+        let (updates, removed) = (updates.clone(), removed.to_vec());
+        blocking(move || CheckpointStore::apply(&store, &pipeline, &updates, &removed)).await
+    }
+
+    async fn reset(&self, pipeline: &str) -> Result<usize, CheckpointError> {
+        let (store, pipeline) = (self.clone(), pipeline.to_owned());
+        blocking(move || CheckpointStore::reset(&store, &pipeline)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
+) -> Result<T, CheckpointError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
 #[cfg(test)]

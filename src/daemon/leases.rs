@@ -1,0 +1,382 @@
+//! Running pipelines under leases, on a shared store: the coordinator loop of one instance.
+//!
+//! Every third of the lease duration the loop
+//! 1. renews the leases it holds; one it no longer holds (taken over) or could not renew for
+//!    almost a whole duration (the store unreachable: another instance may take it from then
+//!    on) is lost: its pipeline is told to stop;
+//! 2. collects pipelines that ended: one that stopped because its commit was fenced lost its
+//!    lease; one that finished or stopped for good keeps it (so that another instance does
+//!    not run into the same fatal error: the operator has to act);
+//! 3. reads the lease table, lets [`Balance`] choose what to take, takes it with a
+//!    conditional write and starts the pipeline with a store fenced by the new epoch.
+//!
+//! Pipelines it does not hold are `standby` in the telemetry, naming the holder. On shutdown
+//! it stops its pipelines (each stores its last checkpoint) and releases their leases, so the
+//! others take over at once instead of after a lease duration.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{supervise_plan, DaemonOutcome, PipelinePlan};
+use crate::checkpoint::{CheckpointError, Fence, FencedStore, Store};
+use crate::config::LeaseConfig;
+use crate::coordination::{pipeline_lease, Balance, Lease, SharedStore};
+use crate::error::report;
+use crate::pipeline::PipelineError;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::telemetry::{PipelineProbe, Telemetry};
+
+/// How this instance holds leases.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub instance: String,
+    pub duration: Duration,
+}
+
+impl LeaseSettings {
+    pub fn of(config: &LeaseConfig) -> Self {
+        LeaseSettings {
+            instance: config
+                .instance_id
+                .clone()
+                .unwrap_or_else(generated_instance_id),
+            duration: Duration::from_millis(config.lease_duration_ms),
+        }
+    }
+
+    fn renew_interval(&self) -> Duration {
+        self.duration / 3
+    }
+}
+
+/// Host name, process id and start time: unique per process, readable in the lease table.
+fn generated_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cdc-bridge".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
+}
+
+/// A pipeline this instance runs under its lease.
+struct Running {
+    plan: Arc<PipelinePlan>,
+    fence: Fence,
+    stop: ShutdownTrigger,
+    task: JoinHandle<Result<(), PipelineError>>,
+    renewed: Instant,
+}
+
+/// A pipeline that ended here while its lease is still held (finished, or stopped for good).
+struct Ended {
+    fence: Fence,
+    renewed: Instant,
+}
+
+struct Coordinator {
+    store: Arc<dyn SharedStore>,
+    settings: LeaseSettings,
+    plans: HashMap<String, Arc<PipelinePlan>>,
+    probes: HashMap<String, Arc<PipelineProbe>>,
+    running: HashMap<String, Running>,
+    ended: HashMap<String, Ended>,
+    /// Copies told to stop after their lease was lost, not yet returned.
+    stopping: Vec<(String, JoinHandle<Result<(), PipelineError>>)>,
+    failed: Vec<(Arc<str>, PipelineError)>,
+    balance: Balance,
+}
+
+pub async fn run(
+    plans: Vec<Arc<PipelinePlan>>,
+    store: Arc<dyn SharedStore>,
+    settings: LeaseSettings,
+    mut shutdown: Shutdown,
+    telemetry: &Telemetry,
+) -> DaemonOutcome {
+    tracing::info!(instance = %settings.instance, store = %store.describe(), lease_ms = settings.duration.as_millis() as u64, "sharing pipelines through leases");
+    let mut coordinator = Coordinator {
+        balance: Balance::new(settings.instance.clone(), settings.duration),
+        probes: plans
+            .iter()
+            .map(|p| {
+                (
+                    pipeline_lease(&p.settings.name),
+                    telemetry.probe(&p.settings.name),
+                )
+            })
+            .collect(),
+        plans: plans
+            .into_iter()
+            .map(|p| (pipeline_lease(&p.settings.name), p))
+            .collect(),
+        store,
+        settings,
+        running: HashMap::new(),
+        ended: HashMap::new(),
+        stopping: Vec::new(),
+        failed: Vec::new(),
+    };
+    if let Err(err) = coordinator.create_leases(&mut shutdown).await {
+        return coordinator.fail_all(err);
+    }
+    let mut tick = tokio::time::interval(coordinator.settings.renew_interval());
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.requested() => break,
+        }
+        coordinator.renew().await;
+        coordinator.collect_ended().await;
+        coordinator.take().await;
+    }
+    coordinator.shut_down().await;
+    DaemonOutcome {
+        failed: coordinator.failed,
+    }
+}
+
+impl Coordinator {
+    /// One lease row per pipeline; retried while the store is unreachable.
+    async fn create_leases(&self, shutdown: &mut Shutdown) -> Result<(), CheckpointError> {
+        for key in self.plans.keys() {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                match self.store.create(key).await {
+                    Ok(()) => break,
+                    Err(err @ CheckpointError::Unavailable { .. }) => {
+                        tracing::warn!(error = %report(&err), "cannot create the lease rows yet; retrying");
+                    }
+                    Err(err) => return Err(err),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.requested() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_all(self, err: CheckpointError) -> DaemonOutcome {
+        let message = report(&err);
+        tracing::error!(error = %message, "cannot use the coordination store");
+        let failed = self
+            .plans
+            .values()
+            .map(|plan| {
+                let err = CheckpointError::Refused {
+                    store: self.store.describe(),
+                    action: "creating the lease rows",
+                    fix: message.clone(),
+                    source: message.clone().into(),
+                };
+                (plan.settings.name.clone(), PipelineError::Checkpoint(err))
+            })
+            .collect();
+        DaemonOutcome { failed }
+    }
+
+    /// Renews every held lease; stops the pipelines whose lease is lost.
+    async fn renew(&mut self) {
+        let now = Instant::now();
+        let give_up_after = self.settings.duration - self.settings.renew_interval();
+        let mut lost = Vec::new();
+        let fences: Vec<(String, Fence, Instant)> = self
+            .running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.fence.clone(), r.renewed))
+            .chain(
+                self.ended
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.fence.clone(), e.renewed)),
+            )
+            .collect();
+        for (key, fence, renewed) in fences {
+            match self.store.renew(&fence).await {
+                Ok(true) => self.renewed(&key, now),
+                Ok(false) => lost.push((key, "another instance took it over".to_owned())),
+                Err(err) if now.duration_since(renewed) >= give_up_after => lost.push((
+                    key,
+                    format!(
+                        "not renewed for {} ms: {}",
+                        now.duration_since(renewed).as_millis(),
+                        report(&err)
+                    ),
+                )),
+                Err(err) => {
+                    tracing::warn!(lease = %key, error = %report(&err), "cannot renew the lease; retrying")
+                }
+            }
+        }
+        for (key, why) in lost {
+            self.lose(&key, &why);
+        }
+    }
+
+    fn renewed(&mut self, key: &str, now: Instant) {
+        if let Some(running) = self.running.get_mut(key) {
+            running.renewed = now;
+        }
+        if let Some(ended) = self.ended.get_mut(key) {
+            ended.renewed = now;
+        }
+    }
+
+    /// Stops this instance's copy of the pipeline of a lost lease.
+    fn lose(&mut self, key: &str, why: &str) {
+        self.ended.remove(key);
+        if let Some(running) = self.running.remove(key) {
+            tracing::warn!(pipeline = %running.plan.settings.name, epoch = running.fence.epoch, reason = why, "lost the pipeline's lease; stopping this instance's copy");
+            running.stop.trigger();
+            self.stopping.push((key.to_owned(), running.task));
+        }
+        if let Some(probe) = self.probes.get(key) {
+            probe.lease_lost();
+        }
+    }
+
+    /// Takes the outcome of pipelines that ended on their own.
+    async fn collect_ended(&mut self) {
+        let finished: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in finished {
+            let running = self.running.remove(&key).expect("listed");
+            let outcome = running.task.await.unwrap_or_else(|join| {
+                Err(PipelineError::Panic {
+                    stage: "supervisor",
+                    message: join.to_string(),
+                })
+            });
+            match outcome {
+                Err(err) if err.is_fenced() => {
+                    if let Some(probe) = self.probes.get(&key) {
+                        probe.lease_lost();
+                    }
+                    tracing::warn!(pipeline = %running.plan.settings.name, epoch = running.fence.epoch, "a commit was fenced: another instance took the lease over; this copy stopped and stored nothing more");
+                }
+                outcome => {
+                    if let Err(err) = outcome {
+                        self.failed.push((running.plan.settings.name.clone(), err));
+                    }
+                    let ended = Ended {
+                        fence: running.fence,
+                        renewed: running.renewed,
+                    };
+                    self.ended.insert(key, ended);
+                }
+            }
+        }
+        self.stopping.retain(|(_, task)| !task.is_finished());
+    }
+
+    /// Reads the lease table, takes what the balance says, starts those pipelines.
+    async fn take(&mut self) {
+        let rows = match self.store.leases().await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %report(&err), "cannot read the lease table; retrying");
+                return;
+            }
+        };
+        let rows: Vec<Lease> = rows
+            .into_iter()
+            .filter(|row| self.plans.contains_key(&row.key))
+            .collect();
+        let held: HashSet<String> = self
+            .running
+            .keys()
+            .chain(self.ended.keys())
+            .chain(self.stopping.iter().map(|(k, _)| k))
+            .cloned()
+            .collect();
+        let decision = self.balance.decide(&rows, &held, Instant::now());
+        for row in &decision.take {
+            match self.store.take(row, &self.settings.instance).await {
+                Ok(Some(fence)) => self.start(fence),
+                Ok(None) => {
+                    tracing::debug!(lease = %row.key, "another instance changed the lease first")
+                }
+                Err(err) => {
+                    tracing::warn!(lease = %row.key, error = %report(&err), "cannot take the lease")
+                }
+            }
+        }
+        for row in &rows {
+            if !self.running.contains_key(&row.key) && !self.ended.contains_key(&row.key) {
+                if let Some(probe) = self.probes.get(&row.key) {
+                    probe.standby(row.owner.as_deref(), row.epoch);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, fence: Fence) {
+        let key = fence.lease.clone();
+        let plan = self.plans[&key].clone();
+        let probe = self.probes[&key].clone();
+        tracing::info!(pipeline = %plan.settings.name, epoch = fence.epoch, instance = %fence.owner, "took the pipeline's lease");
+        probe.lease_acquired(&fence.owner, fence.epoch);
+        let store: Arc<dyn Store> = self.store.clone();
+        let fenced: Arc<dyn Store> = Arc::new(FencedStore::new(store, fence.clone()));
+        let stop = ShutdownTrigger::new();
+        let task = tokio::spawn(supervise_plan(
+            plan.clone(),
+            fenced,
+            stop.subscribe(),
+            probe,
+        ));
+        self.running.insert(
+            key,
+            Running {
+                plan,
+                fence,
+                stop,
+                task,
+                renewed: Instant::now(),
+            },
+        );
+    }
+
+    /// Stops every pipeline (each stores its last checkpoint), then releases the leases.
+    async fn shut_down(&mut self) {
+        for running in self.running.values() {
+            running.stop.trigger();
+        }
+        let mut fences = Vec::new();
+        for (_, running) in self.running.drain() {
+            let outcome = running.task.await;
+            if let Ok(Err(err)) = outcome {
+                if !err.is_fenced() {
+                    tracing::warn!(pipeline = %running.plan.settings.name, error = %report(&err), "pipeline failed while shutting down");
+                }
+            }
+            fences.push(running.fence);
+        }
+        fences.extend(self.ended.drain().map(|(_, ended)| ended.fence));
+        for (_, task) in self.stopping.drain(..) {
+            let _ = task.await;
+        }
+        for fence in fences {
+            match self.store.release(&fence).await {
+                Ok(()) => tracing::info!(lease = %fence.lease, "released the lease"),
+                Err(err) => {
+                    tracing::warn!(lease = %fence.lease, error = %report(&err), "cannot release the lease; another instance takes it over when it expires")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Several instances sharing pipelines through leases on a shared store (the Postgres store
+//! and the DynamoDB store, the same tests for both), against real PostgreSQL sources, a real
+//! Kinesis emulator as the sink and the store's real server:
+//! - three instances spread three pipelines one each; a loop of SIGKILLs over random
+//!   instances under a live workload loses no change, keeps per-key order once duplicates are
+//!   removed, and every takeover completes within the lease duration plus a few seconds;
+//! - a holder paused (SIGSTOP) past its lease is taken over; resumed, it stores nothing more,
+//!   stops its copy and says why, and the stored position never moves backward.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::pg::{connect, pg_url, PgFixture};
+use support::{free_port, http_get, kinesis, Rng, Workspace};
+
+const LEASE_MS: u64 = 2000;
+/// Takeover bound: the lease, a renewal round, and a restart of the pipeline.
+const TAKEOVER_LIMIT: Duration = Duration::from_millis(LEASE_MS + 5000);
+
+#[derive(Clone, Copy, Debug)]
+enum StoreKind {
+    Postgres,
+    Dynamodb,
+}
+
+impl StoreKind {
+    fn tag(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "pg",
+            StoreKind::Dynamodb => "dy",
+        }
+    }
+
+    fn section(self, name: &str) -> String {
+        match self {
+            StoreKind::Postgres => format!(
+                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nschema = \"{name}_store\"\n"
+            ),
+            StoreKind::Dynamodb => format!(
+                "kind = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                support::dynamodb::table_name(name),
+                support::dynamodb::endpoint()
+            ),
+        }
+    }
+}
+
+/// Pipelines `<prefix>_<i>`, each a Postgres table `kv` in its own schema, to its own stream.
+struct Cluster {
+    ws: Workspace,
+    config: PathBuf,
+    pipelines: Vec<String>,
+    streams: Vec<String>,
+    instances: Vec<Instance>,
+}
+
+struct Instance {
+    child: Child,
+    port: u16,
+}
+
+impl Cluster {
+    async fn new(prefix: &str, store: StoreKind, pipelines: usize) -> Self {
+        let ws = Workspace::new();
+        let kinesis_client = kinesis::client().await;
+        let mut names = Vec::new();
+        let mut streams = Vec::new();
+        let mut body = format!(
+            "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {LEASE_MS}\n\n",
+            store.section(prefix)
+        );
+        for i in 0..pipelines {
+            let name = format!("{prefix}_{i}");
+            let fixture = PgFixture::new(&name).await;
+            fixture
+                .sql(&format!(
+                    "CREATE TABLE {name}.kv (id int PRIMARY KEY, g bigint NOT NULL)"
+                ))
+                .await;
+            let stream = kinesis::stream_name(&name.replace('_', "-"));
+            kinesis::create_stream(&kinesis_client, &stream, 1).await;
+            body.push_str(&format!(
+                "[[pipeline]]\nname = \"{name}\"\n\
+                 [pipeline.source]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nslot = \"{name}\"\npublication = \"{name}\"\n\
+                 tables = [\"{name}.kv\"]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n\
+                 [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 [pipeline.batch]\nlinger_ms = 5\n\
+                 [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
+                kinesis::endpoint()
+            ));
+            names.push(name);
+            streams.push(stream);
+        }
+        let config = ws.config(&body);
+        Cluster {
+            ws,
+            config,
+            pipelines: names,
+            streams,
+            instances: Vec::new(),
+        }
+    }
+
+    fn spawn(&self) -> Instance {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.ws.path("bridge.log"))
+            .unwrap();
+        let child = Command::new(support::BIN)
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .current_dir(self.ws.dir.path())
+            .env("CDC_BRIDGE_LOG", "info")
+            .env("CDC_BRIDGE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Instance { child, port }
+    }
+
+    fn start(&mut self, count: usize) {
+        for _ in 0..count {
+            let instance = self.spawn();
+            self.instances.push(instance);
+        }
+    }
+
+    /// Which instance (index) runs each pipeline: holds its lease and streams.
+    fn runners(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (i, instance) in self.instances.iter().enumerate() {
+            for status in statuses(instance.port) {
+                let held = status["lease"]["held_here"].as_bool() == Some(true);
+                if held && status["state"] == "streaming" {
+                    out.insert(status["pipeline"].as_str().unwrap().to_owned(), i);
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until every pipeline runs somewhere; returns how long that took.
+    fn wait_all_running(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.runners().len() == self.pipelines.len() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "not every pipeline runs after {limit:?}: {:?}\n{}",
+                self.runners(),
+                self.ws.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.ws.path("bridge.log")).unwrap_or_default()
+    }
+
+    fn stop_all(&mut self) {
+        for mut instance in self.instances.drain(..) {
+            let _ = instance.child.kill();
+            let _ = instance.child.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn statuses(port: u16) -> Vec<Value> {
+    match http_get(port, "/status") {
+        Some((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Upserts `(id, g)` into a random pipeline's table, `g` counting per table; records them.
+async fn workload(
+    pipelines: Vec<String>,
+    stop: Arc<AtomicBool>,
+    written: Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>,
+) {
+    let client = connect(&pg_url()).await;
+    let mut rng = Rng::seeded();
+    let mut g = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        g += 1;
+        let table = &pipelines[rng.below(pipelines.len() as u64) as usize];
+        let id = rng.below(20) as i32 + 1;
+        client
+            .execute(
+                &format!("INSERT INTO {table}.kv (id, g) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET g = EXCLUDED.g"),
+                &[&id, &g],
+            )
+            .await
+            .unwrap();
+        written
+            .lock()
+            .unwrap()
+            .entry(table.clone())
+            .or_default()
+            .push((id.into(), g));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// The `(id, g)` of every record of `stream`, in stream order.
+async fn delivered(stream: &str) -> Vec<(i64, i64)> {
+    let client = kinesis::client().await;
+    kinesis::read_all(&client, stream)
+        .await
+        .iter()
+        .map(|r| {
+            let event: Value = serde_json::from_slice(&r.data).unwrap();
+            (
+                event["key"]["id"].as_i64().unwrap(),
+                event["after"]["g"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every written change arrived, and per key the first copies arrive in write order.
+async fn check_delivery(cluster: &Cluster, written: &BTreeMap<String, Vec<(i64, i64)>>) -> usize {
+    let mut duplicates = 0;
+    for (pipeline, stream) in cluster.pipelines.iter().zip(&cluster.streams) {
+        let expected = written.get(pipeline).cloned().unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let records = loop {
+            let records = delivered(stream).await;
+            let seen: HashSet<_> = records.iter().copied().collect();
+            if expected.iter().all(|c| seen.contains(c)) {
+                break records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pipeline {pipeline}: {} of {} changes arrived\n{}",
+                expected.iter().filter(|c| seen.contains(c)).count(),
+                expected.len(),
+                cluster.ws.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let mut first = HashSet::new();
+        let mut order: HashMap<i64, Vec<i64>> = HashMap::new();
+        for change in &records {
+            if first.insert(*change) {
+                order.entry(change.0).or_default().push(change.1);
+            } else {
+                duplicates += 1;
+            }
+        }
+        let mut want: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (id, g) in &expected {
+            want.entry(*id).or_default().push(*g);
+        }
+        for (id, gs) in &want {
+            assert_eq!(
+                order.get(id),
+                Some(gs),
+                "pipeline {pipeline}: key {id} arrived out of order or with changes not written"
+            );
+        }
+    }
+    duplicates
+}
+
+async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
+    let prefix = format!("ha_{}_kill", store.tag());
+    let mut cluster = Cluster::new(&prefix, store, 3).await;
+    cluster.start(3);
+    cluster.wait_all_running(Duration::from_secs(60));
+    // Three pipelines over three instances: one each, once stealing has evened it out.
+    let spread_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut per_instance: Vec<usize> = vec![0; 3];
+        for i in cluster.runners().values() {
+            per_instance[*i] += 1;
+        }
+        if per_instance == [1, 1, 1] {
+            break;
+        }
+        assert!(
+            Instant::now() < spread_by,
+            "leases not spread evenly: {per_instance:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(BTreeMap::new()));
+    let writer = tokio::spawn(workload(
+        cluster.pipelines.clone(),
+        stop.clone(),
+        written.clone(),
+    ));
+    let mut rng = Rng::seeded();
+    let mut takeovers = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+        let victim = rng.below(3) as usize;
+        let held: Vec<String> = cluster
+            .runners()
+            .into_iter()
+            .filter(|(_, i)| *i == victim)
+            .map(|(p, _)| p)
+            .collect();
+        let killed_at = Instant::now();
+        cluster.instances[victim].child.kill().unwrap();
+        cluster.instances[victim].child.wait().unwrap();
+        cluster.instances[victim] = cluster.spawn();
+        if !held.is_empty() {
+            cluster.wait_all_running(TAKEOVER_LIMIT);
+            takeovers.push(killed_at.elapsed());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let written = written.lock().unwrap().clone();
+    let total: usize = written.values().map(Vec::len).sum();
+    let duplicates = check_delivery(&cluster, &written).await;
+    takeovers.sort();
+    eprintln!(
+        "{store:?} store: {total} changes, {duplicates} duplicates, {} takeovers: median {:?}, max {:?}",
+        takeovers.len(),
+        takeovers[takeovers.len() / 2],
+        takeovers.last().unwrap()
+    );
+    assert!(
+        takeovers.len() >= 5,
+        "too few kills hit a holder: {}",
+        takeovers.len()
+    );
+    assert!(total > 1000, "the workload wrote only {total} changes");
+}
+
+/// The stored position of `pipeline`, as an LSN number, as `cdc-bridge checkpoints` lists it.
+async fn stored_lsn(cluster: &Cluster, pipeline: &str) -> Option<u64> {
+    let output = Command::new(support::BIN)
+        .args(["checkpoints", "--config", cluster.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(pipeline))
+        .and_then(|line| line.split_whitespace().last().map(str::to_owned))
+        .map(|lsn| {
+            let (hi, lo) = lsn.split_once('/').unwrap();
+            (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+        })
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
+    let prefix = format!("ha_{}_pause", store.tag());
+    let mut cluster = Cluster::new(&prefix, store, 1).await;
+    let pipeline = cluster.pipelines[0].clone();
+    cluster.start(1);
+    cluster.wait_all_running(Duration::from_secs(60));
+    cluster.start(1);
+    // The second instance sees the lease held and stands by.
+    let standby_by = Instant::now() + Duration::from_secs(20);
+    while statuses(cluster.instances[1].port)
+        .first()
+        .is_none_or(|s| s["state"] != "standby")
+    {
+        assert!(Instant::now() < standby_by, "{}", cluster.ws.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(BTreeMap::new()));
+    let writer = tokio::spawn(workload(
+        cluster.pipelines.clone(),
+        stop.clone(),
+        written.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&cluster.instances[0].child, "STOP");
+    let paused_at = Instant::now();
+    let at_pause = stored_lsn(&cluster, &pipeline).await;
+    cluster.wait_all_running(TAKEOVER_LIMIT);
+    let took = paused_at.elapsed();
+    assert_eq!(
+        cluster.runners()[&pipeline],
+        1,
+        "the second instance took over"
+    );
+    // The new holder advances the stored position.
+    let advanced_by = Instant::now() + Duration::from_secs(20);
+    let before_resume = loop {
+        let now = stored_lsn(&cluster, &pipeline).await;
+        if now > at_pause {
+            break now;
+        }
+        assert!(
+            Instant::now() < advanced_by,
+            "the new holder stores nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{store:?} store: takeover of a paused holder after {took:?}");
+
+    signal(&cluster.instances[0].child, "CONT");
+    // The resumed instance finds out, stops its copy, and the position never goes back.
+    let mut last = before_resume;
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch_until {
+        let now = stored_lsn(&cluster, &pipeline).await;
+        assert!(
+            now >= last,
+            "the stored position moved backward: {last:?} -> {now:?}"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let resumed = statuses(cluster.instances[0].port);
+    assert_eq!(resumed[0]["state"], "standby", "{resumed:?}");
+    assert_eq!(resumed[0]["lease"]["held_here"], false);
+    let metrics = http_get(cluster.instances[0].port, "/metrics").unwrap().1;
+    let lost = format!("cdc_bridge_lease_lost_total{{pipeline=\"{pipeline}\"}} 1");
+    assert!(metrics.contains(&lost), "{metrics}");
+    let log = cluster.log();
+    assert!(log.contains("lost the pipeline's lease"), "{log}");
+    assert!(
+        !log.contains("backward"),
+        "a regression was attempted:\n{log}"
+    );
+    let written = written.lock().unwrap().clone();
+    check_delivery(&cluster, &written).await;
+    assert_eq!(
+        cluster.runners()[&pipeline],
+        1,
+        "the new holder keeps running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_kills_under_load_lose_nothing_and_take_over_in_time() {
+    kills_under_load_lose_nothing_and_take_over_in_time(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_kills_under_load_lose_nothing_and_take_over_in_time() {
+    kills_under_load_lose_nothing_and_take_over_in_time(StoreKind::Dynamodb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_a_paused_holder_stores_nothing_after_a_takeover() {
+    a_paused_holder_stores_nothing_after_a_takeover(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_a_paused_holder_stores_nothing_after_a_takeover() {
+    a_paused_holder_stores_nothing_after_a_takeover(StoreKind::Dynamodb).await;
+}
