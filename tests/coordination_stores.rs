@@ -40,7 +40,7 @@ impl Opener {
                     allow_cleartext_password: false,
                 };
                 Arc::new(
-                    PostgresStore::open(config)
+                    PostgresStore::open(config, std::time::Duration::from_secs(10))
                         .await
                         .expect("open the Postgres store"),
                 )

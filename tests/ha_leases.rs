@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::pg::{connect, pg_url, PgFixture};
-use support::{free_port, http_get, kinesis, Rng, Workspace};
+use support::{free_port, http_get, http_get_within, kinesis, Rng, Workspace};
 
 const LEASE_MS: u64 = 2000;
 /// Takeover bound: the lease, a renewal round, and a restart of the pipeline.
@@ -69,11 +69,17 @@ struct Instance {
 impl Cluster {
     async fn new(prefix: &str, store: StoreKind, pipelines: usize) -> Self {
         let ws = Workspace::new();
+        if let StoreKind::Postgres = store {
+            // A store left by an earlier run would resume from its positions.
+            let client = connect(&pg_url()).await;
+            let drop = format!("DROP SCHEMA IF EXISTS {prefix}_store CASCADE");
+            client.batch_execute(&drop).await.unwrap();
+        }
         let kinesis_client = kinesis::client().await;
         let mut names = Vec::new();
         let mut streams = Vec::new();
         let mut body = format!(
-            "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {LEASE_MS}\n\n",
+            "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN:-}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {LEASE_MS}\n\n",
             store.section(prefix)
         );
         for i in 0..pipelines {
@@ -184,7 +190,7 @@ impl Drop for Cluster {
 }
 
 fn statuses(port: u16) -> Vec<Value> {
-    match http_get(port, "/status") {
+    match http_get_within(port, "/status", Duration::from_millis(300)) {
         Some((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
         _ => Vec::new(),
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::check::Finding;
 use crate::checkpoint::{CheckpointError, CheckpointStore, Store};
@@ -212,7 +213,8 @@ const STORE_KINDS: &[&str] = &["local", "postgres", "dynamodb"];
 pub enum StoreSpec {
     /// The redb file in `state_dir` (also when the section is absent).
     Local(PathBuf),
-    Postgres(PostgresStoreConfig),
+    /// With the lease duration, which bounds how long the store's session may wait.
+    Postgres(PostgresStoreConfig, Duration),
     Dynamodb(DynamoDbStoreConfig),
 }
 
@@ -248,7 +250,10 @@ impl StoreSpec {
                 }
                 Ok(StoreSpec::Local(daemon.state_dir.clone()))
             }
-            "postgres" => section.parse().map(StoreSpec::Postgres),
+            "postgres" => {
+                let lease = Duration::from_millis(daemon.leases.lease_duration_ms);
+                Ok(StoreSpec::Postgres(section.parse()?, lease))
+            }
             "dynamodb" => {
                 let config: DynamoDbStoreConfig = section.parse()?;
                 if let Some(url) = &config.endpoint_url {
@@ -268,7 +273,7 @@ impl StoreSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreSpec::Local(_) => "local",
-            StoreSpec::Postgres(_) => "postgres",
+            StoreSpec::Postgres(..) => "postgres",
             StoreSpec::Dynamodb(_) => "dynamodb",
         }
     }
@@ -277,8 +282,8 @@ impl StoreSpec {
     pub async fn open(&self) -> Result<OpenedStore, CheckpointError> {
         Ok(match self {
             StoreSpec::Local(dir) => OpenedStore::Local(Arc::new(CheckpointStore::open(dir)?)),
-            StoreSpec::Postgres(config) => {
-                OpenedStore::Shared(Arc::new(PostgresStore::open(config.clone()).await?))
+            StoreSpec::Postgres(config, lease) => {
+                OpenedStore::Shared(Arc::new(PostgresStore::open(config.clone(), *lease).await?))
             }
             StoreSpec::Dynamodb(config) => {
                 OpenedStore::Shared(Arc::new(DynamoDbStore::open(config.clone()).await?))

@@ -9,9 +9,12 @@
 //! conditional `UPDATE`s.
 //!
 //! One connection (TLS as the URL's `sslmode` says, as the Postgres source connects) is shared
-//! by every call and reopened after a connection failure. Errors: connection and server
+//! by every call and reopened after a connection failure; its waits are bounded by the lease
+//! duration (see [`session_limits`]), so a paused holder cannot block a takeover. Errors: connection and server
 //! failures of SQLSTATE classes 08, 40, 53, 57 are transient; anything else (a missing
 //! privilege, a table of another shape) is refused with the fix.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -49,6 +52,23 @@ pub struct PostgresStore {
     leases: String,
     /// The shared connection; `None` until first used and after it failed.
     client: Mutex<Option<Client>>,
+    /// `SET` statements run on every new session.
+    limits: String,
+}
+
+/// Bounds on every wait of a store session, each a third of the lease duration.
+/// - `idle_in_transaction_session_timeout`: a holder paused in the middle of a commit holds
+///   the lease row's lock; the server ends its session, so the lock cannot block a takeover
+///   for longer than this.
+/// - `lock_timeout`: a take or renewal waiting for that lock gives up (and retries next round)
+///   instead of stalling the instance's lease loop.
+/// - `statement_timeout`: no call hangs on a server that stopped answering.
+fn session_limits(lease: Duration) -> String {
+    let third = (lease / 3).as_millis().max(100);
+    format!(
+        "SET idle_in_transaction_session_timeout = {third}; SET lock_timeout = {third}; SET statement_timeout = {}",
+        lease.as_millis().max(1000)
+    )
 }
 
 fn quote_ident(name: &str) -> String {
@@ -56,10 +76,15 @@ fn quote_ident(name: &str) -> String {
 }
 
 impl PostgresStore {
-    /// Connects and creates the tables if they are missing.
-    pub async fn open(config: PostgresStoreConfig) -> Result<Self, CheckpointError> {
+    /// Connects and creates the tables if they are missing. `lease` (the lease duration)
+    /// bounds the session's waits: see [`session_limits`].
+    pub async fn open(
+        config: PostgresStoreConfig,
+        lease: Duration,
+    ) -> Result<Self, CheckpointError> {
         let schema = quote_ident(&config.schema);
         let store = PostgresStore {
+            limits: session_limits(lease),
             checkpoints: format!("{schema}.cdc_bridge_checkpoints"),
             leases: format!("{schema}.cdc_bridge_leases"),
             config,
@@ -143,6 +168,10 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.connect_failed(e))?;
+            client
+                .batch_execute(&self.limits)
+                .await
+                .map_err(|e| self.fail("setting session limits", e))?;
             *guard = Some(client);
         }
         Ok(guard)
@@ -189,9 +218,13 @@ impl PostgresStore {
         let code = err.code().cloned();
         let transient = match &code {
             None => true,
-            Some(code) => ["08", "40", "53", "57"]
-                .iter()
-                .any(|class| code.code().starts_with(class)),
+            // ... and 55P03: a lock wait that ran into `lock_timeout`.
+            Some(code) => {
+                ["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class))
+                    || *code == SqlState::LOCK_NOT_AVAILABLE
+            }
         };
         if transient {
             return CheckpointError::Unavailable {

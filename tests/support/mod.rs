@@ -386,10 +386,14 @@ pub fn free_port() -> u16 {
 
 /// `GET path` over HTTP/1.0: the status code and the body; `None` when nothing listens.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_within(port, path, Duration::from_secs(10))
+}
+
+/// [`http_get`], `None` also when no answer came within `limit` (a paused process accepts
+/// connections but never answers).
+pub fn http_get_within(port: u16, path: &str, limit: Duration) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
