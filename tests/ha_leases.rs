@@ -171,6 +171,29 @@ impl Cluster {
         }
     }
 
+    /// Waits until every pipeline runs and every instance runs as many as any other, give or
+    /// take one.
+    fn wait_even_spread(&self) {
+        let by = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut per_instance = vec![0usize; self.instances.len()];
+            for i in self.runners().values() {
+                per_instance[*i] += 1;
+            }
+            let (min, max) = (per_instance.iter().min(), per_instance.iter().max());
+            if per_instance.iter().sum::<usize>() == self.pipelines.len()
+                && max.zip(min).is_some_and(|(max, min)| max - min <= 1)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < by,
+                "leases not spread evenly: {per_instance:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.ws.path("bridge.log")).unwrap_or_default()
     }
@@ -293,21 +316,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     cluster.start(3);
     cluster.wait_all_running(Duration::from_secs(60));
     // Three pipelines over three instances: one each, once stealing has evened it out.
-    let spread_by = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut per_instance: Vec<usize> = vec![0; 3];
-        for i in cluster.runners().values() {
-            per_instance[*i] += 1;
-        }
-        if per_instance == [1, 1, 1] {
-            break;
-        }
-        assert!(
-            Instant::now() < spread_by,
-            "leases not spread evenly: {per_instance:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.wait_even_spread();
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(Mutex::new(BTreeMap::new()));
@@ -338,6 +347,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
+    cluster.wait_even_spread();
     let written = written.lock().unwrap().clone();
     let total: usize = written.values().map(Vec::len).sum();
     let duplicates = check_delivery(&cluster, &written).await;
