@@ -194,6 +194,20 @@ impl Cluster {
         }
     }
 
+    /// What `cdc-bridge status` prints when asked of instance `i`.
+    fn status_command(&self, i: usize) -> String {
+        let output = Command::new(support::BIN)
+            .args(["status", "--config", self.config.to_str().unwrap()])
+            .env(
+                "CDC_BRIDGE_HTTP_LISTEN",
+                format!("127.0.0.1:{}", self.instances[i].port),
+            )
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", support::stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.ws.path("bridge.log")).unwrap_or_default()
     }
@@ -463,6 +477,23 @@ async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
     let metrics = http_get(cluster.instances[0].port, "/metrics").unwrap().1;
     let lost = format!("cdc_bridge_lease_lost_total{{pipeline=\"{pipeline}\"}} 1");
     assert!(metrics.contains(&lost), "{metrics}");
+    // `cdc-bridge status` asked of either instance says who runs the pipeline.
+    let holder = statuses(cluster.instances[1].port)[0]["lease"]["holder"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_resumed = cluster.status_command(0);
+    assert!(on_resumed.contains("standby"), "{on_resumed}");
+    assert!(
+        on_resumed.contains(&format!("lease: held by {holder} (epoch 2)")),
+        "{on_resumed}"
+    );
+    let on_holder = cluster.status_command(1);
+    assert!(on_holder.contains("streaming"), "{on_holder}");
+    assert!(
+        on_holder.contains(&format!("lease: held here as {holder} (epoch 2)")),
+        "{on_holder}"
+    );
     let log = cluster.log();
     assert!(log.contains("lost the pipeline's lease"), "{log}");
     assert!(

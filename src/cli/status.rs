@@ -18,7 +18,7 @@ use crate::checkpoint::CheckpointError;
 use crate::config::Config;
 use crate::daemon::StoreSpec;
 use crate::error::report;
-use crate::telemetry::PipelineStatus;
+use crate::telemetry::{LeaseStatus, PipelineStatus};
 
 /// How long the daemon may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,8 +123,23 @@ fn print_table(pipelines: &[PipelineStatus]) {
             position,
             snapshot
         );
+        if let Some(lease) = &p.lease {
+            println!("    lease: {}", lease_line(lease));
+        }
         if let Some(error) = &p.error {
             println!("    error: {error}");
         }
+    }
+}
+
+/// Who runs a pipeline of instances sharing a store.
+fn lease_line(lease: &LeaseStatus) -> String {
+    match (&lease.holder, lease.held_here) {
+        (Some(holder), true) => format!("held here as {holder} (epoch {})", lease.epoch),
+        (Some(holder), false) => format!("held by {holder} (epoch {})", lease.epoch),
+        (None, _) => format!(
+            "free (epoch {}): an instance takes it within a round",
+            lease.epoch
+        ),
     }
 }
