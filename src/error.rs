@@ -79,6 +79,24 @@ pub fn aws_credentials_error(err: &(dyn Error + 'static)) -> Option<String> {
     None
 }
 
+/// Whether the AWS credential chain's error in `err`'s chain is passing (a provider that timed
+/// out or failed, e.g. the instance metadata service or STS for a moment): `None` when the
+/// chain holds no credential error.
+pub fn aws_credentials_passing(err: &(dyn Error + 'static)) -> Option<bool> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut current = err.source();
+    while let Some(e) = current {
+        if let Some(creds) = e.downcast_ref::<CredentialsError>() {
+            return Some(matches!(
+                creds,
+                CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
+            ));
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// The error and its causes on one line: `a: b: c`. A cause whose text its parent already
 /// ends with is not repeated.
 pub fn report(err: &dyn Error) -> String {

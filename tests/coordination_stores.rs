@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
-use cdc_bridge::checkpoint::{CheckpointError, Checkpoints, Fence, Position};
+use cdc_bridge::checkpoint::{CheckpointError, Checkpoints, Fence, FencedStore, Position, Store};
 use cdc_bridge::coordination::{Lease, SharedStore};
 use cdc_bridge::stores::{DynamoDbStore, DynamoDbStoreConfig, PostgresStore, PostgresStoreConfig};
 
@@ -52,7 +52,7 @@ impl Opener {
                     endpoint_url: Some(support::dynamodb::endpoint()),
                 };
                 Arc::new(
-                    DynamoDbStore::open(config)
+                    DynamoDbStore::open(config, std::time::Duration::from_secs(10))
                         .await
                         .expect("open the DynamoDB store"),
                 )
@@ -154,8 +154,16 @@ async fn leases_fence_the_commits_of_a_former_holder(opener: Opener) {
         .expect("b takes over");
     assert_eq!(b.epoch, 2);
 
-    // a is fenced: no renewal, no commit, no release.
+    // a is fenced: no renewal, no commit, no new run (loading through its fence fails), no
+    // release.
     assert!(!store.renew(&a).await.unwrap());
+    store.check_fence(&b).await.unwrap();
+    let through_a = FencedStore::new(store.clone(), a.clone());
+    let err = through_a.load("p").await.unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::Fenced { epoch: 1, .. }),
+        "{err}"
+    );
     let err = store
         .apply("p", &single(20), &[], Some(&a))
         .await

@@ -38,17 +38,39 @@ impl StoreKind {
         }
     }
 
+    /// The store's section; its address comes from `CDC_BRIDGE_STORE_URL`, set per instance
+    /// (so that one can reach it through a proxy that the test cuts).
     fn section(self, name: &str) -> String {
         match self {
             StoreKind::Postgres => format!(
-                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nschema = \"{name}_store\"\n"
+                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_STORE_URL}}\"\nschema = \"{name}_store\"\n"
             ),
             StoreKind::Dynamodb => format!(
-                "kind = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                "kind = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\nendpoint_url = \"${{CDC_BRIDGE_STORE_URL}}\"\n",
                 support::dynamodb::table_name(name),
-                support::dynamodb::endpoint()
             ),
         }
+    }
+
+    /// The store's address, directly.
+    fn url(self) -> String {
+        match self {
+            StoreKind::Postgres => pg_url(),
+            StoreKind::Dynamodb => support::dynamodb::endpoint(),
+        }
+    }
+
+    /// The store's `host:port`, and its address with that replaced by 127.0.0.1:`port`.
+    fn through(self, port: u16) -> (String, String) {
+        let url = self.url();
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (user, rest) = match rest.split_once('@') {
+            Some((user, rest)) => (format!("{user}@"), rest),
+            None => (String::new(), rest),
+        };
+        let (target, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let proxied = format!("{scheme}://{user}127.0.0.1:{port}/{path}");
+        (target.to_owned(), proxied)
     }
 }
 
@@ -56,6 +78,7 @@ impl StoreKind {
 struct Cluster {
     ws: Workspace,
     config: PathBuf,
+    store: StoreKind,
     pipelines: Vec<String>,
     streams: Vec<String>,
     instances: Vec<Instance>,
@@ -108,6 +131,7 @@ impl Cluster {
         Cluster {
             ws,
             config,
+            store,
             pipelines: names,
             streams,
             instances: Vec::new(),
@@ -115,6 +139,10 @@ impl Cluster {
     }
 
     fn spawn(&self) -> Instance {
+        self.spawn_with_store(&self.store.url())
+    }
+
+    fn spawn_with_store(&self, store_url: &str) -> Instance {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -126,6 +154,7 @@ impl Cluster {
             .current_dir(self.ws.dir.path())
             .env("CDC_BRIDGE_LOG", "info")
             .env("CDC_BRIDGE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CDC_BRIDGE_STORE_URL", store_url)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -171,6 +200,31 @@ impl Cluster {
         }
     }
 
+    /// Waits until instance `i` alone runs `pipeline`.
+    fn wait_runner(&self, pipeline: &str, i: usize, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let runners: Vec<usize> = (0..self.instances.len())
+                .filter(|k| {
+                    statuses(self.instances[*k].port).iter().any(|s| {
+                        s["pipeline"] == pipeline
+                            && s["lease"]["held_here"] == true
+                            && s["state"] == "streaming"
+                    })
+                })
+                .collect();
+            if runners == [i] {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{pipeline} is not run by instance {i} alone after {limit:?}: {runners:?}\n{}",
+                self.ws.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until every pipeline runs and every instance runs as many as any other, give or
     /// take one.
     fn wait_even_spread(&self) {
@@ -202,6 +256,7 @@ impl Cluster {
                 "CDC_BRIDGE_HTTP_LISTEN",
                 format!("127.0.0.1:{}", self.instances[i].port),
             )
+            .env("CDC_BRIDGE_STORE_URL", self.store.url())
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", support::stderr(&output));
@@ -384,6 +439,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
 async fn stored_lsn(cluster: &Cluster, pipeline: &str) -> Option<u64> {
     let output = Command::new(support::BIN)
         .args(["checkpoints", "--config", cluster.config.to_str().unwrap()])
+        .env("CDC_BRIDGE_STORE_URL", cluster.store.url())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", support::stderr(&output));
@@ -406,11 +462,27 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
-    let prefix = format!("ha_{}_pause", store.tag());
+/// How the first holder is cut off from the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CutOff {
+    /// SIGSTOP, later SIGCONT.
+    Paused,
+    /// Its connections to the store are cut (a proxy in between), later restored.
+    StoreUnreachable,
+}
+
+async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_off: CutOff) {
+    let prefix = match cut_off {
+        CutOff::Paused => format!("ha_{}_pause", store.tag()),
+        CutOff::StoreUnreachable => format!("ha_{}_cut", store.tag()),
+    };
     let mut cluster = Cluster::new(&prefix, store, 1).await;
     let pipeline = cluster.pipelines[0].clone();
-    cluster.start(1);
+    let (target, _) = store.through(0);
+    let proxy = support::kinesis::TcpProxy::start(&target).await;
+    let (_, through_proxy) = store.through(proxy.port);
+    let first = cluster.spawn_with_store(&through_proxy);
+    cluster.instances.push(first);
     cluster.wait_all_running(Duration::from_secs(60));
     cluster.start(1);
     // The second instance sees the lease held and stands by.
@@ -431,16 +503,14 @@ async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
         written.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(&cluster.instances[0].child, "STOP");
+    match cut_off {
+        CutOff::Paused => signal(&cluster.instances[0].child, "STOP"),
+        CutOff::StoreUnreachable => proxy.cut(),
+    }
     let paused_at = Instant::now();
     let at_pause = stored_lsn(&cluster, &pipeline).await;
-    cluster.wait_all_running(TAKEOVER_LIMIT);
+    cluster.wait_runner(&pipeline, 1, TAKEOVER_LIMIT);
     let took = paused_at.elapsed();
-    assert_eq!(
-        cluster.runners()[&pipeline],
-        1,
-        "the second instance took over"
-    );
     // The new holder advances the stored position.
     let advanced_by = Instant::now() + Duration::from_secs(20);
     let before_resume = loop {
@@ -454,9 +524,12 @@ async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("{store:?} store: takeover of a paused holder after {took:?}");
+    eprintln!("{store:?} store: takeover from a holder cut off ({cut_off:?}) after {took:?}");
 
-    signal(&cluster.instances[0].child, "CONT");
+    match cut_off {
+        CutOff::Paused => signal(&cluster.instances[0].child, "CONT"),
+        CutOff::StoreUnreachable => proxy.restore(),
+    }
     // The resumed instance finds out, stops its copy, and the position never goes back.
     let mut last = before_resume;
     let watch_until = Instant::now() + Duration::from_secs(8);
@@ -496,6 +569,10 @@ async fn a_paused_holder_stores_nothing_after_a_takeover(store: StoreKind) {
     );
     let log = cluster.log();
     assert!(log.contains("lost the pipeline's lease"), "{log}");
+    if cut_off == CutOff::StoreUnreachable {
+        // It stopped its copy on its own, before another instance could take over.
+        assert!(log.contains("not renewed for"), "{log}");
+    }
     assert!(
         !log.contains("backward"),
         "a regression was attempted:\n{log}"
@@ -521,10 +598,22 @@ async fn dynamodb_store_kills_under_load_lose_nothing_and_take_over_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_a_paused_holder_stores_nothing_after_a_takeover() {
-    a_paused_holder_stores_nothing_after_a_takeover(StoreKind::Postgres).await;
+    a_cut_off_holder_stores_nothing_after_a_takeover(StoreKind::Postgres, CutOff::Paused).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_store_a_paused_holder_stores_nothing_after_a_takeover() {
-    a_paused_holder_stores_nothing_after_a_takeover(StoreKind::Dynamodb).await;
+    a_cut_off_holder_stores_nothing_after_a_takeover(StoreKind::Dynamodb, CutOff::Paused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_a_holder_cut_off_from_the_store_stores_nothing_after_a_takeover() {
+    let cut_off = CutOff::StoreUnreachable;
+    a_cut_off_holder_stores_nothing_after_a_takeover(StoreKind::Postgres, cut_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_a_holder_cut_off_from_the_store_stores_nothing_after_a_takeover() {
+    let cut_off = CutOff::StoreUnreachable;
+    a_cut_off_holder_stores_nothing_after_a_takeover(StoreKind::Dynamodb, cut_off).await;
 }

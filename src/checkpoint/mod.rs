@@ -166,6 +166,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn fence(&self) -> Option<&Fence> {
         None
     }
+
+    /// Fails with [`CheckpointError::Fenced`] unless `fence` still holds its lease (a store
+    /// without leases has nothing to check).
+    async fn check_fence(&self, _fence: &Fence) -> Result<(), CheckpointError> {
+        Ok(())
+    }
 }
 
 /// A store seen through one lease: every commit carries `fence`. The daemon hands one to each
@@ -188,7 +194,10 @@ impl Store for FencedStore {
         self.inner.describe()
     }
 
+    /// Loading starts a run: a copy whose lease was taken over must not start again (its
+    /// source would end the new holder's session), so the fence is checked first.
     async fn load(&self, pipeline: &str) -> Result<Checkpoints, CheckpointError> {
+        self.inner.check_fence(&self.fence).await?;
         self.inner.load(pipeline).await
     }
 
@@ -213,5 +222,9 @@ impl Store for FencedStore {
 
     fn fence(&self) -> Option<&Fence> {
         Some(&self.fence)
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), CheckpointError> {
+        self.inner.check_fence(fence).await
     }
 }

@@ -213,9 +213,9 @@ const STORE_KINDS: &[&str] = &["local", "postgres", "dynamodb"];
 pub enum StoreSpec {
     /// The redb file in `state_dir` (also when the section is absent).
     Local(PathBuf),
-    /// With the lease duration, which bounds how long the store's session may wait.
+    /// Each with the lease duration, which bounds how long a call to the store may wait.
     Postgres(PostgresStoreConfig, Duration),
-    Dynamodb(DynamoDbStoreConfig),
+    Dynamodb(DynamoDbStoreConfig, Duration),
 }
 
 /// An opened store: the local one, or a shared one with leases.
@@ -255,6 +255,7 @@ impl StoreSpec {
                 Ok(StoreSpec::Postgres(section.parse()?, lease))
             }
             "dynamodb" => {
+                let lease = Duration::from_millis(daemon.leases.lease_duration_ms);
                 let config: DynamoDbStoreConfig = section.parse()?;
                 if let Some(url) = &config.endpoint_url {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -264,7 +265,7 @@ impl StoreSpec {
                         ));
                     }
                 }
-                Ok(StoreSpec::Dynamodb(config))
+                Ok(StoreSpec::Dynamodb(config, lease))
             }
             _ => Err(section.unknown_kind(STORE_KINDS)),
         }
@@ -274,7 +275,7 @@ impl StoreSpec {
         match self {
             StoreSpec::Local(_) => "local",
             StoreSpec::Postgres(..) => "postgres",
-            StoreSpec::Dynamodb(_) => "dynamodb",
+            StoreSpec::Dynamodb(..) => "dynamodb",
         }
     }
 
@@ -285,8 +286,8 @@ impl StoreSpec {
             StoreSpec::Postgres(config, lease) => {
                 OpenedStore::Shared(Arc::new(PostgresStore::open(config.clone(), *lease).await?))
             }
-            StoreSpec::Dynamodb(config) => {
-                OpenedStore::Shared(Arc::new(DynamoDbStore::open(config.clone()).await?))
+            StoreSpec::Dynamodb(config, lease) => {
+                OpenedStore::Shared(Arc::new(DynamoDbStore::open(config.clone(), *lease).await?))
             }
         })
     }

@@ -89,7 +89,7 @@ struct Coordinator {
     running: HashMap<String, Running>,
     ended: HashMap<String, Ended>,
     /// Copies told to stop after their lease was lost, not yet returned.
-    stopping: Vec<(String, JoinHandle<Result<(), PipelineError>>)>,
+    stopping: Vec<(String, JoinHandle<Result<(), PipelineError>>, u64)>,
     failed: Vec<(Arc<str>, PipelineError)>,
     balance: Balance,
 }
@@ -131,8 +131,9 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            biased;
             _ = shutdown.requested() => break,
+            _ = tick.tick() => {}
         }
         coordinator.renew().await;
         coordinator.collect_ended().await;
@@ -188,7 +189,6 @@ impl Coordinator {
 
     /// Renews every held lease; stops the pipelines whose lease is lost.
     async fn renew(&mut self) {
-        let now = Instant::now();
         let give_up_after = self.settings.duration - self.settings.renew_interval();
         let mut lost = Vec::new();
         let fences: Vec<(String, Fence, Instant)> = self
@@ -202,8 +202,13 @@ impl Coordinator {
             )
             .collect();
         for (key, fence, renewed) in fences {
-            match self.store.renew(&fence).await {
-                Ok(true) => self.renewed(&key, now),
+            // A renewal counts from when it was asked: the store applied it after that, so
+            // no other instance can see the lease expire before `asked` + the duration.
+            let asked = Instant::now();
+            let renewal = self.store.renew(&fence).await;
+            let now = Instant::now();
+            match renewal {
+                Ok(true) => self.renewed(&key, asked),
                 Ok(false) => lost.push((key, "another instance took it over".to_owned())),
                 Err(err) if now.duration_since(renewed) >= give_up_after => lost.push((
                     key,
@@ -238,7 +243,8 @@ impl Coordinator {
         if let Some(running) = self.running.remove(key) {
             tracing::warn!(pipeline = %running.plan.settings.name, epoch = running.fence.epoch, reason = why, "lost the pipeline's lease; stopping this instance's copy");
             running.stop.trigger();
-            self.stopping.push((key.to_owned(), running.task));
+            self.stopping
+                .push((key.to_owned(), running.task, running.fence.epoch));
         }
         if let Some(probe) = self.probes.get(key) {
             probe.lease_lost();
@@ -280,7 +286,18 @@ impl Coordinator {
                 }
             }
         }
-        self.stopping.retain(|(_, task)| !task.is_finished());
+        // A stopped copy ended with `finished` (or an error) in its probe; it is standby
+        // here until the lease table says who holds it now.
+        let probes = &self.probes;
+        self.stopping.retain(|(key, task, epoch)| {
+            let done = task.is_finished();
+            if done {
+                if let Some(probe) = probes.get(key) {
+                    probe.standby(None, *epoch);
+                }
+            }
+            !done
+        });
     }
 
     /// Reads the lease table, takes what the balance says, starts those pipelines.
@@ -300,7 +317,7 @@ impl Coordinator {
             .running
             .keys()
             .chain(self.ended.keys())
-            .chain(self.stopping.iter().map(|(k, _)| k))
+            .chain(self.stopping.iter().map(|(k, ..)| k))
             .cloned()
             .collect();
         let decision = self.balance.decide(&rows, &held, Instant::now());
@@ -352,25 +369,44 @@ impl Coordinator {
     }
 
     /// Stops every pipeline (each stores its last checkpoint), then releases the leases.
+    /// The leases are renewed while the pipelines drain: a drain longer than the lease must
+    /// not let another instance take a pipeline over under it.
     async fn shut_down(&mut self) {
-        for running in self.running.values() {
+        let mut draining = Vec::new();
+        for (key, running) in self.running.drain() {
             running.stop.trigger();
+            let ended = Ended {
+                fence: running.fence,
+                renewed: running.renewed,
+            };
+            self.ended.insert(key, ended);
+            draining.push((running.plan.settings.name.clone(), running.task));
         }
-        let mut fences = Vec::new();
-        for (_, running) in self.running.drain() {
-            let outcome = running.task.await;
-            if let Ok(Err(err)) = outcome {
-                if !err.is_fenced() {
-                    tracing::warn!(pipeline = %running.plan.settings.name, error = %report(&err), "pipeline failed while shutting down");
+        let stopping: Vec<_> = self.stopping.drain(..).map(|(_, task, _)| task).collect();
+        let drained = async move {
+            for (pipeline, task) in draining {
+                if let Ok(Err(err)) = task.await {
+                    if !err.is_fenced() {
+                        tracing::warn!(%pipeline, error = %report(&err), "pipeline failed while shutting down");
+                    }
                 }
             }
-            fences.push(running.fence);
+            for task in stopping {
+                let _ = task.await;
+            }
+        };
+        tokio::pin!(drained);
+        let mut tick = tokio::time::interval(self.settings.renew_interval());
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut drained => break,
+                _ = tick.tick() => self.renew().await,
+            }
         }
-        fences.extend(self.ended.drain().map(|(_, ended)| ended.fence));
-        for (_, task) in self.stopping.drain(..) {
-            let _ = task.await;
-        }
-        for fence in fences {
+        for (_, ended) in self.ended.drain() {
+            let fence = ended.fence;
             match self.store.release(&fence).await {
                 Ok(()) => tracing::info!(lease = %fence.lease, "released the lease"),
                 Err(err) => {

@@ -17,8 +17,10 @@
 //! fix (the IAM actions the store needs).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -46,6 +48,33 @@ pub struct DynamoDbStoreConfig {
     /// Another endpoint (DynamoDB Local, LocalStack).
     #[serde(default)]
     pub endpoint_url: Option<String>,
+}
+
+/// A commit's condition check and this instance's renewal touch the same lease item: when
+/// DynamoDB reports them conflicting, the call is tried again this many times, after this
+/// pause times the attempt, before it counts as a failure.
+const CONFLICT_RETRIES: u32 = 4;
+const CONFLICT_PAUSE: Duration = Duration::from_millis(15);
+
+/// Whether a single-item write failed only because a transaction held its item.
+fn conflicted<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    err.code() == Some("TransactionConflictException")
+}
+
+/// The reasons a transaction was cancelled for, item by item (empty for other failures).
+fn cancellation_codes(err: &SdkError<TransactWriteItemsError>) -> Vec<Option<&str>> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            e.cancellation_reasons().iter().map(|r| r.code()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a transaction was cancelled only because another one held one of its items.
+fn transaction_conflicted(err: &SdkError<TransactWriteItemsError>) -> bool {
+    let codes = cancellation_codes(err);
+    codes.contains(&Some("TransactionConflict")) && !codes.contains(&Some("ConditionalCheckFailed"))
 }
 
 /// Items per transaction: DynamoDB's limit.
@@ -96,9 +125,18 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
 }
 
 impl DynamoDbStore {
-    /// Connects (the AWS credential chain) and creates the table if it is missing.
-    pub async fn open(config: DynamoDbStoreConfig) -> Result<Self, CheckpointError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    /// Connects (the AWS credential chain) and creates the table if it is missing. A call,
+    /// retries included, gives up after a third of `lease` (the lease duration), so that one
+    /// unreachable store cannot stall a round of the lease loop past a renewal.
+    pub async fn open(
+        config: DynamoDbStoreConfig,
+        lease: Duration,
+    ) -> Result<Self, CheckpointError> {
+        let timeouts = TimeoutConfig::builder()
+            .operation_timeout(lease / 3)
+            .connect_timeout(lease / 6)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -196,6 +234,13 @@ impl DynamoDbStore {
         };
         let source: StoreCause = Box::new(DetailedSdkError(DisplayErrorContext(&err).to_string()));
         if let Some(credentials) = credentials {
+            if crate::error::aws_credentials_passing(&err) == Some(true) {
+                return CheckpointError::Unavailable {
+                    store,
+                    action,
+                    source,
+                };
+            }
             return refused(
                 format!("no AWS credentials ({credentials}): set them as for any AWS SDK (environment, profile, instance role)"),
                 source,
@@ -304,27 +349,26 @@ impl DynamoDbStore {
         targets: Vec<Option<(&String, &Position)>>,
         fence: Option<&Fence>,
     ) -> Result<(), CheckpointError> {
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(()),
-            Err(err) => err,
+        let mut attempt = 0;
+        let err = loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(err) if attempt < CONFLICT_RETRIES && transaction_conflicted(&err) => {
+                    attempt += 1;
+                    tokio::time::sleep(CONFLICT_PAUSE * attempt).await;
+                }
+                Err(err) => break err,
+            }
         };
-        let failed = err
-            .as_service_error()
-            .and_then(|e| match e {
-                TransactWriteItemsError::TransactionCanceledException(e) => Some(e),
-                _ => None,
-            })
-            .and_then(|e| {
-                e.cancellation_reasons()
-                    .iter()
-                    .position(|r| r.code() == Some("ConditionalCheckFailed"))
-            });
+        let failed = cancellation_codes(&err)
+            .iter()
+            .position(|code| *code == Some("ConditionalCheckFailed"));
         match (failed, fence) {
             (Some(i), Some(fence)) if targets[i].is_none() => Err(CheckpointError::Fenced {
                 lease: fence.lease.clone(),
@@ -345,6 +389,30 @@ impl DynamoDbStore {
             }
             (None, _) => Err(self.fail("storing checkpoints", err)),
         }
+    }
+}
+
+impl DynamoDbStore {
+    /// One conditional renewal: the heartbeat rises if `fence` still holds the lease.
+    async fn renew_once(
+        &self,
+        fence: &Fence,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    > {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(lease_key(&fence.lease)))
+            .update_expression("SET heartbeat = heartbeat + :one")
+            .condition_expression("#owner = :owner AND epoch = :epoch")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&fence.owner))
+            .expression_attribute_values(":epoch", n(fence.epoch))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
     }
 }
 
@@ -425,16 +493,20 @@ impl Store for DynamoDbStore {
         fence: Option<&Fence>,
     ) -> Result<(), CheckpointError> {
         let per_transaction = TRANSACTION_ITEMS - usize::from(fence.is_some());
-        let mut writes: Vec<(TransactWriteItem, Option<(&String, &Position)>)> = removed
+        // Positions first, deletions last: a commit split into several transactions that
+        // fails halfway has then deleted nothing whose successor it did not store.
+        let mut writes: Vec<(TransactWriteItem, Option<(&String, &Position)>)> = updates
             .iter()
-            .map(|partition| (self.delete_position(pipeline, partition), None))
+            .map(|(partition, position)| {
+                let put = self.put_position(pipeline, partition, position);
+                (put, Some((partition, position)))
+            })
             .collect();
-        writes.extend(updates.iter().map(|(partition, position)| {
-            (
-                self.put_position(pipeline, partition, position),
-                Some((partition, position)),
-            )
-        }));
+        writes.extend(
+            removed
+                .iter()
+                .map(|partition| (self.delete_position(pipeline, partition), None)),
+        );
         if writes.is_empty() {
             return Ok(());
         }
@@ -452,6 +524,30 @@ impl Store for DynamoDbStore {
             self.transact(pipeline, items, targets, fence).await?;
         }
         Ok(())
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), CheckpointError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(lease_key(&fence.lease)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.fail("checking a lease", e))?;
+        let held = item.item().is_some_and(|item| {
+            text(item, "owner").as_deref() == Some(fence.owner.as_str())
+                && number(item, "epoch") == fence.epoch
+        });
+        if held {
+            Ok(())
+        } else {
+            Err(CheckpointError::Fenced {
+                lease: fence.lease.clone(),
+                epoch: fence.epoch,
+            })
+        }
     }
 
     async fn reset(&self, pipeline: &str) -> Result<usize, CheckpointError> {
@@ -510,20 +606,17 @@ impl LeaseTable for DynamoDbStore {
     }
 
     async fn renew(&self, fence: &Fence) -> Result<bool, CheckpointError> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(lease_key(&fence.lease)))
-            .update_expression("SET heartbeat = heartbeat + :one")
-            .condition_expression("#owner = :owner AND epoch = :epoch")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&fence.owner))
-            .expression_attribute_values(":epoch", n(fence.epoch))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        conditional(update, "renewing a lease", self)
+        let mut attempt = 0;
+        loop {
+            let renewal = self.renew_once(fence).await;
+            match renewal {
+                Err(err) if attempt < CONFLICT_RETRIES && conflicted(&err) => {
+                    attempt += 1;
+                    tokio::time::sleep(CONFLICT_PAUSE * attempt).await;
+                }
+                other => return conditional(other, "renewing a lease", self),
+            }
+        }
     }
 
     async fn take(&self, seen: &Lease, owner: &str) -> Result<Option<Fence>, CheckpointError> {

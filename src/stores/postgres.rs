@@ -22,7 +22,9 @@ use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::checkpoint::{CheckpointError, Checkpoints, Fence, Position, Store, StoredCheckpoint};
+use crate::checkpoint::{
+    CheckpointError, Checkpoints, Fence, Position, Store, StoreCause, StoredCheckpoint,
+};
 use crate::config::Secret;
 use crate::coordination::{Lease, LeaseTable};
 use crate::error::{ConnectorError, Disposition};
@@ -54,6 +56,9 @@ pub struct PostgresStore {
     client: Mutex<Option<Client>>,
     /// `SET` statements run on every new session.
     limits: String,
+    /// How long one call (connecting included) may take: a third of the lease duration, so
+    /// that an unreachable store cannot stall a round of the lease loop past a renewal.
+    call_limit: Duration,
 }
 
 /// Bounds on every wait of a store session, each a third of the lease duration.
@@ -85,6 +90,7 @@ impl PostgresStore {
         let schema = quote_ident(&config.schema);
         let store = PostgresStore {
             limits: session_limits(lease),
+            call_limit: lease / 3,
             checkpoints: format!("{schema}.cdc_bridge_checkpoints"),
             leases: format!("{schema}.cdc_bridge_leases"),
             config,
@@ -177,22 +183,46 @@ impl PostgresStore {
         Ok(guard)
     }
 
-    /// Runs `work` on the session; a failed connection is dropped so the next call reopens it.
+    /// Runs `work` on the session, within [`PostgresStore::call_limit`]. A connection that
+    /// failed or did not answer in time is dropped so the next call reopens it; whatever ended
+    /// the session (a network failure, the server ending it, e.g. for
+    /// `idle_in_transaction_session_timeout` after a stall) is transient.
     async fn with_client<T>(
         &self,
         action: &'static str,
         work: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, CheckpointError> {
-        let mut guard = self.session().await?;
-        let client = guard.as_mut().expect("session opened");
-        match work(client).await {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                if err.code().is_none() || client.is_closed() {
+        let answered = tokio::time::timeout(self.call_limit, async {
+            let mut guard = self.session().await?;
+            let client = guard.as_mut().expect("session opened");
+            match work(client).await {
+                Ok(value) => Ok(value),
+                Err(err) if err.code().is_none() || client.is_closed() => {
+                    *guard = None;
+                    Err(self.unavailable(action, Box::new(err)))
+                }
+                Err(err) => Err(self.fail(action, err)),
+            }
+        })
+        .await;
+        match answered {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The session may be mid-transaction: never reuse it.
+                if let Ok(mut guard) = self.client.try_lock() {
                     *guard = None;
                 }
-                Err(self.fail(action, err))
+                let waited = format!("no answer within {} ms", self.call_limit.as_millis());
+                Err(self.unavailable(action, waited.into()))
             }
+        }
+    }
+
+    fn unavailable(&self, action: &'static str, source: StoreCause) -> CheckpointError {
+        CheckpointError::Unavailable {
+            store: self.describe(),
+            action,
+            source,
         }
     }
 
@@ -218,12 +248,15 @@ impl PostgresStore {
         let code = err.code().cloned();
         let transient = match &code {
             None => true,
-            // ... and 55P03: a lock wait that ran into `lock_timeout`.
+            // ... and 55P03: a lock wait that ran into `lock_timeout`; 25P03: the server ended
+            // a transaction that stalled; 25006: a read-only server (a failover under way).
             Some(code) => {
                 ["08", "40", "53", "57"]
                     .iter()
                     .any(|class| code.code().starts_with(class))
                     || *code == SqlState::LOCK_NOT_AVAILABLE
+                    || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+                    || *code == SqlState::READ_ONLY_SQL_TRANSACTION
             }
         };
         if transient {
@@ -366,6 +399,27 @@ impl Store for PostgresStore {
             })
             .await?;
         outcome
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<(), CheckpointError> {
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE lease = $1 AND owner = $2 AND epoch = $3",
+            self.leases
+        );
+        let epoch = fence.epoch as i64;
+        let held = self
+            .with_client("checking a lease", async |c| {
+                c.query_opt(&sql, &[&fence.lease, &fence.owner, &epoch])
+                    .await
+            })
+            .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(CheckpointError::Fenced {
+                lease: fence.lease.clone(),
+                epoch: fence.epoch,
+            }),
+        }
     }
 
     async fn reset(&self, pipeline: &str) -> Result<usize, CheckpointError> {
