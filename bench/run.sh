@@ -3,13 +3,14 @@
 # measured in the same run: core throughput and memory, the Postgres source against
 # pg_recvlogical, the MySQL source (MariaDB) against mariadb-binlog and python-mysql-replication,
 # the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain
-# librdkafka producer, the Kinesis sink against a plain PutRecords client, and
-# commit-to-readable latency. Starts the services it needs and stops them on every exit.
-#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency)
+# librdkafka producer, the Kinesis sink against a plain PutRecords client,
+# commit-to-readable latency, and the checkpoint stores against their servers' plain writes.
+# Starts the services it needs and stops them on every exit.
+#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency stores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency)
+[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency stores)
 services=(postgres mariadb dynamodb kafka kinesis)
 
 trap 'scripts/services.sh stop "${services[@]}"' EXIT

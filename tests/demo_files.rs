@@ -173,15 +173,24 @@ fn the_compose_pipelines_are_valid_with_the_environment_compose_gives_them() {
         let parsed = Config::from_toml(&text, Path::new(config), &|var| env.get(var).cloned())
             .unwrap_or_else(|e| panic!("{name}: {config}: {e}"));
         assert_eq!(parsed.pipelines.len(), 1);
-        // Prometheus scrapes every bridge at the address it serves its metrics on.
+        cdc_bridge::daemon::plan(&parsed, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         let listen = parsed
             .daemon
             .http_listen
             .expect("the bridge serves /metrics");
-        scraped_targets.retain(|target| *target != format!("{name}:{}", listen.port()));
+        if service.get("profiles").is_some() {
+            // The HA pair runs only with `--profile ha`: Prometheus does not expect it.
+            assert!(
+                parsed.daemon.coordination.is_some(),
+                "{name} shares a store"
+            );
+        } else {
+            // Prometheus scrapes every bridge at the address it serves its metrics on.
+            scraped_targets.retain(|target| *target != format!("{name}:{}", listen.port()));
+        }
         checked += 1;
     }
-    assert_eq!(checked, 4, "every cdc-bridge service runs a connector");
+    assert_eq!(checked, 6, "every cdc-bridge service runs a connector");
     assert!(
         scraped_targets.is_empty(),
         "Prometheus scrapes targets no bridge serves: {scraped_targets:?}"
@@ -361,4 +370,67 @@ fn the_redshift_sql_uses_only_objects_it_creates_and_fields_cdc_bridge_writes() 
             _ => {}
         }
     }
+}
+
+/// The Kubernetes manifests: the ConfigMap's configuration is valid with the environment the
+/// Deployment gives it, shares a store (several replicas), and the probes and the metrics
+/// port point at what the daemon serves.
+#[test]
+fn the_kubernetes_manifests_run_a_valid_shared_configuration() {
+    let configmap: Value = serde_yaml::from_str(&read("deploy/kubernetes/configmap.yaml")).unwrap();
+    let deployment: Value =
+        serde_yaml::from_str(&read("deploy/kubernetes/deployment.yaml")).unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let env: HashMap<String, String> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            // The one value from a Secret is the source's URL.
+            let value = e["value"]
+                .as_str()
+                .unwrap_or("postgres://cdc:secret@db.example:5432/app");
+            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+        })
+        .collect();
+    let (file, text) = configmap["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .unwrap();
+    let config = Config::from_toml(&text, Path::new(&file), &|var| env.get(var).cloned())
+        .unwrap_or_else(|e| panic!("configmap: {e}"));
+    cdc_bridge::daemon::plan(&config, None).unwrap();
+    let store = cdc_bridge::daemon::StoreSpec::parse(&config.daemon).unwrap();
+    assert_ne!(store.kind(), "local", "replicas must share a store");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+
+    // The container runs the mounted file; the probes and the port match http_listen.
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
+    let args = strings(&container["args"]);
+    let path = format!("{}/{file}", mount["mountPath"].as_str().unwrap());
+    assert!(args.contains(&path), "{args:?} runs {path}");
+    let port = config.daemon.http_listen.unwrap().port();
+    assert_eq!(
+        container["ports"][0]["containerPort"].as_u64(),
+        Some(port.into())
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let service: Value = serde_yaml::from_str(&read("deploy/kubernetes/service.yaml")).unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(spec["serviceAccountName"], "cdc-bridge");
 }

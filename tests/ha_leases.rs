@@ -1,11 +1,14 @@
 //! Several instances sharing pipelines through leases on a shared store (the Postgres store
-//! and the DynamoDB store, the same tests for both), against real PostgreSQL sources, a real
-//! Kinesis emulator as the sink and the store's real server:
-//! - three instances spread three pipelines one each; a loop of SIGKILLs over random
-//!   instances under a live workload loses no change, keeps per-key order once duplicates are
-//!   removed, and every takeover completes within the lease duration plus a few seconds;
-//! - a holder paused (SIGSTOP) past its lease is taken over; resumed, it stores nothing more,
-//!   stops its copy and says why, and the stored position never moves backward.
+//! and the DynamoDB store, the same tests for both), against real PostgreSQL and MariaDB
+//! sources, a real Kinesis emulator as the sink and the store's real server:
+//! - three instances spread two Postgres pipelines and a MySQL one, one each; a loop of 30
+//!   SIGKILLs over random instances (each restarted at once, so it steals its share back)
+//!   under a live workload loses no change, keeps per-key order once duplicates are removed,
+//!   every takeover completes within the lease duration plus a few seconds, and the leases end
+//!   evenly spread;
+//! - a holder paused (SIGSTOP) past its lease, or cut off from the store, is taken over;
+//!   resumed or reconnected, it stores nothing more, stops its copy and says why, and the
+//!   stored position never moves backward.
 
 mod support;
 
@@ -90,7 +93,9 @@ struct Instance {
 }
 
 impl Cluster {
-    async fn new(prefix: &str, store: StoreKind, pipelines: usize) -> Self {
+    /// `postgres` Postgres pipelines, and a MySQL one (`<prefix>_my`, table `app.<prefix>_my`
+    /// on MariaDB) when `mysql`.
+    async fn new(prefix: &str, store: StoreKind, postgres: usize, mysql: bool) -> Self {
         let ws = Workspace::new();
         if let StoreKind::Postgres = store {
             // A store left by an earlier run would resume from its positions.
@@ -105,7 +110,7 @@ impl Cluster {
             "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN:-}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {LEASE_MS}\n\n",
             store.section(prefix)
         );
-        for i in 0..pipelines {
+        for i in 0..postgres {
             let name = format!("{prefix}_{i}");
             let fixture = PgFixture::new(&name).await;
             fixture
@@ -119,6 +124,25 @@ impl Cluster {
                 "[[pipeline]]\nname = \"{name}\"\n\
                  [pipeline.source]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nslot = \"{name}\"\npublication = \"{name}\"\n\
                  tables = [\"{name}.kv\"]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n\
+                 [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 [pipeline.batch]\nlinger_ms = 5\n\
+                 [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
+                kinesis::endpoint()
+            ));
+            names.push(name);
+            streams.push(stream);
+        }
+        if mysql {
+            let name = format!("{prefix}_my");
+            let mut conn = support::mysql::connect().await;
+            let ddl = format!("DROP TABLE IF EXISTS app.{name}; CREATE TABLE app.{name} (id int PRIMARY KEY, g bigint NOT NULL)");
+            support::mysql::sql(&mut conn, &ddl).await;
+            let stream = kinesis::stream_name(&name.replace('_', "-"));
+            kinesis::create_stream(&kinesis_client, &stream, 1).await;
+            let server_id = 6000 + std::process::id() % 1000 + 1000 * (store as u32);
+            body.push_str(&format!(
+                "[[pipeline]]\nname = \"{name}\"\n\
+                 [pipeline.source]\nkind = \"mysql\"\nurl = \"${{CDC_BRIDGE_MYSQL_URL}}\"\nserver_id = {server_id}\ntables = [\"app.{name}\"]\n\
                  [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
                  [pipeline.batch]\nlinger_ms = 5\n\
                  [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
@@ -295,19 +319,28 @@ async fn workload(
     written: Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>,
 ) {
     let client = connect(&pg_url()).await;
+    let mut mysql = None;
     let mut rng = Rng::seeded();
     let mut g = 0i64;
     while !stop.load(Ordering::Relaxed) {
         g += 1;
         let table = &pipelines[rng.below(pipelines.len() as u64) as usize];
         let id = rng.below(20) as i32 + 1;
-        client
-            .execute(
-                &format!("INSERT INTO {table}.kv (id, g) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET g = EXCLUDED.g"),
-                &[&id, &g],
-            )
-            .await
-            .unwrap();
+        if table.ends_with("_my") {
+            if mysql.is_none() {
+                mysql = Some(support::mysql::connect().await);
+            }
+            let upsert = format!("INSERT INTO app.{table} (id, g) VALUES ({id}, {g}) ON DUPLICATE KEY UPDATE g = VALUES(g)");
+            support::mysql::sql(mysql.as_mut().unwrap(), &upsert).await;
+        } else {
+            client
+                .execute(
+                    &format!("INSERT INTO {table}.kv (id, g) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET g = EXCLUDED.g"),
+                    &[&id, &g],
+                )
+                .await
+                .unwrap();
+        }
         written
             .lock()
             .unwrap()
@@ -381,10 +414,11 @@ async fn check_delivery(cluster: &Cluster, written: &BTreeMap<String, Vec<(i64, 
 
 async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     let prefix = format!("ha_{}_kill", store.tag());
-    let mut cluster = Cluster::new(&prefix, store, 3).await;
+    // Two Postgres pipelines and a MySQL one over three instances.
+    let mut cluster = Cluster::new(&prefix, store, 2, true).await;
     cluster.start(3);
     cluster.wait_all_running(Duration::from_secs(60));
-    // Three pipelines over three instances: one each, once stealing has evened it out.
+    // One each, once stealing has evened it out.
     cluster.wait_even_spread();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -476,7 +510,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
         CutOff::Paused => format!("ha_{}_pause", store.tag()),
         CutOff::StoreUnreachable => format!("ha_{}_cut", store.tag()),
     };
-    let mut cluster = Cluster::new(&prefix, store, 1).await;
+    let mut cluster = Cluster::new(&prefix, store, 1, false).await;
     let pipeline = cluster.pipelines[0].clone();
     let (target, _) = store.through(0);
     let proxy = support::kinesis::TcpProxy::start(&target).await;
