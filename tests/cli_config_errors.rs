@@ -173,3 +173,26 @@ fn a_bad_listen_address_or_log_format_is_named() {
         "daemon.log_format: unknown variant `xml`",
     );
 }
+
+/// `[daemon.coordination]`: a wrong kind, a setting of another store, a lease too short, each
+/// named by its key path, from `run` and `check` alike.
+#[test]
+fn coordination_mistakes_name_their_key() {
+    let with = |section: &str| format!("[daemon.coordination]\n{section}\n{GOOD}");
+    run_with(
+        &with("kind = \"zookeeper\""),
+        "daemon.coordination.kind: unknown kind \"zookeeper\"; expected one of: local, postgres, dynamodb",
+    );
+    run_with(
+        &with("kind = \"postgres\"\nurl = \"postgres://a@b/c\"\ntable = \"t\""),
+        "daemon.coordination.table: unknown setting",
+    );
+    run_with(
+        &with("kind = \"dynamodb\"\ntable = \"t\"\nlease_duration_ms = 500"),
+        "daemon.coordination.lease_duration_ms: must be at least 1000",
+    );
+    run_with(
+        &with("kind = \"local\"\nurl = \"postgres://a@b/c\""),
+        "daemon.coordination.url: the local store takes no settings",
+    );
+}
