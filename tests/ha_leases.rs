@@ -312,12 +312,11 @@ fn statuses(port: u16) -> Vec<Value> {
     }
 }
 
+/// The `(id, g)` written, by pipeline, in write order.
+type Written = Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>;
+
 /// Upserts `(id, g)` into a random pipeline's table, `g` counting per table; records them.
-async fn workload(
-    pipelines: Vec<String>,
-    stop: Arc<AtomicBool>,
-    written: Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>,
-) {
+async fn workload(pipelines: Vec<String>, stop: Arc<AtomicBool>, written: Written) {
     let client = connect(&pg_url()).await;
     let mut mysql = None;
     let mut rng = Rng::seeded();

@@ -75,6 +75,13 @@ struct Running {
     renewed: Instant,
 }
 
+/// A copy told to stop after its lease (at `epoch`) was lost.
+struct Stopping {
+    key: String,
+    task: JoinHandle<Result<(), PipelineError>>,
+    epoch: u64,
+}
+
 /// A pipeline that ended here while its lease is still held (finished, or stopped for good).
 struct Ended {
     fence: Fence,
@@ -89,7 +96,7 @@ struct Coordinator {
     running: HashMap<String, Running>,
     ended: HashMap<String, Ended>,
     /// Copies told to stop after their lease was lost, not yet returned.
-    stopping: Vec<(String, JoinHandle<Result<(), PipelineError>>, u64)>,
+    stopping: Vec<Stopping>,
     failed: Vec<(Arc<str>, PipelineError)>,
     balance: Balance,
 }
@@ -243,8 +250,11 @@ impl Coordinator {
         if let Some(running) = self.running.remove(key) {
             tracing::warn!(pipeline = %running.plan.settings.name, epoch = running.fence.epoch, reason = why, "lost the pipeline's lease; stopping this instance's copy");
             running.stop.trigger();
-            self.stopping
-                .push((key.to_owned(), running.task, running.fence.epoch));
+            self.stopping.push(Stopping {
+                key: key.to_owned(),
+                task: running.task,
+                epoch: running.fence.epoch,
+            });
         }
         if let Some(probe) = self.probes.get(key) {
             probe.lease_lost();
@@ -289,11 +299,11 @@ impl Coordinator {
         // A stopped copy ended with `finished` (or an error) in its probe; it is standby
         // here until the lease table says who holds it now.
         let probes = &self.probes;
-        self.stopping.retain(|(key, task, epoch)| {
-            let done = task.is_finished();
+        self.stopping.retain(|stopping| {
+            let done = stopping.task.is_finished();
             if done {
-                if let Some(probe) = probes.get(key) {
-                    probe.standby(None, *epoch);
+                if let Some(probe) = probes.get(&stopping.key) {
+                    probe.standby(None, stopping.epoch);
                 }
             }
             !done
@@ -317,7 +327,7 @@ impl Coordinator {
             .running
             .keys()
             .chain(self.ended.keys())
-            .chain(self.stopping.iter().map(|(k, ..)| k))
+            .chain(self.stopping.iter().map(|s| &s.key))
             .cloned()
             .collect();
         let decision = self.balance.decide(&rows, &held, Instant::now());
@@ -382,7 +392,7 @@ impl Coordinator {
             self.ended.insert(key, ended);
             draining.push((running.plan.settings.name.clone(), running.task));
         }
-        let stopping: Vec<_> = self.stopping.drain(..).map(|(_, task, _)| task).collect();
+        let stopping: Vec<_> = self.stopping.drain(..).map(|s| s.task).collect();
         let drained = async move {
             for (pipeline, task) in draining {
                 if let Ok(Err(err)) = task.await {
