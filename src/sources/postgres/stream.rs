@@ -28,7 +28,7 @@ use super::config::{quote_literal, PostgresConfig};
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::pgoutput::{self, Frame, Message, RelationDef};
-use super::relation::{ChangeContext, Column, Relation};
+use super::relation::{ChangeContext, Column, DeclaredColumn, Relation};
 use super::spool::{Entry, Spool};
 use super::types::TypeRegistry;
 use super::walsender::ReplicationConnection;
@@ -40,6 +40,10 @@ use crate::source::{Mark, SourceContext, Stopped};
 pub const HEARTBEAT_PREFIX: &str = "cdc-bridge.heartbeat";
 /// A status update follows a newly stored checkpoint after at most this long.
 const STATUS_AFTER_STORE: Duration = Duration::from_millis(100);
+
+/// Reads of the catalog (20 ms apart) before a column the catalog does not show yet is
+/// described by its type OID alone (see `Streamer::declared_columns`).
+const DECLARED_COLUMN_READS: u32 = 25;
 
 /// The open plain (non-streamed) transaction.
 struct OpenTransaction {
@@ -408,7 +412,7 @@ impl<'a> Streamer<'a> {
     async fn relation_from(&mut self, def: RelationDef) -> Result<Relation, PostgresError> {
         let oids: Vec<u32> = def.columns.iter().map(|c| c.type_oid).collect();
         self.types.ensure(self.sql, &oids).await?;
-        let columns = def
+        let columns: Vec<Column> = def
             .columns
             .into_iter()
             .map(|c| Column {
@@ -419,7 +423,7 @@ impl<'a> Streamer<'a> {
                 identity: c.identity,
             })
             .collect();
-        let declared = catalog::declared_columns(self.sql, def.oid).await?;
+        let declared = declared_columns(self.sql, def.oid, &columns).await?;
         let name = (def.schema.into(), def.table.into());
         Ok(Relation::new(def.oid, name, columns, &declared))
     }
@@ -535,6 +539,30 @@ impl From<PostgresError> for Failure {
 impl From<Stopped> for Failure {
     fn from(_: Stopped) -> Self {
         Failure::Stopped
+    }
+}
+
+/// The table's declared columns from the catalog, once it shows every column of the
+/// Relation message. The walsender can send a DDL transaction's changes a moment before
+/// that transaction is visible to other sessions (its commit record is in the WAL before
+/// the server publishes it), so a catalog read right after may still miss a new column:
+/// it is read again, briefly, before the columns it lacks fall back to their type OID.
+async fn declared_columns(
+    sql: &tokio_postgres::Client,
+    oid: u32,
+    columns: &[Column],
+) -> Result<Vec<DeclaredColumn>, PostgresError> {
+    let mut attempts = 0;
+    loop {
+        let declared = catalog::declared_columns(sql, oid).await?;
+        let complete = columns
+            .iter()
+            .all(|c| declared.iter().any(|d| d.name == *c.name));
+        attempts += 1;
+        if complete || attempts == DECLARED_COLUMN_READS {
+            return Ok(declared);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
