@@ -103,7 +103,6 @@ impl Cluster {
             let drop = format!("DROP SCHEMA IF EXISTS {prefix}_store CASCADE");
             client.batch_execute(&drop).await.unwrap();
         }
-        let kinesis_client = kinesis::client().await;
         let mut names = Vec::new();
         let mut streams = Vec::new();
         let mut body = format!(
@@ -118,17 +117,11 @@ impl Cluster {
                     "CREATE TABLE {name}.kv (id int PRIMARY KEY, g bigint NOT NULL)"
                 ))
                 .await;
-            let stream = kinesis::stream_name(&name.replace('_', "-"));
-            kinesis::create_stream(&kinesis_client, &stream, 1).await;
-            body.push_str(&format!(
-                "[[pipeline]]\nname = \"{name}\"\n\
-                 [pipeline.source]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nslot = \"{name}\"\npublication = \"{name}\"\n\
-                 tables = [\"{name}.kv\"]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n\
-                 [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-                 [pipeline.batch]\nlinger_ms = 5\n\
-                 [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
-                kinesis::endpoint()
-            ));
+            let source = format!(
+                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nslot = \"{name}\"\npublication = \"{name}\"\n\
+                 tables = [\"{name}.kv\"]\nheartbeat_interval_ms = 500\nstatus_interval_ms = 1000\n"
+            );
+            let stream = pipeline_to_a_stream(&mut body, &name, &source).await;
             names.push(name);
             streams.push(stream);
         }
@@ -137,17 +130,11 @@ impl Cluster {
             let mut conn = support::mysql::connect().await;
             let ddl = format!("DROP TABLE IF EXISTS app.{name}; CREATE TABLE app.{name} (id int PRIMARY KEY, g bigint NOT NULL)");
             support::mysql::sql(&mut conn, &ddl).await;
-            let stream = kinesis::stream_name(&name.replace('_', "-"));
-            kinesis::create_stream(&kinesis_client, &stream, 1).await;
             let server_id = 6000 + std::process::id() % 1000 + 1000 * (store as u32);
-            body.push_str(&format!(
-                "[[pipeline]]\nname = \"{name}\"\n\
-                 [pipeline.source]\nkind = \"mysql\"\nurl = \"${{CDC_BRIDGE_MYSQL_URL}}\"\nserver_id = {server_id}\ntables = [\"app.{name}\"]\n\
-                 [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-                 [pipeline.batch]\nlinger_ms = 5\n\
-                 [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
-                kinesis::endpoint()
-            ));
+            let source = format!(
+                "kind = \"mysql\"\nurl = \"${{CDC_BRIDGE_MYSQL_URL}}\"\nserver_id = {server_id}\ntables = [\"app.{name}\"]\n"
+            );
+            let stream = pipeline_to_a_stream(&mut body, &name, &source).await;
             names.push(name);
             streams.push(stream);
         }
@@ -303,6 +290,21 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Adds pipeline `name` with `source` (its settings) to `body`, to a new one-shard stream
+/// (returned).
+async fn pipeline_to_a_stream(body: &mut String, name: &str, source: &str) -> String {
+    let stream = kinesis::stream_name(&name.replace('_', "-"));
+    kinesis::create_stream(&kinesis::client().await, &stream, 1).await;
+    body.push_str(&format!(
+        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\n{source}\
+         [pipeline.sink]\nkind = \"kinesis\"\nstream = \"{stream}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+         [pipeline.batch]\nlinger_ms = 5\n\
+         [pipeline.restart]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n\n",
+        kinesis::endpoint()
+    ));
+    stream
 }
 
 fn statuses(port: u16) -> Vec<Value> {

@@ -24,6 +24,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
@@ -397,22 +399,24 @@ impl DynamoDbStore {
     async fn renew_once(
         &self,
         fence: &Fence,
-    ) -> Result<
-        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
-        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
-    > {
+    ) -> Result<UpdateItemOutput, SdkError<UpdateItemError>> {
+        self.update_held(fence, "SET heartbeat = heartbeat + :one")
+            .send()
+            .await
+    }
+
+    /// `update` (which may use `#owner` and `:one`) of the lease row, if `fence` holds it.
+    fn update_held(&self, fence: &Fence, update: &str) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(lease_key(&fence.lease)))
-            .update_expression("SET heartbeat = heartbeat + :one")
+            .update_expression(update)
             .condition_expression("#owner = :owner AND epoch = :epoch")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(&fence.owner))
             .expression_attribute_values(":epoch", n(fence.epoch))
             .expression_attribute_values(":one", n(1))
-            .send()
-            .await
     }
 }
 
@@ -652,16 +656,7 @@ impl LeaseTable for DynamoDbStore {
 
     async fn release(&self, fence: &Fence) -> Result<(), CheckpointError> {
         let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(lease_key(&fence.lease)))
-            .update_expression("REMOVE #owner SET heartbeat = heartbeat + :one")
-            .condition_expression("#owner = :owner AND epoch = :epoch")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(&fence.owner))
-            .expression_attribute_values(":epoch", n(fence.epoch))
-            .expression_attribute_values(":one", n(1))
+            .update_held(fence, "REMOVE #owner SET heartbeat = heartbeat + :one")
             .send()
             .await;
         conditional(update, "releasing a lease", self).map(drop)
