@@ -1,7 +1,8 @@
 //! Several instances sharing pipelines through leases on a shared store (the Postgres store
 //! and the DynamoDB store, the same tests for both), against real PostgreSQL and MariaDB
 //! sources, a real Kinesis emulator as the sink and the store's real server:
-//! - three instances spread two Postgres pipelines and a MySQL one, one each; a loop of 30
+//! - three instances spread two Postgres pipelines, a MySQL one and a DynamoDB Streams one
+//!   (two, one, one); a loop of 30
 //!   SIGKILLs over random instances (each restarted at once, so it steals its share back)
 //!   under a live workload loses no change, keeps per-key order once duplicates are removed,
 //!   every takeover completes within the lease duration plus a few seconds, and the leases end
@@ -80,6 +81,8 @@ impl StoreKind {
 /// Pipelines `<prefix>_<i>`, each a Postgres table `kv` in its own schema, to its own stream.
 struct Cluster {
     ws: Workspace,
+    /// The DynamoDB table of each DynamoDB pipeline.
+    dynamodb_tables: HashMap<String, String>,
     config: PathBuf,
     store: StoreKind,
     pipelines: Vec<String>,
@@ -93,9 +96,16 @@ struct Instance {
 }
 
 impl Cluster {
-    /// `postgres` Postgres pipelines, and a MySQL one (`<prefix>_my`, table `app.<prefix>_my`
-    /// on MariaDB) when `mysql`.
-    async fn new(prefix: &str, store: StoreKind, postgres: usize, mysql: bool) -> Self {
+    /// `postgres` Postgres pipelines, a MySQL one (`<prefix>_my`, table `app.<prefix>_my` on
+    /// MariaDB) when `mysql`, and a DynamoDB Streams one (`<prefix>_dy`, a table of DynamoDB
+    /// Local) when `dynamodb`.
+    async fn new(
+        prefix: &str,
+        store: StoreKind,
+        postgres: usize,
+        mysql: bool,
+        dynamodb: bool,
+    ) -> Self {
         let ws = Workspace::new();
         if let StoreKind::Postgres = store {
             // A store left by an earlier run would resume from its positions.
@@ -138,8 +148,30 @@ impl Cluster {
             names.push(name);
             streams.push(stream);
         }
+        let mut dynamodb_tables = HashMap::new();
+        if dynamodb {
+            let name = format!("{prefix}_dy");
+            let table = support::dynamodb::table_name(&name.replace('_', "-"));
+            let view = aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages;
+            support::dynamodb::create_table(
+                &support::dynamodb::client().await,
+                &table,
+                false,
+                view,
+            )
+            .await;
+            let source = format!(
+                "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval_ms = 200\n",
+                support::dynamodb::endpoint()
+            );
+            let stream = pipeline_to_a_stream(&mut body, &name, &source).await;
+            dynamodb_tables.insert(name.clone(), table);
+            names.push(name);
+            streams.push(stream);
+        }
         let config = ws.config(&body);
         Cluster {
+            dynamodb_tables,
             ws,
             config,
             store,
@@ -318,8 +350,14 @@ fn statuses(port: u16) -> Vec<Value> {
 type Written = Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>;
 
 /// Upserts `(id, g)` into a random pipeline's table, `g` counting per table; records them.
-async fn workload(pipelines: Vec<String>, stop: Arc<AtomicBool>, written: Written) {
+async fn workload(
+    pipelines: Vec<String>,
+    dynamodb_tables: HashMap<String, String>,
+    stop: Arc<AtomicBool>,
+    written: Written,
+) {
     let client = connect(&pg_url()).await;
+    let dynamodb = support::dynamodb::client().await;
     let mut mysql = None;
     let mut rng = Rng::seeded();
     let mut g = 0i64;
@@ -327,7 +365,17 @@ async fn workload(pipelines: Vec<String>, stop: Arc<AtomicBool>, written: Writte
         g += 1;
         let table = &pipelines[rng.below(pipelines.len() as u64) as usize];
         let id = rng.below(20) as i32 + 1;
-        if table.ends_with("_my") {
+        if let Some(dynamodb_table) = dynamodb_tables.get(table) {
+            use aws_sdk_dynamodb::types::AttributeValue;
+            dynamodb
+                .put_item()
+                .table_name(dynamodb_table)
+                .item("pk", AttributeValue::S(id.to_string()))
+                .item("g", AttributeValue::N(g.to_string()))
+                .send()
+                .await
+                .unwrap();
+        } else if table.ends_with("_my") {
             if mysql.is_none() {
                 mysql = Some(support::mysql::connect().await);
             }
@@ -360,10 +408,15 @@ async fn delivered(stream: &str) -> Vec<(i64, i64)> {
         .iter()
         .map(|r| {
             let event: Value = serde_json::from_slice(&r.data).unwrap();
-            (
-                event["key"]["id"].as_i64().unwrap(),
-                event["after"]["g"].as_i64().unwrap(),
-            )
+            // DynamoDB items carry their key as `pk` and numbers as strings.
+            let number = |v: &Value| v.as_i64().or_else(|| v.as_str()?.parse().ok()).unwrap();
+            let key = &event["key"];
+            let id = if key["id"].is_null() {
+                &key["pk"]
+            } else {
+                &key["id"]
+            };
+            (number(id), number(&event["after"]["g"]))
         })
         .collect()
 }
@@ -415,17 +468,18 @@ async fn check_delivery(cluster: &Cluster, written: &BTreeMap<String, Vec<(i64, 
 
 async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     let prefix = format!("ha_{}_kill", store.tag());
-    // Two Postgres pipelines and a MySQL one over three instances.
-    let mut cluster = Cluster::new(&prefix, store, 2, true).await;
+    // Two Postgres pipelines, a MySQL one and a DynamoDB Streams one over three instances.
+    let mut cluster = Cluster::new(&prefix, store, 2, true, true).await;
     cluster.start(3);
     cluster.wait_all_running(Duration::from_secs(60));
-    // One each, once stealing has evened it out.
+    // Two, one and one, once stealing has evened it out.
     cluster.wait_even_spread();
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(Mutex::new(BTreeMap::new()));
     let writer = tokio::spawn(workload(
         cluster.pipelines.clone(),
+        cluster.dynamodb_tables.clone(),
         stop.clone(),
         written.clone(),
     ));
@@ -511,7 +565,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
         CutOff::Paused => format!("ha_{}_pause", store.tag()),
         CutOff::StoreUnreachable => format!("ha_{}_cut", store.tag()),
     };
-    let mut cluster = Cluster::new(&prefix, store, 1, false).await;
+    let mut cluster = Cluster::new(&prefix, store, 1, false, false).await;
     let pipeline = cluster.pipelines[0].clone();
     let (target, _) = store.through(0);
     let proxy = support::kinesis::TcpProxy::start(&target).await;
@@ -534,6 +588,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     let written = Arc::new(Mutex::new(BTreeMap::new()));
     let writer = tokio::spawn(workload(
         cluster.pipelines.clone(),
+        cluster.dynamodb_tables.clone(),
         stop.clone(),
         written.clone(),
     ));
