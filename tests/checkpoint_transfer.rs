@@ -1,6 +1,7 @@
 //! `cdc-bridge checkpoints export` and `import` through the binary: a pipeline moved to a new
 //! state_dir resumes after its exported position; an import never moves a stored position
-//! backward, never writes part of a file, and refuses pipelines the configuration lacks.
+//! backward, never writes part of a file, and refuses pipelines the configuration lacks; and
+//! positions move from the local store to a shared (Postgres) one.
 
 mod support;
 
@@ -108,4 +109,57 @@ fn an_import_with_an_unknown_pipeline_or_a_bad_file_writes_nothing() {
     std::fs::write(ws.path("bad.json"), "{\"checkpoints\": []}").unwrap();
     let err = refused_import(&ws, config, "bad.json");
     assert!(err.contains("is not a checkpoint export"), "{err}");
+}
+
+/// From the local store to a shared one: positions exported with the local configuration and
+/// imported with one whose `[daemon.coordination]` is the Postgres store; a daemon on the
+/// shared store then resumes after them.
+#[test]
+fn an_export_moves_positions_from_the_local_store_to_a_shared_one() {
+    let local = Workspace::new();
+    let config = local.config(&pipeline("moved", 120));
+    let config = config.to_str().unwrap();
+    ok(&local, &["run", "--config", config]);
+    let export = ok(&local, &["checkpoints", "export", "--config", config]);
+
+    let shared = Workspace::new();
+    let schema = format!("transfer_store_{}", std::process::id());
+    let body = format!(
+        "[daemon.coordination]\nkind = \"postgres\"\nurl = \"${{CDC_BRIDGE_PG_URL}}\"\nschema = \"{schema}\"\n\n{}",
+        pipeline("moved", 200)
+    );
+    let config = shared.config(&body);
+    let config = config.to_str().unwrap();
+    std::fs::write(shared.path("all.json"), &export).unwrap();
+    let import = [
+        "checkpoints",
+        "import",
+        "--config",
+        config,
+        "--file",
+        "all.json",
+    ];
+    assert!(ok(&shared, &import).contains("imported 1 checkpoint"));
+    let listed = ok(&shared, &["checkpoints", "--config", config]);
+    assert!(
+        listed.contains("moved") && listed.contains("120"),
+        "{listed}"
+    );
+
+    // A daemon on the shared store takes the lease and resumes after 120, then keeps
+    // running (standing by for other instances) until stopped.
+    let mut daemon = shared.spawn(&["run", "--config", config]);
+    support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the copy to finish",
+        || output_seqs(&shared.path("out/moved.jsonl")).len() >= 80,
+    );
+    support::terminate(&daemon);
+    assert!(daemon.wait().unwrap().success(), "{}", shared.log_tail());
+    assert_eq!(
+        output_seqs(&shared.path("out/moved.jsonl")),
+        (121..=200).collect::<Vec<_>>()
+    );
+    let listed = ok(&shared, &["checkpoints", "--config", config]);
+    assert!(listed.contains("200"), "{listed}");
 }
