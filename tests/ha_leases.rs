@@ -106,6 +106,17 @@ impl Cluster {
         mysql: bool,
         dynamodb: bool,
     ) -> Self {
+        Self::with_lease(prefix, store, postgres, mysql, dynamodb, LEASE_MS).await
+    }
+
+    async fn with_lease(
+        prefix: &str,
+        store: StoreKind,
+        postgres: usize,
+        mysql: bool,
+        dynamodb: bool,
+        lease_ms: u64,
+    ) -> Self {
         let ws = Workspace::new();
         if let StoreKind::Postgres = store {
             // A store left by an earlier run would resume from its positions.
@@ -116,7 +127,7 @@ impl Cluster {
         let mut names = Vec::new();
         let mut streams = Vec::new();
         let mut body = format!(
-            "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN:-}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {LEASE_MS}\n\n",
+            "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN:-}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {lease_ms}\n\n",
             store.section(prefix)
         );
         for i in 0..postgres {
@@ -674,6 +685,46 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
         1,
         "the new holder keeps running"
     );
+}
+
+/// An orderly stop (SIGTERM) releases the holder's leases after its last checkpoint: the
+/// instance standing by starts the pipeline within a round, long before the lease (here 10 s)
+/// would have expired.
+async fn a_stopped_holder_hands_its_pipeline_over_at_once(store: StoreKind) {
+    let prefix = format!("ha_{}_handoff", store.tag());
+    let mut cluster = Cluster::with_lease(&prefix, store, 1, false, false, 10_000).await;
+    let pipeline = cluster.pipelines[0].clone();
+    cluster.start(1);
+    cluster.wait_all_running(Duration::from_secs(60));
+    cluster.start(1);
+    let standby_by = Instant::now() + Duration::from_secs(20);
+    while statuses(cluster.instances[1].port)
+        .first()
+        .is_none_or(|s| s["state"] != "standby")
+    {
+        assert!(Instant::now() < standby_by, "{}", cluster.ws.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_at = Instant::now();
+    support::terminate(&cluster.instances[0].child);
+    let status = cluster.instances[0].child.wait().unwrap();
+    assert!(status.success(), "{}", cluster.ws.log_tail());
+    cluster.wait_runner(&pipeline, 1, Duration::from_secs(7));
+    eprintln!(
+        "{store:?} store: handover after SIGTERM in {:?}",
+        stopped_at.elapsed()
+    );
+    assert!(cluster.log().contains("released the lease"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_a_stopped_holder_hands_its_pipeline_over_at_once() {
+    a_stopped_holder_hands_its_pipeline_over_at_once(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_a_stopped_holder_hands_its_pipeline_over_at_once() {
+    a_stopped_holder_hands_its_pipeline_over_at_once(StoreKind::Dynamodb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
