@@ -688,8 +688,8 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
 }
 
 /// An orderly stop (SIGTERM) releases the holder's leases after its last checkpoint: the
-/// instance standing by starts the pipeline within a round, long before the lease (here 10 s)
-/// would have expired.
+/// instance standing by starts the pipeline within a round (at most a second), long before the
+/// lease (here 10 s) would have expired.
 async fn a_stopped_holder_hands_its_pipeline_over_at_once(store: StoreKind) {
     let prefix = format!("ha_{}_handoff", store.tag());
     let mut cluster = Cluster::with_lease(&prefix, store, 1, false, false, 10_000).await;

@@ -1,9 +1,10 @@
 //! Running pipelines under leases, on a shared store: the coordinator loop of one instance.
 //!
-//! Every third of the lease duration the loop
-//! 1. renews the leases it holds; one it no longer holds (taken over) or could not renew for
-//!    almost a whole duration (the store unreachable: another instance may take it from then
-//!    on) is lost: its pipeline is told to stop;
+//! Every round (a third of the lease duration, at most a second) the loop
+//! 1. renews the leases it holds, when a third of the duration has passed since the last
+//!    renewal; one it no longer holds (taken over) or could not renew for almost a whole
+//!    duration (the store unreachable: another instance may take it from then on) is lost:
+//!    its pipeline is told to stop;
 //! 2. collects pipelines that ended: one that stopped because its commit was fenced lost its
 //!    lease; one that finished or stopped for good keeps it (so that another instance does
 //!    not run into the same fatal error: the operator has to act);
@@ -51,7 +52,16 @@ impl LeaseSettings {
     fn renew_interval(&self) -> Duration {
         self.duration / 3
     }
+
+    /// How often the lease table is read: a released lease is taken (and an expired one
+    /// noticed) within this long, without renewing more often than needed.
+    fn round(&self) -> Duration {
+        self.renew_interval().min(MAX_ROUND)
+    }
 }
+
+/// The longest round of the lease loop, whatever the lease duration.
+const MAX_ROUND: Duration = Duration::from_secs(1);
 
 /// Host name, process id and start time: unique per process, readable in the lease table.
 fn generated_instance_id() -> String {
@@ -134,7 +144,7 @@ pub async fn run(
     if let Err(err) = coordinator.create_leases(&mut shutdown).await {
         return coordinator.fail_all(err);
     }
-    let mut tick = tokio::time::interval(coordinator.settings.renew_interval());
+    let mut tick = tokio::time::interval(coordinator.settings.round());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -194,9 +204,13 @@ impl Coordinator {
         DaemonOutcome { failed }
     }
 
-    /// Renews every held lease; stops the pipelines whose lease is lost.
+    /// Renews the held leases that are due (a round before a third of the duration has
+    /// passed since their last renewal, so that none is renewed later than that); stops the
+    /// pipelines whose lease is lost. A lease not renewed for the duration less a third is
+    /// given up without asking the store: from the duration on, another instance may take it.
     async fn renew(&mut self) {
         let give_up_after = self.settings.duration - self.settings.renew_interval();
+        let due_after = self.settings.renew_interval() - self.settings.round();
         let mut lost = Vec::new();
         let fences: Vec<(String, Fence, Instant)> = self
             .running
@@ -209,6 +223,15 @@ impl Coordinator {
             )
             .collect();
         for (key, fence, renewed) in fences {
+            let since = renewed.elapsed();
+            if since >= give_up_after {
+                let why = format!("not renewed for {} ms", since.as_millis());
+                lost.push((key, why));
+                continue;
+            }
+            if since < due_after {
+                continue;
+            }
             // A renewal counts from when it was asked: the store applied it after that, so
             // no other instance can see the lease expire before `asked` + the duration.
             let asked = Instant::now();
@@ -332,8 +355,9 @@ impl Coordinator {
             .collect();
         let decision = self.balance.decide(&rows, &held, Instant::now());
         for row in &decision.take {
+            let asked = Instant::now();
             match self.store.take(row, &self.settings.instance).await {
-                Ok(Some(fence)) => self.start(fence),
+                Ok(Some(fence)) => self.start(fence, asked),
                 Ok(None) => {
                     tracing::debug!(lease = %row.key, "another instance changed the lease first")
                 }
@@ -351,7 +375,8 @@ impl Coordinator {
         }
     }
 
-    fn start(&mut self, fence: Fence) {
+    /// Starts the pipeline of a lease taken (as renewed) at `taken`.
+    fn start(&mut self, fence: Fence, taken: Instant) {
         let key = fence.lease.clone();
         let plan = self.plans[&key].clone();
         let probe = self.probes[&key].clone();
@@ -373,7 +398,7 @@ impl Coordinator {
                 fence,
                 stop,
                 task,
-                renewed: Instant::now(),
+                renewed: taken,
             },
         );
     }
@@ -406,7 +431,7 @@ impl Coordinator {
             }
         };
         tokio::pin!(drained);
-        let mut tick = tokio::time::interval(self.settings.renew_interval());
+        let mut tick = tokio::time::interval(self.settings.round());
         tick.tick().await;
         loop {
             tokio::select! {
