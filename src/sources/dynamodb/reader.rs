@@ -224,6 +224,24 @@ impl Reader {
         Ok(())
     }
 
+    /// The records after the shard's last position are gone: it is read from its trim horizon
+    /// next. Records were lost only if something was read or stored before (a last sequence
+    /// number): then `on_trimmed` decides. With none (a shard read from its horizon that has
+    /// given nothing yet), nothing can have been skipped, and the shard is just read again
+    /// (DynamoDB Local answers a fresh iterator this way now and then).
+    fn read_again_from_the_horizon(&mut self, shard: &str) -> Result<(), DynamoDbError> {
+        match self.cursors[shard].last_seq.clone() {
+            Some(after) => self.on_trimmed(shard, &after)?,
+            None => {
+                tracing::warn!(shard, "the shard answered that its records were trimmed before anything was read from it; reading it from its horizon again");
+            }
+        }
+        let cursor = self.cursors.get_mut(shard).expect("cursor");
+        cursor.start = Start::TrimHorizon;
+        cursor.last_seq = None;
+        Ok(())
+    }
+
     fn on_trimmed(&self, shard: &str, after: &str) -> Result<(), DynamoDbError> {
         let err = DynamoDbError::Trimmed {
             shard: shard.to_owned(),
@@ -330,11 +348,7 @@ impl Reader {
                     Ok(Some(iterator)) => iterator,
                     Ok(None) => return Ok(self.finish(shard, ctx).await),
                     Err(IteratorGone::Trimmed) => {
-                        let after = self.cursors[shard].last_seq.clone().unwrap_or_default();
-                        self.on_trimmed(shard, &after)?;
-                        let cursor = self.cursors.get_mut(shard).expect("cursor");
-                        cursor.start = Start::TrimHorizon;
-                        cursor.last_seq = None;
+                        self.read_again_from_the_horizon(shard)?;
                         return Ok(Ok(()));
                     }
                     Err(IteratorGone::Error(err)) => return Err(err),
@@ -351,11 +365,7 @@ impl Reader {
                 Ok(Ok(()))
             }
             Err(ApiError::Trimmed(_)) => {
-                let after = self.cursors[shard].last_seq.clone().unwrap_or_default();
-                self.on_trimmed(shard, &after)?;
-                let cursor = self.cursors.get_mut(shard).expect("cursor");
-                cursor.start = Start::TrimHorizon;
-                cursor.last_seq = None;
+                self.read_again_from_the_horizon(shard)?;
                 Ok(Ok(()))
             }
             Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_))) => {

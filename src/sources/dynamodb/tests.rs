@@ -29,6 +29,8 @@ struct Script {
     status: Option<StreamStatus>,
     /// (shard, record index): the first GetRecords at this point answers ExpiredIterator.
     expire_once: HashSet<(String, usize)>,
+    /// (shard, record index): the first GetRecords at this point answers TrimmedDataAccess.
+    trim_once: HashSet<(String, usize)>,
     calls: Vec<String>,
     /// Every GetRecords: its iterator and when it came (the test clock).
     reads: Vec<(String, tokio::time::Instant)>,
@@ -122,6 +124,9 @@ impl StreamsApi for Scripted {
         let index: usize = index.parse().unwrap();
         if script.expire_once.remove(&(shard.to_owned(), index)) {
             return Err(ApiError::ExpiredIterator);
+        }
+        if script.trim_once.remove(&(shard.to_owned(), index)) {
+            return Err(ApiError::Trimmed(iterator.to_owned()));
         }
         let s = script.shards.iter().find(|s| s.info.id == shard).unwrap();
         // Two records per call, to page through shards.
@@ -555,4 +560,31 @@ async fn ttl_deletes_are_marked_and_images_follow_the_view() {
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["source"]["ttl_expired"], true);
     assert_eq!(json["source"]["position"], format!("A:{:021}", 2));
+}
+
+/// A shard with no checkpoint, read from its trim horizon, whose first read answers "trimmed"
+/// (DynamoDB Local does this to a fresh iterator now and then while another reader comes and
+/// goes): nothing stored lies behind it, so no record is lost and the source reads the shard
+/// from its horizon again instead of stopping.
+#[tokio::test]
+async fn a_trimmed_answer_before_any_checkpoint_reads_from_the_horizon_again() {
+    let script = Script {
+        shards: vec![shard(
+            "A",
+            None,
+            false,
+            (1..=4).map(|v| record("k", v, u64::from(v))).collect(),
+        )],
+        trim_once: [("A".to_owned(), 0)].into(),
+        ..Script::default()
+    };
+    let out = run(
+        Scripted(Arc::new(Mutex::new(script))),
+        config(""),
+        Checkpoints::new(),
+        4,
+    )
+    .await;
+    assert_eq!(out.result, Ok(()));
+    assert_eq!(out.events.len(), 4);
 }
