@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
@@ -234,9 +234,10 @@ impl DynamoDbStore {
             fix,
             source,
         };
-        let source: StoreCause = Box::new(DetailedSdkError(DisplayErrorContext(&err).to_string()));
+        let passing = crate::error::aws_credentials_passing(&err) == Some(true);
+        let source: StoreCause = Box::new(err);
         if let Some(credentials) = credentials {
-            if crate::error::aws_credentials_passing(&err) == Some(true) {
+            if passing {
                 return CheckpointError::Unavailable {
                     store,
                     action,
@@ -419,19 +420,6 @@ impl DynamoDbStore {
             .expression_attribute_values(":one", n(1))
     }
 }
-
-/// The SDK's error with its whole context as text (the SDK error type is generic and not
-/// `Sync`-friendly to keep as a source as is).
-#[derive(Debug)]
-struct DetailedSdkError(String);
-
-impl std::fmt::Display for DetailedSdkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DetailedSdkError {}
 
 fn stored_checkpoint(item: &HashMap<String, AttributeValue>) -> Option<StoredCheckpoint> {
     let pipeline = text(item, "pk")?.strip_prefix(CHECKPOINT)?.to_owned();
