@@ -282,6 +282,14 @@ impl PostgresStore {
     }
 }
 
+/// The position in columns `token`, `rank` of `row`, starting at column `at`.
+fn position_of(row: &tokio_postgres::Row, at: usize) -> Position {
+    Position {
+        token: row.get(at),
+        rank: row.get(at + 1),
+    }
+}
+
 fn epoch_of(value: i64) -> u64 {
     value.max(0) as u64
 }
@@ -293,12 +301,18 @@ impl Store for PostgresStore {
     }
 
     async fn load(&self, pipeline: &str) -> Result<Checkpoints, CheckpointError> {
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .filter(|c| c.pipeline == pipeline)
-            .map(|c| (c.partition, c.position))
+        let sql = format!(
+            "SELECT partition, token, rank FROM {} WHERE pipeline = $1",
+            self.checkpoints
+        );
+        let rows = self
+            .with_client("reading checkpoints", async |c| {
+                c.query(&sql, &[&pipeline]).await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), position_of(row, 1)))
             .collect())
     }
 
@@ -315,10 +329,7 @@ impl Store for PostgresStore {
             .map(|row| StoredCheckpoint {
                 pipeline: row.get(0),
                 partition: row.get(1),
-                position: Position {
-                    token: row.get(2),
-                    rank: row.get(3),
-                },
+                position: position_of(row, 2),
             })
             .collect())
     }
