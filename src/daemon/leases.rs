@@ -98,11 +98,17 @@ struct Ended {
     renewed: Instant,
 }
 
+/// A pipeline of the configuration: what runs it, and where it reports.
+struct Shared {
+    plan: Arc<PipelinePlan>,
+    probe: Arc<PipelineProbe>,
+}
+
 struct Coordinator {
     store: Arc<dyn SharedStore>,
     settings: LeaseSettings,
-    plans: HashMap<String, Arc<PipelinePlan>>,
-    probes: HashMap<String, Arc<PipelineProbe>>,
+    /// Every pipeline of the configuration, by lease key.
+    pipelines: HashMap<String, Shared>,
     running: HashMap<String, Running>,
     ended: HashMap<String, Ended>,
     /// Copies told to stop after their lease was lost, not yet returned.
@@ -121,18 +127,12 @@ pub async fn run(
     tracing::info!(instance = %settings.instance, store = %store.describe(), lease_ms = settings.duration.as_millis() as u64, "sharing pipelines through leases");
     let mut coordinator = Coordinator {
         balance: Balance::new(settings.instance.clone(), settings.duration),
-        probes: plans
-            .iter()
-            .map(|p| {
-                (
-                    pipeline_lease(&p.settings.name),
-                    telemetry.probe(&p.settings.name),
-                )
-            })
-            .collect(),
-        plans: plans
+        pipelines: plans
             .into_iter()
-            .map(|p| (pipeline_lease(&p.settings.name), p))
+            .map(|plan| {
+                let probe = telemetry.probe(&plan.settings.name);
+                (pipeline_lease(&plan.settings.name), Shared { plan, probe })
+            })
             .collect(),
         store,
         settings,
@@ -165,7 +165,7 @@ pub async fn run(
 impl Coordinator {
     /// One lease row per pipeline; retried while the store is unreachable.
     async fn create_leases(&self, shutdown: &mut Shutdown) -> Result<(), CheckpointError> {
-        for key in self.plans.keys() {
+        for key in self.pipelines.keys() {
             let mut backoff = Duration::from_millis(500);
             loop {
                 match self.store.create(key).await {
@@ -189,9 +189,9 @@ impl Coordinator {
         let message = report(&err);
         tracing::error!(error = %message, "cannot use the coordination store");
         let failed = self
-            .plans
+            .pipelines
             .values()
-            .map(|plan| {
+            .map(|Shared { plan, .. }| {
                 let err = CheckpointError::Refused {
                     store: self.store.describe(),
                     action: "creating the lease rows",
@@ -279,8 +279,8 @@ impl Coordinator {
                 epoch: running.fence.epoch,
             });
         }
-        if let Some(probe) = self.probes.get(key) {
-            probe.lease_lost();
+        if let Some(shared) = self.pipelines.get(key) {
+            shared.probe.lease_lost();
         }
     }
 
@@ -302,8 +302,8 @@ impl Coordinator {
             });
             match outcome {
                 Err(err) if err.is_fenced() => {
-                    if let Some(probe) = self.probes.get(&key) {
-                        probe.lease_lost();
+                    if let Some(shared) = self.pipelines.get(&key) {
+                        shared.probe.lease_lost();
                     }
                     tracing::warn!(pipeline = %running.plan.settings.name, epoch = running.fence.epoch, "a commit was fenced: another instance took the lease over; this copy stopped and stored nothing more");
                 }
@@ -321,12 +321,12 @@ impl Coordinator {
         }
         // A stopped copy ended with `finished` (or an error) in its probe; it is standby
         // here until the lease table says who holds it now.
-        let probes = &self.probes;
+        let pipelines = &self.pipelines;
         self.stopping.retain(|stopping| {
             let done = stopping.task.is_finished();
             if done {
-                if let Some(probe) = probes.get(&stopping.key) {
-                    probe.standby(None, stopping.epoch);
+                if let Some(shared) = pipelines.get(&stopping.key) {
+                    shared.probe.standby(None, stopping.epoch);
                 }
             }
             !done
@@ -344,7 +344,7 @@ impl Coordinator {
         };
         let rows: Vec<Lease> = rows
             .into_iter()
-            .filter(|row| self.plans.contains_key(&row.key))
+            .filter(|row| self.pipelines.contains_key(&row.key))
             .collect();
         let held: HashSet<String> = self
             .running
@@ -368,8 +368,8 @@ impl Coordinator {
         }
         for row in &rows {
             if !self.running.contains_key(&row.key) && !self.ended.contains_key(&row.key) {
-                if let Some(probe) = self.probes.get(&row.key) {
-                    probe.standby(row.owner.as_deref(), row.epoch);
+                if let Some(shared) = self.pipelines.get(&row.key) {
+                    shared.probe.standby(row.owner.as_deref(), row.epoch);
                 }
             }
         }
@@ -378,8 +378,8 @@ impl Coordinator {
     /// Starts the pipeline of a lease taken (as renewed) at `taken`.
     fn start(&mut self, fence: Fence, taken: Instant) {
         let key = fence.lease.clone();
-        let plan = self.plans[&key].clone();
-        let probe = self.probes[&key].clone();
+        let plan = self.pipelines[&key].plan.clone();
+        let probe = self.pipelines[&key].probe.clone();
         tracing::info!(pipeline = %plan.settings.name, epoch = fence.epoch, instance = %fence.owner, "took the pipeline's lease");
         probe.lease_acquired(&fence.owner, fence.epoch);
         let store: Arc<dyn Store> = self.store.clone();
