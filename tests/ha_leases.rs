@@ -254,6 +254,18 @@ impl Cluster {
         }
     }
 
+    /// Waits until instance `i` stands by for the (single) pipeline another instance runs.
+    fn wait_standby(&self, i: usize) {
+        let by = Instant::now() + Duration::from_secs(20);
+        while statuses(self.instances[i].port)
+            .first()
+            .is_none_or(|s| s["state"] != "standby")
+        {
+            assert!(Instant::now() < by, "{}", self.ws.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until instance `i` alone runs `pipeline`.
     fn wait_runner(&self, pipeline: &str, i: usize, limit: Duration) {
         let start = Instant::now();
@@ -586,14 +598,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     cluster.wait_all_running(Duration::from_secs(60));
     cluster.start(1);
     // The second instance sees the lease held and stands by.
-    let standby_by = Instant::now() + Duration::from_secs(20);
-    while statuses(cluster.instances[1].port)
-        .first()
-        .is_none_or(|s| s["state"] != "standby")
-    {
-        assert!(Instant::now() < standby_by, "{}", cluster.ws.log_tail());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_standby(1);
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(Mutex::new(BTreeMap::new()));
@@ -697,14 +702,7 @@ async fn a_stopped_holder_hands_its_pipeline_over_at_once(store: StoreKind) {
     cluster.start(1);
     cluster.wait_all_running(Duration::from_secs(60));
     cluster.start(1);
-    let standby_by = Instant::now() + Duration::from_secs(20);
-    while statuses(cluster.instances[1].port)
-        .first()
-        .is_none_or(|s| s["state"] != "standby")
-    {
-        assert!(Instant::now() < standby_by, "{}", cluster.ws.log_tail());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_standby(1);
     let stopped_at = Instant::now();
     support::terminate(&cluster.instances[0].child);
     let status = cluster.instances[0].child.wait().unwrap();
