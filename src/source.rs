@@ -65,6 +65,9 @@ pub struct SourceContext {
     /// holder left open on the source (a paused or cut-off instance's Postgres slot, still
     /// active) is stale and may be ended.
     pub leased: bool,
+    /// For a pipeline spread by partition over several instances: the partitions this copy
+    /// may read (`None`: every partition).
+    pub partitions: Option<Arc<crate::coordination::PartitionLeases>>,
 }
 
 /// Whether a database source copies its tables before streaming (`snapshot` in its settings).

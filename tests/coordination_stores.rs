@@ -1,12 +1,15 @@
 //! The shared stores (Postgres, DynamoDB Local) pass the same checks of checkpoints, leases
-//! and fencing, each against its real server; every test uses its own schema or table.
+//! and fencing (per pipeline and per partition), each against its real server; every test uses
+//! its own schema or table.
 
 mod support;
 
 use std::sync::Arc;
 
 use cdc_bridge::checkpoint::{CheckpointError, Checkpoints, Fence, FencedStore, Position, Store};
-use cdc_bridge::coordination::{Lease, SharedStore};
+use cdc_bridge::coordination::{
+    partition_lease, Lease, PartitionFencedStore, PartitionLeases, SharedStore,
+};
 use cdc_bridge::stores::{DynamoDbStore, DynamoDbStoreConfig, PostgresStore, PostgresStoreConfig};
 
 /// Opens the store of one test: again and again, each time with a connection of its own.
@@ -200,6 +203,80 @@ async fn leases_fence_the_commits_of_a_former_holder(opener: Opener) {
     assert_eq!(again.epoch, 3);
 }
 
+/// Partitions of one pipeline are leased one by one: each position is stored under its own
+/// partition's lease, a copy whose lease on one partition is stale stores nothing for that
+/// one, and a partition done for good has its row deleted by its holder only.
+async fn each_partition_is_fenced_by_its_own_lease(opener: Opener) {
+    let store = opener.open().await;
+    let (key_a, key_b) = (
+        partition_lease("spread", "a"),
+        partition_lease("spread", "b"),
+    );
+    store.create(&key_a).await.unwrap();
+    store.create(&key_b).await.unwrap();
+    let x_a = store
+        .take(&lease(&*store, &key_a).await, "x")
+        .await
+        .unwrap()
+        .unwrap();
+    let x_b = store
+        .take(&lease(&*store, &key_b).await, "x")
+        .await
+        .unwrap()
+        .unwrap();
+    // y takes b over; x's copy has not noticed yet.
+    let y_b = store
+        .take(&lease(&*store, &key_b).await, "y")
+        .await
+        .unwrap()
+        .unwrap();
+    let inner: Arc<dyn Store> = store.clone();
+    let leases = Arc::new(PartitionLeases::new("spread", inner.clone()));
+    leases.grant("a", x_a.clone());
+    leases.grant("b", x_b.clone());
+    let copy_of_x = PartitionFencedStore::new(inner, leases.clone());
+    let both = Checkpoints::from([
+        ("a".to_owned(), Position::from_counter("5", 5)),
+        ("b".to_owned(), Position::from_counter("5", 5)),
+    ]);
+    let err = copy_of_x
+        .apply("spread", &both, &[], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Fenced { lease, epoch: 1 } if *lease == key_b),
+        "{err}"
+    );
+    let stored = store.load("spread").await.unwrap();
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        ["a"],
+        "a is x's, b is not"
+    );
+    // Once x knows, it leaves b out and goes on storing a.
+    leases.revoke("b");
+    let later = Checkpoints::from([
+        ("a".to_owned(), Position::from_counter("6", 6)),
+        ("b".to_owned(), Position::from_counter("6", 6)),
+    ]);
+    copy_of_x.apply("spread", &later, &[], None).await.unwrap();
+    let stored = store.load("spread").await.unwrap();
+    assert_eq!(stored["a"].token, "6");
+    assert!(!stored.contains_key("b"));
+    // Only the holder deletes a row.
+    assert!(!store.delete(&x_b).await.unwrap(), "x no longer holds b");
+    assert!(store.delete(&x_a).await.unwrap());
+    let keys: Vec<String> = store
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(!keys.contains(&key_a) && keys.contains(&key_b), "{keys:?}");
+    assert!(store.delete(&y_b).await.unwrap());
+}
+
 /// Eight instances, each on a connection of its own, take the same free lease at once.
 async fn one_of_many_simultaneous_takes_wins(opener: Opener) {
     let store = opener.open().await;
@@ -303,5 +380,6 @@ both_stores!(
     checkpoints_round_trip_and_never_move_backward,
     leases_fence_the_commits_of_a_former_holder,
     one_of_many_simultaneous_takes_wins,
-    commits_racing_a_takeover_stop_at_the_takeover
+    commits_racing_a_takeover_stop_at_the_takeover,
+    each_partition_is_fenced_by_its_own_lease
 );

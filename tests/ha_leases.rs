@@ -1,12 +1,14 @@
 //! Several instances sharing pipelines through leases on a shared store (the Postgres store
 //! and the DynamoDB store, the same tests for both), against real PostgreSQL and MariaDB
 //! sources, a real Kinesis emulator as the sink and the store's real server:
-//! - three instances spread two Postgres pipelines, a MySQL one and a DynamoDB Streams one
-//!   (two, one, one); a loop of 30
-//!   SIGKILLs over random instances (each restarted at once, so it steals its share back)
-//!   under a live workload loses no change, keeps per-key order once duplicates are removed,
-//!   every takeover completes within the lease duration plus a few seconds, and the leases end
-//!   evenly spread;
+//! - three instances share two Postgres pipelines and a MySQL one pipeline by pipeline, and
+//!   two DynamoDB Streams pipelines shard by shard: one on DynamoDB Local (one shard), one on a
+//!   stream of four shards served by `support::streams`, which splits shards during the test
+//!   (children are read only after their parent, across instances);
+//!   a loop of 30 SIGKILLs over random instances (each restarted at once, so it steals its
+//!   share back) under a live workload loses no change, keeps per-key order once duplicates
+//!   are removed, every takeover completes within the lease duration plus a few seconds, and
+//!   the leases end evenly spread;
 //! - a holder paused (SIGSTOP) past its lease, or cut off from the store, is taken over;
 //!   resumed or reconnected, it stores nothing more, stops its copy and says why, and the
 //!   stored position never moves backward.
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::pg::{connect, pg_url, PgFixture};
+use support::streams::StreamServer;
 use support::{free_port, http_get, http_get_within, kinesis, Rng, Workspace};
 
 const LEASE_MS: u64 = 2000;
@@ -88,6 +91,8 @@ struct Cluster {
     pipelines: Vec<String>,
     streams: Vec<String>,
     instances: Vec<Instance>,
+    /// The pipeline spread shard by shard, and its stream.
+    spread: Option<(String, Arc<StreamServer>)>,
 }
 
 struct Instance {
@@ -107,6 +112,25 @@ impl Cluster {
         dynamodb: bool,
     ) -> Self {
         Self::with_lease(prefix, store, postgres, mysql, dynamodb, LEASE_MS).await
+    }
+
+    /// Adds pipeline `<prefix>_ds`, reading a stream of `shards` shards spread over the
+    /// instances shard by shard (written again: the instances are started after this).
+    async fn with_spread_stream(mut self, shards: usize) -> Self {
+        let name = self.pipelines[0].rsplit_once('_').unwrap().0.to_owned() + "_ds";
+        let server = Arc::new(StreamServer::start(&name.replace('_', "-"), shards).await);
+        let source = format!(
+            "kind = \"dynamodb\"\nstream_arn = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval_ms = 200\n",
+            server.arn(),
+            server.endpoint()
+        );
+        let mut body = std::fs::read_to_string(&self.config).unwrap();
+        let stream = pipeline_to_a_stream(&mut body, &name, &source).await;
+        std::fs::write(&self.config, body).unwrap();
+        self.pipelines.push(name.clone());
+        self.streams.push(stream);
+        self.spread = Some((name, server));
+        self
     }
 
     async fn with_lease(
@@ -189,6 +213,7 @@ impl Cluster {
             pipelines: names,
             streams,
             instances: Vec::new(),
+            spread: None,
         }
     }
 
@@ -223,11 +248,20 @@ impl Cluster {
         }
     }
 
-    /// Which instance (index) runs each pipeline: holds its lease and streams.
+    /// The pipelines that move whole (one pipeline lease each); the DynamoDB ones spread by
+    /// shard.
+    fn whole_pipelines(&self) -> usize {
+        self.pipelines.iter().filter(|p| !is_spread(p)).count()
+    }
+
+    /// Which instance (index) runs each pipeline that moves whole: holds its lease and streams.
     fn runners(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
         for (i, instance) in self.instances.iter().enumerate() {
             for status in statuses(instance.port) {
+                if !status["lease"]["partitions"].is_null() {
+                    continue;
+                }
                 let held = status["lease"]["held_here"].as_bool() == Some(true);
                 if held && status["state"] == "streaming" {
                     out.insert(status["pipeline"].as_str().unwrap().to_owned(), i);
@@ -241,7 +275,7 @@ impl Cluster {
     fn wait_all_running(&self, limit: Duration) -> Duration {
         let start = Instant::now();
         loop {
-            if self.runners().len() == self.pipelines.len() {
+            if self.runners().len() == self.whole_pipelines() && self.every_open_shard_held() {
                 return start.elapsed();
             }
             assert!(
@@ -252,6 +286,54 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The shards of every pipeline spread by shard that each instance holds (and streams).
+    fn shards_held(&self) -> Vec<Vec<String>> {
+        let spread: Vec<&String> = self.pipelines.iter().filter(|p| is_spread(p)).collect();
+        (0..self.instances.len())
+            .map(|i| {
+                let mut held = Vec::new();
+                for pipeline in &spread {
+                    held.extend(self.shards_held_of(pipeline)[i].clone());
+                }
+                held
+            })
+            .collect()
+    }
+
+    /// The shards of `pipeline` that each instance holds (and streams).
+    fn shards_held_of(&self, pipeline: &str) -> Vec<Vec<String>> {
+        self.instances
+            .iter()
+            .map(|instance| {
+                statuses(instance.port)
+                    .into_iter()
+                    .find(|s| s["pipeline"] == pipeline && s["state"] == "streaming")
+                    .and_then(|s| serde_json::from_value(s["lease"]["partitions"].clone()).ok())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Whether every open shard of each spread pipeline is held by exactly one instance (the
+    /// stream of DynamoDB Local has one shard).
+    fn every_open_shard_held(&self) -> bool {
+        self.pipelines
+            .iter()
+            .filter(|p| is_spread(p))
+            .all(|pipeline| {
+                let mut held: Vec<String> = self.shards_held_of(pipeline).concat();
+                held.sort();
+                match &self.spread {
+                    Some((name, server)) if name == pipeline => {
+                        let mut open = server.open_shards();
+                        open.sort();
+                        held == open
+                    }
+                    _ => held.len() == 1,
+                }
+            })
     }
 
     /// Waits until instance `i` stands by for the (single) pipeline another instance runs.
@@ -300,15 +382,26 @@ impl Cluster {
             for i in self.runners().values() {
                 per_instance[*i] += 1;
             }
-            let (min, max) = (per_instance.iter().min(), per_instance.iter().max());
-            if per_instance.iter().sum::<usize>() == self.pipelines.len()
-                && max.zip(min).is_some_and(|(max, min)| max - min <= 1)
+            let even = |counts: &[usize]| {
+                let (min, max) = (counts.iter().min(), counts.iter().max());
+                max.zip(min).is_none_or(|(max, min)| max - min <= 1)
+            };
+            let shards: Vec<Vec<usize>> = self
+                .pipelines
+                .iter()
+                .filter(|p| is_spread(p))
+                .map(|p| self.shards_held_of(p).iter().map(Vec::len).collect())
+                .collect();
+            if per_instance.iter().sum::<usize>() == self.whole_pipelines()
+                && even(&per_instance)
+                && self.every_open_shard_held()
+                && shards.iter().all(|counts| even(counts))
             {
                 return;
             }
             assert!(
                 Instant::now() < by,
-                "leases not spread evenly: {per_instance:?}"
+                "leases not spread evenly: pipelines {per_instance:?}, shards {shards:?}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -362,6 +455,11 @@ async fn pipeline_to_a_stream(body: &mut String, name: &str, source: &str) -> St
     stream
 }
 
+/// Whether a pipeline of the cluster reads a DynamoDB stream, spread shard by shard.
+fn is_spread(pipeline: &str) -> bool {
+    pipeline.ends_with("_dy") || pipeline.ends_with("_ds")
+}
+
 fn statuses(port: u16) -> Vec<Value> {
     match http_get_within(port, "/status", Duration::from_millis(300)) {
         Some((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
@@ -376,6 +474,7 @@ type Written = Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>;
 async fn workload(
     pipelines: Vec<String>,
     dynamodb_tables: HashMap<String, String>,
+    spread: Option<(String, Arc<StreamServer>)>,
     stop: Arc<AtomicBool>,
     written: Written,
 ) {
@@ -388,7 +487,9 @@ async fn workload(
         g += 1;
         let table = &pipelines[rng.below(pipelines.len() as u64) as usize];
         let id = rng.below(20) as i32 + 1;
-        if let Some(dynamodb_table) = dynamodb_tables.get(table) {
+        if let Some((_, server)) = spread.as_ref().filter(|(name, _)| name == table) {
+            server.put(&id.to_string(), g);
+        } else if let Some(dynamodb_table) = dynamodb_tables.get(table) {
             use aws_sdk_dynamodb::types::AttributeValue;
             dynamodb
                 .put_item()
@@ -491,11 +592,16 @@ async fn check_delivery(cluster: &Cluster, written: &BTreeMap<String, Vec<(i64, 
 
 async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     let prefix = format!("ha_{}_kill", store.tag());
-    // Two Postgres pipelines, a MySQL one and a DynamoDB Streams one over three instances.
-    let mut cluster = Cluster::new(&prefix, store, 2, true, true).await;
+    // Two Postgres pipelines, a MySQL one and a DynamoDB Streams one over three instances,
+    // and a DynamoDB stream of four shards spread shard by shard.
+    let mut cluster = Cluster::new(&prefix, store, 2, true, true)
+        .await
+        .with_spread_stream(4)
+        .await;
     cluster.start(3);
     cluster.wait_all_running(Duration::from_secs(60));
-    // Two, one and one, once stealing has evened it out.
+    // One whole pipeline each, the four shards two, one and one, the single shard of DynamoDB
+    // Local somewhere, once stealing has evened it out.
     cluster.wait_even_spread();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -503,20 +609,28 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     let writer = tokio::spawn(workload(
         cluster.pipelines.clone(),
         cluster.dynamodb_tables.clone(),
+        cluster.spread.clone(),
         stop.clone(),
         written.clone(),
     ));
     let mut rng = Rng::seeded();
     let mut takeovers = Vec::new();
-    for _ in 0..30 {
+    for kill in 0..30 {
+        if kill % 8 == 4 {
+            // A shard splits: its children wait for it to be read to its end, wherever.
+            let (_, server) = cluster.spread.as_ref().unwrap();
+            server.split();
+            cluster.wait_all_running(Duration::from_secs(30));
+        }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
         let victim = rng.below(3) as usize;
-        let held: Vec<String> = cluster
+        let mut held: Vec<String> = cluster
             .runners()
             .into_iter()
             .filter(|(_, i)| *i == victim)
             .map(|(p, _)| p)
             .collect();
+        held.extend(cluster.shards_held()[victim].clone());
         let killed_at = Instant::now();
         cluster.instances[victim].child.kill().unwrap();
         cluster.instances[victim].child.wait().unwrap();
@@ -529,12 +643,18 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     cluster.wait_even_spread();
+    let (spread, _) = cluster.spread.clone().unwrap();
+    let shards: Vec<usize> = cluster
+        .shards_held_of(&spread)
+        .iter()
+        .map(Vec::len)
+        .collect();
     let written = written.lock().unwrap().clone();
     let total: usize = written.values().map(Vec::len).sum();
     let duplicates = check_delivery(&cluster, &written).await;
     takeovers.sort();
     eprintln!(
-        "{store:?} store: {total} changes, {duplicates} duplicates, {} takeovers: median {:?}, max {:?}",
+        "{store:?} store: {total} changes, {duplicates} duplicates, {} takeovers: median {:?}, max {:?}; shards held at the end {shards:?}",
         takeovers.len(),
         takeovers[takeovers.len() / 2],
         takeovers.last().unwrap()
@@ -605,6 +725,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     let writer = tokio::spawn(workload(
         cluster.pipelines.clone(),
         cluster.dynamodb_tables.clone(),
+        cluster.spread.clone(),
         stop.clone(),
         written.clone(),
     ));

@@ -167,6 +167,11 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// For a copy of a pipeline spread by partition: the partitions it may read.
+    fn partition_leases(&self) -> Option<Arc<crate::coordination::PartitionLeases>> {
+        None
+    }
+
     /// Fails with [`CheckpointError::Fenced`] unless `fence` still holds its lease (a store
     /// without leases has nothing to check).
     async fn check_fence(&self, _fence: &Fence) -> Result<(), CheckpointError> {

@@ -134,6 +134,16 @@ fn print_table(pipelines: &[PipelineStatus]) {
 
 /// Who runs a pipeline of instances sharing a store.
 fn lease_line(lease: &LeaseStatus) -> String {
+    if let Some(partitions) = &lease.partitions {
+        let holder = lease.holder.as_deref().unwrap_or("this instance");
+        return match partitions.len() {
+            0 => format!("spread over the instances; no partition held here ({holder})"),
+            n => format!(
+                "spread over the instances; {n} partition(s) held here as {holder}: {}",
+                partitions.join(", ")
+            ),
+        };
+    }
     match (&lease.holder, lease.held_here) {
         (Some(holder), true) => format!("held here as {holder} (epoch {})", lease.epoch),
         (Some(holder), false) => format!("held by {holder} (epoch {})", lease.epoch),

@@ -17,6 +17,7 @@
 //! stored as progress.
 
 mod balance;
+mod partitions;
 
 use std::fmt;
 
@@ -25,6 +26,9 @@ use async_trait::async_trait;
 use crate::checkpoint::{CheckpointError, Fence, Store};
 
 pub use balance::{Balance, Decision};
+pub use partitions::{
+    partition_lease, partition_lease_prefix, Offer, PartitionFencedStore, PartitionLeases,
+};
 
 /// One lease row as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +75,10 @@ pub trait LeaseTable: Send + Sync + fmt::Debug {
     /// Gives the lease up (no owner, same epoch) if `fence` still holds it, so that another
     /// instance takes it over without waiting for it to expire.
     async fn release(&self, fence: &Fence) -> Result<(), CheckpointError>;
+
+    /// Deletes the row if `fence` still holds it (a partition done for good); `false` when
+    /// it does not.
+    async fn delete(&self, fence: &Fence) -> Result<bool, CheckpointError>;
 }
 
 /// A store that keeps checkpoints and leases side by side (so commits can be fenced).

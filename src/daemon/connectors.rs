@@ -20,7 +20,7 @@ use crate::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig, StreamRef};
 use crate::sinks::null::{NullSink, NullSinkConfig};
 use crate::sinks::stdout::{StdoutSink, StdoutSinkConfig};
 use crate::source::Source;
-use crate::sources::dynamodb::{self, DynamoDbConfig, DynamoDbSource};
+use crate::sources::dynamodb::{self, DynamoDbConfig, DynamoDbSource, StartAt};
 use crate::sources::generator::{GeneratorConfig, GeneratorSource};
 use crate::sources::mysql::{self, MysqlConfig, MysqlSource, TableFilter};
 use crate::sources::postgres::{self, PostgresConfig, PostgresSource};
@@ -108,6 +108,14 @@ impl SourceSpec {
             SourceSpec::Dynamodb(_) => "dynamodb",
             SourceSpec::Mysql(..) => "mysql",
         }
+    }
+
+    /// Whether, on a shared store, the pipeline's partitions spread over the instances (each
+    /// runs a copy reading the partitions it holds) instead of the pipeline moving whole.
+    /// A DynamoDB stream's shards do, unless `start = "latest"`: where "latest" was on the
+    /// first start must be decided by one reader.
+    pub fn spreads_partitions(&self) -> bool {
+        matches!(self, SourceSpec::Dynamodb(config) if config.start == StartAt::TrimHorizon)
     }
 
     /// A fresh source instance for one run of the pipeline.

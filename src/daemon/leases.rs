@@ -11,6 +11,10 @@
 //! 3. reads the lease table, lets [`Balance`] choose what to take, takes it with a
 //!    conditional write and starts the pipeline with a store fenced by the new epoch.
 //!
+//! A pipeline whose source spreads its partitions over instances (see [`super::spread`])
+//! holds no pipeline lease: a copy runs here, reading the partitions whose leases it holds,
+//! renewed and taken in the same rounds.
+//!
 //! Pipelines it does not hold are `standby` in the telemetry, naming the holder. On shutdown
 //! it stops its pipelines (each stores its last checkpoint) and releases their leases, so the
 //! others take over at once instead of after a lease duration.
@@ -22,6 +26,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::spread::Spread;
 use super::{supervise_plan, DaemonOutcome, PipelinePlan};
 use crate::checkpoint::{CheckpointError, Fence, FencedStore, Store};
 use crate::config::LeaseConfig;
@@ -53,6 +58,18 @@ impl LeaseSettings {
         self.duration / 3
     }
 
+    /// A lease not renewed for this long is given up without asking the store: from the
+    /// duration on, another instance may take it.
+    fn give_up_after(&self) -> Duration {
+        self.duration - self.renew_interval()
+    }
+
+    /// A lease is renewed once this long has passed since its last renewal (a round before a
+    /// third of the duration, so that none is renewed later than that).
+    fn due_after(&self) -> Duration {
+        self.renew_interval() - self.round()
+    }
+
     /// How often the lease table is read: a released lease is taken (and an expired one
     /// noticed) within this long, without renewing more often than needed.
     fn round(&self) -> Duration {
@@ -74,6 +91,53 @@ fn generated_instance_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     format!("{host}-{}-{started}", std::process::id())
+}
+
+/// What became of one lease at a renewal round.
+pub(super) enum Renewal {
+    NotDue,
+    /// Renewed, as asked at this instant.
+    Renewed(Instant),
+    /// The store could not be asked; tried again next round.
+    Retrying,
+    /// Taken over, or not renewed in time: why.
+    Lost(String),
+}
+
+/// Renews `fence` if it is due (last renewed at `renewed`).
+pub(super) async fn renew_lease(
+    store: &dyn SharedStore,
+    settings: &LeaseSettings,
+    fence: &Fence,
+    renewed: Instant,
+) -> Renewal {
+    let since = renewed.elapsed();
+    if since >= settings.give_up_after() {
+        return Renewal::Lost(format!("not renewed for {} ms", since.as_millis()));
+    }
+    if since < settings.due_after() {
+        return Renewal::NotDue;
+    }
+    // A renewal counts from when it was asked: the store applied it after that, so no other
+    // instance can see the lease expire before `asked` + the duration.
+    let asked = Instant::now();
+    let renewal = store.renew(fence).await;
+    let now = Instant::now();
+    match renewal {
+        Ok(true) => Renewal::Renewed(asked),
+        Ok(false) => Renewal::Lost("another instance took it over".to_owned()),
+        Err(err) if now.duration_since(renewed) >= settings.give_up_after() => {
+            Renewal::Lost(format!(
+                "not renewed for {} ms: {}",
+                now.duration_since(renewed).as_millis(),
+                report(&err)
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(lease = %fence.lease, error = %report(&err), "cannot renew the lease; retrying");
+            Renewal::Retrying
+        }
+    }
 }
 
 /// A pipeline this instance runs under its lease.
@@ -115,6 +179,8 @@ struct Coordinator {
     stopping: Vec<Stopping>,
     failed: Vec<(Arc<str>, PipelineError)>,
     balance: Balance,
+    /// Pipelines spread by partition: a copy of each runs here.
+    spread: Vec<Spread>,
 }
 
 pub async fn run(
@@ -125,9 +191,19 @@ pub async fn run(
     telemetry: &Telemetry,
 ) -> DaemonOutcome {
     tracing::info!(instance = %settings.instance, store = %store.describe(), lease_ms = settings.duration.as_millis() as u64, "sharing pipelines through leases");
+    let (spread, whole): (Vec<_>, Vec<_>) = plans
+        .into_iter()
+        .partition(|plan| plan.source.spreads_partitions());
     let mut coordinator = Coordinator {
         balance: Balance::new(settings.instance.clone(), settings.duration),
-        pipelines: plans
+        spread: spread
+            .into_iter()
+            .map(|plan| {
+                let probe = telemetry.probe(&plan.settings.name);
+                Spread::new(plan, probe, &settings)
+            })
+            .collect(),
+        pipelines: whole
             .into_iter()
             .map(|plan| {
                 let probe = telemetry.probe(&plan.settings.name);
@@ -143,6 +219,10 @@ pub async fn run(
     };
     if let Err(err) = coordinator.create_leases(&mut shutdown).await {
         return coordinator.fail_all(err);
+    }
+    for spread in &mut coordinator.spread {
+        tracing::info!(pipeline = %spread.name(), "spreading the pipeline's partitions over the instances");
+        spread.start_copy(&coordinator.store);
     }
     let mut tick = tokio::time::interval(coordinator.settings.round());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -191,7 +271,9 @@ impl Coordinator {
         let failed = self
             .pipelines
             .values()
-            .map(|Shared { plan, .. }| {
+            .map(|Shared { plan, .. }| plan)
+            .chain(self.spread.iter().map(|s| s.plan()))
+            .map(|plan| {
                 let err = CheckpointError::Refused {
                     store: self.store.describe(),
                     action: "creating the lease rows",
@@ -204,13 +286,9 @@ impl Coordinator {
         DaemonOutcome { failed }
     }
 
-    /// Renews the held leases that are due (a round before a third of the duration has
-    /// passed since their last renewal, so that none is renewed later than that); stops the
-    /// pipelines whose lease is lost. A lease not renewed for the duration less a third is
-    /// given up without asking the store: from the duration on, another instance may take it.
+    /// Renews the held leases that are due; stops the pipelines whose lease is lost (see
+    /// [`renew_lease`]), and restarts spread copies without their lost partitions.
     async fn renew(&mut self) {
-        let give_up_after = self.settings.duration - self.settings.renew_interval();
-        let due_after = self.settings.renew_interval() - self.settings.round();
         let mut lost = Vec::new();
         let fences: Vec<(String, Fence, Instant)> = self
             .running
@@ -223,38 +301,17 @@ impl Coordinator {
             )
             .collect();
         for (key, fence, renewed) in fences {
-            let since = renewed.elapsed();
-            if since >= give_up_after {
-                let why = format!("not renewed for {} ms", since.as_millis());
-                lost.push((key, why));
-                continue;
-            }
-            if since < due_after {
-                continue;
-            }
-            // A renewal counts from when it was asked: the store applied it after that, so
-            // no other instance can see the lease expire before `asked` + the duration.
-            let asked = Instant::now();
-            let renewal = self.store.renew(&fence).await;
-            let now = Instant::now();
-            match renewal {
-                Ok(true) => self.renewed(&key, asked),
-                Ok(false) => lost.push((key, "another instance took it over".to_owned())),
-                Err(err) if now.duration_since(renewed) >= give_up_after => lost.push((
-                    key,
-                    format!(
-                        "not renewed for {} ms: {}",
-                        now.duration_since(renewed).as_millis(),
-                        report(&err)
-                    ),
-                )),
-                Err(err) => {
-                    tracing::warn!(lease = %key, error = %report(&err), "cannot renew the lease; retrying")
-                }
+            match renew_lease(&*self.store, &self.settings, &fence, renewed).await {
+                Renewal::NotDue | Renewal::Retrying => {}
+                Renewal::Renewed(asked) => self.renewed(&key, asked),
+                Renewal::Lost(why) => lost.push((key, why)),
             }
         }
         for (key, why) in lost {
             self.lose(&key, &why);
+        }
+        for spread in &mut self.spread {
+            spread.renew(&*self.store, &self.settings).await;
         }
     }
 
@@ -286,6 +343,9 @@ impl Coordinator {
 
     /// Takes the outcome of pipelines that ended on their own.
     async fn collect_ended(&mut self) {
+        for spread in &mut self.spread {
+            spread.collect(&self.store, &mut self.failed).await;
+        }
         let finished: Vec<String> = self
             .running
             .iter()
@@ -342,6 +402,9 @@ impl Coordinator {
                 return;
             }
         };
+        for spread in &mut self.spread {
+            spread.take(&*self.store, &rows, &self.settings).await;
+        }
         let rows: Vec<Lease> = rows
             .into_iter()
             .filter(|row| self.pipelines.contains_key(&row.key))
@@ -417,6 +480,11 @@ impl Coordinator {
             self.ended.insert(key, ended);
             draining.push((running.plan.settings.name.clone(), running.task));
         }
+        for spread in &mut self.spread {
+            if let Some(task) = spread.stop() {
+                draining.push((spread.name().clone(), task));
+            }
+        }
         let stopping: Vec<_> = self.stopping.drain(..).map(|s| s.task).collect();
         let drained = async move {
             for (pipeline, task) in draining {
@@ -439,6 +507,9 @@ impl Coordinator {
                 _ = &mut drained => break,
                 _ = tick.tick() => self.renew().await,
             }
+        }
+        for spread in &mut self.spread {
+            spread.release(&*self.store).await;
         }
         for (_, ended) in self.ended.drain() {
             let fence = ended.fence;

@@ -8,6 +8,7 @@
 
 mod connectors;
 mod leases;
+mod spread;
 pub mod supervisor;
 
 use std::sync::Arc;

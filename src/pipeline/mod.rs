@@ -170,6 +170,7 @@ pub async fn run_observed(
         shutdown,
         probe: probe.clone(),
         leased: store.fence().is_some(),
+        partitions: store.partition_leases(),
     };
     let source_task = tokio::spawn(source.run(ctx));
 

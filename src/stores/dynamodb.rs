@@ -649,6 +649,21 @@ impl LeaseTable for DynamoDbStore {
             .await;
         conditional(update, "releasing a lease", self).map(drop)
     }
+
+    async fn delete(&self, fence: &Fence) -> Result<bool, CheckpointError> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(lease_key(&fence.lease)))
+            .condition_expression("#owner = :owner AND epoch = :epoch")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&fence.owner))
+            .expression_attribute_values(":epoch", n(fence.epoch))
+            .send()
+            .await;
+        conditional(delete, "deleting a lease", self)
+    }
 }
 
 /// A conditional update's outcome: `true` when applied, `false` when its condition failed.

@@ -525,4 +525,18 @@ impl LeaseTable for PostgresStore {
         .await
         .map(drop)
     }
+
+    async fn delete(&self, fence: &Fence) -> Result<bool, CheckpointError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE lease = $1 AND owner = $2 AND epoch = $3",
+            self.leases
+        );
+        let epoch = fence.epoch as i64;
+        let deleted = self
+            .with_client("deleting a lease", async |c| {
+                c.execute(&sql, &[&fence.lease, &fence.owner, &epoch]).await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
 }

@@ -307,11 +307,44 @@ impl PipelineProbe {
             .set(0);
     }
 
+    /// A pipeline spread by partition: this instance took one partition's lease.
+    pub fn partition_lease_acquired(&self) {
+        self.families
+            .lease_acquired
+            .with_label_values(&[&*self.name])
+            .inc();
+    }
+
+    /// A pipeline spread by partition: this instance lost one partition's lease.
+    pub fn partition_lease_lost(&self) {
+        self.families
+            .lease_lost
+            .with_label_values(&[&*self.name])
+            .inc();
+    }
+
+    /// A pipeline spread by partition: this instance (`instance`) holds these partitions.
+    pub fn partitions_held(&self, instance: &str, partitions: Vec<String>) {
+        let held = partitions.len();
+        let status = LeaseStatus {
+            holder: Some(instance.to_owned()),
+            epoch: 0,
+            held_here: held > 0,
+            partitions: Some(partitions),
+        };
+        *self.lease.lock().expect("not poisoned") = Some(status);
+        self.families
+            .lease_held
+            .with_label_values(&[&*self.name])
+            .set(held as i64);
+    }
+
     fn set_lease(&self, holder: Option<&str>, epoch: u64, held_here: bool) {
         let status = LeaseStatus {
             holder: holder.map(str::to_owned),
             epoch,
             held_here,
+            partitions: None,
         };
         *self.lease.lock().expect("not poisoned") = Some(status);
         self.families

@@ -38,6 +38,10 @@ pub struct LeaseStatus {
     pub epoch: u64,
     /// Whether this instance is the holder.
     pub held_here: bool,
+    /// For a pipeline spread by partition over the instances (every instance runs a copy):
+    /// the partitions whose leases this instance holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

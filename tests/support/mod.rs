@@ -316,6 +316,7 @@ pub mod kafka;
 pub mod kinesis;
 pub mod mysql;
 pub mod pg;
+pub mod streams;
 pub mod types;
 
 /// Checks the output of a crash loop against what was written upstream, in order.

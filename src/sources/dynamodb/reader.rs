@@ -7,6 +7,10 @@
 //! every shard the stream ever had; at least one checkpoint is always kept, so that a restart
 //! is never taken for a first start.
 //!
+//! Spread over several instances (a shared store), a copy reads only the shards granted to
+//! it ([`PartitionLeases`]): at every listing it reads the shared checkpoints (a shard another
+//! instance finished frees its children here too) and offers the shards readable now.
+//!
 //! Iterators that expire are renewed after the last sequence number read (no record skipped
 //! or repeated). Throttling and service errors back off per shard and give up after a while
 //! (transient: the pipeline restarts from its checkpoints). Records lost to the 24-hour
@@ -16,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::api::{ApiError, Page, RecordKind, Start, StreamRecord, StreamStatus, StreamsApi};
@@ -24,7 +29,8 @@ use super::config::{DynamoDbConfig, OnTrimmed, StartAt};
 use super::error::DynamoDbError;
 use super::lineage::Lineage;
 use crate::backoff;
-use crate::checkpoint::{Checkpoints, Position};
+use crate::checkpoint::{Checkpoints, Fence, Position};
+use crate::coordination::{Offer, PartitionLeases};
 use crate::envelope::{
     now_ms, ChangeEvent, DynamodbPosition, Op, SourceInfo, SourceKind, SourcePosition,
 };
@@ -35,6 +41,8 @@ pub const FINISHED: &str = "END";
 /// The first wait after a throttled or failed call; doubled on each further failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Spread over instances, shards finished elsewhere free their children here: list sooner.
+const SPREAD_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 const RECORDS_PER_CALL: i32 = 1000;
 /// Consecutive failures of one shard before the source gives up (and is restarted).
 const MAX_FAILURES: u32 = 12;
@@ -68,6 +76,17 @@ struct Cursor {
     failures: u32,
 }
 
+/// A copy of a pipeline spread over several instances.
+struct Spread {
+    leases: Arc<PartitionLeases>,
+    granted: watch::Receiver<BTreeMap<String, Fence>>,
+    /// Shards whose `END` mark is stored, as last read.
+    done: BTreeSet<String>,
+    /// Shards granted before the checkpoints were last read: only these may be opened, so
+    /// that a shard opens after a position stored no earlier than its lease was taken.
+    openable: BTreeSet<String>,
+}
+
 pub struct Reader {
     api: Arc<dyn StreamsApi>,
     arn: String,
@@ -84,6 +103,7 @@ pub struct Reader {
     table: Arc<str>,
     status: StreamStatus,
     next_refresh: Instant,
+    spread: Option<Spread>,
 }
 
 impl Reader {
@@ -116,6 +136,12 @@ impl Reader {
             table: "".into(),
             status: StreamStatus::Enabled,
             next_refresh: Instant::now(),
+            spread: ctx.partitions.clone().map(|leases| Spread {
+                granted: leases.granted(),
+                leases,
+                done: BTreeSet::new(),
+                openable: BTreeSet::new(),
+            }),
         }
     }
 
@@ -131,8 +157,9 @@ impl Reader {
                     return Ok(());
                 }
             }
+            self.drop_revoked();
             for shard in self.lineage.readable() {
-                if !self.cursors.contains_key(&shard) {
+                if !self.cursors.contains_key(&shard) && self.may_open(&shard) {
                     if let Err(Stopped) = self.open(&shard, ctx).await? {
                         return Ok(());
                     }
@@ -161,15 +188,111 @@ impl Reader {
                 .map(|c| c.next_poll)
                 .min()
                 .map_or(self.next_refresh, |t| t.min(self.next_refresh));
+            let granted = self.spread.as_mut().map(|spread| &mut spread.granted);
+            let granted = async move {
+                let changed = match granted {
+                    Some(granted) => granted.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
+                // Newly granted shards open after their stored position, read fresh.
+                _ = granted => self.next_refresh = Instant::now(),
                 _ = ctx.shutdown.requested() => return Ok(()),
             }
         }
     }
 
+    /// Whether this copy may start reading `shard` (always, unless spread over instances).
+    fn may_open(&self, shard: &str) -> bool {
+        self.may_read(shard)
+            && self
+                .spread
+                .as_ref()
+                .is_none_or(|spread| spread.openable.contains(shard))
+    }
+
+    /// Whether this copy may read `shard` (always, unless spread over instances).
+    fn may_read(&self, shard: &str) -> bool {
+        self.spread
+            .as_ref()
+            .is_none_or(|spread| spread.granted.borrow().contains_key(shard))
+    }
+
+    /// Stops reading shards whose lease this instance lost (the coordinator restarts the
+    /// copy, so what was read from them and not stored is read again by the new holder).
+    fn drop_revoked(&mut self) {
+        if self.spread.is_none() {
+            return;
+        }
+        let revoked: Vec<String> = self
+            .cursors
+            .keys()
+            .filter(|shard| !self.may_read(shard))
+            .cloned()
+            .collect();
+        for shard in revoked {
+            tracing::info!(%shard, "no longer reading the shard: its lease went to another instance");
+            self.cursors.remove(&shard);
+        }
+    }
+
+    /// Spread: reads the shared checkpoints (every instance's progress). The shards granted
+    /// until now may be opened after this reading.
+    async fn read_stored(&mut self) -> Result<Option<Checkpoints>, DynamoDbError> {
+        let Some(spread) = &mut self.spread else {
+            return Ok(None);
+        };
+        spread.openable = spread.granted.borrow_and_update().keys().cloned().collect();
+        let stored = spread.leases.stored().await.map_err(|err| {
+            let detail = crate::error::report(&err);
+            match err.disposition() {
+                crate::error::Disposition::Transient => DynamoDbError::Unavailable(detail),
+                _ => DynamoDbError::Fatal(detail),
+            }
+        })?;
+        Ok(Some(stored))
+    }
+
+    /// Spread: shards finished anywhere are finished here, and shards not open here resume
+    /// from their latest stored position.
+    fn apply_stored(&mut self, stored: Checkpoints) {
+        let Some(spread) = &mut self.spread else {
+            return;
+        };
+        spread.done.clear();
+        for (shard, position) in stored {
+            self.marked.insert(shard.clone());
+            if position.token == FINISHED {
+                self.lineage.finish(&shard);
+                self.cursors.remove(&shard);
+                self.resume.remove(&shard);
+                spread.done.insert(shard);
+            } else if !self.cursors.contains_key(&shard) {
+                self.resume.insert(shard, position);
+            }
+        }
+    }
+
+    /// Spread: tells the coordinator which shards could be read now and which are done.
+    fn offer(&self) {
+        if let Some(spread) = &self.spread {
+            spread.leases.offer(Offer {
+                readable: self.lineage.readable().into_iter().collect(),
+                done: spread.done.clone(),
+            });
+        }
+    }
+
     /// Lists the shards again; checks that stored checkpoints still have their shard.
     async fn refresh(&mut self) -> Result<(), DynamoDbError> {
+        // Checkpoints before the listing: every shard stored then is listed now unless it
+        // aged out, so a shard another instance just started is never taken for lost.
+        let stored = self.read_stored().await?;
         let info = retry("DescribeStream", || self.api.describe(&self.arn)).await?;
         self.table = info.table.as_str().into();
         if info.status == StreamStatus::Disabled && self.status != StreamStatus::Disabled {
@@ -182,6 +305,9 @@ impl Reader {
             }
         }
         self.lineage.update(&info.shards, Instant::now());
+        if let Some(stored) = stored {
+            self.apply_stored(stored);
+        }
         // A checkpointed shard that is no longer listed (and not finished) aged out of the
         // stream with records we had not read.
         let lost: Vec<(String, String)> = self
@@ -195,7 +321,12 @@ impl Reader {
             self.lineage.finish(&shard);
             self.resume.remove(&shard);
         }
-        self.next_refresh = Instant::now() + REFRESH_INTERVAL;
+        self.offer();
+        let interval = match self.spread {
+            Some(_) => SPREAD_REFRESH_INTERVAL,
+            None => REFRESH_INTERVAL,
+        };
+        self.next_refresh = Instant::now() + interval;
         Ok(())
     }
 
@@ -443,6 +574,7 @@ impl Reader {
         self.lineage.finish(shard);
         self.resume.remove(shard);
         self.marked.insert(shard.to_owned());
+        self.offer();
         // Children of a closed shard may not be listed yet.
         self.next_refresh = Instant::now();
         ctx.emit

@@ -165,6 +165,7 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
         shutdown: trigger.subscribe(),
         probe,
         leased: false,
+        partitions: None,
     };
     let source = Box::new(DynamoDbSource::with_api(
         config,
@@ -587,4 +588,90 @@ async fn a_trimmed_answer_before_any_checkpoint_reads_from_the_horizon_again() {
     .await;
     assert_eq!(out.result, Ok(()));
     assert_eq!(out.events.len(), 4);
+}
+
+/// Spread over instances, a copy reads only the shards granted to it, opens each after the
+/// position stored for it (another instance's progress), takes a parent finished elsewhere
+/// (its `END` stored) as finished, and offers what could be read next.
+#[tokio::test]
+async fn a_spread_copy_reads_only_granted_shards_after_their_stored_positions() {
+    use crate::checkpoint::{CheckpointStore, Fence, Store};
+    use crate::coordination::PartitionLeases;
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = CheckpointStore::open(dir.path()).unwrap();
+    // Another instance finished A and read B1 up to sequence number 10.
+    let stored = Checkpoints::from([
+        ("A".to_owned(), finished_position()),
+        ("B1".to_owned(), seq_position(&format!("{:021}", 10))),
+    ]);
+    local.commit("p", &stored).unwrap();
+    let store: Arc<dyn Store> = Arc::new(local);
+    let leases = Arc::new(PartitionLeases::new("p", store.clone()));
+    let fence = |shard: &str| Fence {
+        lease: crate::coordination::partition_lease("p", shard),
+        owner: "me".into(),
+        epoch: 1,
+    };
+    leases.grant("B2", fence("B2"));
+
+    let probe = crate::telemetry::PipelineProbe::detached("p");
+    let (emit, mut rx) = crate::source::channel(1000, 1 << 24, probe.clone());
+    let trigger = ShutdownTrigger::new();
+    let (_stored_tx, stored_rx) = watch::channel(stored.clone());
+    let ctx = SourceContext {
+        pipeline: "p".into(),
+        resume: stored,
+        emit,
+        stored: stored_rx,
+        shutdown: trigger.subscribe(),
+        probe,
+        leased: false,
+        partitions: Some(leases.clone()),
+    };
+    let source = Box::new(DynamoDbSource::with_api(
+        config(""),
+        Arc::new(split_tree()),
+        "arn:scripted",
+    ));
+    let task = tokio::spawn(source.run(ctx));
+    let mut out = Run {
+        events: Vec::new(),
+        marks: Vec::new(),
+        forgotten: Vec::new(),
+        result: Ok(()),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.events.len() < 2 && out.receive(&mut rx, deadline).await {}
+    let offer = leases.offered();
+    assert_eq!(
+        offer.readable.iter().collect::<Vec<_>>(),
+        ["B1", "B2"],
+        "A is done: its children are readable"
+    );
+    assert_eq!(offer.done.iter().collect::<Vec<_>>(), ["A"]);
+    assert_eq!(
+        versions(&out.events)["k2"],
+        [3, 4],
+        "only B2, the granted shard"
+    );
+
+    // B1 is granted: read after its stored position, to its end; then C is offered.
+    leases.grant("B1", fence("B1"));
+    while out.events.len() < 4 && out.receive(&mut rx, deadline).await {}
+    let settle = tokio::time::Instant::now() + Duration::from_millis(300);
+    while out.receive(&mut rx, settle).await {}
+    assert_eq!(
+        versions(&out.events)["k1"],
+        [5, 6],
+        "B1 after sequence number 10; nothing of A or C"
+    );
+    assert!(
+        out.marks.contains(&("B1".to_owned(), FINISHED.to_owned())),
+        "{:?}",
+        out.marks
+    );
+    assert!(leases.offered().readable.contains("C"));
+    trigger.trigger();
+    task.await.unwrap().unwrap();
 }

@@ -1,0 +1,331 @@
+//! Pipelines spread by partition (a DynamoDB stream's shards): every instance runs a copy of
+//! the pipeline, and the copy reads the partitions whose lease this instance holds.
+//!
+//! Every round of the coordinator, for each such pipeline:
+//! 1. the partition leases held are renewed like pipeline leases; a lost one is revoked from
+//!    the copy, and the copy is restarted (whatever it read from that partition and did not
+//!    store is read again by the new holder; its other partitions resume from their
+//!    checkpoints);
+//! 2. a copy that ended is collected: restarted after a lost lease (or a fenced commit),
+//!    recorded as failed after a fatal error (its leases are kept, as for a pipeline lease, so
+//!    the failure does not travel);
+//! 3. the rows of partitions the source offers are created if missing, rows of partitions it
+//!    says are done are deleted by their holder, and [`Balance`] picks what to take among the
+//!    readable ones; each partition taken is granted to the copy.
+//!
+//! On shutdown the copy stops while its leases are still renewed, then they are released.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::leases::{renew_lease, LeaseSettings, Renewal};
+use super::{supervise_plan, PipelinePlan};
+use crate::checkpoint::{CheckpointError, Fence, Store};
+use crate::coordination::{
+    partition_lease_prefix, Balance, Lease, PartitionFencedStore, PartitionLeases, SharedStore,
+};
+use crate::error::report;
+use crate::pipeline::PipelineError;
+use crate::shutdown::ShutdownTrigger;
+use crate::telemetry::PipelineProbe;
+
+/// A partition lease this instance holds.
+struct Held {
+    fence: Fence,
+    renewed: Instant,
+}
+
+/// The copy running here.
+struct Copy {
+    leases: Arc<PartitionLeases>,
+    stop: ShutdownTrigger,
+    task: JoinHandle<Result<(), PipelineError>>,
+}
+
+pub(super) struct Spread {
+    plan: Arc<PipelinePlan>,
+    probe: Arc<PipelineProbe>,
+    prefix: String,
+    balance: Balance,
+    /// Expiry of rows of done partitions whose holder did not delete them (it died first).
+    cleanup: Balance,
+    /// The partitions the source last said are done.
+    done: BTreeSet<String>,
+    /// Partition leases held, by partition.
+    held: BTreeMap<String, Held>,
+    copy: Option<Copy>,
+    /// A partition lease was lost: the copy is being restarted.
+    restarting: bool,
+    /// The copy stopped for good (a fatal error): no new one is started.
+    stopped: bool,
+}
+
+impl Spread {
+    pub fn new(
+        plan: Arc<PipelinePlan>,
+        probe: Arc<PipelineProbe>,
+        settings: &LeaseSettings,
+    ) -> Self {
+        Spread {
+            prefix: partition_lease_prefix(&plan.settings.name),
+            balance: Balance::new(settings.instance.clone(), settings.duration),
+            cleanup: Balance::new(settings.instance.clone(), settings.duration),
+            done: BTreeSet::new(),
+            plan,
+            probe,
+            held: BTreeMap::new(),
+            copy: None,
+            restarting: false,
+            stopped: false,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.plan.settings.name
+    }
+
+    pub fn plan(&self) -> &Arc<PipelinePlan> {
+        &self.plan
+    }
+
+    /// Starts a copy that may read the partitions held now.
+    pub fn start_copy(&mut self, store: &Arc<dyn SharedStore>) {
+        let inner: Arc<dyn Store> = store.clone();
+        let leases = Arc::new(PartitionLeases::new(
+            self.plan.settings.name.to_string(),
+            inner.clone(),
+        ));
+        for (partition, held) in &self.held {
+            leases.grant(partition, held.fence.clone());
+        }
+        let fenced: Arc<dyn Store> = Arc::new(PartitionFencedStore::new(inner, leases.clone()));
+        let stop = ShutdownTrigger::new();
+        let task = tokio::spawn(supervise_plan(
+            self.plan.clone(),
+            fenced,
+            stop.subscribe(),
+            self.probe.clone(),
+        ));
+        self.copy = Some(Copy { leases, stop, task });
+        self.restarting = false;
+    }
+
+    /// Renews the partition leases that are due; a lost one is revoked and restarts the copy.
+    pub async fn renew(&mut self, store: &dyn SharedStore, settings: &LeaseSettings) {
+        let mut lost = Vec::new();
+        for (partition, held) in &mut self.held {
+            match renew_lease(store, settings, &held.fence, held.renewed).await {
+                Renewal::NotDue | Renewal::Retrying => {}
+                Renewal::Renewed(at) => held.renewed = at,
+                Renewal::Lost(why) => lost.push((partition.clone(), why)),
+            }
+        }
+        for (partition, why) in lost {
+            tracing::warn!(pipeline = %self.name(), %partition, reason = %why, "lost a partition's lease; restarting this instance's copy without it");
+            self.held.remove(&partition);
+            if let Some(copy) = &self.copy {
+                copy.leases.revoke(&partition);
+            }
+            self.probe.partition_lease_lost();
+            self.restarting = true;
+        }
+        if self.restarting {
+            if let Some(copy) = &self.copy {
+                copy.stop.trigger();
+            }
+        }
+        self.report(&settings.instance);
+    }
+
+    /// Collects a copy that ended; starts the next one unless it stopped for good.
+    pub async fn collect(
+        &mut self,
+        store: &Arc<dyn SharedStore>,
+        failed: &mut Vec<(Arc<str>, PipelineError)>,
+    ) {
+        let ended = self.copy.as_ref().is_some_and(|c| c.task.is_finished());
+        if ended {
+            let copy = self.copy.take().expect("ended");
+            let outcome = copy.task.await.unwrap_or_else(|join| {
+                Err(PipelineError::Panic {
+                    stage: "supervisor",
+                    message: join.to_string(),
+                })
+            });
+            match outcome {
+                Err(err) if err.is_fenced() => {
+                    tracing::warn!(pipeline = %self.name(), "a partition's commit was fenced: another instance took it over; restarting this instance's copy");
+                    self.forget_lost(&**store).await;
+                }
+                _ if self.restarting => {}
+                Err(err) => {
+                    failed.push((self.name().clone(), err));
+                    self.stopped = true;
+                }
+                Ok(()) => self.stopped = true,
+            }
+        }
+        if self.copy.is_none() && !self.stopped {
+            self.start_copy(store);
+        }
+    }
+
+    /// Drops the partitions whose lease another instance holds now (found out by a fenced
+    /// commit before the next renewal), so the next copy is not granted them.
+    async fn forget_lost(&mut self, store: &dyn SharedStore) {
+        let mut lost = Vec::new();
+        for (partition, held) in &self.held {
+            if let Err(CheckpointError::Fenced { .. }) = store.check_fence(&held.fence).await {
+                lost.push(partition.clone());
+            }
+        }
+        for partition in lost {
+            self.held.remove(&partition);
+            self.probe.partition_lease_lost();
+        }
+    }
+
+    /// Reads this pipeline's rows out of `rows` (the whole table, read once this round):
+    /// creates the offered ones, deletes the done ones held here, takes per the balance.
+    pub async fn take(
+        &mut self,
+        store: &dyn SharedStore,
+        rows: &[Lease],
+        settings: &LeaseSettings,
+    ) {
+        let Some(copy) = self.copy.as_ref().filter(|_| !self.restarting) else {
+            return;
+        };
+        let leases = copy.leases.clone();
+        let offer = leases.offered();
+        let mine: Vec<&Lease> = rows
+            .iter()
+            .filter(|r| r.key.starts_with(&self.prefix))
+            .collect();
+        let prefix_len = self.prefix.len();
+        let partition_of = |key: &str| key[prefix_len..].to_owned();
+        let listed: HashSet<String> = mine.iter().map(|r| partition_of(&r.key)).collect();
+        for partition in offer.readable.iter().filter(|p| !listed.contains(*p)) {
+            let key = format!("{}{partition}", self.prefix);
+            if let Err(err) = store.create(&key).await {
+                tracing::warn!(lease = %key, error = %report(&err), "cannot create a partition's lease");
+            }
+        }
+        self.done = offer.done.clone();
+        let done_held: Vec<String> = self
+            .held
+            .keys()
+            .filter(|p| self.done.contains(*p))
+            .cloned()
+            .collect();
+        for partition in done_held {
+            self.delete_done(store, &partition).await;
+            leases.revoke(&partition);
+        }
+        // Rows of done partitions left by a holder that died before deleting them: free or
+        // expired ones are taken, then deleted.
+        let done_rows: Vec<Lease> = mine
+            .iter()
+            .filter(|r| offer.done.contains(&partition_of(&r.key)))
+            .map(|r| (*r).clone())
+            .collect();
+        for row in self
+            .cleanup
+            .decide(&done_rows, &HashSet::new(), Instant::now())
+            .take
+        {
+            if let Ok(Some(fence)) = store.take(&row, &settings.instance).await {
+                if let Err(err) = store.delete(&fence).await {
+                    tracing::warn!(lease = %row.key, error = %report(&err), "cannot delete a finished partition's lease");
+                }
+            }
+        }
+        let readable: Vec<Lease> = mine
+            .into_iter()
+            .filter(|r| offer.readable.contains(&partition_of(&r.key)))
+            .cloned()
+            .collect();
+        // Only readable partitions count toward the share: one held but waiting for its
+        // parent must not keep this instance from taking that parent.
+        let held: HashSet<String> = self
+            .held
+            .keys()
+            .filter(|p| offer.readable.contains(*p))
+            .map(|p| format!("{}{p}", self.prefix))
+            .collect();
+        let decision = self.balance.decide(&readable, &held, Instant::now());
+        for row in &decision.take {
+            let asked = Instant::now();
+            match store.take(row, &settings.instance).await {
+                Ok(Some(fence)) => {
+                    let partition = partition_of(&row.key);
+                    tracing::info!(pipeline = %self.name(), %partition, epoch = fence.epoch, "took a partition's lease");
+                    self.probe.partition_lease_acquired();
+                    leases.grant(&partition, fence.clone());
+                    self.held.insert(
+                        partition,
+                        Held {
+                            fence,
+                            renewed: asked,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(lease = %row.key, error = %report(&err), "cannot take a partition's lease")
+                }
+            }
+        }
+        self.report(&settings.instance);
+    }
+
+    fn report(&self, instance: &str) {
+        let partitions = self.held.keys().cloned().collect();
+        self.probe.partitions_held(instance, partitions);
+    }
+
+    /// Stops the copy (it stores its last checkpoints), to be drained by the caller.
+    pub fn stop(&mut self) -> Option<JoinHandle<Result<(), PipelineError>>> {
+        let copy = self.copy.take()?;
+        copy.stop.trigger();
+        self.stopped = true;
+        Some(copy.task)
+    }
+
+    /// Deletes the lease row of a partition done for good that this instance holds.
+    async fn delete_done(&mut self, store: &dyn SharedStore, partition: &str) {
+        let Some(held) = self.held.get(partition) else {
+            return;
+        };
+        match store.delete(&held.fence).await {
+            Ok(_) => {
+                tracing::info!(pipeline = %self.name(), %partition, "partition read to its end; deleted its lease");
+                self.held.remove(partition);
+            }
+            Err(err) => {
+                tracing::warn!(%partition, error = %report(&err), "cannot delete a finished partition's lease")
+            }
+        }
+    }
+
+    /// Releases every partition lease held (after the copy drained); those of partitions
+    /// done for good are deleted instead.
+    pub async fn release(&mut self, store: &dyn SharedStore) {
+        for partition in self.done.clone() {
+            self.delete_done(store, &partition).await;
+        }
+        for (partition, held) in std::mem::take(&mut self.held) {
+            match store.release(&held.fence).await {
+                Ok(()) => {
+                    tracing::info!(pipeline = %self.name(), %partition, "released a partition's lease")
+                }
+                Err(err) => {
+                    tracing::warn!(%partition, error = %report(&err), "cannot release a partition's lease; another instance takes it over when it expires")
+                }
+            }
+        }
+    }
+}
