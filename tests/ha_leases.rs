@@ -280,8 +280,10 @@ impl Cluster {
             }
             assert!(
                 start.elapsed() < limit,
-                "not every pipeline runs after {limit:?}: {:?}\n{}",
+                "not every pipeline runs after {limit:?}: {:?}, shards held {:?} of {:?}\n{}",
                 self.runners(),
+                self.shards_held(),
+                self.spread.as_ref().map(|(_, server)| server.open_shards()),
                 self.ws.log_tail()
             );
             std::thread::sleep(Duration::from_millis(50));
