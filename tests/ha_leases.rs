@@ -116,8 +116,8 @@ impl Cluster {
 
     /// Adds pipeline `<prefix>_ds`, reading a stream of `shards` shards spread over the
     /// instances shard by shard (written again: the instances are started after this).
-    async fn with_spread_stream(mut self, shards: usize) -> Self {
-        let name = self.pipelines[0].rsplit_once('_').unwrap().0.to_owned() + "_ds";
+    async fn with_spread_stream(mut self, prefix: &str, shards: usize) -> Self {
+        let name = format!("{prefix}_ds");
         let server = Arc::new(StreamServer::start(&name.replace('_', "-"), shards).await);
         let source = format!(
             "kind = \"dynamodb\"\nstream_arn = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval_ms = 200\n",
@@ -598,7 +598,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     // and a DynamoDB stream of four shards spread shard by shard.
     let mut cluster = Cluster::new(&prefix, store, 2, true, true)
         .await
-        .with_spread_stream(4)
+        .with_spread_stream(&prefix, 4)
         .await;
     cluster.start(3);
     cluster.wait_all_running(Duration::from_secs(60));
@@ -815,6 +815,121 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     );
 }
 
+/// The stored sequence number of each shard of `pipeline` (`END`: `u64::MAX`), as
+/// `cdc-bridge checkpoints` lists them.
+fn stored_shards(cluster: &Cluster, pipeline: &str) -> BTreeMap<String, u64> {
+    let output = Command::new(support::BIN)
+        .args(["checkpoints", "--config", cluster.config.to_str().unwrap()])
+        .env("CDC_BRIDGE_STORE_URL", cluster.store.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() == 3 && fields[0] == pipeline).then(|| {
+                let seq = fields[2].parse().unwrap_or(u64::MAX);
+                (fields[1].to_owned(), seq)
+            })
+        })
+        .collect()
+}
+
+/// Shard leases are fenced like pipeline leases: an instance paused past its leases loses its
+/// shards to the other; resumed, it stores nothing more for them, says so, no shard's stored
+/// position moves backward, and the shards spread evenly again.
+async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: StoreKind) {
+    let prefix = format!("ha_{}_spause", store.tag());
+    let mut cluster = Cluster::new(&prefix, store, 0, false, false)
+        .await
+        .with_spread_stream(&prefix, 2)
+        .await;
+    let pipeline = cluster.spread.clone().unwrap().0;
+    cluster.start(1);
+    cluster.wait_all_running(Duration::from_secs(60));
+    cluster.start(1);
+    // One shard each, once the second instance has stolen its share.
+    cluster.wait_even_spread();
+    let paused_shard = cluster.shards_held_of(&pipeline)[0][0].clone();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(BTreeMap::new()));
+    let writer = tokio::spawn(workload(
+        cluster.pipelines.clone(),
+        cluster.dynamodb_tables.clone(),
+        cluster.spread.clone(),
+        stop.clone(),
+        written.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&cluster.instances[0].child, "STOP");
+    let paused_at = Instant::now();
+    let at_pause = stored_shards(&cluster, &pipeline);
+    let by = paused_at + TAKEOVER_LIMIT;
+    while cluster.shards_held_of(&pipeline)[1].len() < 2 {
+        assert!(
+            Instant::now() < by,
+            "no takeover\n{}",
+            cluster.ws.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = paused_at.elapsed();
+    let advanced_by = Instant::now() + Duration::from_secs(20);
+    while stored_shards(&cluster, &pipeline).get(&paused_shard) <= at_pause.get(&paused_shard) {
+        assert!(
+            Instant::now() < advanced_by,
+            "the new holder stores nothing for {paused_shard}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{store:?} store: shard {paused_shard} taken over from a paused instance after {took:?}"
+    );
+
+    signal(&cluster.instances[0].child, "CONT");
+    let mut last = stored_shards(&cluster, &pipeline);
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch_until {
+        let now = stored_shards(&cluster, &pipeline);
+        for (shard, seq) in &last {
+            assert!(
+                now.get(shard) >= Some(seq),
+                "the stored position of {shard} moved backward: {seq} -> {:?}",
+                now.get(shard)
+            );
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    // The resumed instance lost its shard, then steals one back toward an even share.
+    cluster.wait_even_spread();
+    let metrics = http_get(cluster.instances[0].port, "/metrics").unwrap().1;
+    let lost = format!("cdc_bridge_lease_lost_total{{pipeline=\"{pipeline}\"}}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&lost) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let on_resumed = cluster.status_command(0);
+    assert!(
+        on_resumed.contains("spread over the instances; 1 partition(s) held here as"),
+        "{on_resumed}"
+    );
+    let log = cluster.log();
+    assert!(log.contains("lost a partition's lease"), "{log}");
+    assert!(
+        !log.contains("backward"),
+        "a regression was attempted:\n{log}"
+    );
+    let written = written.lock().unwrap().clone();
+    check_delivery(&cluster, &written).await;
+}
+
 /// An orderly stop (SIGTERM) releases the holder's leases after its last checkpoint: the
 /// instance standing by starts the pipeline within a round (at most a second), long before the
 /// lease (here 10 s) would have expired.
@@ -866,6 +981,16 @@ async fn postgres_store_a_paused_holder_stores_nothing_after_a_takeover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_store_a_paused_holder_stores_nothing_after_a_takeover() {
     a_cut_off_holder_stores_nothing_after_a_takeover(StoreKind::Dynamodb, CutOff::Paused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_a_paused_instance_stores_nothing_for_the_shards_taken_over() {
+    a_paused_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_a_paused_instance_stores_nothing_for_the_shards_taken_over() {
+    a_paused_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Dynamodb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

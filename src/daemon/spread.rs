@@ -3,9 +3,10 @@
 //!
 //! Every round of the coordinator, for each such pipeline:
 //! 1. the partition leases held are renewed like pipeline leases; a lost one is revoked from
-//!    the copy, and the copy is restarted (whatever it read from that partition and did not
-//!    store is read again by the new holder; its other partitions resume from their
-//!    checkpoints);
+//!    the copy, which stops reading it and stores nothing more for it (whatever it read from
+//!    that partition and did not store is read again by the new holder). Should this instance
+//!    take the partition again, the copy is restarted first: its positions of that partition
+//!    still in flight must never be stored under the new lease;
 //! 2. a copy that ended is collected: restarted after a lost lease (or a fenced commit),
 //!    recorded as failed after a fatal error (its leases are kept, as for a pipeline lease, so
 //!    the failure does not travel);
@@ -57,7 +58,9 @@ pub(super) struct Spread {
     /// Partition leases held, by partition.
     held: BTreeMap<String, Held>,
     copy: Option<Copy>,
-    /// A partition lease was lost: the copy is being restarted.
+    /// Partitions revoked from the running copy: it may not be granted them again.
+    revoked: BTreeSet<String>,
+    /// The copy is being restarted.
     restarting: bool,
     /// The copy stopped for good (a fatal error): no new one is started.
     stopped: bool,
@@ -78,6 +81,7 @@ impl Spread {
             probe,
             held: BTreeMap::new(),
             copy: None,
+            revoked: BTreeSet::new(),
             restarting: false,
             stopped: false,
         }
@@ -110,10 +114,11 @@ impl Spread {
             self.probe.clone(),
         ));
         self.copy = Some(Copy { leases, stop, task });
+        self.revoked.clear();
         self.restarting = false;
     }
 
-    /// Renews the partition leases that are due; a lost one is revoked and restarts the copy.
+    /// Renews the partition leases that are due; a lost one is revoked from the copy.
     pub async fn renew(&mut self, store: &dyn SharedStore, settings: &LeaseSettings) {
         let mut lost = Vec::new();
         for (partition, held) in &mut self.held {
@@ -124,18 +129,13 @@ impl Spread {
             }
         }
         for (partition, why) in lost {
-            tracing::warn!(pipeline = %self.name(), %partition, reason = %why, "lost a partition's lease; restarting this instance's copy without it");
+            tracing::warn!(pipeline = %self.name(), %partition, reason = %why, "lost a partition's lease; this instance's copy stops reading it");
             self.held.remove(&partition);
             if let Some(copy) = &self.copy {
                 copy.leases.revoke(&partition);
             }
+            self.revoked.insert(partition);
             self.probe.partition_lease_lost();
-            self.restarting = true;
-        }
-        if self.restarting {
-            if let Some(copy) = &self.copy {
-                copy.stop.trigger();
-            }
         }
         self.report(&settings.instance);
     }
@@ -264,7 +264,12 @@ impl Spread {
                     let partition = partition_of(&row.key);
                     tracing::info!(pipeline = %self.name(), %partition, epoch = fence.epoch, "took a partition's lease");
                     self.probe.partition_lease_acquired();
-                    leases.grant(&partition, fence.clone());
+                    if self.revoked.contains(&partition) {
+                        tracing::info!(pipeline = %self.name(), %partition, "restarting this instance's copy: it read the partition under an earlier lease");
+                        self.restarting = true;
+                    } else {
+                        leases.grant(&partition, fence.clone());
+                    }
                     self.held.insert(
                         partition,
                         Held {
@@ -277,6 +282,11 @@ impl Spread {
                 Err(err) => {
                     tracing::warn!(lease = %row.key, error = %report(&err), "cannot take a partition's lease")
                 }
+            }
+        }
+        if self.restarting {
+            if let Some(copy) = &self.copy {
+                copy.stop.trigger();
             }
         }
         self.report(&settings.instance);
