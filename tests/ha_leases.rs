@@ -47,15 +47,22 @@ impl StoreKind {
 
     /// The store's section; its address comes from `CDC_BRIDGE_STORE_URL`, set per instance
     /// (so that one can reach it through a proxy that the test cuts).
-    fn section(self, name: &str) -> String {
+    fn section(self, store_name: &str) -> String {
         match self {
             StoreKind::Postgres => format!(
-                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_STORE_URL}}\"\nschema = \"{name}_store\"\n"
+                "kind = \"postgres\"\nurl = \"${{CDC_BRIDGE_STORE_URL}}\"\nschema = \"{store_name}\"\n"
             ),
             StoreKind::Dynamodb => format!(
-                "kind = \"dynamodb\"\ntable = \"{}\"\nregion = \"us-east-1\"\nendpoint_url = \"${{CDC_BRIDGE_STORE_URL}}\"\n",
-                support::dynamodb::table_name(name),
+                "kind = \"dynamodb\"\ntable = \"{store_name}\"\nregion = \"us-east-1\"\nendpoint_url = \"${{CDC_BRIDGE_STORE_URL}}\"\n",
             ),
+        }
+    }
+
+    /// The schema (Postgres) or table (DynamoDB) of the cluster `prefix`.
+    fn store_name(self, prefix: &str) -> String {
+        match self {
+            StoreKind::Postgres => format!("{prefix}_store"),
+            StoreKind::Dynamodb => support::dynamodb::table_name(prefix),
         }
     }
 
@@ -93,6 +100,8 @@ struct Cluster {
     instances: Vec<Instance>,
     /// The pipeline spread shard by shard, and its stream.
     spread: Option<(String, Arc<StreamServer>)>,
+    /// The store's schema (Postgres) or table (DynamoDB).
+    store_name: String,
 }
 
 struct Instance {
@@ -142,6 +151,7 @@ impl Cluster {
         lease_ms: u64,
     ) -> Self {
         let ws = Workspace::new();
+        let store_name = store.store_name(prefix);
         if let StoreKind::Postgres = store {
             // A store left by an earlier run would resume from its positions.
             let client = connect(&pg_url()).await;
@@ -152,7 +162,7 @@ impl Cluster {
         let mut streams = Vec::new();
         let mut body = format!(
             "http_listen = \"${{CDC_BRIDGE_HTTP_LISTEN:-}}\"\n\n[daemon.coordination]\n{}lease_duration_ms = {lease_ms}\n\n",
-            store.section(prefix)
+            store.section(&store_name)
         );
         for i in 0..postgres {
             let name = format!("{prefix}_{i}");
@@ -214,6 +224,7 @@ impl Cluster {
             streams,
             instances: Vec::new(),
             spread: None,
+            store_name,
         }
     }
 
@@ -336,6 +347,42 @@ impl Cluster {
                     _ => held.len() == 1,
                 }
             })
+    }
+
+    /// The keys of the lease rows in the store, read through the store's own client.
+    async fn lease_rows(&self) -> Vec<String> {
+        use cdc_bridge::coordination::LeaseTable;
+        use cdc_bridge::stores::{
+            DynamoDbStore, DynamoDbStoreConfig, PostgresStore, PostgresStoreConfig,
+        };
+        let lease = Duration::from_millis(LEASE_MS);
+        let leases = match self.store {
+            StoreKind::Postgres => {
+                let config = PostgresStoreConfig {
+                    url: cdc_bridge::config::Secret::new(pg_url()),
+                    schema: self.store_name.clone(),
+                    allow_cleartext_password: false,
+                };
+                PostgresStore::open(config, lease)
+                    .await
+                    .unwrap()
+                    .leases()
+                    .await
+            }
+            StoreKind::Dynamodb => {
+                let config = DynamoDbStoreConfig {
+                    table: self.store_name.clone(),
+                    region: Some("us-east-1".into()),
+                    endpoint_url: Some(support::dynamodb::endpoint()),
+                };
+                DynamoDbStore::open(config, lease)
+                    .await
+                    .unwrap()
+                    .leases()
+                    .await
+            }
+        };
+        leases.unwrap().into_iter().map(|l| l.key).collect()
     }
 
     /// Waits until instance `i` stands by for the (single) pipeline another instance runs.
@@ -645,12 +692,35 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     cluster.wait_even_spread();
-    let (spread, _) = cluster.spread.clone().unwrap();
+    let (spread, server) = cluster.spread.clone().unwrap();
     let shards: Vec<usize> = cluster
         .shards_held_of(&spread)
         .iter()
         .map(Vec::len)
         .collect();
+    // The rows of the split shards are deleted by their holders once read to their ends.
+    let mut open = server.open_shards();
+    open.sort();
+    let by = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut rows: Vec<String> = cluster
+            .lease_rows()
+            .await
+            .into_iter()
+            .filter_map(|key| {
+                Some(
+                    key.strip_prefix(&format!("partition/{spread}/"))?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        rows.sort();
+        if rows == open || Instant::now() > by {
+            assert_eq!(rows, open, "the lease rows of {spread}'s shards");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let written = written.lock().unwrap().clone();
     let total: usize = written.values().map(Vec::len).sum();
     let duplicates = check_delivery(&cluster, &written).await;
