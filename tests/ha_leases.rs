@@ -516,6 +516,42 @@ fn statuses(port: u16) -> Vec<Value> {
     }
 }
 
+/// A workload running against every pipeline of a cluster.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    written: Written,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    /// Stops writing; the changes written, by pipeline, in write order.
+    async fn finish(self) -> BTreeMap<String, Vec<(i64, i64)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let written = self.written.lock().unwrap().clone();
+        written
+    }
+}
+
+impl Cluster {
+    fn start_workload(&self) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(Mutex::new(BTreeMap::new()));
+        let task = tokio::spawn(workload(
+            self.pipelines.clone(),
+            self.dynamodb_tables.clone(),
+            self.spread.clone(),
+            stop.clone(),
+            written.clone(),
+        ));
+        Workload {
+            stop,
+            written,
+            task,
+        }
+    }
+}
+
 /// The `(id, g)` written, by pipeline, in write order.
 type Written = Arc<Mutex<BTreeMap<String, Vec<(i64, i64)>>>>;
 
@@ -653,15 +689,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
     // Local somewhere, once stealing has evened it out.
     cluster.wait_even_spread();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(Mutex::new(BTreeMap::new()));
-    let writer = tokio::spawn(workload(
-        cluster.pipelines.clone(),
-        cluster.dynamodb_tables.clone(),
-        cluster.spread.clone(),
-        stop.clone(),
-        written.clone(),
-    ));
+    let load = cluster.start_workload();
     let mut rng = Rng::seeded();
     let mut takeovers = Vec::new();
     for kill in 0..30 {
@@ -689,8 +717,7 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
             takeovers.push(killed_at.elapsed());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let written = load.finish().await;
     cluster.wait_even_spread();
     let (spread, server) = cluster.spread.clone().unwrap();
     let shards: Vec<usize> = cluster
@@ -721,7 +748,6 @@ async fn kills_under_load_lose_nothing_and_take_over_in_time(store: StoreKind) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let written = written.lock().unwrap().clone();
     let total: usize = written.values().map(Vec::len).sum();
     let duplicates = check_delivery(&cluster, &written).await;
     takeovers.sort();
@@ -792,15 +818,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     // The second instance sees the lease held and stands by.
     cluster.wait_standby(1);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(Mutex::new(BTreeMap::new()));
-    let writer = tokio::spawn(workload(
-        cluster.pipelines.clone(),
-        cluster.dynamodb_tables.clone(),
-        cluster.spread.clone(),
-        stop.clone(),
-        written.clone(),
-    ));
+    let load = cluster.start_workload();
     tokio::time::sleep(Duration::from_secs(2)).await;
     match cut_off {
         CutOff::Paused => signal(&cluster.instances[0].child, "STOP"),
@@ -841,8 +859,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
         last = now;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let written = load.finish().await;
     let resumed = statuses(cluster.instances[0].port);
     assert_eq!(resumed[0]["state"], "standby", "{resumed:?}");
     assert_eq!(resumed[0]["lease"]["held_here"], false);
@@ -876,7 +893,6 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
         !log.contains("backward"),
         "a regression was attempted:\n{log}"
     );
-    let written = written.lock().unwrap().clone();
     check_delivery(&cluster, &written).await;
     assert_eq!(
         cluster.runners()[&pipeline],
@@ -923,15 +939,7 @@ async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: Store
     cluster.wait_even_spread();
     let paused_shard = cluster.shards_held_of(&pipeline)[0][0].clone();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(Mutex::new(BTreeMap::new()));
-    let writer = tokio::spawn(workload(
-        cluster.pipelines.clone(),
-        cluster.dynamodb_tables.clone(),
-        cluster.spread.clone(),
-        stop.clone(),
-        written.clone(),
-    ));
+    let load = cluster.start_workload();
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(&cluster.instances[0].child, "STOP");
     let paused_at = Instant::now();
@@ -973,8 +981,7 @@ async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: Store
         last = now;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let written = load.finish().await;
     // The resumed instance lost its shard, then steals one back toward an even share.
     cluster.wait_even_spread();
     let metrics = http_get(cluster.instances[0].port, "/metrics").unwrap().1;
@@ -996,7 +1003,6 @@ async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: Store
         !log.contains("backward"),
         "a regression was attempted:\n{log}"
     );
-    let written = written.lock().unwrap().clone();
     check_delivery(&cluster, &written).await;
 }
 

@@ -151,10 +151,23 @@ struct Run {
     result: Result<(), String>,
 }
 
-/// Runs the source until `events` events arrived (or it ended), then stops it.
-async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events: usize) -> Run {
+/// A source running on a scripted API, with what it emitted so far.
+struct Running {
+    task: tokio::task::JoinHandle<Result<(), crate::error::BoxError>>,
+    rx: crate::source::Queue,
+    trigger: ShutdownTrigger,
+    out: Run,
+}
+
+/// Starts the source after `resume`, reading the partitions `partitions` grants (or all).
+fn start(
+    api: Scripted,
+    config: DynamoDbConfig,
+    resume: Checkpoints,
+    partitions: Option<Arc<crate::coordination::PartitionLeases>>,
+) -> Running {
     let probe = crate::telemetry::PipelineProbe::detached("p");
-    let (emit, mut rx) = crate::source::channel(1000, 1 << 24, probe.clone());
+    let (emit, rx) = crate::source::channel(1000, 1 << 24, probe.clone());
     let trigger = ShutdownTrigger::new();
     let (_stored_tx, stored) = watch::channel(resume.clone());
     let ctx = SourceContext {
@@ -165,37 +178,58 @@ async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events:
         shutdown: trigger.subscribe(),
         probe,
         leased: false,
-        partitions: None,
+        partitions,
     };
     let source = Box::new(DynamoDbSource::with_api(
         config,
         Arc::new(api),
         "arn:scripted",
     ));
-    let task = tokio::spawn(source.run(ctx));
-    let mut out = Run {
-        events: Vec::new(),
-        marks: Vec::new(),
-        forgotten: Vec::new(),
-        result: Ok(()),
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while out.events.len() < events {
-        if !out.receive(&mut rx, deadline).await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {events} events",
-                out.events.len()
-            );
-            break;
-        }
+    Running {
+        task: tokio::spawn(source.run(ctx)),
+        rx,
+        trigger,
+        out: Run {
+            events: Vec::new(),
+            marks: Vec::new(),
+            forgotten: Vec::new(),
+            result: Ok(()),
+        },
     }
-    // Let the reader go on briefly (shards finishing), then stop it.
-    let settle = tokio::time::Instant::now() + Duration::from_millis(600);
-    while out.receive(&mut rx, settle).await {}
-    trigger.trigger();
-    out.result = task.await.unwrap().map_err(|e| crate::error::report(&e));
-    out
+}
+
+impl Running {
+    /// Takes what arrives until `until`, or until `events` events arrived in all.
+    async fn receive_until(&mut self, events: usize, until: tokio::time::Instant) {
+        while self.out.events.len() < events && self.out.receive(&mut self.rx, until).await {}
+    }
+
+    /// Lets the reader go on briefly (shards finishing), then stops it.
+    async fn stop(mut self) -> Run {
+        let settle = tokio::time::Instant::now() + Duration::from_millis(600);
+        while self.out.receive(&mut self.rx, settle).await {}
+        self.trigger.trigger();
+        self.out.result = self
+            .task
+            .await
+            .unwrap()
+            .map_err(|e| crate::error::report(&e));
+        self.out
+    }
+}
+
+/// Runs the source until `events` events arrived (or it ended), then stops it.
+async fn run(api: Scripted, config: DynamoDbConfig, resume: Checkpoints, events: usize) -> Run {
+    let mut running = start(api, config, resume, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    running.receive_until(events, deadline).await;
+    // Fewer events are fine only if the source ended before the deadline.
+    assert!(
+        running.out.events.len() >= events || tokio::time::Instant::now() < deadline,
+        "only {} of {events} events",
+        running.out.events.len()
+    );
+    running.stop().await
 }
 
 impl Run {
@@ -615,34 +649,9 @@ async fn a_spread_copy_reads_only_granted_shards_after_their_stored_positions() 
     };
     leases.grant("B2", fence("B2"));
 
-    let probe = crate::telemetry::PipelineProbe::detached("p");
-    let (emit, mut rx) = crate::source::channel(1000, 1 << 24, probe.clone());
-    let trigger = ShutdownTrigger::new();
-    let (_stored_tx, stored_rx) = watch::channel(stored.clone());
-    let ctx = SourceContext {
-        pipeline: "p".into(),
-        resume: stored,
-        emit,
-        stored: stored_rx,
-        shutdown: trigger.subscribe(),
-        probe,
-        leased: false,
-        partitions: Some(leases.clone()),
-    };
-    let source = Box::new(DynamoDbSource::with_api(
-        config(""),
-        Arc::new(split_tree()),
-        "arn:scripted",
-    ));
-    let task = tokio::spawn(source.run(ctx));
-    let mut out = Run {
-        events: Vec::new(),
-        marks: Vec::new(),
-        forgotten: Vec::new(),
-        result: Ok(()),
-    };
+    let mut running = start(split_tree(), config(""), stored, Some(leases.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while out.events.len() < 2 && out.receive(&mut rx, deadline).await {}
+    running.receive_until(2, deadline).await;
     let offer = leases.offered();
     assert_eq!(
         offer.readable.iter().collect::<Vec<_>>(),
@@ -651,16 +660,16 @@ async fn a_spread_copy_reads_only_granted_shards_after_their_stored_positions() 
     );
     assert_eq!(offer.done.iter().collect::<Vec<_>>(), ["A"]);
     assert_eq!(
-        versions(&out.events)["k2"],
+        versions(&running.out.events)["k2"],
         [3, 4],
         "only B2, the granted shard"
     );
 
     // B1 is granted: read after its stored position, to its end; then C is offered.
     leases.grant("B1", fence("B1"));
-    while out.events.len() < 4 && out.receive(&mut rx, deadline).await {}
-    let settle = tokio::time::Instant::now() + Duration::from_millis(300);
-    while out.receive(&mut rx, settle).await {}
+    running.receive_until(4, deadline).await;
+    let out = running.stop().await;
+    assert_eq!(out.result, Ok(()));
     assert_eq!(
         versions(&out.events)["k1"],
         [5, 6],
@@ -672,6 +681,4 @@ async fn a_spread_copy_reads_only_granted_shards_after_their_stored_positions() 
         out.marks
     );
     assert!(leases.offered().readable.contains("C"));
-    trigger.trigger();
-    task.await.unwrap().unwrap();
 }
