@@ -922,17 +922,28 @@ fn stored_shards(cluster: &Cluster, pipeline: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Shard leases are fenced like pipeline leases: an instance paused past its leases loses its
-/// shards to the other; resumed, it stores nothing more for them, says so, no shard's stored
-/// position moves backward, and the shards spread evenly again.
-async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: StoreKind) {
-    let prefix = format!("ha_{}_spause", store.tag());
+/// Shard leases are fenced like pipeline leases: an instance paused past its leases, or cut
+/// off from the store, loses its shards to the other; resumed, it stores nothing more for
+/// them, says so, no shard's stored position moves backward, and the shards spread evenly
+/// again.
+async fn a_cut_off_instance_stores_nothing_for_the_shards_taken_over(
+    store: StoreKind,
+    cut_off: CutOff,
+) {
+    let prefix = match cut_off {
+        CutOff::Paused => format!("ha_{}_spause", store.tag()),
+        CutOff::StoreUnreachable => format!("ha_{}_scut", store.tag()),
+    };
     let mut cluster = Cluster::new(&prefix, store, 0, false, false)
         .await
         .with_spread_stream(&prefix, 2)
         .await;
     let pipeline = cluster.spread.clone().unwrap().0;
-    cluster.start(1);
+    let (target, _) = store.through(0);
+    let proxy = support::kinesis::TcpProxy::start(&target).await;
+    let (_, through_proxy) = store.through(proxy.port);
+    let first = cluster.spawn_with_store(&through_proxy);
+    cluster.instances.push(first);
     cluster.wait_all_running(Duration::from_secs(60));
     cluster.start(1);
     // One shard each, once the second instance has stolen its share.
@@ -941,7 +952,10 @@ async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: Store
 
     let load = cluster.start_workload();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(&cluster.instances[0].child, "STOP");
+    match cut_off {
+        CutOff::Paused => signal(&cluster.instances[0].child, "STOP"),
+        CutOff::StoreUnreachable => proxy.cut(),
+    }
     let paused_at = Instant::now();
     let at_pause = stored_shards(&cluster, &pipeline);
     let by = paused_at + TAKEOVER_LIMIT;
@@ -962,11 +976,12 @@ async fn a_paused_instance_stores_nothing_for_the_shards_taken_over(store: Store
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "{store:?} store: shard {paused_shard} taken over from a paused instance after {took:?}"
-    );
+    eprintln!("{store:?} store: shard {paused_shard} taken over from an instance cut off ({cut_off:?}) after {took:?}");
 
-    signal(&cluster.instances[0].child, "CONT");
+    match cut_off {
+        CutOff::Paused => signal(&cluster.instances[0].child, "CONT"),
+        CutOff::StoreUnreachable => proxy.restore(),
+    }
     let mut last = stored_shards(&cluster, &pipeline);
     let watch_until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < watch_until {
@@ -1061,12 +1076,28 @@ async fn dynamodb_store_a_paused_holder_stores_nothing_after_a_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_a_paused_instance_stores_nothing_for_the_shards_taken_over() {
-    a_paused_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Postgres).await;
+    let cut_off = CutOff::Paused;
+    a_cut_off_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Postgres, cut_off).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_store_a_paused_instance_stores_nothing_for_the_shards_taken_over() {
-    a_paused_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Dynamodb).await;
+    let cut_off = CutOff::Paused;
+    a_cut_off_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Dynamodb, cut_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_an_instance_cut_off_from_the_store_stores_nothing_for_the_shards_taken_over(
+) {
+    let cut_off = CutOff::StoreUnreachable;
+    a_cut_off_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Postgres, cut_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_an_instance_cut_off_from_the_store_stores_nothing_for_the_shards_taken_over(
+) {
+    let cut_off = CutOff::StoreUnreachable;
+    a_cut_off_instance_stores_nothing_for_the_shards_taken_over(StoreKind::Dynamodb, cut_off).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
