@@ -486,6 +486,13 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+        if std::thread::panicking() {
+            // The whole log, for the failure at hand (the message holds only its tail).
+            let kept = std::env::temp_dir().join(format!("cdc-bridge-{}.log", self.store_name));
+            if std::fs::copy(self.ws.path("bridge.log"), &kept).is_ok() {
+                eprintln!("the instances' log: {}", kept.display());
+            }
+        }
     }
 }
 

@@ -58,6 +58,11 @@ pub enum PostgresError {
     MissingTables { tables: String },
     #[error("replication slot {slot:?} does not exist, but checkpoint {checkpoint} is stored: the changes since then cannot be read any more. To start over with a new snapshot, run `cdc-bridge checkpoints reset --config FILE --pipeline NAME`")]
     SlotMissing { slot: String, checkpoint: String },
+    /// Another session created the slot between this run's look and its own create: another
+    /// copy of the pipeline starting (two instances during a takeover). The next attempt
+    /// finds the slot and decides again.
+    #[error("replication slot {slot:?} was created by another session while this run was creating it (another copy of this pipeline starting, e.g. on another instance during a takeover); retrying")]
+    SlotCreatedConcurrently { slot: String },
     #[error("replication slot {slot:?} was invalidated (wal_status = lost; max_slot_wal_keep_size exceeded?): the changes it held are gone. Drop it with SELECT pg_drop_replication_slot('{slot}') and reset this pipeline's checkpoints to take a new snapshot")]
     SlotInvalidated { slot: String },
     #[error("replication slot {slot:?} has confirmed changes up to {confirmed}, beyond the stored checkpoint {checkpoint}: the changes in between were acknowledged to PostgreSQL but never delivered (did another client use this slot?). To start over: drop the slot and reset this pipeline's checkpoints")]
@@ -113,12 +118,28 @@ fn disposition_of_sqlstate(code: &str) -> Disposition {
     }
 }
 
+impl PostgresError {
+    /// What a failed `CREATE_REPLICATION_SLOT` of `slot` means: a slot that already exists
+    /// (SQLSTATE 42710) was created concurrently, which a retry resolves.
+    pub fn of_slot_creation(self, slot: &str) -> Self {
+        match self {
+            PostgresError::Server(err) if err.code == "42710" => {
+                PostgresError::SlotCreatedConcurrently {
+                    slot: slot.to_owned(),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 impl ConnectorError for PostgresError {
     fn disposition(&self) -> Disposition {
         match self {
-            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::Spill(_) => {
-                Disposition::Transient
-            }
+            PostgresError::Connect { .. }
+            | PostgresError::Io(_)
+            | PostgresError::Spill(_)
+            | PostgresError::SlotCreatedConcurrently { .. } => Disposition::Transient,
             PostgresError::Server(err) => disposition_of_sqlstate(&err.code),
             PostgresError::Sql { source, .. } => match source.code() {
                 Some(code) => disposition_of_sqlstate(code.code()),
@@ -137,5 +158,36 @@ impl ConnectorError for PostgresError {
             | PostgresError::Protocol(_)
             | PostgresError::MessageTooLarge { .. } => Disposition::Fatal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> PostgresError {
+        PostgresError::Server(ServerError {
+            severity: "ERROR".into(),
+            code: code.into(),
+            message: "replication slot \"s\" already exists".into(),
+            detail: None,
+            hint: None,
+        })
+    }
+
+    /// Two copies of a pipeline starting at once (a takeover right after a start) both find
+    /// no slot and both create it: the loser's run is retried, not stopped for good.
+    #[test]
+    fn a_slot_created_concurrently_is_transient_and_other_creation_errors_keep_theirs() {
+        let raced = server("42710").of_slot_creation("s");
+        assert!(matches!(&raced, PostgresError::SlotCreatedConcurrently { slot } if slot == "s"));
+        assert_eq!(raced.disposition(), Disposition::Transient);
+        assert_eq!(
+            server("42710").disposition(),
+            Disposition::Fatal,
+            "elsewhere unchanged"
+        );
+        let other = server("42501").of_slot_creation("s");
+        assert!(matches!(other, PostgresError::Server(_)));
     }
 }

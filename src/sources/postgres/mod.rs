@@ -191,7 +191,8 @@ impl PostgresSource {
                 "CREATE_REPLICATION_SLOT {} {temporary}LOGICAL pgoutput {export}",
                 config.slot
             ))
-            .await?;
+            .await
+            .map_err(|err| err.of_slot_creation(&config.slot))?;
         let row = rows.first().ok_or_else(|| {
             PostgresError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
         })?;
