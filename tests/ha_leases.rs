@@ -808,6 +808,24 @@ enum CutOff {
     StoreUnreachable,
 }
 
+impl CutOff {
+    /// Cuts `child` off (it reaches the store through `proxy`).
+    fn begin(self, child: &Child, proxy: &support::kinesis::TcpProxy) {
+        match self {
+            CutOff::Paused => signal(child, "STOP"),
+            CutOff::StoreUnreachable => proxy.cut(),
+        }
+    }
+
+    /// Lets `child` go on.
+    fn end(self, child: &Child, proxy: &support::kinesis::TcpProxy) {
+        match self {
+            CutOff::Paused => signal(child, "CONT"),
+            CutOff::StoreUnreachable => proxy.restore(),
+        }
+    }
+}
+
 async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_off: CutOff) {
     let prefix = match cut_off {
         CutOff::Paused => format!("ha_{}_pause", store.tag()),
@@ -827,10 +845,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
 
     let load = cluster.start_workload();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    match cut_off {
-        CutOff::Paused => signal(&cluster.instances[0].child, "STOP"),
-        CutOff::StoreUnreachable => proxy.cut(),
-    }
+    cut_off.begin(&cluster.instances[0].child, &proxy);
     let paused_at = Instant::now();
     let at_pause = stored_lsn(&cluster, &pipeline).await;
     cluster.wait_runner(&pipeline, 1, TAKEOVER_LIMIT);
@@ -850,10 +865,7 @@ async fn a_cut_off_holder_stores_nothing_after_a_takeover(store: StoreKind, cut_
     };
     eprintln!("{store:?} store: takeover from a holder cut off ({cut_off:?}) after {took:?}");
 
-    match cut_off {
-        CutOff::Paused => signal(&cluster.instances[0].child, "CONT"),
-        CutOff::StoreUnreachable => proxy.restore(),
-    }
+    cut_off.end(&cluster.instances[0].child, &proxy);
     // The resumed instance finds out, stops its copy, and the position never goes back.
     let mut last = before_resume;
     let watch_until = Instant::now() + Duration::from_secs(8);
@@ -959,10 +971,7 @@ async fn a_cut_off_instance_stores_nothing_for_the_shards_taken_over(
 
     let load = cluster.start_workload();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    match cut_off {
-        CutOff::Paused => signal(&cluster.instances[0].child, "STOP"),
-        CutOff::StoreUnreachable => proxy.cut(),
-    }
+    cut_off.begin(&cluster.instances[0].child, &proxy);
     let paused_at = Instant::now();
     let at_pause = stored_shards(&cluster, &pipeline);
     let by = paused_at + TAKEOVER_LIMIT;
@@ -985,10 +994,7 @@ async fn a_cut_off_instance_stores_nothing_for_the_shards_taken_over(
     }
     eprintln!("{store:?} store: shard {paused_shard} taken over from an instance cut off ({cut_off:?}) after {took:?}");
 
-    match cut_off {
-        CutOff::Paused => signal(&cluster.instances[0].child, "CONT"),
-        CutOff::StoreUnreachable => proxy.restore(),
-    }
+    cut_off.end(&cluster.instances[0].child, &proxy);
     let mut last = stored_shards(&cluster, &pipeline);
     let watch_until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < watch_until {
