@@ -26,7 +26,8 @@ use super::leases::{renew_lease, LeaseSettings, Renewal};
 use super::{supervise_plan, PipelinePlan};
 use crate::checkpoint::{CheckpointError, Fence, Store};
 use crate::coordination::{
-    partition_lease_prefix, Balance, Lease, PartitionFencedStore, PartitionLeases, SharedStore,
+    partition_lease_prefix, Balance, Lease, Offer, PartitionFencedStore, PartitionLeases,
+    SharedStore,
 };
 use crate::error::report;
 use crate::pipeline::PipelineError;
@@ -53,8 +54,9 @@ pub(super) struct Spread {
     balance: Balance,
     /// Expiry of rows of done partitions whose holder did not delete them (it died first).
     cleanup: Balance,
-    /// The partitions the source last said are done.
-    done: BTreeSet<String>,
+    /// What the source last offered: a restarted copy starts from it until its own first
+    /// offer, so that rows seen unchanged keep counting toward their expiry meanwhile.
+    offer: Offer,
     /// Partition leases held, by partition.
     held: BTreeMap<String, Held>,
     copy: Option<Copy>,
@@ -76,7 +78,7 @@ impl Spread {
             prefix: partition_lease_prefix(&plan.settings.name),
             balance: Balance::new(settings.instance.clone(), settings.duration),
             cleanup: Balance::new(settings.instance.clone(), settings.duration),
-            done: BTreeSet::new(),
+            offer: Offer::default(),
             plan,
             probe,
             held: BTreeMap::new(),
@@ -105,6 +107,7 @@ impl Spread {
         for (partition, held) in &self.held {
             leases.grant(partition, held.fence.clone());
         }
+        leases.offer(self.offer.clone());
         let fenced: Arc<dyn Store> = Arc::new(PartitionFencedStore::new(inner, leases.clone()));
         let stop = ShutdownTrigger::new();
         let task = tokio::spawn(supervise_plan(
@@ -214,11 +217,11 @@ impl Spread {
                 tracing::warn!(lease = %key, error = %report(&err), "cannot create a partition's lease");
             }
         }
-        self.done = offer.done.clone();
+        self.offer = offer.clone();
         let done_held: Vec<String> = self
             .held
             .keys()
-            .filter(|p| self.done.contains(*p))
+            .filter(|p| self.offer.done.contains(*p))
             .cloned()
             .collect();
         for partition in done_held {
@@ -324,7 +327,7 @@ impl Spread {
     /// Releases every partition lease held (after the copy drained); those of partitions
     /// done for good are deleted instead.
     pub async fn release(&mut self, store: &dyn SharedStore) {
-        for partition in self.done.clone() {
+        for partition in self.offer.done.clone() {
             self.delete_done(store, &partition).await;
         }
         for (partition, held) in std::mem::take(&mut self.held) {
