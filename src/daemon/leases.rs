@@ -140,6 +140,18 @@ pub(super) async fn renew_lease(
     }
 }
 
+/// How a supervised copy of a pipeline ended; a panic counts as its failure.
+pub(super) async fn outcome_of(
+    task: JoinHandle<Result<(), PipelineError>>,
+) -> Result<(), PipelineError> {
+    task.await.unwrap_or_else(|join| {
+        Err(PipelineError::Panic {
+            stage: "supervisor",
+            message: join.to_string(),
+        })
+    })
+}
+
 /// A pipeline this instance runs under its lease.
 struct Running {
     plan: Arc<PipelinePlan>,
@@ -354,12 +366,7 @@ impl Coordinator {
             .collect();
         for key in finished {
             let running = self.running.remove(&key).expect("listed");
-            let outcome = running.task.await.unwrap_or_else(|join| {
-                Err(PipelineError::Panic {
-                    stage: "supervisor",
-                    message: join.to_string(),
-                })
-            });
+            let outcome = outcome_of(running.task).await;
             match outcome {
                 Err(err) if err.is_fenced() => {
                     if let Some(shared) = self.pipelines.get(&key) {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::leases::{renew_lease, LeaseSettings, Renewal};
+use super::leases::{outcome_of, renew_lease, LeaseSettings, Renewal};
 use super::{supervise_plan, PipelinePlan};
 use crate::checkpoint::{CheckpointError, Fence, Store};
 use crate::coordination::{
@@ -152,12 +152,7 @@ impl Spread {
         let ended = self.copy.as_ref().is_some_and(|c| c.task.is_finished());
         if ended {
             let copy = self.copy.take().expect("ended");
-            let outcome = copy.task.await.unwrap_or_else(|join| {
-                Err(PipelineError::Panic {
-                    stage: "supervisor",
-                    message: join.to_string(),
-                })
-            });
+            let outcome = outcome_of(copy.task).await;
             match outcome {
                 Err(err) if err.is_fenced() => {
                     tracing::warn!(pipeline = %self.name(), "a partition's commit was fenced: another instance took it over; restarting this instance's copy");
@@ -192,7 +187,7 @@ impl Spread {
     }
 
     /// Reads this pipeline's rows out of `rows` (the whole table, read once this round):
-    /// creates the offered ones, deletes the done ones held here, takes per the balance.
+    /// creates the offered ones, deletes the done ones, takes per the balance.
     pub async fn take(
         &mut self,
         store: &dyn SharedStore,
@@ -203,52 +198,86 @@ impl Spread {
             return;
         };
         let leases = copy.leases.clone();
-        let offer = leases.offered();
-        let mine: Vec<&Lease> = rows
+        self.offer = leases.offered();
+        let mine: Vec<Lease> = rows
             .iter()
             .filter(|r| r.key.starts_with(&self.prefix))
+            .cloned()
             .collect();
-        let prefix_len = self.prefix.len();
-        let partition_of = |key: &str| key[prefix_len..].to_owned();
-        let listed: HashSet<String> = mine.iter().map(|r| partition_of(&r.key)).collect();
-        for partition in offer.readable.iter().filter(|p| !listed.contains(*p)) {
-            let key = format!("{}{partition}", self.prefix);
+        self.create_offered(store, &mine).await;
+        self.delete_done(store, &mine, &leases, settings).await;
+        self.take_share(store, &mine, &leases, settings).await;
+        if self.restarting {
+            if let Some(copy) = &self.copy {
+                copy.stop.trigger();
+            }
+        }
+        self.report(&settings.instance);
+    }
+
+    fn key(&self, partition: &str) -> String {
+        format!("{}{partition}", self.prefix)
+    }
+
+    fn partition_of<'k>(&self, key: &'k str) -> &'k str {
+        &key[self.prefix.len()..]
+    }
+
+    /// Creates the rows of offered partitions that have none.
+    async fn create_offered(&self, store: &dyn SharedStore, mine: &[Lease]) {
+        let listed: HashSet<&str> = mine.iter().map(|r| self.partition_of(&r.key)).collect();
+        for partition in &self.offer.readable {
+            if listed.contains(partition.as_str()) {
+                continue;
+            }
+            let key = self.key(partition);
             if let Err(err) = store.create(&key).await {
                 tracing::warn!(lease = %key, error = %report(&err), "cannot create a partition's lease");
             }
         }
-        self.offer = offer.clone();
-        let done_held: Vec<String> = self
-            .held
-            .keys()
-            .filter(|p| self.offer.done.contains(*p))
+    }
+
+    /// Deletes the rows of done partitions: those held here, and free or expired ones left
+    /// by a holder that died before deleting them (taken, then deleted).
+    async fn delete_done(
+        &mut self,
+        store: &dyn SharedStore,
+        mine: &[Lease],
+        leases: &PartitionLeases,
+        settings: &LeaseSettings,
+    ) {
+        let done = self.offer.done.clone();
+        for partition in &done {
+            self.delete_held(store, partition).await;
+            leases.revoke(partition);
+        }
+        let left: Vec<Lease> = mine
+            .iter()
+            .filter(|r| done.contains(self.partition_of(&r.key)))
             .cloned()
             .collect();
-        for partition in done_held {
-            self.delete_done(store, &partition).await;
-            leases.revoke(&partition);
-        }
-        // Rows of done partitions left by a holder that died before deleting them: free or
-        // expired ones are taken, then deleted.
-        let done_rows: Vec<Lease> = mine
-            .iter()
-            .filter(|r| offer.done.contains(&partition_of(&r.key)))
-            .map(|r| (*r).clone())
-            .collect();
-        for row in self
-            .cleanup
-            .decide(&done_rows, &HashSet::new(), Instant::now())
-            .take
-        {
+        let decision = self.cleanup.decide(&left, &HashSet::new(), Instant::now());
+        for row in decision.take {
             if let Ok(Some(fence)) = store.take(&row, &settings.instance).await {
                 if let Err(err) = store.delete(&fence).await {
                     tracing::warn!(lease = %row.key, error = %report(&err), "cannot delete a finished partition's lease");
                 }
             }
         }
+    }
+
+    /// Takes what the balance says among the readable partitions and grants them to the
+    /// copy; one the copy read under an earlier lease restarts it instead.
+    async fn take_share(
+        &mut self,
+        store: &dyn SharedStore,
+        mine: &[Lease],
+        leases: &PartitionLeases,
+        settings: &LeaseSettings,
+    ) {
         let readable: Vec<Lease> = mine
-            .into_iter()
-            .filter(|r| offer.readable.contains(&partition_of(&r.key)))
+            .iter()
+            .filter(|r| self.offer.readable.contains(self.partition_of(&r.key)))
             .cloned()
             .collect();
         // Only readable partitions count toward the share: one held but waiting for its
@@ -256,43 +285,35 @@ impl Spread {
         let held: HashSet<String> = self
             .held
             .keys()
-            .filter(|p| offer.readable.contains(*p))
-            .map(|p| format!("{}{p}", self.prefix))
+            .filter(|p| self.offer.readable.contains(*p))
+            .map(|p| self.key(p))
             .collect();
         let decision = self.balance.decide(&readable, &held, Instant::now());
         for row in &decision.take {
             let asked = Instant::now();
-            match store.take(row, &settings.instance).await {
-                Ok(Some(fence)) => {
-                    let partition = partition_of(&row.key);
-                    tracing::info!(pipeline = %self.name(), %partition, epoch = fence.epoch, "took a partition's lease");
-                    self.probe.partition_lease_acquired();
-                    if self.revoked.contains(&partition) {
-                        tracing::info!(pipeline = %self.name(), %partition, "restarting this instance's copy: it read the partition under an earlier lease");
-                        self.restarting = true;
-                    } else {
-                        leases.grant(&partition, fence.clone());
-                    }
-                    self.held.insert(
-                        partition,
-                        Held {
-                            fence,
-                            renewed: asked,
-                        },
-                    );
-                }
-                Ok(None) => {}
+            let fence = match store.take(row, &settings.instance).await {
+                Ok(Some(fence)) => fence,
+                Ok(None) => continue,
                 Err(err) => {
-                    tracing::warn!(lease = %row.key, error = %report(&err), "cannot take a partition's lease")
+                    tracing::warn!(lease = %row.key, error = %report(&err), "cannot take a partition's lease");
+                    continue;
                 }
+            };
+            let partition = self.partition_of(&row.key).to_owned();
+            tracing::info!(pipeline = %self.name(), %partition, epoch = fence.epoch, "took a partition's lease");
+            self.probe.partition_lease_acquired();
+            if self.revoked.contains(&partition) {
+                tracing::info!(pipeline = %self.name(), %partition, "restarting this instance's copy: it read the partition under an earlier lease");
+                self.restarting = true;
+            } else {
+                leases.grant(&partition, fence.clone());
             }
+            let held = Held {
+                fence,
+                renewed: asked,
+            };
+            self.held.insert(partition, held);
         }
-        if self.restarting {
-            if let Some(copy) = &self.copy {
-                copy.stop.trigger();
-            }
-        }
-        self.report(&settings.instance);
     }
 
     fn report(&self, instance: &str) {
@@ -309,7 +330,7 @@ impl Spread {
     }
 
     /// Deletes the lease row of a partition done for good that this instance holds.
-    async fn delete_done(&mut self, store: &dyn SharedStore, partition: &str) {
+    async fn delete_held(&mut self, store: &dyn SharedStore, partition: &str) {
         let Some(held) = self.held.get(partition) else {
             return;
         };
@@ -328,7 +349,7 @@ impl Spread {
     /// done for good are deleted instead.
     pub async fn release(&mut self, store: &dyn SharedStore) {
         for partition in self.offer.done.clone() {
-            self.delete_done(store, &partition).await;
+            self.delete_held(store, &partition).await;
         }
         for (partition, held) in std::mem::take(&mut self.held) {
             match store.release(&held.fence).await {
