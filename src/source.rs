@@ -21,6 +21,8 @@
 //! How a run starts (stream on, copy first, or nothing left to do) is decided for every source
 //! by [`SnapshotMode::start`].
 
+pub mod progress;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -98,8 +100,8 @@ pub enum Start {
 }
 
 impl SnapshotMode {
-    /// Where a run starts. A stored checkpoint means the first run's copy (if any) completed:
-    /// a source only stores one after its snapshot.
+    /// Where a run starts. A stored checkpoint means the first run's copy (if any) completed,
+    /// or (Postgres) that its unfinished rest is copied while streaming.
     pub fn start(self, checkpoint_stored: bool) -> Start {
         match (self, checkpoint_stored) {
             (SnapshotMode::InitialOnly, true) => Start::Done,

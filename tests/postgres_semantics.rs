@@ -176,7 +176,7 @@ async fn the_slot_moves_past_wal_of_unpublished_tables() {
 }
 
 #[tokio::test]
-async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
+async fn an_interrupted_snapshot_resumes_after_its_stored_chunks() {
     let fx = PgFixture::new("sem_resnap").await;
     fx.sql("CREATE TABLE sem_resnap.t (id int PRIMARY KEY); INSERT INTO sem_resnap.t SELECT generate_series(1, 50000)").await;
     let config = fx.config(&["t"], "snapshot_chunk_rows = 200");
@@ -189,37 +189,54 @@ async fn an_interrupted_snapshot_starts_over_and_delivers_every_row() {
         partial < 50000,
         "the kill must interrupt the snapshot ({partial} rows copied)"
     );
-    assert_eq!(
-        fx.stored_lsn(),
-        None,
-        "no checkpoint before the snapshot completes"
+    assert!(
+        fx.stored_lsn().is_some(),
+        "the consistent point is stored before the copy"
     );
+    let store = cdc_bridge::checkpoint::CheckpointStore::open(&fx.ws.path("state")).unwrap();
+    let progress = store.load("sem_resnap").unwrap()["snapshot/sem_resnap.t"]
+        .token
+        .clone();
+    drop(store);
+    let progress = cdc_bridge::source::progress::TableProgress::parse(&progress).unwrap();
+    let copied_up_to: i64 = progress
+        .after
+        .as_ref()
+        .map_or(0, |key| key[0].parse().unwrap());
+    assert_eq!(copied_up_to, progress.chunks as i64 * 200, "{progress:?}");
 
     let child = fx.spawn(&config);
-    // The second run copies all 50,000 rows again; only then is the new slot streaming.
-    fx.wait_for_events(partial + 50_000, WAIT);
+    // The second run streams on and copies only what the first did not store.
+    fx.wait_for_events(50_000, WAIT);
     fx.wait_caught_up(WAIT).await;
     fx.sql("INSERT INTO sem_resnap.t VALUES (50001)").await;
-    fx.wait_for_events(partial + 50_001, WAIT);
+    fx.wait_caught_up(WAIT).await;
     fx.stop(child);
     fx.cleanup().await;
     let events = fx.events();
-    let after_restart = &events[partial..];
-    let mut ids: Vec<i64> = after_restart
+    assert_eq!(events.last().unwrap()["op"], "insert");
+    let mut ids: Vec<i64> = events
         .iter()
         .map(|e| e["key"]["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(after_restart.last().unwrap()["op"], "insert");
     ids.sort_unstable();
+    ids.dedup();
     assert_eq!(
         ids,
         (1..=50001).collect::<Vec<_>>(),
-        "the second run copies every row again, then streams"
+        "every row is delivered"
     );
+    // The second run copies exactly the rows after the last stored chunk, once each.
+    let second: Vec<i64> = events[partial..]
+        .iter()
+        .filter(|e| e["op"] == "snapshot")
+        .map(|e| e["key"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(second, (copied_up_to + 1..=50000).collect::<Vec<_>>());
     assert!(fx
         .ws
         .log_tail()
-        .contains("dropping the slot and starting over"));
+        .contains("copying the rest while streaming"));
 }
 
 #[tokio::test]

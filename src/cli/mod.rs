@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `status` and `checkpoints`, and their exit statuses.
+//! The command line: `run`, `check`, `status`, `checkpoints` and `snapshot`, and their exit
+//! statuses.
 //!
 //! Exit status 0: success (also after SIGINT/SIGTERM with in-flight batches delivered and the
 //! checkpoint stored); 2: a configuration error (named by its key path); 1: any other failure.
@@ -53,6 +54,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Copy tables again while a pipeline streams (an incremental snapshot): the request goes
+    /// to the source, and the pipeline serves it when it reads it, now or when it next runs.
+    Snapshot {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        pipeline: String,
+        /// A table to copy (`schema.table`); repeat for several.
+        #[arg(long = "table", value_name = "TABLE", required = true)]
+        tables: Vec<String>,
+    },
     /// List stored checkpoints, reset those of one pipeline, or export and import them.
     Checkpoints {
         #[arg(long, value_name = "FILE", global = true)]
@@ -90,6 +102,11 @@ pub fn main() -> ExitCode {
             Command::Check { config } => check(&config).await,
             Command::Status { config } => status::show(&config).await,
             Command::Checkpoints { config, action } => checkpoints(config.as_deref(), action).await,
+            Command::Snapshot {
+                config,
+                pipeline,
+                tables,
+            } => snapshot(&config, &pipeline, &tables).await,
         }
     })
 }
@@ -245,5 +262,29 @@ async fn check(path: &Path) -> ExitCode {
         ExitCode::from(EXIT_RUNTIME)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+async fn snapshot(path: &Path, pipeline: &str, tables: &[String]) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => return config_failure(path, &err),
+    };
+    let plans = match daemon::plan(&config, Some(pipeline)) {
+        Ok(plans) => plans,
+        Err(err) => return config_failure(path, &err),
+    };
+    let Some(plan) = plans.first() else {
+        return failure(EXIT_CONFIG, &format!("no pipeline is named {pipeline:?}"));
+    };
+    match plan.source.request_snapshot(tables).await {
+        Ok(()) => {
+            println!(
+                "pipeline {pipeline}: snapshot of {} requested; the pipeline copies it while streaming (progress: cdc-bridge status)",
+                tables.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => failure(EXIT_RUNTIME, &format!("pipeline {pipeline}: {err}")),
     }
 }

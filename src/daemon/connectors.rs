@@ -130,6 +130,20 @@ impl SourceSpec {
         }
     }
 
+    /// Asks the source to copy `tables` again while its pipeline streams (`cdc-bridge
+    /// snapshot`). Sources without incremental snapshots say so.
+    pub async fn request_snapshot(&self, tables: &[String]) -> Result<(), String> {
+        match self {
+            SourceSpec::Postgres(config) => postgres::request_snapshot(config, tables)
+                .await
+                .map_err(|err| crate::error::report(&err)),
+            other => Err(format!(
+                "incremental snapshots are not implemented for {} sources",
+                other.kind()
+            )),
+        }
+    }
+
     /// Verifies the source's prerequisites (connects; changes nothing).
     pub async fn check(&self) -> Vec<Finding> {
         match self {

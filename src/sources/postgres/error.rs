@@ -75,6 +75,11 @@ pub enum PostgresError {
         "the stored checkpoint {0:?} is not a PostgreSQL LSN; reset this pipeline's checkpoints"
     )]
     BadCheckpoint(String),
+    #[error("{0}; reset this pipeline's checkpoints")]
+    BadProgress(String),
+    /// A snapshot request that cannot be served, with the reason and the fix.
+    #[error("{0}")]
+    SnapshotRequest(String),
     #[error("unexpected replication protocol data: {0}")]
     Protocol(String),
     #[error("the server announced a message of {len} bytes (type {tag:?}), more than the {max} bytes PostgreSQL can send in one message; refusing it (corrupted stream, or not a PostgreSQL server?)")]
@@ -153,6 +158,8 @@ impl ConnectorError for PostgresError {
             | PostgresError::SlotInvalidated { .. }
             | PostgresError::SlotAhead { .. }
             | PostgresError::BadCheckpoint(_)
+            | PostgresError::BadProgress(_)
+            | PostgresError::SnapshotRequest(_)
             | PostgresError::Tls(_)
             | PostgresError::CleartextPassword
             | PostgresError::Protocol(_)

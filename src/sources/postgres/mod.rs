@@ -3,10 +3,12 @@
 //!
 //! Flow: check the server (wal_level, REPLICATION role, tables) -> ensure the publication ->
 //! decide from the stored checkpoint and the slot's state where to start:
-//! - a checkpoint and its slot: stream from the checkpoint's LSN;
-//! - no checkpoint: create the slot (exporting a snapshot), copy the tables inside that
-//!   snapshot ([`snapshot`]), mark the consistent point, then stream from it ([`stream`]);
-//!   a slot left by an interrupted snapshot is dropped and the snapshot starts over.
+//! - a checkpoint and its slot: stream from the checkpoint's LSN, copying while streaming the
+//!   tables whose stored copy progress is unfinished ([`backfill`]);
+//! - no checkpoint: create the slot (exporting a snapshot), store the consistent point, copy
+//!   the tables inside that snapshot in chunks ([`snapshot`], [`chunk`]) with their progress
+//!   stored after each chunk, then stream from the consistent point ([`stream`]). A slot
+//!   without a stored checkpoint (left by a run that stopped before storing one) is dropped.
 //!
 //! The walsender connection is driven by hand ([`walsender`], [`pgoutput`]); ordinary SQL
 //! (catalog, snapshot, heartbeats) goes through tokio-postgres ([`catalog`]). Both open their
@@ -21,7 +23,9 @@
 mod array;
 #[cfg(test)]
 mod auth_tests;
+mod backfill;
 mod catalog;
+mod chunk;
 mod column_types;
 mod config;
 mod error;
@@ -43,6 +47,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use backfill::request as request_snapshot;
 pub use config::{PostgresConfig, SnapshotMode};
 pub use error::PostgresError;
 pub use lsn::Lsn;
@@ -64,7 +69,10 @@ pub async fn sql_session(
 use crate::check::Finding;
 use crate::checkpoint::Position;
 use crate::error::BoxError;
+use crate::source::progress::TableProgress;
 use crate::source::{Mark, Source, SourceContext, Start};
+use backfill::Backfill;
+use snapshot::TableCopy;
 use stream::{Failure, Streamer};
 use transport::Endpoint;
 use types::TypeRegistry;
@@ -108,6 +116,7 @@ impl PostgresSource {
             catalog::terminate_backend(&sql, pid).await?;
         }
         let database: Arc<str> = endpoint.dbname.as_str().into();
+        let progress = TableProgress::stored(&ctx.resume).map_err(PostgresError::BadProgress)?;
         let mode = config.snapshot;
         if mode.start(stored.is_some()) == Start::Done {
             tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
@@ -152,16 +161,32 @@ impl PostgresSource {
                     tracing::warn!(pipeline = %ctx.pipeline, slot = %config.slot, "slot exists but no checkpoint is stored (an earlier snapshot was interrupted): dropping the slot and starting over");
                     catalog::drop_slot(&sql, &config.slot).await?;
                 }
-                let ordered: Vec<_> = tables.iter().map(|t| (t.clone(), oids[t])).collect();
+                let generation = TableProgress::next_generation(&progress);
+                let copies: Vec<_> = tables
+                    .iter()
+                    .map(|t| TableCopy {
+                        name: t.clone(),
+                        oid: oids[t],
+                        progress: TableProgress::started(generation),
+                    })
+                    .collect();
+                for table in progress
+                    .keys()
+                    .filter(|t| !copies.iter().any(|c| c.name.to_string() == **t))
+                {
+                    ctx.emit.forget(TableProgress::partition(table)).await?;
+                }
                 return self
-                    .snapshot_then_stream(ctx, &sql, endpoint, database, &ordered)
+                    .snapshot_then_stream(ctx, &sql, endpoint, database, &copies)
                     .await;
             }
         };
+        let backfill = unfinished_copies(&sql, &progress, ctx).await?;
         let conn = ReplicationConnection::connect(&endpoint).await?;
-        Streamer::new(conn, &sql, config, TypeRegistry::default(), database, start)
-            .run(ctx)
-            .await?;
+        let mut streamer =
+            Streamer::new(conn, &sql, config, TypeRegistry::default(), database, start);
+        streamer.backfill = backfill;
+        streamer.run(ctx).await?;
         Ok(())
     }
 
@@ -172,7 +197,7 @@ impl PostgresSource {
         sql: &tokio_postgres::Client,
         endpoint: Endpoint,
         database: Arc<str>,
-        tables: &[(config::TableName, u32)],
+        tables: &[TableCopy],
     ) -> Result<(), Failure> {
         let config = &self.config;
         let mut conn = ReplicationConnection::connect(&endpoint).await?;
@@ -202,7 +227,19 @@ impl PostgresSource {
             .map_err(|_| PostgresError::Protocol(format!("bad consistent point {:?}", field(1))))?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %config.slot, consistent_point = %consistent_point, "created replication slot");
         let mut types = TypeRegistry::default();
+        let mark = Mark {
+            partition: String::new(),
+            position: Position::from_counter(consistent_point.to_string(), consistent_point.0),
+        };
         if config.snapshot != SnapshotMode::Never {
+            for table in tables {
+                ctx.emit.checkpoint(table.mark(&table.progress)).await?;
+            }
+            if config.snapshot == SnapshotMode::Initial {
+                // From here on, an interrupted run streams on from the consistent point and
+                // copies what is left of the tables while streaming.
+                ctx.emit.checkpoint(mark.clone()).await?;
+            }
             ctx.probe.snapshotting();
             snapshot::copy_tables(
                 sql,
@@ -216,11 +253,9 @@ impl PostgresSource {
             )
             .await?;
         }
-        let mark = Mark {
-            partition: String::new(),
-            position: Position::from_counter(consistent_point.to_string(), consistent_point.0),
-        };
-        ctx.emit.checkpoint(mark).await?;
+        if config.snapshot != SnapshotMode::Initial {
+            ctx.emit.checkpoint(mark).await?;
+        }
         if config.snapshot == SnapshotMode::InitialOnly {
             conn.close().await;
             return Ok(());
@@ -295,4 +330,43 @@ pub async fn check(config: &PostgresConfig) -> Vec<Finding> {
         findings.push(Finding::fail(crate::error::report(&err)));
     }
     findings
+}
+
+/// The tables an earlier run began to copy and did not finish, to copy while streaming from
+/// their stored progress. A table dropped since is forgotten.
+async fn unfinished_copies(
+    sql: &tokio_postgres::Client,
+    progress: &std::collections::BTreeMap<String, TableProgress>,
+    ctx: &SourceContext,
+) -> Result<Backfill, Failure> {
+    let unfinished: Vec<(config::TableName, &TableProgress)> = progress
+        .iter()
+        .filter(|(_, p)| !p.done)
+        .filter_map(|(table, p)| backfill::table_named(table).map(|name| (name, p)))
+        .collect();
+    let names: Vec<_> = unfinished.iter().map(|(name, _)| name.clone()).collect();
+    let (oids, missing) = catalog::table_oids(sql, &names).await?;
+    for table in missing {
+        tracing::warn!(pipeline = %ctx.pipeline, table = %table, "the unfinished copy of a table that no longer exists is dropped");
+        ctx.emit
+            .forget(TableProgress::partition(&table.to_string()))
+            .await?;
+    }
+    let copies: Vec<TableCopy> = unfinished
+        .into_iter()
+        .filter_map(|(name, p)| {
+            oids.get(&name).map(|&oid| TableCopy {
+                name,
+                oid,
+                progress: p.clone(),
+            })
+        })
+        .collect();
+    if !copies.is_empty() {
+        tracing::info!(pipeline = %ctx.pipeline, tables = copies.len(), "an earlier run's copy is unfinished: copying the rest while streaming");
+        ctx.probe
+            .snapshot_started(&snapshot::estimates(sql, &copies).await?);
+    }
+    let generation = TableProgress::next_generation(progress) - 1;
+    Ok(Backfill::new(copies, generation))
 }

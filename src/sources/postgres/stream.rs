@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::backfill::{Backfill, SIGNAL_PREFIX, WATERMARK_PREFIX};
 use super::catalog;
 use super::config::{quote_literal, PostgresConfig};
 use super::error::PostgresError;
@@ -58,6 +59,8 @@ pub struct Streamer<'a> {
     pub config: &'a PostgresConfig,
     pub types: TypeRegistry,
     pub database: Arc<str>,
+    /// Tables copied while streaming ([`super::backfill`]).
+    pub backfill: Backfill,
     /// Transactions that committed before this were delivered in an earlier run.
     pub resume: Lsn,
     relations: HashMap<u32, Arc<Relation>>,
@@ -89,6 +92,7 @@ impl<'a> Streamer<'a> {
             types,
             database,
             resume,
+            backfill: Backfill::default(),
             relations: HashMap::new(),
             stream_relations: HashMap::new(),
             spools: HashMap::new(),
@@ -149,6 +153,13 @@ impl<'a> Streamer<'a> {
             tokio::select! {
                 biased;
                 _ = shutdown.requested() => break,
+                _ = std::future::ready(()), if self.backfill.wants_chunk() => {
+                    match self.read_chunk(ctx).await {
+                        Ok(()) => {}
+                        Err(Failure::Stopped) => break,
+                        Err(Failure::Error(err)) => return Err(err),
+                    }
+                }
                 data = self.conn.recv_copy_data() => {
                     match self.on_frame(data?, ctx).await {
                         Ok(true) => self.send_status(&stored).await?,
@@ -230,8 +241,11 @@ impl<'a> Streamer<'a> {
                 });
             }
             Message::Commit { end_lsn, .. } => {
-                let skipped = self.open.take().is_some_and(|t| t.skip);
-                if !skipped {
+                let open = self.open.take();
+                if let Some(xid) = open.as_ref().and_then(|t| t.context.position.txid) {
+                    self.backfill.delivered(xid);
+                }
+                if !open.is_some_and(|t| t.skip) {
                     self.mark(ctx, end_lsn).await?;
                 }
             }
@@ -252,6 +266,7 @@ impl<'a> Streamer<'a> {
                 if !open.skip {
                     let context = open.context.clone();
                     for event in events(&message, &context, |oid| self.relations.get(&oid))? {
+                        self.backfill.observe(&event);
                         self.emit(ctx, ctx.emit.event(event)).await?;
                     }
                 }
@@ -260,8 +275,24 @@ impl<'a> Streamer<'a> {
                 transactional,
                 lsn: message_lsn,
                 prefix,
+                content,
                 ..
             } => {
+                if prefix == WATERMARK_PREFIX {
+                    // Its copied rows take the watermark transaction's commit LSN, so that
+                    // positions keep growing in commit order.
+                    let commit = self
+                        .open
+                        .as_ref()
+                        .map_or(message_lsn, |t| Lsn(t.context.position.lsn));
+                    self.close_window(ctx, &content, commit).await?;
+                    return Ok(());
+                } else if prefix == SIGNAL_PREFIX && transactional {
+                    if self.open.as_ref().is_some_and(|t| !t.skip) {
+                        self.on_signal(ctx, &content).await?;
+                    }
+                    return Ok(());
+                }
                 if !transactional && self.is_idle() {
                     // Heartbeats (ours or anyone's) move the checkpoint while nothing else does.
                     self.mark(ctx, message_lsn).await?;
@@ -384,9 +415,11 @@ impl<'a> Streamer<'a> {
                     .find(|r| r.oid == oid)
             };
             for event in events(&message, &context, relation_of)? {
+                self.backfill.observe(&event);
                 self.emit(ctx, ctx.emit.event(event)).await?;
             }
         }
+        self.backfill.delivered(xid);
         self.mark(ctx, end_lsn).await?;
         Ok(())
     }
@@ -430,7 +463,7 @@ impl<'a> Streamer<'a> {
 
     /// Emits a checkpoint mark at `lsn`, unless one at or after it was emitted already
     /// (marks must only move forward).
-    async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Failure> {
+    pub(super) async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Failure> {
         if lsn <= self.last_mark {
             return Ok(());
         }
@@ -444,7 +477,7 @@ impl<'a> Streamer<'a> {
 
     /// Completes `send` (an emitter call); while it waits for buffer room, sends the status
     /// updates that keep the session alive.
-    async fn emit(
+    pub(super) async fn emit(
         &mut self,
         ctx: &SourceContext,
         send: impl Future<Output = Result<(), Stopped>>,

@@ -1,0 +1,137 @@
+//! Snapshot benchmark: `bench/run.sh snapshot` (or `cargo bench --bench snapshot` with the
+//! services of `scripts/services.sh` running and their environment loaded).
+//!
+//! A 5,000,000-row table (`BENCH_SNAPSHOT_ROWS` to change it) is copied three ways on the same
+//! server, in the same run:
+//! - `COPY (SELECT ...) TO STDOUT` drained by a plain client: the rate at which the server can
+//!   hand the rows out at all (the physical limit of a copy over one connection);
+//! - the release bridge with `snapshot = "initial_only"` into the `null` sink, with the
+//!   default chunks, at each `snapshot_parallelism` given by `BENCH_SNAPSHOT_PARALLELISM`
+//!   (default `1,4`).
+//!
+//! Prints rows/s of each, the bridge's ratio to COPY and its peak RSS.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+#[path = "support.rs"]
+mod support;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let url = std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL: run bench/run.sh");
+    let rows: i64 = std::env::var("BENCH_SNAPSHOT_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5_000_000);
+    let parallelism: Vec<u32> = std::env::var("BENCH_SNAPSHOT_PARALLELISM")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(&url, rows, &parallelism));
+}
+
+async fn run(url: &str, rows: i64, parallelism: &[u32]) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let start = Instant::now();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS bench_snap CASCADE; CREATE SCHEMA bench_snap; \
+             CREATE TABLE bench_snap.t (id bigint PRIMARY KEY, v int, s text, ts timestamptz); \
+             INSERT INTO bench_snap.t SELECT g, (g % 1000)::int, 'row-' || g, now() FROM generate_series(1, {rows}) g; \
+             VACUUM ANALYZE bench_snap.t; \
+             DROP PUBLICATION IF EXISTS bench_snap; CREATE PUBLICATION bench_snap FOR TABLE bench_snap.t;"
+        ))
+        .await
+        .unwrap();
+    println!(
+        "wrote {rows} rows in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    // Warm the cache the same way for every reader: COPY first, once unmeasured.
+    copy_out(&client).await;
+    let (copy_secs, copied) = copy_out(&client).await;
+    assert_eq!(copied, rows as u64, "COPY gave every row");
+    let copy_rate = rows as f64 / copy_secs;
+    println!("COPY TO STDOUT      {copy_rate:>10.0} rows/s  ({copy_secs:.2} s)");
+    for &workers in parallelism {
+        let (secs, peak_mib) = bridge(url, workers);
+        let rate = rows as f64 / secs;
+        println!(
+            "cdc-bridge p={workers}      {rate:>10.0} rows/s  ({secs:.2} s, into the null sink; peak RSS {peak_mib:.1} MiB)"
+        );
+        println!(
+            "REPORT|PostgreSQL snapshot, {}M rows, parallelism {workers} (rows/s)|{rate:.0}|COPY TO STDOUT {copy_rate:.0}|{:.2}x",
+            rows / 1_000_000,
+            rate / copy_rate
+        );
+        println!("REPORT|PostgreSQL snapshot, parallelism {workers}: bridge peak RSS|{peak_mib:.1} MiB||");
+    }
+    client
+        .batch_execute("DROP PUBLICATION bench_snap; DROP SCHEMA bench_snap CASCADE")
+        .await
+        .unwrap();
+}
+
+/// Drains `COPY (SELECT * ...) TO STDOUT`; returns the seconds and the rows (lines).
+async fn copy_out(client: &tokio_postgres::Client) -> (f64, u64) {
+    let start = Instant::now();
+    let stream = client
+        .copy_out("COPY (SELECT * FROM bench_snap.t) TO STDOUT")
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let mut lines = 0u64;
+    while let Some(chunk) = stream.next().await {
+        lines += chunk.unwrap().iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    (start.elapsed().as_secs_f64(), lines)
+}
+
+/// Runs the bridge's copy (`initial_only`) to its end; returns the seconds and peak RSS.
+fn bridge(url: &str, workers: u32) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench_snap\"\n[pipeline.source]\nkind = \"postgres\"\n\
+             url = \"{url}\"\nslot = \"bench_snap\"\npublication = \"bench_snap\"\ntables = [\"bench_snap.t\"]\n\
+             snapshot = \"initial_only\"\nsnapshot_parallelism = {workers}\nheartbeat_interval_ms = 0\n\
+             [pipeline.sink]\nkind = \"null\"\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut child = support::spawn_bridge(&config, dir.path(), Stdio::null());
+    let mut peak_mib = 0.0f64;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the bridge's copy failed");
+            break;
+        }
+        // VmHWM only grows: the last reading before the exit is the peak (within 20 ms).
+        if let Ok(mib) = std::panic::catch_unwind(|| support::peak_rss_mib(child.id())) {
+            peak_mib = peak_mib.max(mib);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1200),
+            "the copy did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (start.elapsed().as_secs_f64(), peak_mib)
+}

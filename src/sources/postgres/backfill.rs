@@ -1,0 +1,626 @@
+//! Copying tables while streaming: the rest of a copy an interrupted run left unfinished, or a
+//! table copied again on request (`cdc-bridge snapshot`), chunk by chunk, interleaved with the
+//! stream, without a lock and without another slot.
+//!
+//! The method is the watermark method of Netflix's DBLog, made exact with transaction ids. The
+//! stream loop reads one chunk at a time, in a read-only REPEATABLE READ transaction on its SQL
+//! connection, and notes that transaction's snapshot (`pg_current_snapshot()`: which
+//! transactions it sees). Then it writes a watermark into the WAL, a logical decoding message
+//! naming the chunk, in a transaction of its own. It writes nothing to any table. While the stream reads on
+//! to that watermark, every change it emits to the chunk's table, made by a transaction the
+//! chunk's snapshot did not see, removes that row from the chunk: the stream's version is newer
+//! and has been delivered. At the watermark, every transaction the snapshot saw has been
+//! streamed (each committed before the watermark's own transaction), so the chunk's remaining rows are
+//! emitted there, as `snapshot` events at the watermark's commit LSN, followed by the table's progress
+//! mark. Per key, the consumer sees the older versions, then the copy, then newer versions.
+//!
+//! One chunk (`snapshot_chunk_rows` rows) is held in memory at a time. A keyless table cannot
+//! tell its rows from the stream's changes: its chunks (page ranges) are emitted whole at the
+//! watermark, and a row changed while its chunk was read may appear once more as a snapshot
+//! row.
+//!
+//! Requests arrive in the WAL too: `cdc-bridge snapshot` writes a transactional message naming
+//! the slot and the tables ([`SIGNAL_PREFIX`]), so a request made while the daemon is down is
+//! served when it resumes, and one already served is not served again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::catalog;
+use super::chunk::{self, ChunkReader};
+use super::config::TableName;
+use super::error::PostgresError;
+use super::lsn::Lsn;
+use super::relation::{ChangeContext, Relation};
+use super::snapshot::{self, TableCopy};
+use super::stream::{Failure, Streamer};
+use crate::envelope::{ChangeEvent, PostgresPosition, SourcePosition};
+use crate::format::JsonFormat;
+use crate::source::progress::TableProgress;
+use crate::source::SourceContext;
+
+/// Prefix of the watermark messages that close a chunk's window.
+pub const WATERMARK_PREFIX: &str = "cdc-bridge.watermark";
+/// Prefix of the messages that request a table's copy.
+pub const SIGNAL_PREFIX: &str = "cdc-bridge.snapshot";
+
+/// Transactions remembered as delivered, to notice one the next chunk's snapshot does not see.
+const REMEMBERED_TRANSACTIONS: usize = 1024;
+
+/// A request to copy tables, as `cdc-bridge snapshot` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    /// The slot of the pipeline that should copy them (every slot on the database sees it).
+    pub slot: String,
+    /// `schema.table` names.
+    pub tables: Vec<String>,
+}
+
+/// Which transactions a snapshot sees (the text form of `pg_current_snapshot()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XidSnapshot {
+    xmin: u64,
+    xmax: u64,
+    running: HashSet<u64>,
+}
+
+impl XidSnapshot {
+    /// Parses `xmin:xmax:xip,xip,...`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let running = parts
+            .next()?
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(XidSnapshot {
+            xmin,
+            xmax,
+            running,
+        })
+    }
+
+    /// Whether the snapshot sees the changes of committed transaction `xid` (32 bits, as
+    /// pgoutput sends it; its epoch is taken to be the latest one not after `xmax`'s).
+    pub fn sees(&self, xid: u32) -> bool {
+        let epoch = self.xmax & !0xFFFF_FFFF;
+        let mut full = epoch | u64::from(xid);
+        if full >= self.xmax + (1 << 31) && full >= 1 << 32 {
+            full -= 1 << 32;
+        }
+        full < self.xmin || (full < self.xmax && !self.running.contains(&full))
+    }
+}
+
+/// A chunk read and not yet emitted: its rows wait for the watermark.
+pub struct Window {
+    pub id: String,
+    pub table: TableCopy,
+    pub snapshot: XidSnapshot,
+    /// `None` once the stream delivered a newer version of the row.
+    pub rows: Vec<Option<ChangeEvent>>,
+    by_key: HashMap<Vec<u8>, usize>,
+    /// The table's progress once this chunk is emitted.
+    pub next: TableProgress,
+    pub last: bool,
+}
+
+impl Window {
+    pub fn new(
+        id: String,
+        table: TableCopy,
+        snapshot: XidSnapshot,
+        rows: Vec<ChangeEvent>,
+        next: TableProgress,
+        last: bool,
+    ) -> Self {
+        let by_key = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| !row.key.is_empty())
+            .map(|(i, row)| (key_bytes(row, &row.key), i))
+            .collect();
+        Window {
+            id,
+            table,
+            snapshot,
+            rows: rows.into_iter().map(Some).collect(),
+            by_key,
+            next,
+            last,
+        }
+    }
+
+    /// The rows still to emit.
+    pub fn into_rows(self) -> Vec<ChangeEvent> {
+        self.rows.into_iter().flatten().collect()
+    }
+}
+
+/// The tables to copy while streaming, and the chunk in flight.
+#[derive(Default)]
+pub struct Backfill {
+    pub queue: VecDeque<TableCopy>,
+    pub window: Option<Window>,
+    /// Generations of the copies stored or started, by table, for the next request's.
+    generations: HashMap<String, u64>,
+    delivered: VecDeque<u32>,
+    chunks_read: u64,
+}
+
+impl Backfill {
+    /// Copies `unfinished` (from their stored progress); `generation` is the highest stored.
+    pub fn new(unfinished: Vec<TableCopy>, generation: u64) -> Self {
+        let mut backfill = Backfill {
+            queue: unfinished.into(),
+            ..Backfill::default()
+        };
+        backfill.generations.insert(String::new(), generation);
+        backfill
+    }
+
+    /// Whether the stream loop should read the next chunk now.
+    pub fn wants_chunk(&self) -> bool {
+        self.window.is_none() && !self.queue.is_empty()
+    }
+
+    /// A name for the next chunk's watermark, unique on the database.
+    pub fn next_window_id(&mut self, slot: &str) -> String {
+        self.chunks_read += 1;
+        format!("{slot}/{}/{}", std::process::id(), self.chunks_read)
+    }
+
+    /// The progress a new copy of a table starts from.
+    pub fn new_copy(&mut self) -> TableProgress {
+        let next = self.generations.values().max().copied().unwrap_or(0) + 1;
+        self.generations.insert(String::new(), next);
+        TableProgress::started(next)
+    }
+
+    /// Queues `table` for a copy, replacing a copy of it already queued.
+    pub fn request(&mut self, table: TableCopy) {
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.table.name == table.name)
+        {
+            // Its chunk in flight belongs to the replaced copy.
+            self.window = None;
+        }
+        self.queue.retain(|queued| queued.name != table.name);
+        self.queue.push_back(table);
+    }
+
+    /// A transaction was delivered by the stream.
+    pub fn delivered(&mut self, xid: u32) {
+        if self.delivered.len() == REMEMBERED_TRANSACTIONS {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back(xid);
+    }
+
+    /// Whether a transaction delivered before a chunk was read is one its snapshot does not
+    /// see: then the chunk may hold a version older than one already delivered, and is read
+    /// again. (A commit is in the WAL, and may be streamed, a moment before other sessions
+    /// see it.)
+    pub fn misses_delivered(&self, snapshot: &XidSnapshot) -> bool {
+        self.delivered.iter().any(|&xid| !snapshot.sees(xid))
+    }
+
+    /// Takes note of a change the stream is about to deliver: a newer version of a row of the
+    /// chunk in flight replaces the chunk's.
+    pub fn observe(&mut self, event: &ChangeEvent) {
+        let Some(window) = self.window.as_mut() else {
+            return;
+        };
+        let xid = match &event.source.position {
+            SourcePosition::Postgres(p) => p.txid,
+            _ => None,
+        };
+        if xid.is_some_and(|xid| window.snapshot.sees(xid))
+            || *event.source.table != *window.table.name.table
+            || event.source.schema.as_deref() != Some(window.table.name.schema.as_str())
+        {
+            return;
+        }
+        if event.op == crate::envelope::Op::Truncate {
+            window.rows.iter_mut().for_each(|row| *row = None);
+            return;
+        }
+        let old_key = event.old_key();
+        for key in [Some(&event.key), old_key.as_ref()].into_iter().flatten() {
+            if key.is_empty() {
+                continue;
+            }
+            if let Some(&i) = window.by_key.get(&key_bytes(event, key)) {
+                window.rows[i] = None;
+            }
+        }
+    }
+}
+
+/// A chunk as read: the snapshot it was read in, its rows (text form), where it ends.
+struct ChunkRead {
+    snapshot: XidSnapshot,
+    relation: Relation,
+    rows: Vec<Vec<Option<String>>>,
+    next: TableProgress,
+    last: bool,
+}
+
+impl Streamer<'_> {
+    /// Reads the next chunk of the first queued table, then writes its watermark; its rows
+    /// wait for the stream to reach the watermark ([`Streamer::close_window`]).
+    pub(super) async fn read_chunk(&mut self, ctx: &SourceContext) -> Result<(), Failure> {
+        let Some(table) = self.backfill.queue.front().cloned() else {
+            return Ok(());
+        };
+        if table.progress.chunks == 0 {
+            tracing::info!(pipeline = %ctx.pipeline, table = %table.name, generation = table.progress.generation, "copying table while streaming");
+        }
+        self.sql
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| PostgresError::sql("starting a chunk's transaction", e))?;
+        let read = self.read_in_transaction(&table).await;
+        let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.sql.batch_execute(end).await;
+        let read = read?;
+        ended.map_err(|e| PostgresError::sql("ending a chunk's transaction", e))?;
+        if self.backfill.misses_delivered(&read.snapshot) {
+            tracing::debug!(table = %table.name, "a delivered transaction was not yet visible to the chunk's snapshot: reading the chunk again");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            return Ok(());
+        }
+        if read.rows.is_empty() {
+            return self
+                .finish_chunk(ctx, table, read.next, read.last, Vec::new())
+                .await;
+        }
+        let id = self.backfill.next_window_id(&self.config.slot);
+        // Transactional, so that its commit flushes it to the walsender at once (a
+        // non-transactional message waits for the WAL writer's next flush).
+        self.sql
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| PostgresError::sql("writing a chunk's watermark", e))?;
+        let row = self
+            .sql
+            .query_one(
+                "SELECT pg_logical_emit_message(true, $1::text, $2::text)::text",
+                &[&WATERMARK_PREFIX, &id],
+            )
+            .await
+            .map_err(|e| PostgresError::sql("writing a chunk's watermark", e))?;
+        let watermark: Lsn = row
+            .get::<_, String>(0)
+            .parse()
+            .map_err(|_| PostgresError::Protocol("pg_logical_emit_message gave no LSN".into()))?;
+        let context = ChangeContext {
+            pipeline: ctx.pipeline.clone(),
+            database: self.database.clone(),
+            position: PostgresPosition {
+                lsn: watermark.0,
+                txid: None,
+            },
+            commit_ts_ms: None,
+        };
+        let events = read
+            .rows
+            .iter()
+            .map(|row| {
+                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+                read.relation.snapshot_event(&context, &values)
+            })
+            .collect();
+        self.backfill.window = Some(Window::new(
+            id,
+            table,
+            read.snapshot,
+            events,
+            read.next,
+            read.last,
+        ));
+        Ok(())
+    }
+
+    async fn read_in_transaction(&mut self, table: &TableCopy) -> Result<ChunkRead, PostgresError> {
+        let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
+        // The transaction's first statement takes its snapshot: the one the chunk is read in.
+        let text: String = self
+            .sql
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await
+            .map_err(sql_err("reading a chunk's snapshot"))?
+            .get(0);
+        let snapshot = XidSnapshot::parse(&text)
+            .ok_or_else(|| PostgresError::Protocol(format!("unexpected snapshot {text:?}")))?;
+        let relation = catalog::relation(self.sql, &mut self.types, table.oid).await?;
+        let reader = ChunkReader::new(
+            &relation,
+            &table.name.quoted(),
+            self.config.snapshot_chunk_rows.get(),
+        );
+        let pages = if reader.keyed() {
+            0
+        } else {
+            chunk::table_pages(self.sql, table.oid).await?
+        };
+        let after = table.progress.after.as_deref();
+        let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+        if let Some(query) = reader.query(&relation, after, pages) {
+            for message in self
+                .sql
+                .simple_query(&query)
+                .await
+                .map_err(sql_err("reading a chunk"))?
+            {
+                if let SimpleQueryMessage::Row(row) = message {
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_owned))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let last = reader.was_last(after, rows.len() as u64, pages);
+        let next = match rows.last() {
+            Some(row) if reader.keyed() => {
+                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+                table
+                    .progress
+                    .after_chunk(reader.end_of_chunk(after, &values))
+            }
+            _ if !reader.keyed() => table.progress.after_chunk(reader.end_of_chunk(after, &[])),
+            _ => table.progress.clone(),
+        };
+        Ok(ChunkRead {
+            snapshot,
+            relation,
+            rows,
+            next,
+            last,
+        })
+    }
+
+    /// The stream reached a watermark: if it is the chunk in flight's, its rows go out now.
+    pub(super) async fn close_window(
+        &mut self,
+        ctx: &SourceContext,
+        watermark: &[u8],
+        commit: Lsn,
+    ) -> Result<(), Failure> {
+        if self
+            .backfill
+            .window
+            .as_ref()
+            .is_none_or(|w| w.id.as_bytes() != watermark)
+        {
+            return Ok(());
+        }
+        let window = self.backfill.window.take().expect("checked");
+        let (table, next, last) = (window.table.clone(), window.next.clone(), window.last);
+        let mut rows = window.into_rows();
+        for row in &mut rows {
+            if let SourcePosition::Postgres(position) = &mut row.source.position {
+                position.lsn = commit.0;
+            }
+        }
+        self.finish_chunk(ctx, table, next, last, rows).await
+    }
+
+    /// Emits a chunk's rows, then the table's progress.
+    async fn finish_chunk(
+        &mut self,
+        ctx: &SourceContext,
+        table: TableCopy,
+        next: TableProgress,
+        last: bool,
+        rows: Vec<ChangeEvent>,
+    ) -> Result<(), Failure> {
+        let label = table.name.to_string();
+        let count = rows.len() as u64;
+        if !rows.is_empty() {
+            self.emit(ctx, ctx.emit.events(rows)).await?;
+        }
+        ctx.probe.snapshot_rows(&label, count);
+        let progress = if last { next.finished() } else { next };
+        self.emit(ctx, ctx.emit.checkpoint(table.mark(&progress)))
+            .await?;
+        let queued = self
+            .backfill
+            .queue
+            .front_mut()
+            .filter(|q| q.name == table.name);
+        match queued {
+            Some(_) if last => {
+                self.backfill.queue.pop_front();
+                ctx.probe.snapshot_table_done(&label);
+                tracing::info!(pipeline = %ctx.pipeline, table = %label, chunks = progress.chunks, "table copied while streaming");
+            }
+            Some(queued) => queued.progress = progress,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A request to copy tables (`cdc-bridge snapshot`), read from the WAL.
+    pub(super) async fn on_signal(
+        &mut self,
+        ctx: &SourceContext,
+        content: &[u8],
+    ) -> Result<(), Failure> {
+        let signal: Signal = match serde_json::from_slice(content) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(pipeline = %ctx.pipeline, error = %err, "ignoring a malformed snapshot request");
+                return Ok(());
+            }
+        };
+        if signal.slot != self.config.slot {
+            return Ok(());
+        }
+        let names: Vec<TableName> = signal
+            .tables
+            .iter()
+            .filter_map(|t| table_named(t))
+            .collect();
+        let (oids, missing) = catalog::table_oids(self.sql, &names).await?;
+        for table in missing {
+            tracing::warn!(pipeline = %ctx.pipeline, table = %table, "a snapshot was requested of a table that does not exist: ignored");
+        }
+        for name in names {
+            let Some(&oid) = oids.get(&name) else {
+                continue;
+            };
+            let copy = TableCopy {
+                name,
+                oid,
+                progress: self.backfill.new_copy(),
+            };
+            self.emit(ctx, ctx.emit.checkpoint(copy.mark(&copy.progress)))
+                .await?;
+            tracing::info!(pipeline = %ctx.pipeline, table = %copy.name, generation = copy.progress.generation, "snapshot requested: the table is copied while streaming");
+            self.backfill.request(copy);
+        }
+        let queued: Vec<TableCopy> = self.backfill.queue.iter().cloned().collect();
+        ctx.probe
+            .snapshot_started(&snapshot::estimates(self.sql, &queued).await?);
+        Ok(())
+    }
+}
+
+/// Requests a copy of `tables` from the pipeline reading `config`'s slot (`cdc-bridge
+/// snapshot`): checks that each can be copied while streaming, then writes the request into
+/// the WAL, where the pipeline reads it in order with the changes.
+pub async fn request(
+    config: &super::PostgresConfig,
+    tables: &[String],
+) -> Result<(), PostgresError> {
+    let refuse = |reason: String| Err(PostgresError::SnapshotRequest(reason));
+    let sql = catalog::connect(config).await?;
+    if catalog::slot_state(&sql, &config.slot).await?.is_none() {
+        return refuse(format!(
+            "the pipeline's slot {} does not exist yet: its first run copies its tables",
+            config.slot
+        ));
+    }
+    let mut names = Vec::with_capacity(tables.len());
+    for table in tables {
+        let Some(name) = table_named(table) else {
+            return refuse(format!(
+                "{table:?} is not a table name of the form schema.table"
+            ));
+        };
+        names.push(name);
+    }
+    let (oids, missing) = catalog::table_oids(&sql, &names).await?;
+    if let Some(table) = missing.first() {
+        return refuse(format!("table {table} does not exist"));
+    }
+    let mut types = super::types::TypeRegistry::default();
+    for name in &names {
+        let published = sql
+            .query_opt(
+                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[&config.publication, &name.schema, &name.table],
+            )
+            .await
+            .map_err(|e| PostgresError::sql("looking up the publication's tables", e))?;
+        if published.is_none() {
+            return refuse(format!(
+                "table {name} is not in publication {}: its changes would not be streamed (ALTER PUBLICATION {} ADD TABLE {}, and add it to the pipeline's tables)",
+                config.publication,
+                super::config::quote_ident(&config.publication),
+                name.quoted()
+            ));
+        }
+        if catalog::relation(&sql, &mut types, oids[name])
+            .await?
+            .key
+            .is_empty()
+        {
+            return refuse(format!(
+                "table {name} has no primary key (nor a replica identity index): a copy made while streaming could not tell its rows from the stream's changes"
+            ));
+        }
+    }
+    let signal = Signal {
+        slot: config.slot.clone(),
+        tables: names.iter().map(ToString::to_string).collect(),
+    };
+    let content = serde_json::to_string(&signal).expect("a request serializes");
+    sql.execute(
+        "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
+        &[&SIGNAL_PREFIX, &content],
+    )
+    .await
+    .map_err(|e| PostgresError::sql("writing the snapshot request", e))?;
+    Ok(())
+}
+
+/// A row's identity: its key as JSON, as sinks key their messages.
+fn key_bytes(event: &ChangeEvent, key: &crate::envelope::Row) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32);
+    if std::ptr::eq(key, &event.key) {
+        JsonFormat::write_key(event, &mut bytes);
+    } else {
+        let keyed = ChangeEvent {
+            key: key.clone(),
+            before: None,
+            after: None,
+            unchanged: Vec::new(),
+            key_change: None,
+            ..event.clone()
+        };
+        JsonFormat::write_key(&keyed, &mut bytes);
+    }
+    bytes
+}
+
+/// A table name as a request gives it (`schema.table`).
+pub fn table_named(name: &str) -> Option<TableName> {
+    let (schema, table) = name.split_once('.')?;
+    (!schema.is_empty() && !table.is_empty()).then(|| TableName {
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_sees_transactions_before_it_and_not_those_running_or_after() {
+        let snapshot = XidSnapshot::parse("100:110:102,105").unwrap();
+        assert!(snapshot.sees(99));
+        assert!(snapshot.sees(101));
+        assert!(!snapshot.sees(102));
+        assert!(snapshot.sees(104));
+        assert!(!snapshot.sees(105));
+        assert!(!snapshot.sees(110));
+        assert!(!snapshot.sees(4000));
+        let empty = XidSnapshot::parse("7:7:").unwrap();
+        assert!(empty.sees(6));
+        assert!(!empty.sees(7));
+        assert!(XidSnapshot::parse("7:x:").is_none());
+    }
+
+    #[test]
+    fn transaction_ids_are_read_in_the_snapshots_epoch() {
+        // xmax in epoch 1, just past the wrap: a 32-bit id near the top is from epoch 0.
+        let base = 1u64 << 32;
+        let snapshot = XidSnapshot::parse(&format!("{}:{}:", base + 5, base + 10)).unwrap();
+        assert!(snapshot.sees(u32::MAX - 3), "epoch 0, before xmin");
+        assert!(snapshot.sees(6));
+        assert!(!snapshot.sees(10));
+    }
+}

@@ -1,0 +1,218 @@
+//! How a table is cut into chunks for its copy, and the query that reads one.
+//!
+//! A table with a key (primary key, else replica identity index) is read in key order, each
+//! chunk the next `chunk_rows` rows after the last key copied (keyset pagination:
+//! `WHERE (k1, k2) > ('a', 'b') ORDER BY k1, k2 LIMIT n`, which the key's index serves). The
+//! key values go back into the query as literals of their text form, which the server casts to
+//! the columns' types. A table without a key is read in ranges of pages (`ctid` ranges, a TID
+//! range scan); its chunk boundaries are page numbers. Either way a chunk's end is a position
+//! the next chunk starts after, which is what [`TableProgress`] stores.
+//!
+//! [`TableProgress`]: crate::source::progress::TableProgress
+
+use tokio_postgres::Client;
+
+use super::config::{quote_ident, quote_literal};
+use super::error::PostgresError;
+use super::relation::Relation;
+
+/// Rows per page assumed to size the page ranges of a keyless table's chunks.
+const ROWS_PER_PAGE: u32 = 64;
+
+pub enum Chunking {
+    /// In key order; the indexes are the key's columns in the relation.
+    Key(Vec<usize>),
+    /// In page ranges of this many pages.
+    Pages(u64),
+}
+
+/// Reads one table in chunks: the query of each and where the next one starts.
+pub struct ChunkReader {
+    select: String,
+    pub chunking: Chunking,
+    limit: u32,
+}
+
+impl ChunkReader {
+    /// Chunks of `chunk_rows` of `relation`, whose SQL name is `table_sql`.
+    pub fn new(relation: &Relation, table_sql: &str, chunk_rows: u32) -> Self {
+        let columns: Vec<String> = relation
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let select = format!("SELECT {} FROM {table_sql}", columns.join(", "));
+        let chunking = if relation.key.is_empty() {
+            Chunking::Pages(u64::from((chunk_rows / ROWS_PER_PAGE).max(1)))
+        } else {
+            Chunking::Key(relation.key.clone())
+        };
+        ChunkReader {
+            select,
+            chunking,
+            limit: chunk_rows,
+        }
+    }
+
+    pub fn keyed(&self) -> bool {
+        matches!(self.chunking, Chunking::Key(_))
+    }
+
+    /// The query of the chunk after `after` (the previous chunk's end), or `None` when a
+    /// keyless table's pages (`pages` of them) are all read.
+    pub fn query(
+        &self,
+        relation: &Relation,
+        after: Option<&[String]>,
+        pages: u64,
+    ) -> Option<String> {
+        match &self.chunking {
+            Chunking::Key(key) => {
+                let order: Vec<String> = key
+                    .iter()
+                    .map(|&i| quote_ident(&relation.columns[i].name))
+                    .collect();
+                let order = order.join(", ");
+                let filter = after.map_or(String::new(), |values| {
+                    let literals: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
+                    format!(" WHERE ({order}) > ({})", literals.join(", "))
+                });
+                Some(format!(
+                    "{}{filter} ORDER BY {order} LIMIT {}",
+                    self.select, self.limit
+                ))
+            }
+            Chunking::Pages(per_chunk) => {
+                let from = first_page(after);
+                (from < pages).then(|| {
+                    format!(
+                        "{} WHERE ctid >= '({from},0)'::tid AND ctid < '({},0)'::tid",
+                        self.select,
+                        from + per_chunk
+                    )
+                })
+            }
+        }
+    }
+
+    /// Where the chunk read after `after` ends: the key of its last row (`last_row`, in
+    /// text form), or the page after its range.
+    pub fn end_of_chunk(&self, after: Option<&[String]>, last_row: &[Option<&str>]) -> Vec<String> {
+        match &self.chunking {
+            Chunking::Key(key) => key
+                .iter()
+                .map(|&i| {
+                    last_row
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect(),
+            Chunking::Pages(per_chunk) => vec![(first_page(after) + per_chunk).to_string()],
+        }
+    }
+
+    /// Whether the chunk read after `after`, which returned `rows` rows, was the table's last.
+    pub fn was_last(&self, after: Option<&[String]>, rows: u64, pages: u64) -> bool {
+        match &self.chunking {
+            Chunking::Key(_) => rows < u64::from(self.limit),
+            Chunking::Pages(per_chunk) => first_page(after) + per_chunk >= pages,
+        }
+    }
+}
+
+fn first_page(after: Option<&[String]>) -> u64 {
+    after
+        .and_then(|a| a.first())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pages a keyless table's chunks cover: its largest partition's (or its own) size.
+pub async fn table_pages(client: &Client, oid: u32) -> Result<u64, PostgresError> {
+    let row = client
+        .query_one(
+            "SELECT (coalesce(max(pg_relation_size(relid)), 0) / current_setting('block_size')::bigint)::bigint \
+             FROM pg_partition_tree($1::oid)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("sizing a keyless table's pages", e))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sources::postgres::relation::{Column, DeclaredColumn};
+    use crate::sources::postgres::types::Decoder;
+
+    fn relation(key: &[&str]) -> Relation {
+        let columns = ["id", "region", "note"]
+            .iter()
+            .map(|name| Column {
+                name: Arc::from(*name),
+                type_oid: 25,
+                typmod: -1,
+                decoder: Decoder::Text,
+                identity: false,
+            })
+            .collect();
+        let declared: Vec<DeclaredColumn> = ["id", "region", "note"]
+            .iter()
+            .map(|name| DeclaredColumn {
+                name: (*name).into(),
+                declared_type: "text".into(),
+                not_null: true,
+                primary_key: key.contains(name),
+            })
+            .collect();
+        Relation::new(1, ("s".into(), "t".into()), columns, &declared)
+    }
+
+    #[test]
+    fn keyed_chunks_continue_after_the_last_key_in_key_order() {
+        let relation = relation(&["id", "region"]);
+        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 500);
+        assert_eq!(
+            reader.query(&relation, None, 0).unwrap(),
+            "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\" ORDER BY \"id\", \"region\" LIMIT 500"
+        );
+        let end = reader.end_of_chunk(None, &[Some("7"), Some("o'neil"), None]);
+        assert_eq!(end, vec!["7".to_owned(), "o'neil".to_owned()]);
+        assert_eq!(
+            reader.query(&relation, Some(&end), 0).unwrap(),
+            "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\" WHERE (\"id\", \"region\") > ('7', 'o''neil') ORDER BY \"id\", \"region\" LIMIT 500"
+        );
+        assert!(!reader.was_last(Some(&end), 500, 0));
+        assert!(reader.was_last(Some(&end), 499, 0));
+    }
+
+    #[test]
+    fn keyless_chunks_are_page_ranges_up_to_the_tables_size() {
+        let relation = relation(&[]);
+        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 640);
+        assert!(!reader.keyed());
+        assert!(reader
+            .query(&relation, None, 25)
+            .unwrap()
+            .ends_with("WHERE ctid >= '(0,0)'::tid AND ctid < '(10,0)'::tid"));
+        let end = reader.end_of_chunk(None, &[]);
+        assert_eq!(end, vec!["10".to_owned()]);
+        assert!(!reader.was_last(None, 0, 25));
+        let third = vec!["20".to_owned()];
+        assert!(reader.query(&relation, Some(&third), 25).is_some());
+        assert!(reader.was_last(Some(&third), 0, 25));
+        assert!(reader
+            .query(&relation, Some(&["30".to_owned()]), 25)
+            .is_none());
+        assert!(
+            reader.query(&relation, None, 0).is_none(),
+            "an empty table has no chunk"
+        );
+    }
+}
