@@ -103,6 +103,11 @@ async fn copy_out(client: &tokio_postgres::Client) -> (f64, u64) {
 
 /// Runs the bridge's copy (`initial_only`) to its end; returns the seconds and peak RSS.
 fn bridge(url: &str, workers: u32) -> (f64, f64) {
+    let parallelism = if workers == 1 {
+        String::new()
+    } else {
+        format!("snapshot_parallelism = {workers}\n")
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.toml");
     std::fs::write(
@@ -110,7 +115,7 @@ fn bridge(url: &str, workers: u32) -> (f64, f64) {
         format!(
             "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench_snap\"\n[pipeline.source]\nkind = \"postgres\"\n\
              url = \"{url}\"\nslot = \"bench_snap\"\npublication = \"bench_snap\"\ntables = [\"bench_snap.t\"]\n\
-             snapshot = \"initial_only\"\nsnapshot_parallelism = {workers}\nheartbeat_interval_ms = 0\n\
+             snapshot = \"initial_only\"\n{parallelism}heartbeat_interval_ms = 0\n\
              [pipeline.sink]\nkind = \"null\"\n"
         ),
     )

@@ -109,14 +109,32 @@ async fn table_state(fx: &PgFixture, table: &str) -> BTreeMap<i64, (i64, String)
     rows_of_table(&rows)
 }
 
-/// The stored copy progress of `table` (the bridge must not be running).
-fn stored_progress(fx: &PgFixture, table: &str) -> Option<TableProgress> {
+/// The stored copy progress of `table`, over its ranges: the generation, the chunks stored,
+/// whether every range is done (the bridge must not be running).
+fn stored_progress(fx: &PgFixture, table: &str) -> Option<Progress> {
     let store = CheckpointStore::open(&fx.ws.path("state")).ok()?;
-    let position = store
-        .load(&fx.name)
-        .ok()?
-        .remove(&TableProgress::partition(table))?;
-    Some(TableProgress::parse(&position.token).unwrap())
+    let stored = TableProgress::stored(&store.load(&fx.name).ok()?).unwrap();
+    let ranges: Vec<&TableProgress> = stored
+        .iter()
+        .filter(|((t, _), _)| t == table)
+        .map(|(_, p)| p)
+        .collect();
+    let first = ranges.first()?;
+    assert!(ranges.iter().all(|p| p.generation == first.generation));
+    Some(Progress {
+        generation: first.generation,
+        ranges: ranges.len(),
+        chunks: ranges.iter().map(|p| p.chunks).sum(),
+        done: ranges.iter().all(|p| p.done),
+    })
+}
+
+#[derive(Debug)]
+struct Progress {
+    generation: u64,
+    ranges: usize,
+    chunks: u64,
+    done: bool,
 }
 
 fn log(fx: &PgFixture) -> String {
@@ -136,13 +154,15 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     create_table(&fx, table, ROWS).await;
     let config = fx.config(
         &["kv"],
-        &format!("snapshot_chunk_rows = {CHUNK}\n[pipeline.buffer]\nmax_bytes = 1048576"),
+        &format!(
+            "snapshot_chunk_rows = {CHUNK}\nsnapshot_parallelism = 2\n[pipeline.buffer]\nmax_bytes = 1048576"
+        ),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = workload(table.to_owned(), ROWS, stop.clone());
 
     let mut rng = Rng::seeded();
-    let mut progress: Vec<TableProgress> = Vec::new();
+    let mut progress: Vec<Progress> = Vec::new();
     for kill in 0..6 {
         let mut child = fx.spawn(&config);
         if kill == 0 {
@@ -203,6 +223,7 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
         copied as f64 / ROWS as f64
     );
     assert!(writes > 1000, "the workload must overlap the copy");
+    assert_eq!(progress[0].ranges, 2, "two workers copy a range each");
     assert!(
         log(&fx).contains("copying the rest while streaming"),
         "a resumed run copies the rest while streaming"

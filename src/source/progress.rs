@@ -7,6 +7,9 @@
 //! with the last key copied; the pipeline stores it once those rows are acknowledged, like any
 //! other mark. A table is `done` after its last chunk.
 //!
+//! A large table copied by several workers at once is split into ranges of its first key
+//! column, each with its own partition (`snapshot/<table>#<n>`) and bounds.
+//!
 //! Each request to copy a table (the first run's snapshot, a re-snapshot) is a new
 //! *generation*: ranks order generation first, then chunks, with `done` last, so a new copy
 //! of a table outranks every stored position of the previous one.
@@ -30,6 +33,12 @@ pub struct TableProgress {
     pub after: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub done: bool,
+    /// For one range of a split table: where the range starts (the first key column's
+    /// value, included) and ends (excluded); `None` is the table's start or end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<String>,
 }
 
 impl TableProgress {
@@ -40,16 +49,27 @@ impl TableProgress {
             chunks: 0,
             after: None,
             done: false,
+            lower: None,
+            upper: None,
+        }
+    }
+
+    /// The same copy restricted to one range of the table's first key column.
+    pub fn within(self, lower: Option<String>, upper: Option<String>) -> Self {
+        TableProgress {
+            lower,
+            upper,
+            ..self
         }
     }
 
     /// The progress once one more chunk, ending at `last_key`, is copied.
     pub fn after_chunk(&self, last_key: Vec<String>) -> Self {
         TableProgress {
-            generation: self.generation,
             chunks: self.chunks + 1,
             after: Some(last_key),
             done: false,
+            ..self.clone()
         }
     }
 
@@ -61,14 +81,24 @@ impl TableProgress {
         }
     }
 
-    /// The checkpoint partition of `table` (its qualified name).
-    pub fn partition(table: &str) -> String {
-        format!("{PARTITION_PREFIX}{table}")
+    /// The checkpoint partition of `table` (its qualified name), or of its range `range`.
+    pub fn partition(table: &str, range: Option<u32>) -> String {
+        match range {
+            None => format!("{PARTITION_PREFIX}{table}"),
+            Some(range) => format!("{PARTITION_PREFIX}{table}#{range}"),
+        }
     }
 
-    /// The table whose progress `partition` holds, if it holds one.
-    pub fn table_of(partition: &str) -> Option<&str> {
-        partition.strip_prefix(PARTITION_PREFIX)
+    /// The table, and range, whose progress `partition` holds, if it holds one.
+    pub fn table_of(partition: &str) -> Option<(&str, Option<u32>)> {
+        let unit = partition.strip_prefix(PARTITION_PREFIX)?;
+        Some(match unit.rsplit_once('#') {
+            Some((table, range)) => match range.parse() {
+                Ok(range) => (table, Some(range)),
+                Err(_) => (unit, None),
+            },
+            None => (unit, None),
+        })
     }
 
     /// This progress as a stored position.
@@ -87,15 +117,17 @@ impl TableProgress {
         serde_json::from_str(token)
     }
 
-    /// Every table's stored progress, by table. A partition that does not parse is an error
-    /// naming it: it was written by another version or by hand.
-    pub fn stored(checkpoints: &Checkpoints) -> Result<BTreeMap<String, Self>, String> {
+    /// Every table's (or range's) stored progress, by table and range. A partition that does
+    /// not parse is an error naming it: it was written by another version or by hand.
+    pub fn stored(
+        checkpoints: &Checkpoints,
+    ) -> Result<BTreeMap<(String, Option<u32>), Self>, String> {
         checkpoints
             .iter()
             .filter_map(|(partition, position)| {
-                Self::table_of(partition).map(|table| {
+                Self::table_of(partition).map(|(table, range)| {
                     Self::parse(&position.token)
-                        .map(|progress| (table.to_owned(), progress))
+                        .map(|progress| ((table.to_owned(), range), progress))
                         .map_err(|err| {
                             format!(
                                 "stored progress of {partition} ({:?}): {err}",
@@ -108,7 +140,7 @@ impl TableProgress {
     }
 
     /// The generation a new copy takes: above every stored one.
-    pub fn next_generation(stored: &BTreeMap<String, Self>) -> u64 {
+    pub fn next_generation<K>(stored: &BTreeMap<K, Self>) -> u64 {
         stored.values().map(|p| p.generation).max().unwrap_or(0) + 1
     }
 }
@@ -145,14 +177,23 @@ mod tests {
         let mut checkpoints = Checkpoints::new();
         checkpoints.insert(String::new(), Position::from_counter("0/10", 16));
         let progress = TableProgress::started(3).after_chunk(vec!["a'b".into(), "7".into()]);
-        checkpoints.insert(TableProgress::partition("public.t"), progress.position());
+        checkpoints.insert(
+            TableProgress::partition("public.t", None),
+            progress.position(),
+        );
+        let range = TableProgress::started(3).within(Some("100".into()), None);
+        checkpoints.insert(
+            TableProgress::partition("public.v#1", Some(2)),
+            range.position(),
+        );
         let stored = TableProgress::stored(&checkpoints).unwrap();
-        assert_eq!(stored.len(), 1);
-        assert_eq!(stored["public.t"], progress);
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[&("public.t".to_owned(), None)], progress);
+        assert_eq!(stored[&("public.v#1".to_owned(), Some(2))], range);
         assert_eq!(TableProgress::next_generation(&stored), 4);
 
         checkpoints.insert(
-            TableProgress::partition("public.u"),
+            TableProgress::partition("public.u", None),
             Position::from_counter("0/20", 32),
         );
         let err = TableProgress::stored(&checkpoints).unwrap_err();

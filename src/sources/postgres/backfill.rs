@@ -354,7 +354,7 @@ impl Streamer<'_> {
         };
         let after = table.progress.after.as_deref();
         let mut rows: Vec<Vec<Option<String>>> = Vec::new();
-        if let Some(query) = reader.query(&relation, after, pages) {
+        if let Some(query) = reader.query(&relation, &table.progress, pages) {
             for message in self
                 .sql
                 .simple_query(&query)
@@ -438,12 +438,14 @@ impl Streamer<'_> {
             .backfill
             .queue
             .front_mut()
-            .filter(|q| q.name == table.name);
+            .filter(|q| q.same_unit(&table));
         match queued {
             Some(_) if last => {
                 self.backfill.queue.pop_front();
-                ctx.probe.snapshot_table_done(&label);
-                tracing::info!(pipeline = %ctx.pipeline, table = %label, chunks = progress.chunks, "table copied while streaming");
+                if !self.backfill.queue.iter().any(|q| q.name == table.name) {
+                    ctx.probe.snapshot_table_done(&label);
+                    tracing::info!(pipeline = %ctx.pipeline, table = %label, "table copied while streaming");
+                }
             }
             Some(queued) => queued.progress = progress,
             None => {}
@@ -483,6 +485,7 @@ impl Streamer<'_> {
             let copy = TableCopy {
                 name,
                 oid,
+                range: None,
                 progress: self.backfill.new_copy(),
             };
             self.emit(ctx, ctx.emit.checkpoint(copy.mark(&copy.progress)))
@@ -490,7 +493,8 @@ impl Streamer<'_> {
             tracing::info!(pipeline = %ctx.pipeline, table = %copy.name, generation = copy.progress.generation, "snapshot requested: the table is copied while streaming");
             self.backfill.request(copy);
         }
-        let queued: Vec<TableCopy> = self.backfill.queue.iter().cloned().collect();
+        let mut queued: Vec<TableCopy> = self.backfill.queue.iter().cloned().collect();
+        queued.dedup_by(|a, b| a.name == b.name);
         ctx.probe
             .snapshot_started(&snapshot::estimates(self.sql, &queued).await?);
         Ok(())

@@ -8,13 +8,20 @@
 //! range scan); its chunk boundaries are page numbers. Either way a chunk's end is a position
 //! the next chunk starts after, which is what [`TableProgress`] stores.
 //!
+//! A range of a split table ([`split_points`]) adds its bounds on the first key column to
+//! every chunk's query.
+//!
 //! [`TableProgress`]: crate::source::progress::TableProgress
 
 use tokio_postgres::Client;
 
+use super::array;
+
 use super::config::{quote_ident, quote_literal};
 use super::error::PostgresError;
 use super::relation::Relation;
+use crate::envelope::Value;
+use crate::source::progress::TableProgress;
 
 /// Rows per page assumed to size the page ranges of a keyless table's chunks.
 const ROWS_PER_PAGE: u32 = 64;
@@ -58,25 +65,38 @@ impl ChunkReader {
         matches!(self.chunking, Chunking::Key(_))
     }
 
-    /// The query of the chunk after `after` (the previous chunk's end), or `None` when a
-    /// keyless table's pages (`pages` of them) are all read.
+    /// The query of the chunk after `progress.after` (the previous chunk's end) within the
+    /// progress's range, or `None` when a keyless table's pages (`pages` of them) are all read.
     pub fn query(
         &self,
         relation: &Relation,
-        after: Option<&[String]>,
+        progress: &TableProgress,
         pages: u64,
     ) -> Option<String> {
+        let after = progress.after.as_deref();
         match &self.chunking {
             Chunking::Key(key) => {
-                let order: Vec<String> = key
+                let names: Vec<String> = key
                     .iter()
                     .map(|&i| quote_ident(&relation.columns[i].name))
                     .collect();
-                let order = order.join(", ");
-                let filter = after.map_or(String::new(), |values| {
+                let order = names.join(", ");
+                let mut conditions = Vec::new();
+                if let Some(values) = after {
                     let literals: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
-                    format!(" WHERE ({order}) > ({})", literals.join(", "))
-                });
+                    conditions.push(format!("({order}) > ({})", literals.join(", ")));
+                }
+                if let Some(lower) = &progress.lower {
+                    conditions.push(format!("{} >= {}", names[0], quote_literal(lower)));
+                }
+                if let Some(upper) = &progress.upper {
+                    conditions.push(format!("{} < {}", names[0], quote_literal(upper)));
+                }
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", conditions.join(" AND "))
+                };
                 Some(format!(
                     "{}{filter} ORDER BY {order} LIMIT {}",
                     self.select, self.limit
@@ -130,6 +150,47 @@ fn first_page(after: Option<&[String]>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Up to `parts - 1` values of the first key column of `relation` that cut the table into
+/// ranges of about equal size, from the server's statistics (its histogram of that column);
+/// none when it has no statistics (a table never analyzed) or `parts` is 1.
+pub async fn split_points(
+    client: &Client,
+    relation: &Relation,
+    parts: u32,
+) -> Result<Vec<String>, PostgresError> {
+    let Some(&first) = relation.key.first() else {
+        return Ok(Vec::new());
+    };
+    if parts < 2 {
+        return Ok(Vec::new());
+    }
+    let row = client
+        .query_opt(
+            "SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
+            &[&&*relation.schema, &&*relation.table, &&*relation.columns[first].name],
+        )
+        .await
+        .map_err(|e| PostgresError::sql("reading a key column's statistics", e))?;
+    let Some(text) = row.and_then(|r| r.get::<_, Option<String>>(0)) else {
+        return Ok(Vec::new());
+    };
+    let bounds: Vec<String> = match array::parse(&text, b',', &|e| Value::Text(e.to_owned())) {
+        Some(Value::Array(values)) => values
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => return Ok(Vec::new()),
+    };
+    let mut points: Vec<String> = (1..parts as usize)
+        .filter_map(|i| bounds.get(i * bounds.len() / parts as usize).cloned())
+        .collect();
+    points.dedup();
+    Ok(points)
+}
+
 /// The pages a keyless table's chunks cover: its largest partition's (or its own) size.
 pub async fn table_pages(client: &Client, oid: u32) -> Result<u64, PostgresError> {
     let row = client
@@ -178,15 +239,22 @@ mod tests {
     fn keyed_chunks_continue_after_the_last_key_in_key_order() {
         let relation = relation(&["id", "region"]);
         let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 500);
+        let start = TableProgress::started(1);
+        let select = "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\"";
         assert_eq!(
-            reader.query(&relation, None, 0).unwrap(),
-            "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\" ORDER BY \"id\", \"region\" LIMIT 500"
+            reader.query(&relation, &start, 0).unwrap(),
+            format!("{select} ORDER BY \"id\", \"region\" LIMIT 500")
         );
         let end = reader.end_of_chunk(None, &[Some("7"), Some("o'neil"), None]);
         assert_eq!(end, vec!["7".to_owned(), "o'neil".to_owned()]);
         assert_eq!(
-            reader.query(&relation, Some(&end), 0).unwrap(),
-            "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\" WHERE (\"id\", \"region\") > ('7', 'o''neil') ORDER BY \"id\", \"region\" LIMIT 500"
+            reader.query(&relation, &start.after_chunk(end.clone()), 0).unwrap(),
+            format!("{select} WHERE (\"id\", \"region\") > ('7', 'o''neil') ORDER BY \"id\", \"region\" LIMIT 500")
+        );
+        let range = start.within(Some("5".into()), Some("9".into()));
+        assert_eq!(
+            reader.query(&relation, &range.after_chunk(end.clone()), 0).unwrap(),
+            format!("{select} WHERE (\"id\", \"region\") > ('7', 'o''neil') AND \"id\" >= '5' AND \"id\" < '9' ORDER BY \"id\", \"region\" LIMIT 500")
         );
         assert!(!reader.was_last(Some(&end), 500, 0));
         assert!(reader.was_last(Some(&end), 499, 0));
@@ -197,21 +265,24 @@ mod tests {
         let relation = relation(&[]);
         let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 640);
         assert!(!reader.keyed());
+        let start = TableProgress::started(1);
         assert!(reader
-            .query(&relation, None, 25)
+            .query(&relation, &start, 25)
             .unwrap()
             .ends_with("WHERE ctid >= '(0,0)'::tid AND ctid < '(10,0)'::tid"));
         let end = reader.end_of_chunk(None, &[]);
         assert_eq!(end, vec!["10".to_owned()]);
         assert!(!reader.was_last(None, 0, 25));
         let third = vec!["20".to_owned()];
-        assert!(reader.query(&relation, Some(&third), 25).is_some());
+        assert!(reader
+            .query(&relation, &start.after_chunk(third.clone()), 25)
+            .is_some());
         assert!(reader.was_last(Some(&third), 0, 25));
         assert!(reader
-            .query(&relation, Some(&["30".to_owned()]), 25)
+            .query(&relation, &start.after_chunk(vec!["30".into()]), 25)
             .is_none());
         assert!(
-            reader.query(&relation, None, 0).is_none(),
+            reader.query(&relation, &start, 0).is_none(),
             "an empty table has no chunk"
         );
     }

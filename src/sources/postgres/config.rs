@@ -42,6 +42,10 @@ pub struct PostgresConfig {
     /// byte budget, not this count).
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: NonZeroU32,
+    /// Workers copying tables at once in the first run's snapshot, each on its own connection
+    /// inside the exported snapshot; a large table is split into one key range per worker.
+    #[serde(default = "default_parallelism")]
+    pub snapshot_parallelism: NonZeroU32,
     /// Bytes of a streamed in-progress transaction kept in memory before spilling to disk.
     #[serde(default = "default_stream_memory")]
     pub stream_memory_bytes: usize,
@@ -60,6 +64,10 @@ fn default_status() -> u64 {
 
 fn default_chunk() -> NonZeroU32 {
     NonZeroU32::new(DEFAULT_SNAPSHOT_CHUNK_ROWS).expect("nonzero")
+}
+
+fn default_parallelism() -> NonZeroU32 {
+    NonZeroU32::MIN
 }
 
 fn default_stream_memory() -> usize {

@@ -161,20 +161,22 @@ impl PostgresSource {
                     tracing::warn!(pipeline = %ctx.pipeline, slot = %config.slot, "slot exists but no checkpoint is stored (an earlier snapshot was interrupted): dropping the slot and starting over");
                     catalog::drop_slot(&sql, &config.slot).await?;
                 }
+                let ordered: Vec<_> = tables.iter().map(|t| (t.clone(), oids[t])).collect();
                 let generation = TableProgress::next_generation(&progress);
-                let copies: Vec<_> = tables
-                    .iter()
-                    .map(|t| TableCopy {
-                        name: t.clone(),
-                        oid: oids[t],
-                        progress: TableProgress::started(generation),
-                    })
-                    .collect();
-                for table in progress
-                    .keys()
-                    .filter(|t| !copies.iter().any(|c| c.name.to_string() == **t))
-                {
-                    ctx.emit.forget(TableProgress::partition(table)).await?;
+                let copies = if mode == SnapshotMode::Never {
+                    Vec::new()
+                } else {
+                    snapshot::plan(&sql, config, &ordered, generation).await?
+                };
+                for (table, range) in progress.keys() {
+                    let planned = copies
+                        .iter()
+                        .any(|c| c.name.to_string() == *table && c.range == *range);
+                    if !planned {
+                        ctx.emit
+                            .forget(TableProgress::partition(table, *range))
+                            .await?;
+                    }
                 }
                 return self
                     .snapshot_then_stream(ctx, &sql, endpoint, database, &copies)
@@ -226,7 +228,6 @@ impl PostgresSource {
             .parse()
             .map_err(|_| PostgresError::Protocol(format!("bad consistent point {:?}", field(1))))?;
         tracing::info!(pipeline = %ctx.pipeline, slot = %config.slot, consistent_point = %consistent_point, "created replication slot");
-        let mut types = TypeRegistry::default();
         let mark = Mark {
             partition: String::new(),
             position: Position::from_counter(consistent_point.to_string(), consistent_point.0),
@@ -244,7 +245,6 @@ impl PostgresSource {
             snapshot::copy_tables(
                 sql,
                 config,
-                &mut types,
                 tables,
                 &field(2),
                 consistent_point,
@@ -260,9 +260,16 @@ impl PostgresSource {
             conn.close().await;
             return Ok(());
         }
-        Streamer::new(conn, sql, config, types, database, consistent_point)
-            .run(ctx)
-            .await?;
+        Streamer::new(
+            conn,
+            sql,
+            config,
+            TypeRegistry::default(),
+            database,
+            consistent_point,
+        )
+        .run(ctx)
+        .await?;
         Ok(())
     }
 }
@@ -336,36 +343,44 @@ pub async fn check(config: &PostgresConfig) -> Vec<Finding> {
 /// their stored progress. A table dropped since is forgotten.
 async fn unfinished_copies(
     sql: &tokio_postgres::Client,
-    progress: &std::collections::BTreeMap<String, TableProgress>,
+    progress: &std::collections::BTreeMap<(String, Option<u32>), TableProgress>,
     ctx: &SourceContext,
 ) -> Result<Backfill, Failure> {
-    let unfinished: Vec<(config::TableName, &TableProgress)> = progress
+    let unfinished: Vec<(config::TableName, Option<u32>, &TableProgress)> = progress
         .iter()
         .filter(|(_, p)| !p.done)
-        .filter_map(|(table, p)| backfill::table_named(table).map(|name| (name, p)))
+        .filter_map(|((table, range), p)| {
+            backfill::table_named(table).map(|name| (name, *range, p))
+        })
         .collect();
-    let names: Vec<_> = unfinished.iter().map(|(name, _)| name.clone()).collect();
+    let mut names: Vec<_> = unfinished.iter().map(|(name, ..)| name.clone()).collect();
+    names.dedup();
     let (oids, missing) = catalog::table_oids(sql, &names).await?;
-    for table in missing {
-        tracing::warn!(pipeline = %ctx.pipeline, table = %table, "the unfinished copy of a table that no longer exists is dropped");
-        ctx.emit
-            .forget(TableProgress::partition(&table.to_string()))
-            .await?;
+    for (name, range, _) in &unfinished {
+        if missing.contains(name) {
+            tracing::warn!(pipeline = %ctx.pipeline, table = %name, "the unfinished copy of a table that no longer exists is dropped");
+            ctx.emit
+                .forget(TableProgress::partition(&name.to_string(), *range))
+                .await?;
+        }
     }
     let copies: Vec<TableCopy> = unfinished
         .into_iter()
-        .filter_map(|(name, p)| {
+        .filter_map(|(name, range, p)| {
             oids.get(&name).map(|&oid| TableCopy {
                 name,
                 oid,
+                range,
                 progress: p.clone(),
             })
         })
         .collect();
     if !copies.is_empty() {
         tracing::info!(pipeline = %ctx.pipeline, tables = copies.len(), "an earlier run's copy is unfinished: copying the rest while streaming");
+        let mut whole = copies.clone();
+        whole.dedup_by(|a, b| a.name == b.name);
         ctx.probe
-            .snapshot_started(&snapshot::estimates(sql, &copies).await?);
+            .snapshot_started(&snapshot::estimates(sql, &whole).await?);
     }
     let generation = TableProgress::next_generation(progress) - 1;
     Ok(Backfill::new(copies, generation))

@@ -17,6 +17,9 @@
 //! the pipeline's probe, which logs it every few seconds and serves it on `/status` and
 //! `/metrics`.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
 use futures_util::StreamExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -32,48 +35,101 @@ use crate::envelope::PostgresPosition;
 use crate::source::progress::TableProgress;
 use crate::source::{Mark, SourceContext};
 
-/// A table to copy and how far an earlier run got.
+/// A table, or one range of it, to copy, and how far an earlier run got.
 #[derive(Debug, Clone)]
 pub struct TableCopy {
     pub name: TableName,
     pub oid: u32,
+    /// The range's number when the table is copied in ranges.
+    pub range: Option<u32>,
     pub progress: TableProgress,
 }
 
 impl TableCopy {
-    /// The mark that stores `progress` for this table.
+    /// The mark that stores `progress` for this table or range.
     pub fn mark(&self, progress: &TableProgress) -> Mark {
         Mark {
-            partition: TableProgress::partition(&self.name.to_string()),
+            partition: TableProgress::partition(&self.name.to_string(), self.range),
             position: progress.position(),
         }
     }
+
+    /// Whether this is the same table, and range, as `other`.
+    pub fn same_unit(&self, other: &TableCopy) -> bool {
+        self.name == other.name && self.range == other.range
+    }
 }
 
-/// Copies `tables` as of the exported snapshot `snapshot_name`; emits one event per row.
+/// The first run's copies (generation `generation`): each table whole, or, with several
+/// workers (`snapshot_parallelism`), a table of more than two chunks in ranges of its first
+/// key column, one per worker, cut where the server's statistics put equal shares.
+pub async fn plan(
+    client: &Client,
+    config: &PostgresConfig,
+    tables: &[(TableName, u32)],
+    generation: u64,
+) -> Result<Vec<TableCopy>, PostgresError> {
+    let workers = config.snapshot_parallelism.get();
+    let mut types = TypeRegistry::default();
+    let mut copies = Vec::new();
+    for (name, oid) in tables {
+        let whole = TableCopy {
+            name: name.clone(),
+            oid: *oid,
+            range: None,
+            progress: TableProgress::started(generation),
+        };
+        let large = catalog::estimated_rows(client, *oid).await?
+            > 2 * i64::from(config.snapshot_chunk_rows.get());
+        if workers < 2 || !large {
+            copies.push(whole);
+            continue;
+        }
+        let relation = catalog::relation(client, &mut types, *oid).await?;
+        let points = chunk::split_points(client, &relation, workers).await?;
+        if points.is_empty() {
+            copies.push(whole);
+            continue;
+        }
+        let lowers = std::iter::once(None).chain(points.iter().cloned().map(Some));
+        let uppers = points
+            .iter()
+            .cloned()
+            .map(Some)
+            .chain(std::iter::once(None));
+        for (range, (lower, upper)) in lowers.zip(uppers).enumerate() {
+            copies.push(TableCopy {
+                range: Some(range as u32),
+                progress: TableProgress::started(generation).within(lower, upper),
+                ..whole.clone()
+            });
+        }
+    }
+    Ok(copies)
+}
+
+/// Copies `tables` as of the exported snapshot `snapshot_name`, with up to
+/// `snapshot_parallelism` workers, each on its own connection inside that snapshot; emits one
+/// event per row.
 #[allow(clippy::too_many_arguments)] // each is a distinct input of the copy; a struct would only rename them
 pub async fn copy_tables(
     client: &Client,
     config: &PostgresConfig,
-    types: &mut TypeRegistry,
     tables: &[TableCopy],
     snapshot_name: &str,
     consistent_point: Lsn,
     database: &std::sync::Arc<str>,
     ctx: &SourceContext,
 ) -> Result<(), Failure> {
-    let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(sql_err("starting the snapshot transaction"))?;
-    client
-        .batch_execute(&format!(
-            "SET TRANSACTION SNAPSHOT {}",
-            super::config::quote_literal(snapshot_name)
-        ))
-        .await
-        .map_err(sql_err("importing the exported snapshot"))?;
+    let workers = (config.snapshot_parallelism.get() as usize).clamp(1, tables.len().max(1));
+    let mut extra = Vec::with_capacity(workers - 1);
+    for _ in 1..workers {
+        extra.push(catalog::connect(config).await?);
+    }
+    let clients: Vec<&Client> = std::iter::once(client).chain(extra.iter()).collect();
+    for client in &clients {
+        import_snapshot(client, snapshot_name).await?;
+    }
     let context = ChangeContext {
         pipeline: ctx.pipeline.clone(),
         database: database.clone(),
@@ -83,24 +139,91 @@ pub async fn copy_tables(
         },
         commit_ts_ms: None,
     };
-    let estimates = estimates(client, tables).await?;
+    let mut whole_tables: Vec<TableCopy> = tables.to_vec();
+    whole_tables.dedup_by(|a, b| a.name == b.name);
+    let estimates = estimates(client, &whole_tables).await?;
     ctx.probe.snapshot_started(&estimates);
+    let mut tally = HashMap::new();
     for table in tables {
-        let label = table.name.to_string();
-        let estimate = estimates
-            .iter()
-            .find(|(l, _)| *l == label)
-            .and_then(|(_, e)| *e);
-        tracing::info!(pipeline = %ctx.pipeline, table = %label, estimated_rows = ?estimate, "snapshot of table started");
-        let copied = copy_table(client, config, types, table, &context, ctx).await?;
-        ctx.probe.snapshot_table_done(&label);
-        tracing::info!(pipeline = %ctx.pipeline, table = %label, rows = copied, "snapshot of table done");
+        tally
+            .entry(table.name.to_string())
+            .or_insert((0usize, 0u64))
+            .0 += 1;
     }
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(sql_err("ending the snapshot transaction"))?;
+    let run = CopyRun {
+        config,
+        ctx,
+        context,
+        estimates,
+        queue: Mutex::new(tables.iter().collect()),
+        tally: Mutex::new(tally),
+    };
+    futures_util::future::try_join_all(clients.iter().map(|client| run.work(client))).await?;
+    for client in clients {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| PostgresError::sql("ending the snapshot transaction", e))?;
+    }
     Ok(())
+}
+
+/// The shared state of one copy's workers.
+struct CopyRun<'a> {
+    config: &'a PostgresConfig,
+    ctx: &'a SourceContext,
+    context: ChangeContext,
+    estimates: Vec<(String, Option<u64>)>,
+    /// The tables and ranges no worker has taken yet.
+    queue: Mutex<VecDeque<&'a TableCopy>>,
+    /// Per table: ranges not finished, rows copied.
+    tally: Mutex<HashMap<String, (usize, u64)>>,
+}
+
+impl CopyRun<'_> {
+    /// One worker: takes the next table or range until none is left.
+    async fn work(&self, client: &Client) -> Result<(), Failure> {
+        let ctx = self.ctx;
+        let mut types = TypeRegistry::default();
+        loop {
+            let Some(table) = self.queue.lock().expect("not poisoned").pop_front() else {
+                return Ok(());
+            };
+            let label = table.name.to_string();
+            if table.range.is_none_or(|r| r == 0) {
+                let estimate = self
+                    .estimates
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .and_then(|(_, e)| *e);
+                tracing::info!(pipeline = %ctx.pipeline, table = %label, estimated_rows = ?estimate, "snapshot of table started");
+            }
+            let copied =
+                copy_table(client, self.config, &mut types, table, &self.context, ctx).await?;
+            let finished = {
+                let mut tally = self.tally.lock().expect("not poisoned");
+                let entry = tally.get_mut(&label).expect("tallied");
+                entry.0 -= 1;
+                entry.1 += copied;
+                (entry.0 == 0).then_some(entry.1)
+            };
+            if let Some(rows) = finished {
+                ctx.probe.snapshot_table_done(&label);
+                tracing::info!(pipeline = %ctx.pipeline, table = %label, rows, "snapshot of table done");
+            }
+        }
+    }
+}
+
+/// Opens a read-only transaction on `client` that sees exactly the exported snapshot.
+async fn import_snapshot(client: &Client, snapshot_name: &str) -> Result<(), PostgresError> {
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            super::config::quote_literal(snapshot_name)
+        ))
+        .await
+        .map_err(|e| PostgresError::sql("importing the exported snapshot", e))
 }
 
 /// Each table's row estimate, `None` when the server has none.
@@ -144,7 +267,7 @@ async fn copy_table(
     let label = table.name.to_string();
     let mut progress = table.progress.clone();
     let mut copied = 0u64;
-    while let Some(query) = reader.query(&relation, progress.after.as_deref(), pages) {
+    while let Some(query) = reader.query(&relation, &progress, pages) {
         let messages = client
             .simple_query_raw(&query)
             .await
