@@ -4,13 +4,14 @@
 # pg_recvlogical, the MySQL source (MariaDB) against mariadb-binlog and python-mysql-replication,
 # the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain
 # librdkafka producer, the Kinesis sink against a plain PutRecords client,
-# commit-to-readable latency, and the checkpoint stores against their servers' plain writes.
+# commit-to-readable latency, the checkpoint stores against their servers' plain writes, and the
+# Postgres snapshot (first copy and copy while streaming) against COPY.
 # Starts the services it needs and stops them on every exit.
-#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency stores)
+#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency stores snapshot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency stores)
+[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency stores snapshot)
 services=(postgres mariadb dynamodb kafka kinesis)
 
 trap 'scripts/services.sh stop "${services[@]}"' EXIT

@@ -9,6 +9,9 @@
 //!   default chunks, at each `snapshot_parallelism` given by `BENCH_SNAPSHOT_PARALLELISM`
 //!   (default `1,4`).
 //!
+//! - the release bridge streaming (`snapshot = "never"`) and copying the table on request
+//!   (`cdc-bridge snapshot`), chunk by chunk between the stream's watermarks.
+//!
 //! Prints rows/s of each, the bridge's ratio to COPY and its peak RSS.
 
 use std::process::Stdio;
@@ -80,6 +83,17 @@ async fn run(url: &str, rows: i64, parallelism: &[u32]) {
         );
         println!("REPORT|PostgreSQL snapshot, parallelism {workers}: bridge peak RSS|{peak_mib:.1} MiB||");
     }
+    let (secs, peak_mib) = while_streaming(url, &client).await;
+    let rate = rows as f64 / secs;
+    println!(
+        "cdc-bridge, while streaming {rate:>7.0} rows/s  ({secs:.2} s, into the null sink; peak RSS {peak_mib:.1} MiB)"
+    );
+    println!(
+        "REPORT|PostgreSQL snapshot while streaming, {}M rows (rows/s)|{rate:.0}|COPY TO STDOUT {copy_rate:.0}|{:.2}x",
+        rows / 1_000_000,
+        rate / copy_rate
+    );
+    println!("REPORT|PostgreSQL snapshot while streaming: bridge peak RSS|{peak_mib:.1} MiB||");
     client
         .batch_execute("DROP PUBLICATION bench_snap; DROP SCHEMA bench_snap CASCADE")
         .await
@@ -139,4 +153,79 @@ fn bridge(url: &str, workers: u32) -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (start.elapsed().as_secs_f64(), peak_mib)
+}
+
+/// Starts the bridge streaming (no first copy), requests the table's copy, and times it from
+/// the request to the log line that says it is done; returns the seconds and peak RSS.
+async fn while_streaming(url: &str, client: &tokio_postgres::Client) -> (f64, f64) {
+    let _ = client
+        .execute("SELECT pg_drop_replication_slot('bench_snap')", &[])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"state\"\n[[pipeline]]\nname = \"bench_snap\"\n[pipeline.source]\nkind = \"postgres\"\n\
+             url = \"{url}\"\nslot = \"bench_snap\"\npublication = \"bench_snap\"\ntables = [\"bench_snap.t\"]\n\
+             snapshot = \"never\"\n[pipeline.sink]\nkind = \"null\"\n"
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("bridge.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(support::BRIDGE)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("CDC_BRIDGE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    let started = Instant::now();
+    while !logged("streaming changes") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the bridge did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    let request = std::process::Command::new(support::BRIDGE)
+        .args([
+            "snapshot",
+            "--config",
+            config.to_str().unwrap(),
+            "--pipeline",
+            "bench_snap",
+            "--table",
+            "bench_snap.t",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        request.status.success(),
+        "{}",
+        String::from_utf8_lossy(&request.stderr)
+    );
+    while !logged("table copied while streaming") {
+        assert!(
+            start.elapsed() < Duration::from_secs(1200),
+            "the copy did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let peak_mib = support::peak_rss_mib(child.id());
+    support::terminate(&mut child);
+    let _ = client
+        .execute("SELECT pg_drop_replication_slot('bench_snap')", &[])
+        .await;
+    (secs, peak_mib)
 }

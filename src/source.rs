@@ -376,6 +376,12 @@ impl Emitter {
 
     /// The budget an event takes: its approximate size, at least 1 byte and at most the whole
     /// budget.
+    /// The bytes of events the pipeline holds at most until they are acknowledged
+    /// (`buffer.max_bytes`).
+    pub fn budget_bytes(&self) -> u32 {
+        self.budget_bytes
+    }
+
     fn size(&self, event: &ChangeEvent) -> u32 {
         u32::try_from(event.approx_size())
             .unwrap_or(u32::MAX)

@@ -343,3 +343,55 @@ async fn a_table_added_to_a_running_pipeline_is_copied_while_streaming_in_key_or
         "applying the events does not give the table"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_while_streaming_holds_at_most_half_the_buffer_of_wide_rows() {
+    const ROWS: i64 = 300;
+    let fx = PgFixture::new("chunks_wide").await;
+    fx.sql(&format!(
+        "CREATE TABLE chunks_wide.t (id int PRIMARY KEY, pad text); \
+         INSERT INTO chunks_wide.t SELECT i, repeat(md5(i::text), 32768) FROM generate_series(1, {ROWS}) i"
+    ))
+    .await;
+    // 1 MiB rows, chunks of 10,000 rows, a buffer of 8 MiB: a whole chunk would be 300 MiB.
+    let config = fx.config(
+        &["t"],
+        "snapshot = \"never\"\n[pipeline.buffer]\nmax_bytes = 8388608",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "kind = \"file\"\npath = \"out/chunks_wide.jsonl\"",
+        "kind = \"null\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = fx.spawn(&config);
+    support::wait_until(WAIT, "the bridge to stream", || {
+        log(&fx).contains("streaming changes")
+    });
+    let requested = fx.ws.run(&[
+        "snapshot",
+        "--config",
+        config.to_str().unwrap(),
+        "--pipeline",
+        "chunks_wide",
+        "--table",
+        "chunks_wide.t",
+    ]);
+    assert!(
+        requested.status.success(),
+        "{}",
+        support::stderr(&requested)
+    );
+    support::wait_until(WAIT, "the copy", || {
+        log(&fx).contains("table copied while streaming")
+    });
+    let peak = support::peak_rss_mib(child.id());
+    support::terminate(&child);
+    assert!(child.wait().unwrap().success());
+    fx.cleanup().await;
+    let chunks = log(&fx).matches("copying table while streaming").count();
+    eprintln!(
+        "copy while streaming of {ROWS} rows of 1 MiB with an 8 MiB buffer: peak RSS {peak:.1} MiB"
+    );
+    assert_eq!(chunks, 1);
+    assert!(peak < 100.0, "peak RSS {peak:.1} MiB");
+}

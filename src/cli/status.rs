@@ -103,10 +103,13 @@ fn print_table(pipelines: &[PipelineStatus]) {
         let idle = p
             .seconds_since_last_event
             .map_or("-".into(), |s| format!("{s:.1}"));
-        let position = match p.stored.len() {
-            0 => "-".to_owned(),
-            1 => p.stored.values().next().cloned().unwrap_or_default(),
-            n => format!("{n} partitions"),
+        // A database source's main position is its unnamed partition; the others hold
+        // table copies' progress.
+        let position = match (p.stored.get(""), p.stored.len()) {
+            (Some(main), _) => main.clone(),
+            (None, 0) => "-".to_owned(),
+            (None, 1) => p.stored.values().next().cloned().unwrap_or_default(),
+            (None, n) => format!("{n} partitions"),
         };
         let snapshot = p.snapshot.as_ref().map_or("-".into(), |s| {
             let copied: u64 = s.tables.iter().map(|t| t.rows_copied).sum();

@@ -14,7 +14,8 @@
 //! emitted there, as `snapshot` events at the watermark's commit LSN, followed by the table's progress
 //! mark. Per key, the consumer sees the older versions, then the copy, then newer versions.
 //!
-//! One chunk (`snapshot_chunk_rows` rows) is held in memory at a time. A keyless table cannot
+//! One chunk is held in memory at a time: `snapshot_chunk_rows` rows, fewer when their text
+//! passes half the pipeline's buffer (`buffer.max_bytes`). A keyless table cannot
 //! tell its rows from the stream's changes: its chunks (page ranges) are emitted whole at the
 //! watermark, and a row changed while its chunk was read may appear once more as a snapshot
 //! row.
@@ -27,6 +28,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use futures_util::StreamExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog;
@@ -152,6 +154,8 @@ pub struct Backfill {
     generations: HashMap<String, u64>,
     delivered: VecDeque<u32>,
     chunks_read: u64,
+    /// Rows to ask for in the next chunk, when the last one was cut short by its size.
+    pub row_limit: Option<u32>,
 }
 
 impl Backfill {
@@ -268,7 +272,9 @@ impl Streamer<'_> {
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| PostgresError::sql("starting a chunk's transaction", e))?;
-        let read = self.read_in_transaction(&table).await;
+        // A chunk held here takes at most half the pipeline's buffer.
+        let max_bytes = ctx.emit.budget_bytes() as usize / 2;
+        let read = self.read_in_transaction(&table, max_bytes).await;
         let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.sql.batch_execute(end).await;
         let read = read?;
@@ -330,7 +336,13 @@ impl Streamer<'_> {
         Ok(())
     }
 
-    async fn read_in_transaction(&mut self, table: &TableCopy) -> Result<ChunkRead, PostgresError> {
+    /// Reads the chunk after `table`'s progress in the open transaction, keeping at most
+    /// `max_bytes` of row text (at least one row).
+    async fn read_in_transaction(
+        &mut self,
+        table: &TableCopy,
+        max_bytes: usize,
+    ) -> Result<ChunkRead, PostgresError> {
         let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
         // The transaction's first statement takes its snapshot: the one the chunk is read in.
         let text: String = self
@@ -342,11 +354,9 @@ impl Streamer<'_> {
         let snapshot = XidSnapshot::parse(&text)
             .ok_or_else(|| PostgresError::Protocol(format!("unexpected snapshot {text:?}")))?;
         let relation = catalog::relation(self.sql, &mut self.types, table.oid).await?;
-        let reader = ChunkReader::new(
-            &relation,
-            &table.name.quoted(),
-            self.config.snapshot_chunk_rows.get(),
-        );
+        let chunk_rows = self.config.snapshot_chunk_rows.get();
+        let limit = self.backfill.row_limit.unwrap_or(chunk_rows);
+        let reader = ChunkReader::new(&relation, &table.name.quoted(), limit);
         let pages = if reader.keyed() {
             0
         } else {
@@ -354,23 +364,38 @@ impl Streamer<'_> {
         };
         let after = table.progress.after.as_deref();
         let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut cut = false;
         if let Some(query) = reader.query(&relation, &table.progress, pages) {
-            for message in self
+            let messages = self
                 .sql
-                .simple_query(&query)
+                .simple_query_raw(&query)
                 .await
-                .map_err(sql_err("reading a chunk"))?
-            {
-                if let SimpleQueryMessage::Row(row) = message {
-                    rows.push(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_owned))
-                            .collect(),
-                    );
+                .map_err(sql_err("reading a chunk"))?;
+            let mut messages = std::pin::pin!(messages);
+            while let Some(message) = messages.next().await {
+                if let SimpleQueryMessage::Row(row) = message.map_err(sql_err("reading a chunk"))? {
+                    let row: Vec<Option<String>> = (0..row.len())
+                        .map(|i| row.get(i).map(str::to_owned))
+                        .collect();
+                    bytes += row.iter().flatten().map(String::len).sum::<usize>();
+                    rows.push(row);
+                    // Wide rows: the chunk ends early rather than outgrow its share of the
+                    // pipeline's buffer (the next chunk starts after the last row kept).
+                    if reader.keyed() && bytes >= max_bytes {
+                        cut = true;
+                        break;
+                    }
                 }
             }
         }
-        let last = reader.was_last(after, rows.len() as u64, pages);
+        let last = !cut && reader.was_last(after, rows.len() as u64, pages);
+        // Ask for about as many rows as fit next time (growing back while they fit).
+        self.backfill.row_limit = match (cut, last) {
+            (true, _) => Some((rows.len() as u32).max(1)),
+            (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
+            _ => None,
+        };
         let next = match rows.last() {
             Some(row) if reader.keyed() => {
                 let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
