@@ -27,6 +27,13 @@ pub struct MysqlConfig {
     /// always; MySQL with gtid_mode = ON), or by binlog file and offset.
     #[serde(default)]
     pub resume_by: ResumeBy,
+    /// Rows per chunk of a table's copy (its progress is stored after each chunk).
+    #[serde(default = "default_chunk")]
+    pub snapshot_chunk_rows: std::num::NonZeroU32,
+}
+
+fn default_chunk() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(10_000).expect("nonzero")
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

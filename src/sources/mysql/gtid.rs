@@ -112,6 +112,20 @@ impl GtidState {
         }
     }
 
+    /// Whether every transaction of `other` (MariaDB) is in this state: each of its domains
+    /// is here at the same or a later sequence number. Always false across flavors or for
+    /// MySQL sets (not needed: MySQL copies do not resume while streaming).
+    pub fn covers(&self, other: &GtidState) -> bool {
+        match (self, other) {
+            (GtidState::Mariadb(mine), GtidState::Mariadb(theirs)) => {
+                theirs.0.iter().all(|(domain, &(_, seq))| {
+                    mine.0.get(domain).is_some_and(|&(_, here)| here >= seq)
+                })
+            }
+            _ => false,
+        }
+    }
+
     /// How far replication is, as one number every commit raises: the sum of the sequence
     /// numbers (MariaDB: each domain's only rise, on every server, with gtid_strict_mode) or
     /// the number of transactions (MySQL). The same on every server of one topology.
@@ -428,5 +442,18 @@ mod tests {
             Gtid::from_mysql(&event).unwrap().to_string(),
             format!("{A}:{last}")
         );
+    }
+
+    #[test]
+    fn a_mariadb_state_covers_another_when_every_domain_is_as_far() {
+        let state = |text: &str| GtidState::parse(text).unwrap();
+        assert!(state("0-1-10,1-2-5").covers(&state("0-1-10")));
+        assert!(state("0-1-10,1-2-5").covers(&state("0-1-9,1-2-5")));
+        assert!(!state("0-1-10").covers(&state("0-1-11")));
+        assert!(
+            !state("0-1-10").covers(&state("0-1-10,1-2-1")),
+            "a domain not seen yet"
+        );
+        assert!(state("0-1-10").covers(&state("")));
     }
 }

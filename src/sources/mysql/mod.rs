@@ -18,6 +18,7 @@
 //! missing privileges are fatal with the fix; a row that cannot be decoded (or no longer fits
 //! the catalog) is a data error naming the table and position.
 
+mod backfill;
 mod catalog;
 mod column_types;
 mod config;
@@ -54,7 +55,10 @@ pub use position::BinlogPosition;
 use crate::check::Finding;
 use crate::envelope::{MysqlPosition, Row, SourceInfo, SourceKind, SourcePosition, TableSchema};
 use crate::error::BoxError;
+use crate::source::progress::TableProgress;
 use crate::source::{Mark, Source, SourceContext, Start};
+use backfill::Backfill;
+use snapshot::TableCopy;
 
 /// The source's single partition (one binlog).
 const PARTITION: &str = "";
@@ -211,19 +215,20 @@ impl Source for MysqlSource {
                 .ok_or_else(|| MysqlError::BadCheckpoint(stored.token.clone()))?,
             (plan, None) => {
                 let configured = self.config.start().map_err(MysqlError::BadCheckpoint)?;
-                let position = match (configured, plan) {
-                    (Some(position), _) => position,
-                    (None, Start::Snapshot { .. }) => {
-                        match snapshot::copy(&self.config, &self.filter, &ctx).await? {
-                            Ok(position) => position,
+                let (position, stored) = match (configured, plan) {
+                    (Some(position), _) => (position, false),
+                    (None, Start::Snapshot { then_stream }) => {
+                        // Only a copy that streams on can resume while streaming.
+                        match snapshot::copy(&self.config, &self.filter, &ctx, then_stream).await? {
+                            Ok(copied) => (copied.position, copied.stored),
                             Err(_stopped) => return Ok(()),
                         }
                     }
-                    (None, _) => current_position(&mut conn).await?,
+                    (None, _) => (current_position(&mut conn).await?, false),
                 };
                 let position = with_gtids(&mut conn, flavor, position).await?;
                 // The snapshot's end (or the start position): a restart streams from here.
-                if !position.file.is_empty() {
+                if !position.file.is_empty() && !stored {
                     let mark = Mark {
                         partition: PARTITION.into(),
                         position: position
@@ -247,7 +252,17 @@ impl Source for MysqlSource {
             }
             .into());
         }
-        stream::run(conn, flavor, &self.config, &self.filter, ctx, start).await
+        let backfill = unfinished_copies(flavor, &ctx)?;
+        stream::run(
+            conn,
+            flavor,
+            &self.config,
+            &self.filter,
+            ctx,
+            start,
+            backfill,
+        )
+        .await
     }
 }
 
@@ -431,4 +446,36 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// The tables an earlier run began to copy and did not finish, to copy while streaming from
+/// their stored progress (MariaDB; a MySQL copy never stores its position before its end).
+fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, MysqlError> {
+    let progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
+    let unfinished: Vec<TableCopy> = progress
+        .into_iter()
+        .filter(|(_, p)| !p.done)
+        .filter_map(|((label, _), progress)| {
+            let (database, table) = label.split_once('.')?;
+            Some(TableCopy {
+                database: database.to_owned(),
+                table: table.to_owned(),
+                progress,
+            })
+        })
+        .collect();
+    if unfinished.is_empty() {
+        return Ok(Backfill::default());
+    }
+    if flavor != Flavor::Mariadb {
+        return Err(MysqlError::BadCheckpoint(format!(
+            "{} unfinished table copies are stored, which only MariaDB resumes",
+            unfinished.len()
+        )));
+    }
+    tracing::info!(pipeline = %ctx.pipeline, tables = unfinished.len(), "an earlier run's copy is unfinished: copying the rest while streaming");
+    let estimates: Vec<(String, Option<u64>)> =
+        unfinished.iter().map(|t| (t.label(), None)).collect();
+    ctx.probe.snapshot_started(&estimates);
+    Ok(Backfill::new(unfinished))
 }

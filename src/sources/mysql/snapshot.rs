@@ -8,7 +8,14 @@
 //! (nothing is held in memory) and become `snapshot` events at the snapshot's position. The
 //! session time zone is UTC, so TIMESTAMP values read here match those in the binlog.
 //!
-//! An interrupted snapshot starts over: its end is the first checkpoint stored.
+//! Tables are read in chunks of `snapshot_chunk_rows` in primary-key order (keyset
+//! pagination), and each table's progress is stored after every chunk ([`TableProgress`], its
+//! own checkpoint partition). On MariaDB, when every table has a key, the snapshot's position is
+//! stored before the copy begins: an interrupted copy then resumes while streaming, each
+//! remaining chunk read in a consistent snapshot of its own and emitted where the stream
+//! reaches that snapshot's position ([`super::backfill`]). On MySQL (whose consistent snapshots
+//! do not report their position without a global lock), or with a keyless table, an
+//! interrupted snapshot starts over: its end is the first checkpoint stored.
 
 use std::sync::Arc;
 
@@ -23,82 +30,193 @@ use super::error::MysqlError;
 use super::position::BinlogPosition;
 use super::shape::CatalogColumn;
 use super::shape::{ColumnShape, TextEncoding};
-use super::{connect, key_of, source_info, sql, value, Origin};
+use super::{connect, key_of, source_info, sql, value, Origin, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, TableSchema};
-use crate::source::{SourceContext, Stopped};
+use crate::source::progress::TableProgress;
+use crate::source::{Mark, SourceContext, Stopped};
 
-/// Copies the captured tables; returns the binlog position to stream from.
 /// Rows copied between two reports of progress to the probe.
 const PROGRESS_EVERY_ROWS: u64 = 1024;
 
+/// A captured table to copy, and how far an earlier run got.
+#[derive(Debug, Clone)]
+pub struct TableCopy {
+    pub database: String,
+    pub table: String,
+    pub progress: TableProgress,
+}
+
+impl TableCopy {
+    /// `database.table`.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+
+    /// The mark that stores `progress` for this table.
+    pub fn mark(&self, progress: &TableProgress) -> Mark {
+        Mark {
+            partition: TableProgress::partition(&self.label(), None),
+            position: progress.position(),
+        }
+    }
+}
+
+/// How a snapshot ended: the position to stream from, and whether it is stored already.
+pub struct Copied {
+    pub position: BinlogPosition,
+    pub stored: bool,
+}
+
+/// Copies the captured tables; returns the binlog position to stream from.
+/// `resumable`: the copy may store its position before it ends (it streams on after).
 pub async fn copy(
     config: &MysqlConfig,
     filter: &TableFilter,
     ctx: &SourceContext,
-) -> Result<Result<BinlogPosition, Stopped>, MysqlError> {
-    let mut conn = connect(config).await?;
-    conn.query_drop("SET SESSION time_zone = '+00:00'")
-        .await
-        .map_err(sql("setting the session time zone"))?;
-    let version: String = conn
-        .query_first("SELECT VERSION()")
-        .await
-        .map_err(sql("SELECT VERSION()"))?
-        .unwrap_or_default();
-    let position = if version.contains("MariaDB") {
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .map_err(sql("setting the isolation level"))?;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await
-            .map_err(sql("starting the snapshot"))?;
-        let status: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(sql("reading the snapshot's binlog position"))?;
-        let get = |name: &str| {
-            status
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        BinlogPosition::new(
-            get("binlog_snapshot_file").unwrap_or_default(),
-            get("binlog_snapshot_position")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(4),
-        )
+    resumable: bool,
+) -> Result<Result<Copied, Stopped>, MysqlError> {
+    let mut conn = session(config).await?;
+    let flavor = super::Flavor::detect(&mut conn).await?;
+    let position = if flavor == super::Flavor::Mariadb {
+        start_consistent_snapshot(&mut conn).await?
     } else {
         mysql_position_under_lock(&mut conn).await?
     };
     tracing::info!(position = %position.token(), "snapshot started");
     ctx.probe.snapshotting();
     let tables = captured_tables(&mut conn, filter).await?;
+    let progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
+    let generation = TableProgress::next_generation(&progress);
+    let copies: Vec<TableCopy> = tables
+        .iter()
+        .map(|(database, table)| TableCopy {
+            database: database.clone(),
+            table: table.clone(),
+            progress: TableProgress::started(generation),
+        })
+        .collect();
+    let mut keyed = true;
     let mut estimates = Vec::with_capacity(tables.len());
-    for (database, table) in &tables {
+    for copy in &copies {
         let rows: Option<u64> = conn
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (database, table),
+                (&copy.database, &copy.table),
             )
             .await
             .map_err(sql("estimating a table's rows"))?
             .flatten();
-        estimates.push((format!("{database}.{table}"), rows.filter(|n| *n > 0)));
+        estimates.push((copy.label(), rows.filter(|n| *n > 0)));
+        keyed &= !columns_of(&mut conn, &copy.database, &copy.table)
+            .await?
+            .1
+            .is_empty();
     }
-    ctx.probe.snapshot_started(&estimates);
-    for ((database, table), (label, _)) in tables.iter().zip(&estimates) {
-        let copied = copy_table(&mut conn, ctx, database, table, &position, label).await?;
-        if let Err(stopped) = copied {
+    let marks = async {
+        for (table, range) in progress.keys() {
+            if !copies.iter().any(|c| c.label() == *table) || range.is_some() {
+                ctx.emit
+                    .forget(TableProgress::partition(table, *range))
+                    .await?;
+            }
+        }
+        for copy in &copies {
+            ctx.emit.checkpoint(copy.mark(&copy.progress)).await?;
+        }
+        Ok::<_, Stopped>(())
+    };
+    if let Err(stopped) = marks.await {
+        return Ok(Err(stopped));
+    }
+    // MariaDB with keys everywhere: from here on an interrupted copy resumes while streaming.
+    let position = super::with_gtids(&mut conn, flavor, position).await?;
+    let stored = resumable && flavor == super::Flavor::Mariadb && keyed;
+    if stored {
+        let mark = Mark {
+            partition: PARTITION.into(),
+            position: position.checkpoint(position.rank_by(config.resume_by, None)),
+        };
+        if let Err(stopped) = ctx.emit.checkpoint(mark).await {
             return Ok(Err(stopped));
         }
-        ctx.probe.snapshot_table_done(label);
+    }
+    ctx.probe.snapshot_started(&estimates);
+    let limit = config.snapshot_chunk_rows.get();
+    for copy in &copies {
+        let label = copy.label();
+        let mut progress = copy.progress.clone();
+        loop {
+            let chunk = read_chunk(
+                &mut conn,
+                ctx,
+                copy,
+                &progress,
+                &position,
+                limit,
+                Target::Emit,
+            )
+            .await?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(stopped) => return Ok(Err(stopped)),
+            };
+            progress = chunk.next;
+            let mark = copy.mark(&if chunk.last {
+                progress.finished()
+            } else {
+                progress.clone()
+            });
+            if let Err(stopped) = ctx.emit.checkpoint(mark).await {
+                return Ok(Err(stopped));
+            }
+            if chunk.last {
+                break;
+            }
+        }
+        ctx.probe.snapshot_table_done(&label);
+        tracing::info!(table = %label, chunks = progress.chunks, "table copied");
     }
     conn.query_drop("COMMIT")
         .await
         .map_err(sql("ending the snapshot"))?;
     tracing::info!(position = %position.token(), "snapshot done; streaming from its position");
-    Ok(Ok(position))
+    Ok(Ok(Copied { position, stored }))
+}
+
+/// A connection for reading snapshots: UTC, REPEATABLE READ.
+pub async fn session(config: &MysqlConfig) -> Result<Conn, MysqlError> {
+    let mut conn = connect(config).await?;
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .map_err(sql("setting the session time zone"))?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(sql("setting the isolation level"))?;
+    Ok(conn)
+}
+
+/// MariaDB: a transaction WITH CONSISTENT SNAPSHOT and the binlog position it sees, without a
+/// lock.
+pub async fn start_consistent_snapshot(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(sql("starting the snapshot"))?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(sql("reading the snapshot's binlog position"))?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    Ok(BinlogPosition::new(
+        get("binlog_snapshot_file").unwrap_or_default(),
+        get("binlog_snapshot_position")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(4),
+    ))
 }
 
 /// MySQL: the position under the shortest global read lock.
@@ -140,20 +258,48 @@ fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
 }
 
-async fn copy_table(
+/// Where a chunk's rows go: to the pipeline as they are read (inside the first run's
+/// snapshot), or into memory, up to a size, to be emitted later (a copy while streaming).
+pub enum Target<'a> {
+    Emit,
+    Collect {
+        rows: &'a mut Vec<ChangeEvent>,
+        max_bytes: usize,
+    },
+}
+
+/// A chunk read: its rows, the table's progress after it, whether it was the table's last.
+pub struct Chunk {
+    pub rows: u64,
+    pub next: TableProgress,
+    pub last: bool,
+}
+
+/// Reads the chunk of `copy` after `progress` (in key order; a keyless table whole) in the
+/// connection's open snapshot, positioned at `position`.
+pub async fn read_chunk(
     conn: &mut Conn,
     ctx: &SourceContext,
-    database: &str,
-    table: &str,
+    copy: &TableCopy,
+    progress: &TableProgress,
     position: &BinlogPosition,
-    label: &str,
-) -> Result<Result<(), Stopped>, MysqlError> {
+    limit: u32,
+    mut target: Target<'_>,
+) -> Result<Result<Chunk, Stopped>, MysqlError> {
+    let (database, table) = (copy.database.as_str(), copy.table.as_str());
+    let label = copy.label();
     let (catalog, catalog_key) = columns_of(conn, database, table).await?;
     let key_columns: Vec<&str> = catalog_key
         .iter()
         .map(|&i| catalog[i].name.as_str())
         .collect();
-    let select = format!("SELECT * FROM {}.{}", quote(database), quote(table));
+    let select = chunk_query(
+        database,
+        table,
+        &key_columns,
+        progress.after.as_deref(),
+        limit,
+    );
     let mut result = conn
         .exec_iter(select.as_str(), ())
         .await
@@ -196,13 +342,27 @@ async fn copy_table(
     ));
     let (database, table_name): (Arc<str>, Arc<str>) = (database.into(), table.into());
     let mut copied = 0u64;
+    let mut bytes = 0usize;
+    let mut cut = false;
+    let mut last_key = None;
     while let Some(row) = result.next().await.map_err(sql("reading a row"))? {
         let after = snapshot_row(&columns, &row).map_err(|reason| MysqlError::Decode {
-            table: format!("{database}.{table_name}"),
+            table: label.clone(),
             position: position.file_pos(),
             reason,
         })?;
         let key = key_of(&after, &key_index);
+        if !key_index.is_empty() {
+            last_key = Some(
+                key_index
+                    .iter()
+                    .map(|&i| {
+                        row.as_ref(i)
+                            .map_or_else(|| "NULL".into(), |v| v.as_sql(false))
+                    })
+                    .collect::<Vec<String>>(),
+            );
+        }
         let event = ChangeEvent {
             op: Op::Snapshot,
             source: SourceInfo {
@@ -226,17 +386,70 @@ async fn copy_table(
             key_change: None,
             ts_ms: now_ms(),
         };
-        if let Err(stopped) = ctx.emit.event(event).await {
-            return Ok(Err(stopped));
-        }
         copied += 1;
-        if copied.is_multiple_of(PROGRESS_EVERY_ROWS) {
-            ctx.probe.snapshot_rows(label, PROGRESS_EVERY_ROWS);
+        match &mut target {
+            Target::Emit => {
+                if let Err(stopped) = ctx.emit.event(event).await {
+                    return Ok(Err(stopped));
+                }
+                if copied.is_multiple_of(PROGRESS_EVERY_ROWS) {
+                    ctx.probe.snapshot_rows(&label, PROGRESS_EVERY_ROWS);
+                }
+            }
+            Target::Collect { rows, max_bytes } => {
+                bytes += event.approx_size();
+                rows.push(event);
+                if !key_index.is_empty() && bytes >= *max_bytes {
+                    cut = true;
+                    break;
+                }
+            }
         }
     }
-    ctx.probe.snapshot_rows(label, copied % PROGRESS_EVERY_ROWS);
-    tracing::info!(table = %format!("{database}.{table_name}"), rows = copied, "table copied");
-    Ok(Ok(()))
+    drop(result);
+    if matches!(target, Target::Emit) {
+        ctx.probe
+            .snapshot_rows(&label, copied % PROGRESS_EVERY_ROWS);
+    }
+    let last = key_index.is_empty() || (!cut && copied < u64::from(limit));
+    let next = match last_key {
+        Some(key) => progress.after_chunk(key),
+        None => progress.clone(),
+    };
+    Ok(Ok(Chunk {
+        rows: copied,
+        next,
+        last,
+    }))
+}
+
+/// The query of the chunk after `after` (key literals) in key order; a keyless table's whole.
+fn chunk_query(
+    database: &str,
+    table: &str,
+    key: &[&str],
+    after: Option<&[String]>,
+    limit: u32,
+) -> String {
+    let from = format!("SELECT * FROM {}.{}", quote(database), quote(table));
+    if key.is_empty() {
+        return from;
+    }
+    let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
+    // (k1, k2) > (a, b) as k1 > a OR (k1 = a AND k2 > b), which the key's index serves.
+    let filter = after.map_or(String::new(), |values| {
+        let alternatives: Vec<String> = (0..order.len().min(values.len()))
+            .map(|i| {
+                let mut terms: Vec<String> = (0..i)
+                    .map(|j| format!("{} = {}", order[j], values[j]))
+                    .collect();
+                terms.push(format!("{} > {}", order[i], values[i]));
+                format!("({})", terms.join(" AND "))
+            })
+            .collect();
+        format!(" WHERE {}", alternatives.join(" OR "))
+    });
+    format!("{from}{filter} ORDER BY {} LIMIT {limit}", order.join(", "))
 }
 
 /// The envelope schema of a snapshot's result set: the same types the stream's TABLE_MAP

@@ -25,6 +25,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 
+use super::backfill::Backfill;
 use super::catalog::Catalog;
 use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
@@ -117,6 +118,7 @@ pub async fn run(
     filter: &TableFilter,
     mut ctx: SourceContext,
     start: BinlogPosition,
+    mut backfill: Backfill,
 ) -> Result<(), BoxError> {
     let mut stream = open(conn, flavor, config, &start).await?;
     ctx.probe.streaming();
@@ -130,6 +132,15 @@ pub async fn run(
     };
     let mut catalog = Catalog::new(config);
     loop {
+        if backfill.wants_chunk() && backfill.read_chunk(config, &ctx).await?.is_err() {
+            return Ok(());
+        }
+        if backfill.due(cursor.gtids.as_ref()) {
+            if backfill.emit(&ctx).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         let event = tokio::select! {
             event = next_event(&mut stream) => event,
             _ = ctx.shutdown.requested() => return Ok(()),

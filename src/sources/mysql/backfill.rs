@@ -1,0 +1,164 @@
+//! Copying tables while streaming (MariaDB): the rest of a first copy that an interrupted run
+//! left unfinished, chunk by chunk, interleaved with the binlog stream, without a lock and
+//! without writing anything.
+//!
+//! Each chunk is read on a connection of its own in a transaction WITH CONSISTENT SNAPSHOT,
+//! which MariaDB reports with its exact binlog position (`binlog_snapshot_file/position`, no
+//! lock): the chunk's rows are the table as of that position. They are held until the stream
+//! has committed every transaction before it (its GTID state covers the state at that
+//! position, [`GtidState::covers`]), then emitted there, as `snapshot` events at that position,
+//! followed by the table's progress mark. Changes before the position were delivered before
+//! the copy, changes after it follow the copy: per key, versions stay in order, and nothing
+//! needs to be removed from the chunk.
+//!
+//! One chunk is held at a time: `snapshot_chunk_rows` rows, fewer when they pass half the
+//! pipeline's buffer.
+
+use std::collections::VecDeque;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::config::MysqlConfig;
+use super::error::MysqlError;
+use super::gtid::GtidState;
+use super::position::BinlogPosition;
+use super::snapshot::{self, Chunk, TableCopy, Target};
+use super::sql;
+use crate::envelope::ChangeEvent;
+use crate::source::{SourceContext, Stopped};
+
+/// A chunk read and not yet emitted: its rows wait until the stream reaches `at`.
+struct Window {
+    table: TableCopy,
+    at: GtidState,
+    rows: Vec<ChangeEvent>,
+    chunk: Chunk,
+}
+
+/// The tables to copy while streaming, and the chunk in flight.
+#[derive(Default)]
+pub struct Backfill {
+    queue: VecDeque<TableCopy>,
+    window: Option<Window>,
+    /// The connection chunks are read on, opened at the first.
+    conn: Option<Conn>,
+    /// Rows to ask for in the next chunk, when the last one was cut short by its size.
+    row_limit: Option<u32>,
+}
+
+impl Backfill {
+    pub fn new(unfinished: Vec<TableCopy>) -> Self {
+        Backfill {
+            queue: unfinished.into(),
+            ..Backfill::default()
+        }
+    }
+
+    /// Whether the stream should read the next chunk now.
+    pub fn wants_chunk(&self) -> bool {
+        self.window.is_none() && !self.queue.is_empty()
+    }
+
+    /// Reads the next chunk of the first queued table in a consistent snapshot of its own.
+    pub async fn read_chunk(
+        &mut self,
+        config: &MysqlConfig,
+        ctx: &SourceContext,
+    ) -> Result<Result<(), Stopped>, MysqlError> {
+        let Some(table) = self.queue.front().cloned() else {
+            return Ok(Ok(()));
+        };
+        if table.progress.chunks == 0 {
+            tracing::info!(pipeline = %ctx.pipeline, table = %table.label(), generation = table.progress.generation, "copying table while streaming");
+        }
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(snapshot::session(config).await?),
+        };
+        let position = snapshot::start_consistent_snapshot(conn).await?;
+        let state: Option<Option<String>> = conn
+            .exec_first(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (position.file.as_str(), position.pos),
+            )
+            .await
+            .map_err(sql("reading the GTID state of a chunk's snapshot"))?;
+        let at = GtidState::parse(&state.flatten().unwrap_or_default()).map_err(|reason| {
+            MysqlError::BadCheckpoint(format!("{}: {reason}", position.token()))
+        })?;
+        let chunk_rows = config.snapshot_chunk_rows.get();
+        let limit = self.row_limit.unwrap_or(chunk_rows);
+        let mut rows = Vec::new();
+        let read = snapshot::read_chunk(
+            conn,
+            ctx,
+            &table,
+            &table.progress,
+            &BinlogPosition {
+                gtids: None,
+                ..position
+            },
+            limit,
+            Target::Collect {
+                rows: &mut rows,
+                max_bytes: ctx.emit.budget_bytes() as usize / 2,
+            },
+        )
+        .await;
+        let ended = conn.query_drop("COMMIT").await;
+        let chunk = match read? {
+            Ok(chunk) => chunk,
+            Err(stopped) => return Ok(Err(stopped)),
+        };
+        ended.map_err(sql("ending a chunk's snapshot"))?;
+        let cut = !chunk.last && chunk.rows < u64::from(limit);
+        self.row_limit = match (cut, chunk.last) {
+            (true, _) => Some((chunk.rows as u32).max(1)),
+            (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
+            _ => None,
+        };
+        self.window = Some(Window {
+            table,
+            at,
+            rows,
+            chunk,
+        });
+        Ok(Ok(()))
+    }
+
+    /// Whether the chunk in flight can go out: the stream, at a transaction's end with state
+    /// `streamed`, has delivered every transaction its snapshot saw.
+    pub fn due(&self, streamed: Option<&GtidState>) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| streamed.is_some_and(|s| s.covers(&w.at)))
+    }
+
+    /// Emits the chunk in flight, then its table's progress.
+    pub async fn emit(&mut self, ctx: &SourceContext) -> Result<(), Stopped> {
+        let Some(window) = self.window.take() else {
+            return Ok(());
+        };
+        let label = window.table.label();
+        let count = window.rows.len() as u64;
+        if !window.rows.is_empty() {
+            ctx.emit.events(window.rows).await?;
+        }
+        ctx.probe.snapshot_rows(&label, count);
+        let progress = if window.chunk.last {
+            window.chunk.next.finished()
+        } else {
+            window.chunk.next.clone()
+        };
+        ctx.emit.checkpoint(window.table.mark(&progress)).await?;
+        if window.chunk.last {
+            self.queue.pop_front();
+            ctx.probe.snapshot_table_done(&label);
+            tracing::info!(pipeline = %ctx.pipeline, table = %label, chunks = progress.chunks, "table copied while streaming");
+        } else if let Some(queued) = self.queue.front_mut() {
+            queued.progress = progress;
+        }
+        Ok(())
+    }
+}
