@@ -58,6 +58,78 @@ fn stored_progress(ws: &Workspace, pipeline: &str, table: &str) -> Option<TableP
     stored.get(&(table.to_owned(), None)).cloned()
 }
 
+/// Per key: versions only move forward, and no copy follows the key's delete.
+fn check_key_order(events: &[Value]) {
+    let mut last: HashMap<i64, (&str, i64)> = HashMap::new();
+    for event in events {
+        let id = event["key"]["id"].as_i64().unwrap();
+        let op = event["op"].as_str().unwrap();
+        let g = match op {
+            "delete" => event["before"]["g"].as_i64().unwrap(),
+            _ => event["after"]["g"].as_i64().unwrap(),
+        };
+        if let Some(&(previous_op, previous_g)) = last.get(&id) {
+            assert!(
+                g >= previous_g,
+                "key {id}: {op} of version {g} after {previous_op} of version {previous_g}"
+            );
+            assert!(
+                !(op == "snapshot" && previous_op == "delete"),
+                "key {id}: a copy after its delete"
+            );
+        }
+        last.insert(id, (op, g));
+    }
+}
+
+/// The events applied in order: `id -> g`.
+fn replay(events: &[Value]) -> BTreeMap<i64, i64> {
+    let mut replayed = BTreeMap::new();
+    for event in events {
+        let id = event["key"]["id"].as_i64().unwrap();
+        match event["op"].as_str().unwrap() {
+            "delete" => {
+                replayed.remove(&id);
+            }
+            _ => {
+                replayed.insert(id, event["after"]["g"].as_i64().unwrap());
+            }
+        }
+    }
+    replayed
+}
+
+/// Creates `table` with `ROWS` rows: `id`, `g` = 0, a pad.
+async fn create_table(db: &mut mysql_async::Conn, table: &str) {
+    sql(
+        db,
+        &format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id BIGINT PRIMARY KEY, g BIGINT NOT NULL, pad VARCHAR(64)); \
+             INSERT INTO {table} SELECT seq, 0, REPEAT('x', 40) FROM seq_1_to_{ROWS}"
+        ),
+    )
+    .await;
+}
+
+/// The table's rows: `id -> g`.
+async fn table_state(db: &mut mysql_async::Conn, table: &str) -> BTreeMap<i64, i64> {
+    db.query::<(i64, i64), _>(format!("SELECT id, g FROM {table}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Waits until the output holds the table's latest version (`g`): the bridge caught up.
+fn wait_caught_up(ws: &Workspace, expected: &BTreeMap<i64, i64>) {
+    let max_g = expected.values().copied().max().unwrap_or(0);
+    support::wait_until(WAIT, "the last write", || {
+        events(ws)
+            .iter()
+            .any(|e| e["after"]["g"].as_i64() == Some(max_g))
+    });
+}
+
 fn log(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.path("bridge.log")).unwrap_or_default()
 }
@@ -71,14 +143,7 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let name = format!("chunks_{}", std::process::id());
     let table = format!("app.{name}");
     let mut db = connect().await;
-    sql(
-        &mut db,
-        &format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id BIGINT PRIMARY KEY, g BIGINT NOT NULL, pad VARCHAR(64)); \
-             INSERT INTO {table} SELECT seq, 0, REPEAT('x', 40) FROM seq_1_to_{ROWS}"
-        ),
-    )
-    .await;
+    create_table(&mut db, &table).await;
     let ws = Workspace::new();
     let config = pipeline(
         &ws,
@@ -138,18 +203,8 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     // Caught up: the last write is in the output.
-    let expected: BTreeMap<i64, i64> = db
-        .query::<(i64, i64), _>(format!("SELECT id, g FROM {table}"))
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    let max_g = expected.values().copied().max().unwrap_or(0);
-    support::wait_until(WAIT, "the last write", || {
-        events(&ws)
-            .iter()
-            .any(|e| e["after"]["g"].as_i64() == Some(max_g))
-    });
+    let expected = table_state(&mut db, &table).await;
+    wait_caught_up(&ws, &expected);
     tokio::time::sleep(Duration::from_millis(500)).await;
     support::terminate(&child);
     let mut child = child;
@@ -173,46 +228,95 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
         "{copied} rows copied for a table of {ROWS}"
     );
 
-    // Within each run (a restart replays what its predecessor had not stored), per key:
-    // versions only move forward, and no copy follows the key's delete.
+    // Within each run (a restart replays what its predecessor had not stored).
     for run in runs
         .windows(2)
         .map(|w| &events[w[0]..w[1]])
         .chain([&events[*runs.last().unwrap()..]])
     {
-        let mut last: HashMap<i64, (&str, i64)> = HashMap::new();
-        for event in run {
-            let id = event["key"]["id"].as_i64().unwrap();
-            let op = event["op"].as_str().unwrap();
-            let g = match op {
-                "delete" => event["before"]["g"].as_i64().unwrap(),
-                _ => event["after"]["g"].as_i64().unwrap(),
-            };
-            if let Some(&(previous_op, previous_g)) = last.get(&id) {
-                assert!(
-                    g >= previous_g,
-                    "key {id}: {op} of version {g} after {previous_op} of version {previous_g}"
-                );
-                assert!(
-                    !(op == "snapshot" && previous_op == "delete"),
-                    "key {id}: a copy after its delete"
-                );
-            }
-            last.insert(id, (op, g));
-        }
+        check_key_order(run);
     }
-    let mut replayed: BTreeMap<i64, i64> = BTreeMap::new();
-    for event in &events {
-        let id = event["key"]["id"].as_i64().unwrap();
-        match event["op"].as_str().unwrap() {
-            "delete" => {
-                replayed.remove(&id);
-            }
-            _ => {
-                replayed.insert(id, event["after"]["g"].as_i64().unwrap());
-            }
-        }
-    }
+    let replayed = replay(&events);
+    assert_eq!(replayed.len(), expected.len());
+    assert!(
+        replayed == expected,
+        "applying the events does not give the table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_copy_while_streaming_keeps_per_key_order_and_converges() {
+    let name = format!("requested_{}", std::process::id());
+    let (table, signal) = (format!("app.{name}"), format!("app.{name}_signal"));
+    let mut db = connect().await;
+    create_table(&mut db, &table).await;
+    sql(
+        &mut db,
+        &format!(
+            "DROP TABLE IF EXISTS {signal}; \
+             CREATE TABLE {signal} (id BIGINT AUTO_INCREMENT PRIMARY KEY, pipeline VARCHAR(255) NOT NULL, tables TEXT NOT NULL)"
+        ),
+    )
+    .await;
+    let ws = Workspace::new();
+    let config = pipeline(
+        &ws,
+        "requested",
+        &name,
+        &format!("snapshot_chunk_rows = {CHUNK}\nsignal_table = \"{signal}\""),
+    );
+    let child = support::mysql::start_streaming(&ws, &config);
+    let request = |table: &str| {
+        ws.run(&[
+            "snapshot",
+            "--config",
+            &config,
+            "--pipeline",
+            "requested",
+            "--table",
+            table,
+        ])
+    };
+    let refused = request("app.not_captured");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        support::stderr(&refused).contains("is not among the pipeline's tables"),
+        "{}",
+        support::stderr(&refused)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = workload(table.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requested = request(&table);
+    assert!(
+        requested.status.success(),
+        "{}",
+        support::stderr(&requested)
+    );
+    support::wait_until(WAIT, "the requested copy", || {
+        log(&ws).contains("table copied while streaming")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    let expected = table_state(&mut db, &table).await;
+    wait_caught_up(&ws, &expected);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+    sql(&mut db, &format!("DROP TABLE {table}; DROP TABLE {signal}")).await;
+
+    let events = events(&ws);
+    let copied = events.iter().filter(|e| e["op"] == "snapshot").count();
+    eprintln!(
+        "{ROWS} rows, {writes} concurrent writes, {copied} copied while streaming, {} events",
+        events.len()
+    );
+    assert!(writes > 1000, "the workload must overlap the copy");
+    assert!(copied > 0);
+    check_key_order(&events);
+    let replayed = replay(&events);
     assert_eq!(replayed.len(), expected.len());
     assert!(
         replayed == expected,

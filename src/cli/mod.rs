@@ -277,7 +277,7 @@ async fn snapshot(path: &Path, pipeline: &str, tables: &[String]) -> ExitCode {
     let Some(plan) = plans.first() else {
         return failure(EXIT_CONFIG, &format!("no pipeline is named {pipeline:?}"));
     };
-    match plan.source.request_snapshot(tables).await {
+    match plan.source.request_snapshot(pipeline, tables).await {
         Ok(()) => {
             println!(
                 "pipeline {pipeline}: snapshot of {} requested; the pipeline copies it while streaming (progress: cdc-bridge status)",

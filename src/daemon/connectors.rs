@@ -132,16 +132,22 @@ impl SourceSpec {
 
     /// Asks the source to copy `tables` again while its pipeline streams (`cdc-bridge
     /// snapshot`). Sources without incremental snapshots say so.
-    pub async fn request_snapshot(&self, tables: &[String]) -> Result<(), String> {
-        match self {
+    pub async fn request_snapshot(&self, pipeline: &str, tables: &[String]) -> Result<(), String> {
+        let requested = match self {
             SourceSpec::Postgres(config) => postgres::request_snapshot(config, tables)
                 .await
                 .map_err(|err| crate::error::report(&err)),
+            SourceSpec::Mysql(config, filter) => {
+                mysql::request_snapshot(config, filter, pipeline, tables)
+                    .await
+                    .map_err(|err| crate::error::report(&err))
+            }
             other => Err(format!(
                 "incremental snapshots are not implemented for {} sources",
                 other.kind()
             )),
-        }
+        };
+        requested
     }
 
     /// Verifies the source's prerequisites (connects; changes nothing).

@@ -11,6 +11,10 @@
 //! the copy, changes after it follow the copy: per key, versions stay in order, and nothing
 //! needs to be removed from the chunk.
 //!
+//! Requests to copy a table again (`cdc-bridge snapshot`) are rows inserted into the signal
+//! table (`signal_table`), read in order with the changes: one made while the daemon is down is
+//! served when it resumes, one already served is not served again.
+//!
 //! One chunk is held at a time: `snapshot_chunk_rows` rows, fewer when they pass half the
 //! pipeline's buffer.
 
@@ -19,6 +23,7 @@ use std::collections::VecDeque;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
+use super::catalog::columns_of;
 use super::config::MysqlConfig;
 use super::error::MysqlError;
 use super::gtid::GtidState;
@@ -26,6 +31,7 @@ use super::position::BinlogPosition;
 use super::snapshot::{self, Chunk, TableCopy, Target};
 use super::sql;
 use crate::envelope::ChangeEvent;
+use crate::source::progress::TableProgress;
 use crate::source::{SourceContext, Stopped};
 
 /// A chunk read and not yet emitted: its rows wait until the stream reaches `at`.
@@ -45,14 +51,80 @@ pub struct Backfill {
     conn: Option<Conn>,
     /// Rows to ask for in the next chunk, when the last one was cut short by its size.
     row_limit: Option<u32>,
+    /// The highest generation of a copy stored or started.
+    generation: u64,
+    /// Copies while streaming need MariaDB's consistent snapshot positions.
+    mariadb: bool,
 }
 
 impl Backfill {
-    pub fn new(unfinished: Vec<TableCopy>) -> Self {
+    /// Copies `unfinished` (from their stored progress); `generation` is the highest stored.
+    pub fn new(unfinished: Vec<TableCopy>, generation: u64, mariadb: bool) -> Self {
         Backfill {
             queue: unfinished.into(),
+            generation,
+            mariadb,
             ..Backfill::default()
         }
+    }
+
+    /// The connection chunks are read on.
+    async fn connection(&mut self, config: &MysqlConfig) -> Result<&mut Conn, MysqlError> {
+        if self.conn.is_none() {
+            self.conn = Some(snapshot::session(config).await?);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    /// A request to copy `table` (`database.table`), read from the signal table: queued as a
+    /// new copy (replacing one of it in progress) once its start is marked.
+    pub async fn request(
+        &mut self,
+        config: &MysqlConfig,
+        ctx: &SourceContext,
+        table: &str,
+    ) -> Result<Result<(), Stopped>, MysqlError> {
+        let refuse = |reason: &str| {
+            tracing::warn!(pipeline = %ctx.pipeline, table, "{reason}: the snapshot request is ignored");
+            Ok(Ok(()))
+        };
+        if !self.mariadb {
+            return refuse("copies while streaming need MariaDB");
+        }
+        let Some((database, name)) = table.split_once('.') else {
+            return refuse("not a database.table name");
+        };
+        let (columns, key) = columns_of(self.connection(config).await?, database, name).await?;
+        if columns.is_empty() {
+            return refuse("no such table");
+        }
+        if key.is_empty() {
+            return refuse("the table has no primary key");
+        }
+        self.generation += 1;
+        let copy = TableCopy {
+            database: database.to_owned(),
+            table: name.to_owned(),
+            progress: TableProgress::started(self.generation),
+        };
+        if let Err(stopped) = ctx.emit.checkpoint(copy.mark(&copy.progress)).await {
+            return Ok(Err(stopped));
+        }
+        tracing::info!(pipeline = %ctx.pipeline, table, generation = self.generation, "snapshot requested: the table is copied while streaming");
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.table.label() == table)
+        {
+            // Its chunk in flight belongs to the replaced copy.
+            self.window = None;
+        }
+        self.queue.retain(|queued| queued.label() != table);
+        self.queue.push_back(copy);
+        let estimates: Vec<(String, Option<u64>)> =
+            self.queue.iter().map(|t| (t.label(), None)).collect();
+        ctx.probe.snapshot_started(&estimates);
+        Ok(Ok(()))
     }
 
     /// Whether the stream should read the next chunk now.
@@ -72,10 +144,9 @@ impl Backfill {
         if table.progress.chunks == 0 {
             tracing::info!(pipeline = %ctx.pipeline, table = %table.label(), generation = table.progress.generation, "copying table while streaming");
         }
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self.conn.insert(snapshot::session(config).await?),
-        };
+        let chunk_rows = config.snapshot_chunk_rows.get();
+        let limit = self.row_limit.unwrap_or(chunk_rows);
+        let conn = self.connection(config).await?;
         let position = snapshot::start_consistent_snapshot(conn).await?;
         let state: Option<Option<String>> = conn
             .exec_first(
@@ -87,8 +158,6 @@ impl Backfill {
         let at = GtidState::parse(&state.flatten().unwrap_or_default()).map_err(|reason| {
             MysqlError::BadCheckpoint(format!("{}: {reason}", position.token()))
         })?;
-        let chunk_rows = config.snapshot_chunk_rows.get();
-        let limit = self.row_limit.unwrap_or(chunk_rows);
         let mut rows = Vec::new();
         let read = snapshot::read_chunk(
             conn,

@@ -30,6 +30,10 @@ pub struct MysqlConfig {
     /// Rows per chunk of a table's copy (its progress is stored after each chunk).
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: std::num::NonZeroU32,
+    /// `database.table` that `cdc-bridge snapshot` writes requests into (MariaDB; columns
+    /// `pipeline` and `tables`, see the README). None: requests are refused.
+    #[serde(default)]
+    pub signal_table: Option<String>,
 }
 
 fn default_chunk() -> std::num::NonZeroU32 {
@@ -50,9 +54,16 @@ fn default_server_id() -> u32 {
 
 /// Which tables a pipeline captures.
 #[derive(Debug, Clone)]
-pub struct TableFilter(Vec<(String, Option<String>)>);
+pub struct TableFilter(Vec<(String, Option<String>)>, Option<(String, String)>);
 
 impl TableFilter {
+    /// Whether `database.table` is the signal table (`signal_table`).
+    pub fn signals(&self, database: &str, table: &str) -> bool {
+        self.1
+            .as_ref()
+            .is_some_and(|(d, t)| d == database && t == table)
+    }
+
     pub fn matches(&self, database: &str, table: &str) -> bool {
         self.0
             .iter()
@@ -96,6 +107,14 @@ impl MysqlConfig {
             };
             filter.push((db.to_owned(), (table != "*").then(|| table.to_owned())));
         }
+        if let Some(signal) = &self.signal_table {
+            if self.signal_table_name().is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.signal_table"),
+                    format!("{signal:?}: write database.table"),
+                ));
+            }
+        }
         let field = format!("{key}.start_position");
         if let Some(start) = self
             .start()
@@ -114,7 +133,18 @@ impl MysqlConfig {
                 ));
             }
         }
-        Ok(TableFilter(filter))
+        let signal = self
+            .signal_table_name()
+            .map(|(d, t)| (d.to_owned(), t.to_owned()));
+        Ok(TableFilter(filter, signal))
+    }
+
+    /// The signal table as (database, table).
+    pub fn signal_table_name(&self) -> Option<(&str, &str)> {
+        self.signal_table
+            .as_deref()?
+            .split_once('.')
+            .filter(|(d, t)| !d.is_empty() && !t.is_empty() && !t.contains('.'))
     }
 
     /// The configured start position, parsed.

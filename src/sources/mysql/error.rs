@@ -32,6 +32,9 @@ pub enum MysqlError {
     Purged { position: String, message: String },
     #[error("stored checkpoint {0:?} is not a binlog position (file:pos, optionally ;gtids=STATE) for this server; reset this pipeline's checkpoints")]
     BadCheckpoint(String),
+    /// A snapshot request that cannot be served, with the reason and the fix.
+    #[error("{0}")]
+    SnapshotRequest(String),
     #[error("position {position} holds GTIDs in the other server flavor's notation, but the server is {server}: fix start_position, or reset this pipeline's checkpoints if the server was replaced")]
     GtidFlavor {
         position: String,

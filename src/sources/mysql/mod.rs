@@ -464,8 +464,10 @@ fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, My
             })
         })
         .collect();
+    let generation = TableProgress::next_generation(&progress_generations(&ctx.resume)?) - 1;
+    let mariadb = flavor == Flavor::Mariadb;
     if unfinished.is_empty() {
-        return Ok(Backfill::default());
+        return Ok(Backfill::new(Vec::new(), generation, mariadb));
     }
     if flavor != Flavor::Mariadb {
         return Err(MysqlError::BadCheckpoint(format!(
@@ -477,5 +479,61 @@ fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, My
     let estimates: Vec<(String, Option<u64>)> =
         unfinished.iter().map(|t| (t.label(), None)).collect();
     ctx.probe.snapshot_started(&estimates);
-    Ok(Backfill::new(unfinished))
+    Ok(Backfill::new(unfinished, generation, mariadb))
+}
+
+fn progress_generations(
+    resume: &crate::checkpoint::Checkpoints,
+) -> Result<std::collections::BTreeMap<(String, Option<u32>), TableProgress>, MysqlError> {
+    TableProgress::stored(resume).map_err(MysqlError::BadCheckpoint)
+}
+
+/// Requests a copy of `tables` from pipeline `pipeline` (`cdc-bridge snapshot`): checks that
+/// each can be copied while streaming, then inserts the request into the signal table, where
+/// the pipeline reads it in order with the changes.
+pub async fn request_snapshot(
+    config: &MysqlConfig,
+    filter: &TableFilter,
+    pipeline: &str,
+    tables: &[String],
+) -> Result<(), MysqlError> {
+    let refuse = |reason: String| Err(MysqlError::SnapshotRequest(reason));
+    let Some((database, signal)) = config.signal_table_name() else {
+        return refuse("set signal_table in the pipeline's source (a table the request is written into; see the README) and restart the pipeline".into());
+    };
+    let mut conn = connect(config).await?;
+    if Flavor::detect(&mut conn).await? != Flavor::Mariadb {
+        return refuse("copies while streaming need MariaDB (MySQL's consistent snapshots report no binlog position)".into());
+    }
+    for table in tables {
+        let Some((db, name)) = table.split_once('.') else {
+            return refuse(format!(
+                "{table:?} is not a table name of the form database.table"
+            ));
+        };
+        if !filter.matches(db, name) {
+            return refuse(format!("table {table} is not among the pipeline's tables"));
+        }
+        let (columns, key) = catalog::columns_of(&mut conn, db, name).await?;
+        if columns.is_empty() {
+            return refuse(format!("table {table} does not exist"));
+        }
+        if key.is_empty() {
+            return refuse(format!(
+                "table {table} has no primary key: a copy made while streaming needs one"
+            ));
+        }
+    }
+    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    conn.exec_drop(
+        format!(
+            "INSERT INTO {}.{} (pipeline, tables) VALUES (?, ?)",
+            quote(database),
+            quote(signal)
+        ),
+        (pipeline, tables.join(",")),
+    )
+    .await
+    .map_err(sql("writing the snapshot request into the signal table"))?;
+    Ok(())
 }

@@ -53,6 +53,8 @@ struct Cursor {
     pending: Option<Gtid>,
     rank_by: RankBy,
     transactions: Transactions,
+    /// Tables whose copy this pipeline was asked for (rows of the signal table), to queue.
+    requested: Vec<String>,
 }
 
 impl Cursor {
@@ -129,6 +131,7 @@ pub async fn run(
         pending: None,
         rank_by: start.rank_by(config.resume_by, ctx.resume.get(PARTITION)),
         transactions: Transactions::default(),
+        requested: Vec::new(),
     };
     let mut catalog = Catalog::new(config);
     loop {
@@ -171,6 +174,11 @@ pub async fn run(
         {
             Ok(()) => {}
             Err(Stopped) => return Ok(()),
+        }
+        for table in std::mem::take(&mut cursor.requested) {
+            if backfill.request(config, &ctx, &table).await?.is_err() {
+                return Ok(());
+            }
         }
     }
 }
@@ -328,7 +336,8 @@ async fn handle(
                     rows.table_id()
                 )));
             };
-            if !filter.matches(&tme.database_name(), &tme.table_name()) {
+            let signal = filter.signals(&tme.database_name(), &tme.table_name());
+            if !signal && !filter.matches(&tme.database_name(), &tme.table_name()) {
                 return Ok(Ok(()));
             }
             let table = catalog
@@ -342,6 +351,14 @@ async fn handle(
             let gtid = cursor.pending.as_ref().map(|g| Arc::from(g.to_string()));
             let origin = Origin::of(&event.header());
             let changes = row_events(ctx, &table, &rows, tme, (here, origin, gtid))?;
+            if signal {
+                cursor
+                    .requested
+                    .extend(requests_in(&changes, &ctx.pipeline));
+                if !filter.matches(&tme.database_name(), &tme.table_name()) {
+                    return Ok(Ok(()));
+                }
+            }
             if !cursor.transactions.in_xa() {
                 // The rows of one event go to the pipeline as one message.
                 return Ok(ctx.emit.events(changes).await);
@@ -589,6 +606,30 @@ fn purged_or(err: mysql_async::Error, position: &BinlogPosition) -> MysqlError {
             source: err,
         },
     }
+}
+
+/// The tables requested of `pipeline` by inserted rows of the signal table (`tables`: a
+/// comma-separated list of `database.table`).
+fn requests_in(changes: &[ChangeEvent], pipeline: &str) -> Vec<String> {
+    let text = |row: &Row, column: &str| match row.iter().find(|(name, _)| name.as_ref() == column)
+    {
+        Some((_, crate::envelope::Value::Text(text))) => Some(text.clone()),
+        _ => None,
+    };
+    changes
+        .iter()
+        .filter(|change| change.op == Op::Insert)
+        .filter_map(|change| change.after.as_ref())
+        .filter(|row| text(row, "pipeline").as_deref() == Some(pipeline))
+        .filter_map(|row| text(row, "tables"))
+        .flat_map(|tables| {
+            tables
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]
