@@ -54,9 +54,12 @@ async fn run(url: &str, rows: i64, parallelism: &[u32]) {
             "DROP SCHEMA IF EXISTS bench_snap CASCADE; CREATE SCHEMA bench_snap; \
              CREATE TABLE bench_snap.t (id bigint PRIMARY KEY, v int, s text, ts timestamptz); \
              INSERT INTO bench_snap.t SELECT g, (g % 1000)::int, 'row-' || g, now() FROM generate_series(1, {rows}) g; \
-             VACUUM ANALYZE bench_snap.t; \
              DROP PUBLICATION IF EXISTS bench_snap; CREATE PUBLICATION bench_snap FOR TABLE bench_snap.t;"
         ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("VACUUM ANALYZE bench_snap.t")
         .await
         .unwrap();
     println!(

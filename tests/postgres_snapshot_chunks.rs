@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cdc_bridge::checkpoint::CheckpointStore;
-use cdc_bridge::source::progress::TableProgress;
 use serde_json::Value;
+use support::copies::{kill_during_copy, stored_copy, CopyProgress};
 use support::pg::{connect, pg_url, PgFixture};
 use support::Rng;
 
@@ -109,34 +108,6 @@ async fn table_state(fx: &PgFixture, table: &str) -> BTreeMap<i64, (i64, String)
     rows_of_table(&rows)
 }
 
-/// The stored copy progress of `table`, over its ranges: the generation, the chunks stored,
-/// whether every range is done (the bridge must not be running).
-fn stored_progress(fx: &PgFixture, table: &str) -> Option<Progress> {
-    let store = CheckpointStore::open(&fx.ws.path("state")).ok()?;
-    let stored = TableProgress::stored(&store.load(&fx.name).ok()?).unwrap();
-    let ranges: Vec<&TableProgress> = stored
-        .iter()
-        .filter(|((t, _), _)| t == table)
-        .map(|(_, p)| p)
-        .collect();
-    let first = ranges.first()?;
-    assert!(ranges.iter().all(|p| p.generation == first.generation));
-    Some(Progress {
-        generation: first.generation,
-        ranges: ranges.len(),
-        chunks: ranges.iter().map(|p| p.chunks).sum(),
-        done: ranges.iter().all(|p| p.done),
-    })
-}
-
-#[derive(Debug)]
-struct Progress {
-    generation: u64,
-    ranges: usize,
-    chunks: u64,
-    done: bool,
-}
-
 fn log(fx: &PgFixture) -> String {
     std::fs::read_to_string(fx.ws.path("bridge.log")).unwrap_or_default()
 }
@@ -161,44 +132,8 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let stop = Arc::new(AtomicBool::new(false));
     let writer = workload(table.to_owned(), ROWS, stop.clone());
 
-    let mut rng = Rng::seeded();
-    let mut progress: Vec<Progress> = Vec::new();
-    for kill in 0..6 {
-        let mut child = fx.spawn(&config);
-        if kill == 0 {
-            fx.wait_for_events(20_000, WAIT);
-        } else {
-            tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "bridge exited early:\n{}",
-            fx.ws.log_tail()
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let stored = stored_progress(&fx, table).expect("the copy's progress is stored");
-        if let Some(previous) = progress.last() {
-            assert_eq!(
-                stored.generation, previous.generation,
-                "a resumed copy goes on; it does not start over"
-            );
-            assert!(
-                stored.chunks >= previous.chunks,
-                "stored progress moved back"
-            );
-        }
-        let done = stored.done;
-        progress.push(stored);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        progress[0].chunks > 0 && !progress[0].done,
-        "the first kill must land during the copy: {:?}",
-        progress[0]
-    );
+    let (progress, _) =
+        kill_during_copy(&fx.ws, &config, (&fx.name, table), &fx.out(), 20_000, 6).await;
 
     let child = fx.spawn(&config);
     support::wait_until(WAIT, "the copy to finish", || {
@@ -209,7 +144,7 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let writes = writer.await.unwrap();
     fx.wait_caught_up(WAIT).await;
     fx.stop(child);
-    let stored = stored_progress(&fx, table).unwrap();
+    let stored = stored_copy(&fx.ws, &fx.name, table).unwrap();
     let expected = table_state(&fx, table).await;
     fx.cleanup().await;
 
@@ -219,7 +154,7 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let kills = progress.len();
     eprintln!(
         "{ROWS} rows, {writes} concurrent writes, {kills} kills, progress after each (chunks of {CHUNK}): {:?}; {copied} snapshot rows emitted in all ({:.2}x the table)",
-        progress.iter().map(|p| if p.done { "done".to_owned() } else { p.chunks.to_string() }).collect::<Vec<_>>(),
+        progress.iter().map(CopyProgress::summary).collect::<Vec<_>>(),
         copied as f64 / ROWS as f64
     );
     assert!(writes > 1000, "the workload must overlap the copy");
@@ -292,6 +227,12 @@ async fn a_table_added_to_a_running_pipeline_is_copied_while_streaming_in_key_or
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     fx.sql("INSERT INTO chunks_add.first VALUES (1)").await;
+    // A table the first run copied, copied again in the same run: a new generation.
+    let again = request(&["chunks_add.first"]);
+    assert!(again.status.success(), "{}", support::stderr(&again));
+    support::wait_until(WAIT, "the second copy", || {
+        log(&fx).matches("table copied while streaming").count() == 2
+    });
     fx.wait_caught_up(WAIT).await;
     fx.stop(child);
     let expected = table_state(&fx, table).await;
@@ -394,4 +335,27 @@ async fn a_copy_while_streaming_holds_at_most_half_the_buffer_of_wide_rows() {
     );
     assert_eq!(chunks, 1);
     assert!(peak < 100.0, "peak RSS {peak:.1} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_is_copied_whole_in_ranges_of_pages() {
+    const ROWS: i64 = 50_000;
+    let fx = PgFixture::new("chunks_keyless").await;
+    fx.sql(&format!(
+        "CREATE TABLE chunks_keyless.t (v bigint, pad text); \
+         INSERT INTO chunks_keyless.t SELECT i, repeat('x', 40) FROM generate_series(1, {ROWS}) i"
+    ))
+    .await;
+    let child = fx.spawn(&fx.config(&["t"], "snapshot_chunk_rows = 1000"));
+    fx.wait_caught_up(WAIT).await;
+    fx.stop(child);
+    fx.cleanup().await;
+    let mut values: Vec<i64> = fx
+        .events()
+        .iter()
+        .map(|e| e["after"]["v"].as_i64().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=ROWS).collect::<Vec<_>>(), "every row once");
+    assert!(log(&fx).contains("snapshot of table done"));
 }

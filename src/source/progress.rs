@@ -8,7 +8,7 @@
 //! other mark. A table is `done` after its last chunk.
 //!
 //! A large table copied by several workers at once is split into ranges of its first key
-//! column, each with its own partition (`snapshot/<table>#<n>`) and bounds.
+//! column, each with its own partition (`snapshot/<table>#range<n>`) and bounds.
 //!
 //! Each request to copy a table (the first run's snapshot, a re-snapshot) is a new
 //! *generation*: ranks order generation first, then chunks, with `done` last, so a new copy
@@ -22,6 +22,8 @@ use crate::checkpoint::{Checkpoints, Position};
 
 /// Partitions holding a table's copy progress start with this.
 const PARTITION_PREFIX: &str = "snapshot/";
+/// Separates a table's name from its range's number in a partition name.
+const RANGE: &str = "#range";
 
 /// One table's copy: which generation, how many chunks are stored, and where the next starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,14 +87,14 @@ impl TableProgress {
     pub fn partition(table: &str, range: Option<u32>) -> String {
         match range {
             None => format!("{PARTITION_PREFIX}{table}"),
-            Some(range) => format!("{PARTITION_PREFIX}{table}#{range}"),
+            Some(range) => format!("{PARTITION_PREFIX}{table}{RANGE}{range}"),
         }
     }
 
     /// The table, and range, whose progress `partition` holds, if it holds one.
     pub fn table_of(partition: &str) -> Option<(&str, Option<u32>)> {
         let unit = partition.strip_prefix(PARTITION_PREFIX)?;
-        Some(match unit.rsplit_once('#') {
+        Some(match unit.rsplit_once(RANGE) {
             Some((table, range)) => match range.parse() {
                 Ok(range) => (table, Some(range)),
                 Err(_) => (unit, None),
@@ -186,8 +188,17 @@ mod tests {
             TableProgress::partition("public.v#1", Some(2)),
             range.position(),
         );
+        checkpoints.insert(
+            TableProgress::partition("public.w#3", None),
+            range.position(),
+        );
         let stored = TableProgress::stored(&checkpoints).unwrap();
-        assert_eq!(stored.len(), 2);
+        assert_eq!(stored.len(), 3);
+        assert_eq!(
+            stored[&("public.w#3".to_owned(), None)],
+            range,
+            "a # in a table's name"
+        );
         assert_eq!(stored[&("public.t".to_owned(), None)], progress);
         assert_eq!(stored[&("public.v#1".to_owned(), Some(2))], range);
         assert_eq!(TableProgress::next_generation(&stored), 4);

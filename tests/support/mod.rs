@@ -310,6 +310,7 @@ impl Rng {
 }
 
 pub mod avro;
+pub mod copies;
 pub mod dynamodb;
 pub mod formats;
 pub mod kafka;

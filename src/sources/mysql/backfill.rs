@@ -5,8 +5,8 @@
 //! Each chunk is read on a connection of its own in a transaction WITH CONSISTENT SNAPSHOT,
 //! which MariaDB reports with its exact binlog position (`binlog_snapshot_file/position`, no
 //! lock): the chunk's rows are the table as of that position. They are held until the stream
-//! has committed every transaction before it (its GTID state covers the state at that
-//! position, [`GtidState::covers`]), then emitted there, as `snapshot` events at that position,
+//! has committed exactly the transactions before it (its GTID state is the state at
+//! that position, [`GtidState::reached`]), then emitted there, as `snapshot` events at that position,
 //! followed by the table's progress mark. Changes before the position were delivered before
 //! the copy, changes after it follow the copy: per key, versions stay in order, and nothing
 //! needs to be removed from the chunk.
@@ -26,7 +26,7 @@ use mysql_async::Conn;
 use super::catalog::columns_of;
 use super::config::MysqlConfig;
 use super::error::MysqlError;
-use super::gtid::GtidState;
+use super::gtid::{GtidState, Reached};
 use super::position::BinlogPosition;
 use super::snapshot::{self, Chunk, TableCopy, Target};
 use super::sql;
@@ -197,11 +197,22 @@ impl Backfill {
     }
 
     /// Whether the chunk in flight can go out: the stream, at a transaction's end with state
-    /// `streamed`, has delivered every transaction its snapshot saw.
-    pub fn due(&self, streamed: Option<&GtidState>) -> bool {
-        self.window
-            .as_ref()
-            .is_some_and(|w| streamed.is_some_and(|s| s.covers(&w.at)))
+    /// `streamed`, has delivered exactly the transactions its snapshot saw. A stream already
+    /// past them (MariaDB writes a transaction to the binlog a moment before a new snapshot
+    /// sees it) drops the chunk, to be read again.
+    pub fn due(&mut self, streamed: Option<&GtidState>) -> bool {
+        let Some(window) = &self.window else {
+            return false;
+        };
+        match streamed.map_or(Reached::Behind, |s| s.reached(&window.at)) {
+            Reached::Behind => false,
+            Reached::At => true,
+            Reached::Past => {
+                tracing::debug!(table = %window.table.label(), "the stream passed the chunk's snapshot: reading the chunk again");
+                self.window = None;
+                false
+            }
+        }
     }
 
     /// Emits the chunk in flight, then its table's progress.

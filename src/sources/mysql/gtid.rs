@@ -67,6 +67,14 @@ impl fmt::Display for Gtid {
     }
 }
 
+/// How far a stream is against a position's GTID state ([`GtidState::reached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    Behind,
+    At,
+    Past,
+}
+
 /// The replication state: every transaction up to here, in the server's flavor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GtidState {
@@ -112,17 +120,28 @@ impl GtidState {
         }
     }
 
-    /// Whether every transaction of `other` (MariaDB) is in this state: each of its domains
-    /// is here at the same or a later sequence number. Always false across flavors or for
-    /// MySQL sets (not needed: MySQL copies do not resume while streaming).
-    pub fn covers(&self, other: &GtidState) -> bool {
-        match (self, other) {
-            (GtidState::Mariadb(mine), GtidState::Mariadb(theirs)) => {
-                theirs.0.iter().all(|(domain, &(_, seq))| {
-                    mine.0.get(domain).is_some_and(|&(_, here)| here >= seq)
-                })
-            }
-            _ => false,
+    /// Where a stream whose committed transactions are this state is against `target`, a
+    /// MariaDB state at one binlog position: not there yet, exactly there, or past it (a
+    /// transaction of some domain after it). MySQL sets are never `At` (MySQL copies do not
+    /// resume while streaming).
+    pub fn reached(&self, target: &GtidState) -> Reached {
+        let (GtidState::Mariadb(mine), GtidState::Mariadb(target)) = (self, target) else {
+            return Reached::Behind;
+        };
+        let past = mine.0.iter().any(|(domain, &(_, here))| {
+            target.0.get(domain).is_none_or(|&(_, there)| here > there)
+        });
+        if past {
+            return Reached::Past;
+        }
+        let there = target
+            .0
+            .iter()
+            .all(|(domain, &(_, seq))| mine.0.get(domain).is_some_and(|&(_, here)| here >= seq));
+        if there {
+            Reached::At
+        } else {
+            Reached::Behind
         }
     }
 
@@ -445,15 +464,21 @@ mod tests {
     }
 
     #[test]
-    fn a_mariadb_state_covers_another_when_every_domain_is_as_far() {
+    fn a_stream_is_behind_at_or_past_a_positions_state() {
         let state = |text: &str| GtidState::parse(text).unwrap();
-        assert!(state("0-1-10,1-2-5").covers(&state("0-1-10")));
-        assert!(state("0-1-10,1-2-5").covers(&state("0-1-9,1-2-5")));
-        assert!(!state("0-1-10").covers(&state("0-1-11")));
-        assert!(
-            !state("0-1-10").covers(&state("0-1-10,1-2-1")),
+        let reached = |stream: &str, target: &str| state(stream).reached(&state(target));
+        assert_eq!(reached("0-1-10,1-2-5", "0-1-10,1-2-5"), Reached::At);
+        assert_eq!(reached("0-1-10,1-2-5", "0-1-10,1-2-6"), Reached::Behind);
+        assert_eq!(
+            reached("0-1-10", "0-1-10,1-2-1"),
+            Reached::Behind,
             "a domain not seen yet"
         );
-        assert!(state("0-1-10").covers(&state("")));
+        assert_eq!(reached("0-1-11,1-2-5", "0-1-10,1-2-6"), Reached::Past);
+        assert_eq!(
+            reached("0-1-10,1-2-1", "0-1-10"),
+            Reached::Past,
+            "a domain after it"
+        );
     }
 }

@@ -206,6 +206,9 @@ impl Source for MysqlSource {
         let flavor = Flavor::detect(&mut conn).await?;
         let stored = ctx.resume.get(PARTITION);
         let plan = self.config.snapshot.start(stored.is_some());
+        // Set when this run made the first copy: the stored progress read at the start is
+        // then out of date.
+        let mut copied_as = None;
         let start = match (plan, stored) {
             (Start::Done, _) => {
                 tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
@@ -220,7 +223,10 @@ impl Source for MysqlSource {
                     (None, Start::Snapshot { then_stream }) => {
                         // Only a copy that streams on can resume while streaming.
                         match snapshot::copy(&self.config, &self.filter, &ctx, then_stream).await? {
-                            Ok(copied) => (copied.position, copied.stored),
+                            Ok(copied) => {
+                                copied_as = Some(copied.generation);
+                                (copied.position, copied.stored)
+                            }
                             Err(_stopped) => return Ok(()),
                         }
                     }
@@ -252,7 +258,10 @@ impl Source for MysqlSource {
             }
             .into());
         }
-        let backfill = unfinished_copies(flavor, &ctx)?;
+        let backfill = match copied_as {
+            Some(generation) => Backfill::new(Vec::new(), generation, flavor == Flavor::Mariadb),
+            None => unfinished_copies(flavor, &ctx)?,
+        };
         stream::run(
             conn,
             flavor,

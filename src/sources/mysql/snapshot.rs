@@ -65,6 +65,8 @@ impl TableCopy {
 pub struct Copied {
     pub position: BinlogPosition,
     pub stored: bool,
+    /// The copy's generation: a copy requested later takes a higher one.
+    pub generation: u64,
 }
 
 /// Copies the captured tables; returns the binlog position to stream from.
@@ -180,7 +182,11 @@ pub async fn copy(
         .await
         .map_err(sql("ending the snapshot"))?;
     tracing::info!(position = %position.token(), "snapshot done; streaming from its position");
-    Ok(Ok(Copied { position, stored }))
+    Ok(Ok(Copied {
+        position,
+        stored,
+        generation,
+    }))
 }
 
 /// A connection for reading snapshots: UTC, REPEATABLE READ.
@@ -340,6 +346,10 @@ pub async fn read_chunk(
         &catalog,
         &key_index,
     ));
+    let key_literals: Vec<KeyLiteral> = key_index
+        .iter()
+        .map(|&i| KeyLiteral::of_column(&result.columns_ref()[i], &catalog))
+        .collect();
     let (database, table_name): (Arc<str>, Arc<str>) = (database.into(), table.into());
     let mut copied = 0u64;
     let mut bytes = 0usize;
@@ -356,9 +366,10 @@ pub async fn read_chunk(
             last_key = Some(
                 key_index
                     .iter()
-                    .map(|&i| {
+                    .zip(&key_literals)
+                    .map(|(&i, literal)| {
                         row.as_ref(i)
-                            .map_or_else(|| "NULL".into(), |v| v.as_sql(false))
+                            .map_or_else(|| "NULL".into(), |v| literal.of(v))
                     })
                     .collect::<Vec<String>>(),
             );
@@ -421,6 +432,55 @@ pub async fn read_chunk(
         next,
         last,
     }))
+}
+
+/// How a key value is written back into the next chunk's query so that it compares exactly
+/// as the column does.
+enum KeyLiteral {
+    /// As the server sent it (integers, strings, dates).
+    Plain,
+    /// DECIMAL: a string literal would compare as a double.
+    Decimal,
+    /// FLOAT: compared as the double the stored single-precision value is.
+    Float,
+    /// ENUM: ordered by index, which the label's position gives.
+    Enum(Vec<String>),
+}
+
+impl KeyLiteral {
+    fn of_column(column: &Column, catalog: &[CatalogColumn]) -> Self {
+        if column.flags().contains(ColumnFlags::ENUM_FLAG) {
+            let name = column.name_str();
+            let labels = catalog
+                .iter()
+                .find(|c| *c.name == *name)
+                .map(|c| c.labels.clone())
+                .unwrap_or_default();
+            return KeyLiteral::Enum(labels);
+        }
+        match column.column_type() {
+            ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL => {
+                KeyLiteral::Decimal
+            }
+            ColumnType::MYSQL_TYPE_FLOAT => KeyLiteral::Float,
+            _ => KeyLiteral::Plain,
+        }
+    }
+
+    fn of(&self, value: &mysql_async::Value) -> String {
+        use mysql_async::Value as V;
+        match (self, value) {
+            (KeyLiteral::Decimal, V::Bytes(_)) => {
+                format!("CAST({} AS DECIMAL(65,30))", value.as_sql(false))
+            }
+            (KeyLiteral::Float, V::Float(f)) => f64::from(*f).to_string(),
+            (KeyLiteral::Enum(labels), V::Bytes(label)) => labels
+                .iter()
+                .position(|l| l.as_bytes() == label.as_slice())
+                .map_or_else(|| value.as_sql(false), |i| (i + 1).to_string()),
+            _ => value.as_sql(false),
+        }
+    }
 }
 
 /// The query of the chunk after `after` (key literals) in key order; a keyless table's whole.

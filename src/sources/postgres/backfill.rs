@@ -91,10 +91,13 @@ impl XidSnapshot {
     /// Whether the snapshot sees the changes of committed transaction `xid` (32 bits, as
     /// pgoutput sends it; its epoch is taken to be the latest one not after `xmax`'s).
     pub fn sees(&self, xid: u32) -> bool {
+        // The full id nearest to xmax: ids are never more than 2^31 apart in use.
         let epoch = self.xmax & !0xFFFF_FFFF;
         let mut full = epoch | u64::from(xid);
         if full >= self.xmax + (1 << 31) && full >= 1 << 32 {
             full -= 1 << 32;
+        } else if full + (1 << 31) < self.xmax {
+            full += 1 << 32;
         }
         full < self.xmin || (full < self.xmax && !self.running.contains(&full))
     }
@@ -104,6 +107,8 @@ impl XidSnapshot {
 pub struct Window {
     pub id: String,
     pub table: TableCopy,
+    /// The table and, for a partitioned one, its partitions (the stream names those).
+    pub relations: Vec<(String, String)>,
     pub snapshot: XidSnapshot,
     /// `None` once the stream delivered a newer version of the row.
     pub rows: Vec<Option<ChangeEvent>>,
@@ -116,7 +121,7 @@ pub struct Window {
 impl Window {
     pub fn new(
         id: String,
-        table: TableCopy,
+        (table, relations): (TableCopy, Vec<(String, String)>),
         snapshot: XidSnapshot,
         rows: Vec<ChangeEvent>,
         next: TableProgress,
@@ -131,6 +136,7 @@ impl Window {
         Window {
             id,
             table,
+            relations,
             snapshot,
             rows: rows.into_iter().map(Some).collect(),
             by_key,
@@ -154,6 +160,10 @@ pub struct Backfill {
     generations: HashMap<String, u64>,
     delivered: VecDeque<u32>,
     chunks_read: u64,
+    /// Makes this run's watermark names differ from an earlier run's in the same process.
+    run_id: u128,
+    /// After a chunk had to be read again: no chunk before this.
+    pause_until: Option<std::time::Instant>,
     /// Rows to ask for in the next chunk, when the last one was cut short by its size.
     pub row_limit: Option<u32>,
 }
@@ -171,13 +181,22 @@ impl Backfill {
 
     /// Whether the stream loop should read the next chunk now.
     pub fn wants_chunk(&self) -> bool {
-        self.window.is_none() && !self.queue.is_empty()
+        self.window.is_none()
+            && !self.queue.is_empty()
+            && self
+                .pause_until
+                .is_none_or(|until| std::time::Instant::now() >= until)
     }
 
     /// A name for the next chunk's watermark, unique on the database.
     pub fn next_window_id(&mut self, slot: &str) -> String {
+        if self.run_id == 0 {
+            self.run_id = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos());
+        }
         self.chunks_read += 1;
-        format!("{slot}/{}/{}", std::process::id(), self.chunks_read)
+        format!("{slot}/{}/{}", self.run_id, self.chunks_read)
     }
 
     /// The progress a new copy of a table starts from.
@@ -227,9 +246,12 @@ impl Backfill {
             SourcePosition::Postgres(p) => p.txid,
             _ => None,
         };
+        let schema = event.source.schema.as_deref().unwrap_or_default();
         if xid.is_some_and(|xid| window.snapshot.sees(xid))
-            || *event.source.table != *window.table.name.table
-            || event.source.schema.as_deref() != Some(window.table.name.schema.as_str())
+            || !window
+                .relations
+                .iter()
+                .any(|(s, t)| s == schema && **t == *event.source.table)
         {
             return;
         }
@@ -253,6 +275,7 @@ impl Backfill {
 struct ChunkRead {
     snapshot: XidSnapshot,
     relation: Relation,
+    relations: Vec<(String, String)>,
     rows: Vec<Vec<Option<String>>>,
     next: TableProgress,
     last: bool,
@@ -280,8 +303,11 @@ impl Streamer<'_> {
         let read = read?;
         ended.map_err(|e| PostgresError::sql("ending a chunk's transaction", e))?;
         if self.backfill.misses_delivered(&read.snapshot) {
+            // The stream goes on meanwhile (a commit waiting for a synchronous standby stays
+            // invisible for as long as that takes).
             tracing::debug!(table = %table.name, "a delivered transaction was not yet visible to the chunk's snapshot: reading the chunk again");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.backfill.pause_until =
+                Some(std::time::Instant::now() + std::time::Duration::from_millis(20));
             return Ok(());
         }
         if read.rows.is_empty() {
@@ -327,7 +353,7 @@ impl Streamer<'_> {
             .collect();
         self.backfill.window = Some(Window::new(
             id,
-            table,
+            (table, read.relations),
             read.snapshot,
             events,
             read.next,
@@ -354,6 +380,19 @@ impl Streamer<'_> {
         let snapshot = XidSnapshot::parse(&text)
             .ok_or_else(|| PostgresError::Protocol(format!("unexpected snapshot {text:?}")))?;
         let relation = catalog::relation(self.sql, &mut self.types, table.oid).await?;
+        let relations = self
+            .sql
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = $1::oid OR c.oid IN (SELECT relid FROM pg_partition_tree($1::oid))",
+                &[&table.oid],
+            )
+            .await
+            .map_err(sql_err("listing a table's partitions"))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
         let chunk_rows = self.config.snapshot_chunk_rows.get();
         let limit = self.backfill.row_limit.unwrap_or(chunk_rows);
         let reader = ChunkReader::new(&relation, &table.name.quoted(), limit);
@@ -409,6 +448,7 @@ impl Streamer<'_> {
         Ok(ChunkRead {
             snapshot,
             relation,
+            relations,
             rows,
             next,
             last,
@@ -651,5 +691,10 @@ mod tests {
         assert!(snapshot.sees(u32::MAX - 3), "epoch 0, before xmin");
         assert!(snapshot.sees(6));
         assert!(!snapshot.sees(10));
+        // xmax near the top of epoch 0: a small 32-bit id is a newer one, from epoch 1.
+        let top = (1u64 << 32) - 10;
+        let snapshot = XidSnapshot::parse(&format!("{}:{}:", top - 5, top)).unwrap();
+        assert!(snapshot.sees(u32::MAX - 20));
+        assert!(!snapshot.sees(3), "epoch 1, after xmax");
     }
 }

@@ -195,8 +195,10 @@ pub async fn split_points(
 pub async fn table_pages(client: &Client, oid: u32) -> Result<u64, PostgresError> {
     let row = client
         .query_one(
-            "SELECT (coalesce(max(pg_relation_size(relid)), 0) / current_setting('block_size')::bigint)::bigint \
-             FROM pg_partition_tree($1::oid)",
+            // pg_partition_tree lists nothing for a table that is not partitioned.
+            "SELECT (greatest(pg_relation_size($1::oid), \
+                     (SELECT coalesce(max(pg_relation_size(relid)), 0) FROM pg_partition_tree($1::oid))) \
+                     / current_setting('block_size')::bigint)::bigint",
             &[&oid],
         )
         .await

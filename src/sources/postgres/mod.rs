@@ -179,7 +179,7 @@ impl PostgresSource {
                     }
                 }
                 return self
-                    .snapshot_then_stream(ctx, &sql, endpoint, database, &copies)
+                    .snapshot_then_stream(ctx, &sql, endpoint, database, (&copies, generation))
                     .await;
             }
         };
@@ -199,7 +199,7 @@ impl PostgresSource {
         sql: &tokio_postgres::Client,
         endpoint: Endpoint,
         database: Arc<str>,
-        tables: &[TableCopy],
+        (tables, generation): (&[TableCopy], u64),
     ) -> Result<(), Failure> {
         let config = &self.config;
         let mut conn = ReplicationConnection::connect(&endpoint).await?;
@@ -260,16 +260,17 @@ impl PostgresSource {
             conn.close().await;
             return Ok(());
         }
-        Streamer::new(
+        let mut streamer = Streamer::new(
             conn,
             sql,
             config,
             TypeRegistry::default(),
             database,
             consistent_point,
-        )
-        .run(ctx)
-        .await?;
+        );
+        // A copy requested later outranks this run's.
+        streamer.backfill = Backfill::new(Vec::new(), generation);
+        streamer.run(ctx).await?;
         Ok(())
     }
 }

@@ -153,7 +153,8 @@ impl<'a> Streamer<'a> {
             tokio::select! {
                 biased;
                 _ = shutdown.requested() => break,
-                _ = std::future::ready(()), if self.backfill.wants_chunk() => {
+                // Between transactions only: a transaction whose rows went out is then in `delivered`.
+                _ = std::future::ready(()), if self.open.is_none() && self.backfill.wants_chunk() => {
                     match self.read_chunk(ctx).await {
                         Ok(()) => {}
                         Err(Failure::Stopped) => break,

@@ -1,0 +1,109 @@
+//! The kill loop of the resumable-copy tests: SIGKILL the bridge during a table's first copy,
+//! several times, and read after each kill how far the stored copy got.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use cdc_bridge::checkpoint::CheckpointStore;
+use cdc_bridge::source::progress::TableProgress;
+
+use super::{read_records, wait_until, Rng, Workspace};
+
+/// How far a table's stored copy got, over its ranges.
+#[derive(Debug, Clone)]
+pub struct CopyProgress {
+    pub generation: u64,
+    pub ranges: usize,
+    pub chunks: u64,
+    pub done: bool,
+}
+
+impl CopyProgress {
+    /// Chunks stored, or `done`.
+    pub fn summary(&self) -> String {
+        if self.done {
+            "done".into()
+        } else {
+            self.chunks.to_string()
+        }
+    }
+}
+
+/// The stored copy progress of `table` for `pipeline` (the bridge must not be running).
+pub fn stored_copy(ws: &Workspace, pipeline: &str, table: &str) -> Option<CopyProgress> {
+    let store = CheckpointStore::open(&ws.path("state")).ok()?;
+    let stored = TableProgress::stored(&store.load(pipeline).ok()?).unwrap();
+    let ranges: Vec<&TableProgress> = stored
+        .iter()
+        .filter(|((t, _), _)| t == table)
+        .map(|(_, p)| p)
+        .collect();
+    let first = ranges.first()?;
+    assert!(ranges.iter().all(|p| p.generation == first.generation));
+    Some(CopyProgress {
+        generation: first.generation,
+        ranges: ranges.len(),
+        chunks: ranges.iter().map(|p| p.chunks).sum(),
+        done: ranges.iter().all(|p| p.done),
+    })
+}
+
+/// Runs the bridge on `config` up to `kills` times, each SIGKILLed: the first once `output`
+/// holds `first_rows` records, the others 0.3 to 1 s after they start. After each kill the
+/// stored copy of `table` must be of the same generation as before (a resumed copy goes on,
+/// it does not start over) and no shorter. Stops early when the copy is done. Returns the
+/// progress after each kill and where each run's output began.
+pub async fn kill_during_copy(
+    ws: &Workspace,
+    config: &Path,
+    (pipeline, table): (&str, &str),
+    output: &Path,
+    first_rows: usize,
+    kills: usize,
+) -> (Vec<CopyProgress>, Vec<usize>) {
+    let mut rng = Rng::seeded();
+    let mut progress: Vec<CopyProgress> = Vec::new();
+    let mut runs = Vec::new();
+    for kill in 0..kills {
+        runs.push(read_records(output).len());
+        let mut child = ws.spawn(&["run", "--config", config.to_str().unwrap()]);
+        if kill == 0 {
+            wait_until(Duration::from_secs(120), "the first copied rows", || {
+                read_records(output).len() >= first_rows
+            });
+        } else {
+            tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bridge exited early:\n{}",
+            ws.log_tail()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stored = stored_copy(ws, pipeline, table).expect("the copy's progress is stored");
+        if let Some(previous) = progress.last() {
+            assert_eq!(
+                stored.generation, previous.generation,
+                "a resumed copy goes on; it does not start over"
+            );
+            assert!(
+                stored.chunks >= previous.chunks,
+                "stored progress moved back"
+            );
+        }
+        let done = stored.done;
+        progress.push(stored);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        progress[0].chunks > 0 && !progress[0].done,
+        "the first kill must land during the copy: {:?}",
+        progress[0]
+    );
+    runs.push(read_records(output).len());
+    (progress, runs)
+}
