@@ -205,7 +205,7 @@ fn decode_typed(decoder: &Decoder, text: &str) -> Option<Value> {
         Decoder::Json => Value::Json(Json::parse(text).ok()?),
         Decoder::Uuid => Value::Uuid(decode_hex(&text.replace('-', ""))?.try_into().ok()?),
         Decoder::Date => Value::Date(parse_date(text)?),
-        Decoder::Time => Value::Time(NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?),
+        Decoder::Time => Value::Time(parse_time(text)?),
         Decoder::Timestamp => Value::Timestamp(parse_timestamp(text)?),
         Decoder::TimestampTz => Value::TimestampTz(parse_timestamptz(text)?),
         Decoder::Named(name) if &**name == "timetz" => Value::Other {
@@ -242,7 +242,10 @@ fn bc_adjusted(text: &str) -> (&str, bool) {
 
 fn parse_date(text: &str) -> Option<NaiveDate> {
     let (text, bc) = bc_adjusted(text);
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let date = match fast_date(text) {
+        Some(date) => date,
+        None => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?,
+    };
     if bc {
         use chrono::Datelike;
         date.with_year(1 - date.year())
@@ -253,13 +256,71 @@ fn parse_date(text: &str) -> Option<NaiveDate> {
 
 fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     let (body, bc) = bc_adjusted(text);
+    timestamp_of(body, bc)
+}
+
+/// `body` (a timestamp without ` BC`), in the era `bc` says.
+fn timestamp_of(body: &str, bc: bool) -> Option<NaiveDateTime> {
     let (date, time) = body.split_once(' ')?;
-    let date = parse_date(&if bc {
-        format!("{date} BC")
+    let date = if bc {
+        parse_date(&format!("{date} BC"))?
     } else {
-        date.to_owned()
-    })?;
-    Some(date.and_time(NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?))
+        parse_date(date)?
+    };
+    Some(date.and_time(parse_time(time)?))
+}
+
+fn parse_time(text: &str) -> Option<NaiveTime> {
+    fast_time(text).or_else(|| NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok())
+}
+
+/// Two ASCII digits at `at` as a number.
+fn two_digits(bytes: &[u8], at: usize) -> Option<u32> {
+    let (tens, ones) = (*bytes.get(at)?, *bytes.get(at + 1)?);
+    (tens.is_ascii_digit() && ones.is_ascii_digit())
+        .then(|| u32::from(tens - b'0') * 10 + u32::from(ones - b'0'))
+}
+
+/// `YYYY-MM-DD` read by hand: the common form, without chrono's format parsing (the hot
+/// path of a snapshot's dates and timestamps). Anything else falls back to chrono.
+fn fast_date(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let year = two_digits(bytes, 0)? * 100 + two_digits(bytes, 2)?;
+    NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        two_digits(bytes, 5)?,
+        two_digits(bytes, 8)?,
+    )
+}
+
+/// `HH:MM:SS[.fraction]` read by hand, like [`fast_date`]; a leap second or `24:00:00` falls
+/// back to chrono.
+fn fast_time(text: &str) -> Option<NaiveTime> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 8 || bytes[2] != b':' || bytes[5] != b':' {
+        return None;
+    }
+    let nanos = match &bytes[8..] {
+        [] => 0,
+        [b'.', digits @ ..]
+            if !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit) =>
+        {
+            let value = digits
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            value * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    NaiveTime::from_hms_nano_opt(
+        two_digits(bytes, 0)?,
+        two_digits(bytes, 3)?,
+        two_digits(bytes, 6)?,
+        nanos,
+    )
 }
 
 /// `2025-11-22 03:04:05.123+00` (any offset, with TimeZone=UTC normally `+00`).
@@ -267,11 +328,7 @@ fn parse_timestamptz(text: &str) -> Option<DateTime<chrono::Utc>> {
     let (body, bc) = bc_adjusted(text);
     let split = body.rfind(['+', '-']).filter(|&i| i > 10)?;
     let (local, offset) = body.split_at(split);
-    let local = parse_timestamp(&if bc {
-        format!("{local} BC")
-    } else {
-        local.to_owned()
-    })?;
+    let local = timestamp_of(local, bc)?;
     let offset = chrono::TimeDelta::try_seconds(offset_seconds(offset)?)?;
     Some(local.checked_sub_signed(offset)?.and_utc())
 }
@@ -312,6 +369,39 @@ fn iso_timetz(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dates_and_times_read_by_hand_match_chronos_reading() {
+        for time in [
+            "00:00:00",
+            "23:59:59.999999",
+            "12:34:56.5",
+            "03:04:05.000001",
+            "24:00:00",
+            "12:60:00",
+            "1:02:03",
+        ] {
+            assert_eq!(
+                parse_time(time),
+                NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok(),
+                "{time}"
+            );
+        }
+        for date in [
+            "2025-11-22",
+            "0001-01-01",
+            "9999-12-31",
+            "2025-02-30",
+            "12025-01-01",
+            "2025-1-01",
+        ] {
+            assert_eq!(
+                parse_date(date),
+                NaiveDate::parse_from_str(date, "%Y-%m-%d").ok(),
+                "{date}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
