@@ -118,11 +118,15 @@ fn snapshot_rows(events: &[Value]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_converges() {
-    const ROWS: i64 = 200_000;
+    // CDC_BRIDGE_COPY_TEST_ROWS sets another size (the measurement: 2,000,000).
+    let rows: i64 = std::env::var("CDC_BRIDGE_COPY_TEST_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200_000);
     const CHUNK: usize = 2_000;
     let fx = PgFixture::new("chunks_kill").await;
     let table = "chunks_kill.kv";
-    create_table(&fx, table, ROWS).await;
+    create_table(&fx, table, rows).await;
     let config = fx.config(
         &["kv"],
         &format!(
@@ -130,7 +134,7 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
         ),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = workload(table.to_owned(), ROWS, stop.clone());
+    let writer = workload(table.to_owned(), rows, stop.clone());
 
     let (progress, _) =
         kill_during_copy(&fx.ws, &config, (&fx.name, table), &fx.out(), 20_000, 6).await;
@@ -153,9 +157,9 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let copied = snapshot_rows(&events);
     let kills = progress.len();
     eprintln!(
-        "{ROWS} rows, {writes} concurrent writes, {kills} kills, progress after each (chunks of {CHUNK}): {:?}; {copied} snapshot rows emitted in all ({:.2}x the table)",
+        "{rows} rows, {writes} concurrent writes, {kills} kills, progress after each (chunks of {CHUNK}): {:?}; {copied} snapshot rows emitted in all ({:.2}x the table)",
         progress.iter().map(CopyProgress::summary).collect::<Vec<_>>(),
-        copied as f64 / ROWS as f64
+        copied as f64 / rows as f64
     );
     assert!(writes > 1000, "the workload must overlap the copy");
     assert_eq!(progress[0].ranges, 2, "two workers copy a range each");
@@ -166,8 +170,8 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     // Starting over after each kill would copy the table once per run; resuming repeats at
     // most what was in flight when a run was killed.
     assert!(
-        (copied as i64) < ROWS + ROWS / 2,
-        "{copied} rows copied for a table of {ROWS}"
+        (copied as i64) < rows + rows / 2,
+        "{copied} rows copied for a table of {rows}"
     );
     let replayed = replay(&events, "kv");
     assert_eq!(replayed.len(), expected.len());
