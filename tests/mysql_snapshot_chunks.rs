@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
-use support::copies::{kill_during_copy, stored_copy, CopyProgress};
+use support::copies::{check_key_order, kill_during_copy, stored_copy, CopyProgress};
 use support::mysql::{connect, pipeline, sql};
 use support::{Rng, Workspace};
 
@@ -50,30 +50,6 @@ fn workload(table: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64
         }
         writes
     })
-}
-
-/// Per key: versions only move forward, and no copy follows the key's delete.
-fn check_key_order(events: &[Value]) {
-    let mut last: HashMap<i64, (&str, i64)> = HashMap::new();
-    for event in events {
-        let id = event["key"]["id"].as_i64().unwrap();
-        let op = event["op"].as_str().unwrap();
-        let g = match op {
-            "delete" => event["before"]["g"].as_i64().unwrap(),
-            _ => event["after"]["g"].as_i64().unwrap(),
-        };
-        if let Some(&(previous_op, previous_g)) = last.get(&id) {
-            assert!(
-                g >= previous_g,
-                "key {id}: {op} of version {g} after {previous_op} of version {previous_g}"
-            );
-            assert!(
-                !(op == "snapshot" && previous_op == "delete"),
-                "key {id}: a copy after its delete"
-            );
-        }
-        last.insert(id, (op, g));
-    }
 }
 
 /// The events applied in order: `id -> g`.

@@ -9,13 +9,13 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::copies::{kill_during_copy, stored_copy, CopyProgress};
+use support::copies::{check_key_order, kill_during_copy, stored_copy, CopyProgress};
 use support::pg::{connect, pg_url, PgFixture};
 use support::Rng;
 
@@ -260,27 +260,7 @@ async fn a_table_added_to_a_running_pipeline_is_copied_while_streaming_in_key_or
     eprintln!("{ROWS} rows, {writes} concurrent writes, {copied} copied while streaming, {} events of the table", added.len());
     assert!(writes > 1000, "the workload must overlap the copy");
 
-    // Per key: versions only move forward, and no copy follows the key's delete.
-    let mut last: HashMap<i64, (&str, i64)> = HashMap::new();
-    for event in &added {
-        let id = event["key"]["id"].as_i64().unwrap();
-        let op = event["op"].as_str().unwrap();
-        let g = match op {
-            "delete" => event["before"]["g"].as_i64().unwrap(),
-            _ => event["after"]["g"].as_i64().unwrap(),
-        };
-        if let Some(&(previous_op, previous_g)) = last.get(&id) {
-            assert!(
-                g >= previous_g,
-                "key {id}: {op} of version {g} after {previous_op} of version {previous_g}"
-            );
-            assert!(
-                !(op == "snapshot" && previous_op == "delete"),
-                "key {id}: a copy after its delete"
-            );
-        }
-        last.insert(id, (op, g));
-    }
+    check_key_order(added);
     let replayed = replay(&events, "added");
     assert_eq!(replayed.len(), expected.len());
     assert!(

@@ -1,7 +1,9 @@
-//! The kill loop of the resumable-copy tests: SIGKILL the bridge during a table's first copy,
-//! several times, and read after each kill how far the stored copy got.
+//! What the resumable-copy tests share: the kill loop (SIGKILL the bridge during a table's
+//! first copy, several times, and read after each kill how far the stored copy got), and the
+//! check that every key's versions reach the consumer in order.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -106,4 +108,29 @@ pub async fn kill_during_copy(
     );
     runs.push(read_records(output).len());
     (progress, runs)
+}
+
+/// Per key (`key.id`): versions (`g`, from `before` for a delete) only move forward, and no
+/// copied row follows its key's delete.
+pub fn check_key_order<'a>(events: impl IntoIterator<Item = &'a serde_json::Value>) {
+    let mut last: HashMap<i64, (&str, i64)> = HashMap::new();
+    for event in events {
+        let id = event["key"]["id"].as_i64().unwrap();
+        let op = event["op"].as_str().unwrap();
+        let g = match op {
+            "delete" => event["before"]["g"].as_i64().unwrap(),
+            _ => event["after"]["g"].as_i64().unwrap(),
+        };
+        if let Some(&(previous_op, previous_g)) = last.get(&id) {
+            assert!(
+                g >= previous_g,
+                "key {id}: {op} of version {g} after {previous_op} of version {previous_g}"
+            );
+            assert!(
+                !(op == "snapshot" && previous_op == "delete"),
+                "key {id}: a copy after its delete"
+            );
+        }
+        last.insert(id, (op, g));
+    }
 }
