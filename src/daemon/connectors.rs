@@ -133,7 +133,7 @@ impl SourceSpec {
     /// Asks the source to copy `tables` again while its pipeline streams (`cdc-bridge
     /// snapshot`). Sources without incremental snapshots say so.
     pub async fn request_snapshot(&self, pipeline: &str, tables: &[String]) -> Result<(), String> {
-        let requested = match self {
+        match self {
             SourceSpec::Postgres(config) => postgres::request_snapshot(config, tables)
                 .await
                 .map_err(|err| crate::error::report(&err)),
@@ -146,8 +146,7 @@ impl SourceSpec {
                 "incremental snapshots are not implemented for {} sources",
                 other.kind()
             )),
-        };
-        requested
+        }
     }
 
     /// Verifies the source's prerequisites (connects; changes nothing).

@@ -147,9 +147,50 @@ impl TableProgress {
     }
 }
 
+/// How many rows a copy made while streaming asks for per chunk: `snapshot_chunk_rows`, or
+/// about as many as fit after a chunk was cut short by its size, growing back (doubling) while
+/// chunks fit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RowLimit(Option<u32>);
+
+impl RowLimit {
+    /// The rows the next chunk asks for.
+    pub fn rows(self, chunk_rows: u32) -> u32 {
+        self.0.unwrap_or(chunk_rows)
+    }
+
+    /// After a chunk that asked for `limit` rows and kept `kept`: `cut` short by its size, or
+    /// the table's `last`.
+    pub fn after(&mut self, (limit, chunk_rows): (u32, u32), kept: u64, cut: bool, last: bool) {
+        self.0 = match (cut, last) {
+            (true, _) => Some(u32::try_from(kept).unwrap_or(u32::MAX).max(1)),
+            (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
+            _ => None,
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_chunk_sets_the_next_limit_which_grows_back_while_chunks_fit() {
+        let mut limit = RowLimit::default();
+        assert_eq!(limit.rows(1000), 1000);
+        limit.after((1000, 1000), 3, true, false);
+        assert_eq!(limit.rows(1000), 3);
+        limit.after((3, 1000), 3, false, false);
+        assert_eq!(limit.rows(1000), 6);
+        limit.after((600, 1000), 600, false, false);
+        assert_eq!(limit.rows(1000), 1000);
+        limit.after((3, 1000), 1, false, true);
+        assert_eq!(
+            limit.rows(1000),
+            1000,
+            "a new table starts at the full size"
+        );
+    }
 
     #[test]
     fn ranks_order_generations_then_chunks_with_done_last() {

@@ -31,7 +31,7 @@ use super::position::BinlogPosition;
 use super::snapshot::{self, Chunk, TableCopy, Target};
 use super::sql;
 use crate::envelope::ChangeEvent;
-use crate::source::progress::TableProgress;
+use crate::source::progress::{RowLimit, TableProgress};
 use crate::source::{SourceContext, Stopped};
 
 /// A chunk read and not yet emitted: its rows wait until the stream reaches `at`.
@@ -49,8 +49,7 @@ pub struct Backfill {
     window: Option<Window>,
     /// The connection chunks are read on, opened at the first.
     conn: Option<Conn>,
-    /// Rows to ask for in the next chunk, when the last one was cut short by its size.
-    row_limit: Option<u32>,
+    row_limit: RowLimit,
     /// The highest generation of a copy stored or started.
     generation: u64,
     /// Copies while streaming need MariaDB's consistent snapshot positions.
@@ -145,7 +144,7 @@ impl Backfill {
             tracing::info!(pipeline = %ctx.pipeline, table = %table.label(), generation = table.progress.generation, "copying table while streaming");
         }
         let chunk_rows = config.snapshot_chunk_rows.get();
-        let limit = self.row_limit.unwrap_or(chunk_rows);
+        let limit = self.row_limit.rows(chunk_rows);
         let conn = self.connection(config).await?;
         let position = snapshot::start_consistent_snapshot(conn).await?;
         let state: Option<Option<String>> = conn
@@ -182,11 +181,8 @@ impl Backfill {
         };
         ended.map_err(sql("ending a chunk's snapshot"))?;
         let cut = !chunk.last && chunk.rows < u64::from(limit);
-        self.row_limit = match (cut, chunk.last) {
-            (true, _) => Some((chunk.rows as u32).max(1)),
-            (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
-            _ => None,
-        };
+        self.row_limit
+            .after((limit, chunk_rows), chunk.rows, cut, chunk.last);
         self.window = Some(Window {
             table,
             at,

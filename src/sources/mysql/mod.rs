@@ -461,6 +461,7 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
 /// their stored progress (MariaDB; a MySQL copy never stores its position before its end).
 fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, MysqlError> {
     let progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
+    let generation = TableProgress::next_generation(&progress) - 1;
     let unfinished: Vec<TableCopy> = progress
         .into_iter()
         .filter(|(_, p)| !p.done)
@@ -473,7 +474,6 @@ fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, My
             })
         })
         .collect();
-    let generation = TableProgress::next_generation(&progress_generations(&ctx.resume)?) - 1;
     let mariadb = flavor == Flavor::Mariadb;
     if unfinished.is_empty() {
         return Ok(Backfill::new(Vec::new(), generation, mariadb));
@@ -489,12 +489,6 @@ fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, My
         unfinished.iter().map(|t| (t.label(), None)).collect();
     ctx.probe.snapshot_started(&estimates);
     Ok(Backfill::new(unfinished, generation, mariadb))
-}
-
-fn progress_generations(
-    resume: &crate::checkpoint::Checkpoints,
-) -> Result<std::collections::BTreeMap<(String, Option<u32>), TableProgress>, MysqlError> {
-    TableProgress::stored(resume).map_err(MysqlError::BadCheckpoint)
 }
 
 /// Requests a copy of `tables` from pipeline `pipeline` (`cdc-bridge snapshot`): checks that
@@ -533,12 +527,11 @@ pub async fn request_snapshot(
             ));
         }
     }
-    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
     conn.exec_drop(
         format!(
             "INSERT INTO {}.{} (pipeline, tables) VALUES (?, ?)",
-            quote(database),
-            quote(signal)
+            snapshot::quote(database),
+            snapshot::quote(signal)
         ),
         (pipeline, tables.join(",")),
     )

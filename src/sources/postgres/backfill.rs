@@ -41,7 +41,7 @@ use super::snapshot::{self, TableCopy};
 use super::stream::{Failure, Streamer};
 use crate::envelope::{ChangeEvent, PostgresPosition, SourcePosition};
 use crate::format::JsonFormat;
-use crate::source::progress::TableProgress;
+use crate::source::progress::{RowLimit, TableProgress};
 use crate::source::SourceContext;
 
 /// Prefix of the watermark messages that close a chunk's window.
@@ -156,27 +156,25 @@ impl Window {
 pub struct Backfill {
     pub queue: VecDeque<TableCopy>,
     pub window: Option<Window>,
-    /// Generations of the copies stored or started, by table, for the next request's.
-    generations: HashMap<String, u64>,
+    /// The highest generation of a copy stored or started.
+    generation: u64,
     delivered: VecDeque<u32>,
     chunks_read: u64,
     /// Makes this run's watermark names differ from an earlier run's in the same process.
     run_id: u128,
     /// After a chunk had to be read again: no chunk before this.
     pause_until: Option<std::time::Instant>,
-    /// Rows to ask for in the next chunk, when the last one was cut short by its size.
-    pub row_limit: Option<u32>,
+    row_limit: RowLimit,
 }
 
 impl Backfill {
     /// Copies `unfinished` (from their stored progress); `generation` is the highest stored.
     pub fn new(unfinished: Vec<TableCopy>, generation: u64) -> Self {
-        let mut backfill = Backfill {
+        Backfill {
             queue: unfinished.into(),
+            generation,
             ..Backfill::default()
-        };
-        backfill.generations.insert(String::new(), generation);
-        backfill
+        }
     }
 
     /// Whether the stream loop should read the next chunk now.
@@ -201,9 +199,8 @@ impl Backfill {
 
     /// The progress a new copy of a table starts from.
     pub fn new_copy(&mut self) -> TableProgress {
-        let next = self.generations.values().max().copied().unwrap_or(0) + 1;
-        self.generations.insert(String::new(), next);
-        TableProgress::started(next)
+        self.generation += 1;
+        TableProgress::started(self.generation)
     }
 
     /// Queues `table` for a copy, replacing a copy of it already queued.
@@ -394,7 +391,7 @@ impl Streamer<'_> {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         let chunk_rows = self.config.snapshot_chunk_rows.get();
-        let limit = self.backfill.row_limit.unwrap_or(chunk_rows);
+        let limit = self.backfill.row_limit.rows(chunk_rows);
         let reader = ChunkReader::new(&relation, &table.name.quoted(), limit);
         let pages = if reader.keyed() {
             0
@@ -429,12 +426,9 @@ impl Streamer<'_> {
             }
         }
         let last = !cut && reader.was_last(after, rows.len() as u64, pages);
-        // Ask for about as many rows as fit next time (growing back while they fit).
-        self.backfill.row_limit = match (cut, last) {
-            (true, _) => Some((rows.len() as u32).max(1)),
-            (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
-            _ => None,
-        };
+        self.backfill
+            .row_limit
+            .after((limit, chunk_rows), rows.len() as u64, cut, last);
         let next = match rows.last() {
             Some(row) if reader.keyed() => {
                 let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
@@ -558,10 +552,8 @@ impl Streamer<'_> {
             tracing::info!(pipeline = %ctx.pipeline, table = %copy.name, generation = copy.progress.generation, "snapshot requested: the table is copied while streaming");
             self.backfill.request(copy);
         }
-        let mut queued: Vec<TableCopy> = self.backfill.queue.iter().cloned().collect();
-        queued.dedup_by(|a, b| a.name == b.name);
-        ctx.probe
-            .snapshot_started(&snapshot::estimates(self.sql, &queued).await?);
+        let estimates = snapshot::estimates(self.sql, &self.backfill.queue).await?;
+        ctx.probe.snapshot_started(&estimates);
         Ok(())
     }
 }

@@ -378,10 +378,8 @@ async fn unfinished_copies(
         .collect();
     if !copies.is_empty() {
         tracing::info!(pipeline = %ctx.pipeline, tables = copies.len(), "an earlier run's copy is unfinished: copying the rest while streaming");
-        let mut whole = copies.clone();
-        whole.dedup_by(|a, b| a.name == b.name);
         ctx.probe
-            .snapshot_started(&snapshot::estimates(sql, &whole).await?);
+            .snapshot_started(&snapshot::estimates(sql, &copies).await?);
     }
     let generation = TableProgress::next_generation(progress) - 1;
     Ok(Backfill::new(copies, generation))

@@ -139,9 +139,7 @@ pub async fn copy_tables(
         },
         commit_ts_ms: None,
     };
-    let mut whole_tables: Vec<TableCopy> = tables.to_vec();
-    whole_tables.dedup_by(|a, b| a.name == b.name);
-    let estimates = estimates(client, &whole_tables).await?;
+    let estimates = estimates(client, tables).await?;
     ctx.probe.snapshot_started(&estimates);
     let mut tally = HashMap::new();
     for table in tables {
@@ -226,19 +224,21 @@ async fn import_snapshot(client: &Client, snapshot_name: &str) -> Result<(), Pos
         .map_err(|e| PostgresError::sql("importing the exported snapshot", e))
 }
 
-/// Each table's row estimate, `None` when the server has none.
-pub async fn estimates(
+/// Each table's row estimate, `None` when the server has none; once per table, whatever the
+/// ranges it is copied in (a table's ranges are listed one after another).
+pub async fn estimates<'a>(
     client: &Client,
-    tables: &[TableCopy],
+    tables: impl IntoIterator<Item = &'a TableCopy>,
 ) -> Result<Vec<(String, Option<u64>)>, PostgresError> {
-    let mut estimates = Vec::with_capacity(tables.len());
+    let mut estimates: Vec<(String, Option<u64>)> = Vec::new();
     for table in tables {
+        let label = table.name.to_string();
+        if estimates.last().is_some_and(|(last, _)| *last == label) {
+            continue;
+        }
         // reltuples is 0 (or -1) for a table never vacuumed or analyzed: unknown, not empty.
         let estimate = catalog::estimated_rows(client, table.oid).await?;
-        estimates.push((
-            table.name.to_string(),
-            u64::try_from(estimate).ok().filter(|n| *n > 0),
-        ));
+        estimates.push((label, u64::try_from(estimate).ok().filter(|n| *n > 0)));
     }
     Ok(estimates)
 }
