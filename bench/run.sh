@@ -5,13 +5,14 @@
 # the DynamoDB Streams source against a plain boto3 reader, the Kafka sink against a plain
 # librdkafka producer, the Kinesis sink against a plain PutRecords client,
 # commit-to-readable latency, the checkpoint stores against their servers' plain writes, and the
-# Postgres snapshot (first copy and copy while streaming) against COPY.
+# Postgres snapshot (first copy and copy while streaming) against COPY, and the MariaDB
+# snapshot against the mariadb client's SELECT.
 # Starts the services it needs and stops them on every exit.
-#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency stores snapshot)
+#   bench/run.sh [BENCH...]   (default: core postgres mysql dynamodb kafka kinesis latency stores snapshot snapshot_mysql)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency stores snapshot)
+[ ${#benches[@]} -gt 0 ] || benches=(core postgres mysql dynamodb kafka kinesis latency stores snapshot snapshot_mysql)
 services=(postgres mariadb dynamodb kafka kinesis)
 
 trap 'scripts/services.sh stop "${services[@]}"' EXIT

@@ -137,25 +137,7 @@ fn bridge(url: &str, workers: u32) -> (f64, f64) {
         ),
     )
     .unwrap();
-    let start = Instant::now();
-    let mut child = support::spawn_bridge(&config, dir.path(), Stdio::null());
-    let mut peak_mib = 0.0f64;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "the bridge's copy failed");
-            break;
-        }
-        // VmHWM only grows: the last reading before the exit is the peak (within 20 ms).
-        if let Ok(mib) = std::panic::catch_unwind(|| support::peak_rss_mib(child.id())) {
-            peak_mib = peak_mib.max(mib);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1200),
-            "the copy did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (start.elapsed().as_secs_f64(), peak_mib)
+    support::run_to_end(&config, dir.path())
 }
 
 /// Starts the bridge streaming (no first copy), requests the table's copy, and times it from

@@ -33,6 +33,31 @@ pub fn spawn_bridge(config: &Path, dir: &Path, stdout: Stdio) -> Child {
         .expect("run bench/run.sh, which builds the release binary first")
 }
 
+/// Runs the release bridge on `config` in `dir` until it exits by itself (a copy with
+/// `snapshot = "initial_only"`), which must be a success; returns the seconds and its peak
+/// RSS in MiB.
+pub fn run_to_end(config: &Path, dir: &Path) -> (f64, f64) {
+    let start = std::time::Instant::now();
+    let mut child = spawn_bridge(config, dir, Stdio::null());
+    let mut peak_mib = 0.0f64;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the bridge failed");
+            break;
+        }
+        // VmHWM only grows: the last reading before the exit is the peak (within 20 ms).
+        if let Ok(mib) = std::panic::catch_unwind(|| peak_rss_mib(child.id())) {
+            peak_mib = peak_mib.max(mib);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1200),
+            "the bridge did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (start.elapsed().as_secs_f64(), peak_mib)
+}
+
 /// Stops the bridge as an operator would (SIGTERM) and waits for it.
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")

@@ -227,6 +227,32 @@ impl Drop for Queue {
 #[error("the pipeline stopped reading from the source")]
 pub struct Stopped;
 
+/// Why a source's step ended before its work was done: the pipeline stopped reading (a
+/// shutdown, not an error), or the source failed with its connector's error. Every database
+/// source returns it from the steps that both talk to their server and emit; `?` turns a
+/// [`Stopped`] into it, and each connector's error type (an `impl From` beside the type).
+#[derive(Debug)]
+pub enum Halt<E> {
+    Stopped,
+    Failed(E),
+}
+
+impl<E> From<Stopped> for Halt<E> {
+    fn from(_: Stopped) -> Self {
+        Halt::Stopped
+    }
+}
+
+impl<E> Halt<E> {
+    /// The end of a source's run: a stop ends it cleanly, a failure with its error.
+    pub fn into_result(self) -> Result<(), E> {
+        match self {
+            Halt::Stopped => Ok(()),
+            Halt::Failed(err) => Err(err),
+        }
+    }
+}
+
 /// Hands events and checkpoint marks to the pipeline, waiting while its buffer is full.
 #[derive(Clone)]
 pub struct Emitter {
@@ -247,6 +273,13 @@ pub struct Emitter {
 pub struct Held {
     event: ChangeEvent,
     budget: HeldBudget,
+}
+
+impl Held {
+    /// The change held.
+    pub fn event(&self) -> &ChangeEvent {
+        &self.event
+    }
 }
 
 impl std::fmt::Debug for Held {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 use support::copies::{check_key_order, kill_during_copy, stored_copy, CopyProgress};
-use support::mysql::{connect, pipeline, sql};
+use support::mysql::{connect, pipeline, pipeline_of, sql, url};
 use support::{Rng, Workspace};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -71,11 +71,16 @@ fn replay(events: &[Value]) -> BTreeMap<i64, i64> {
 
 /// Creates `table` with `ROWS` rows: `id`, `g` = 0, a pad.
 async fn create_table(db: &mut mysql_async::Conn, table: &str) {
+    create_table_of(db, table, ROWS).await;
+}
+
+/// Creates `table` with `rows` rows: `id`, `g` = 0, a pad.
+async fn create_table_of(db: &mut mysql_async::Conn, table: &str, rows: i64) {
     sql(
         db,
         &format!(
             "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id BIGINT PRIMARY KEY, g BIGINT NOT NULL, pad VARCHAR(64)); \
-             INSERT INTO {table} SELECT seq, 0, REPEAT('x', 40) FROM seq_1_to_{ROWS}"
+             INSERT INTO {table} SELECT seq, 0, REPEAT('x', 40) FROM seq_1_to_{rows}; ANALYZE TABLE {table}"
         ),
     )
     .await;
@@ -296,4 +301,161 @@ async fn keys_of_decimals_floats_and_enums_page_through_every_row_once() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "every row once");
+}
+
+/// The events of table `app.{table}`.
+fn events_of<'a>(events: &'a [Value], table: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["source"]["table"] == table)
+        .collect()
+}
+
+/// Three tables copied by three workers under three writers, SIGKILLed during the copy. The
+/// workers' snapshots start 50 ms apart (a debug-build setting for tests), so the writers'
+/// commits come between them: each table is copied whole at its worker's own position, and
+/// the stream skips its changes up to there. The copy resumes after each kill and, per
+/// table, the events equal the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_copy_at_several_positions_under_writes_resumes_and_converges() {
+    // The bridges this test starts inherit it (each test runs in a process of its own).
+    std::env::set_var("CDC_BRIDGE_TEST_SNAPSHOT_STAGGER_MS", "50");
+    let name = format!("parallel_{}", std::process::id());
+    let tables: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|t| format!("{name}_{t}"))
+        .collect();
+    let mut db = connect().await;
+    for (table, rows) in tables.iter().zip([ROWS, ROWS / 4, ROWS / 8]) {
+        create_table_of(&mut db, &format!("app.{table}"), rows).await;
+    }
+    let ws = Workspace::new();
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    let config = pipeline_of(
+        &url(),
+        &ws,
+        "parallel",
+        &names,
+        &format!("snapshot = \"initial\"\nsnapshot_chunk_rows = {CHUNK}\nsnapshot_parallelism = 3\n[pipeline.buffer]\nmax_bytes = 1048576"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = tables
+        .iter()
+        .map(|t| workload(format!("app.{t}"), stop.clone()))
+        .collect();
+
+    let first = format!("app.{}", tables[0]);
+    let (progress, runs) = kill_during_copy(
+        &ws,
+        Path::new(&config),
+        ("parallel", &first),
+        &ws.path("out.jsonl"),
+        20_000,
+        3,
+    )
+    .await;
+    let child = ws.spawn(&["run", "--config", &config]);
+    support::wait_until(WAIT, "the copy to finish", || {
+        log(&ws).contains("table copied while streaming") || progress.last().is_some_and(|p| p.done)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for writer in writers {
+        writes += writer.await.unwrap();
+    }
+    let mut expected = Vec::new();
+    for table in &tables {
+        let state = table_state(&mut db, &format!("app.{table}")).await;
+        let max_g = state.values().copied().max().unwrap_or(0);
+        support::wait_until(WAIT, "the last write of each table", || {
+            events_of(&events(&ws), table)
+                .iter()
+                .any(|e| e["after"]["g"].as_i64() == Some(max_g))
+        });
+        expected.push(state);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{}", ws.log_tail());
+    let stored: Vec<CopyProgress> = tables
+        .iter()
+        .map(|t| stored_copy(&ws, "parallel", &format!("app.{t}")).unwrap())
+        .collect();
+    for table in &tables {
+        sql(&mut db, &format!("DROP TABLE app.{table}")).await;
+    }
+
+    let events = events(&ws);
+    let copied = events.iter().filter(|e| e["op"] == "snapshot").count();
+    let started = log(&ws);
+    let read_later = stored.iter().filter(|p| p.read_at.is_some()).count();
+    eprintln!(
+        "{writes} concurrent writes, progress of the largest table after each kill: {:?}; {copied} snapshot rows in all; tables read after the stream's start: {read_later}",
+        progress.iter().map(CopyProgress::summary).collect::<Vec<_>>(),
+    );
+    assert!(writes > 1000, "the workload must overlap the copy");
+    assert!(
+        started.contains("aligned=false"),
+        "the snapshots are at different positions"
+    );
+    assert!(
+        read_later >= 1,
+        "a table copied at a later position stores it: {stored:?}"
+    );
+    assert!(
+        stored.iter().all(|p| p.ranges == 1),
+        "whole tables: {stored:?}"
+    );
+    assert!(
+        stored.iter().all(|p| p.done),
+        "every copy is complete: {stored:?}"
+    );
+    for (table, expected) in tables.iter().zip(&expected) {
+        let of_table: Vec<Value> = events_of(&events, table).into_iter().cloned().collect();
+        for run in runs
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .chain([(*runs.last().unwrap(), events.len())])
+        {
+            check_key_order(events_of(&events[run.0..run.1], table));
+        }
+        let replayed = replay(&of_table);
+        assert!(
+            replayed == *expected,
+            "{table}: applying the events does not give the table ({} rows replayed, {} in the table)",
+            replayed.len(),
+            expected.len()
+        );
+    }
+}
+
+/// With no writes, the workers' snapshots meet at one position, and a table of more than two
+/// chunks is split into one range of its key per worker: every row is copied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_copy_at_one_position_splits_a_table_into_ranges() {
+    let name = format!("ranges_{}", std::process::id());
+    let table = format!("app.{name}");
+    let mut db = connect().await;
+    create_table_of(&mut db, &table, 30_000).await;
+    let ws = Workspace::new();
+    let config = pipeline(
+        &ws,
+        "ranges",
+        &name,
+        "snapshot = \"initial_only\"\nsnapshot_chunk_rows = 2000\nsnapshot_parallelism = 3",
+    );
+    let output = ws.run(&["run", "--config", &config]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let stored = stored_copy(&ws, "ranges", &table).unwrap();
+    sql(&mut db, &format!("DROP TABLE {table}")).await;
+    let logged = support::stderr(&output);
+    assert!(logged.contains("aligned=true"), "{logged}");
+    assert!(stored.done && stored.ranges == 3, "{stored:?}");
+    let mut ids: Vec<i64> = events(&ws)
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=30_000).collect::<Vec<_>>(), "every row once");
 }

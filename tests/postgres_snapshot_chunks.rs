@@ -139,10 +139,28 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     let (progress, _) =
         kill_during_copy(&fx.ws, &config, (&fx.name, table), &fx.out(), 20_000, 6).await;
 
+    // The final run is asked to copy the table again: the new copy, of the whole table,
+    // replaces the split one's ranges, finished or not, which are not resumed later.
     let child = fx.spawn(&config);
-    support::wait_until(WAIT, "the copy to finish", || {
-        let log = log(&fx);
-        log.contains("table copied while streaming") || progress.last().is_some_and(|p| p.done)
+    let requested = fx.ws.run(&[
+        "snapshot",
+        "--config",
+        config.to_str().unwrap(),
+        "--pipeline",
+        &fx.name,
+        "--table",
+        table,
+    ]);
+    assert!(
+        requested.status.success(),
+        "{}",
+        support::stderr(&requested)
+    );
+    support::wait_until(WAIT, "the requested copy to finish", || {
+        log(&fx)
+            .split("snapshot requested")
+            .nth(1)
+            .is_some_and(|after| after.contains("table copied while streaming"))
     });
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
@@ -153,6 +171,11 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     fx.cleanup().await;
 
     assert!(stored.done, "the copy is complete: {stored:?}");
+    assert_eq!(
+        (stored.generation, stored.ranges),
+        (progress[0].generation + 1, 1),
+        "the requested copy replaced the split one: {stored:?}"
+    );
     let events = fx.events();
     let copied = snapshot_rows(&events);
     let kills = progress.len();
@@ -169,8 +192,9 @@ async fn sigkill_during_the_copy_resumes_at_the_first_unfinished_chunk_and_conve
     );
     // Starting over after each kill would copy the table once per run; resuming repeats at
     // most what was in flight when a run was killed.
+    // With the requested copy, the table is copied twice.
     assert!(
-        (copied as i64) < rows + rows / 2,
+        (copied as i64) < 2 * rows + rows / 2,
         "{copied} rows copied for a table of {rows}"
     );
     let replayed = replay(&events, "kv");

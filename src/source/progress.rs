@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoints, Position};
+use crate::envelope::ChangeEvent;
 
 /// Partitions holding a table's copy progress start with this.
 const PARTITION_PREFIX: &str = "snapshot/";
@@ -41,6 +42,11 @@ pub struct TableProgress {
     pub lower: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<String>,
+    /// The position (source-specific text) of the snapshot this copy reads, when it is later
+    /// than the stream's start: until the stream reaches it, the table's changes are in the
+    /// copy already. `None`: the copy reads at the stream's start, or streams chunk by chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
 }
 
 impl TableProgress {
@@ -53,6 +59,7 @@ impl TableProgress {
             done: false,
             lower: None,
             upper: None,
+            read_at: None,
         }
     }
 
@@ -119,6 +126,29 @@ impl TableProgress {
         serde_json::from_str(token)
     }
 
+    /// The partitions of `table`'s ranges, stored in `checkpoints` or `queued` (range
+    /// numbers): a new copy of the whole table replaces them, so they are forgotten rather
+    /// than resumed after a restart.
+    pub fn range_partitions(
+        checkpoints: &Checkpoints,
+        table: &str,
+        queued: impl IntoIterator<Item = u32>,
+    ) -> Vec<String> {
+        let mut ranges: Vec<u32> = checkpoints
+            .keys()
+            .filter_map(|partition| Self::table_of(partition))
+            .filter(|(t, _)| *t == table)
+            .filter_map(|(_, range)| range)
+            .chain(queued)
+            .collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        ranges
+            .into_iter()
+            .map(|range| Self::partition(table, Some(range)))
+            .collect()
+    }
+
     /// Every table's (or range's) stored progress, by table and range. A partition that does
     /// not parse is an error naming it: it was written by another version or by hand.
     pub fn stored(
@@ -167,6 +197,38 @@ impl RowLimit {
             (false, false) if limit < chunk_rows => Some(limit.saturating_mul(2).min(chunk_rows)),
             _ => None,
         };
+    }
+}
+
+/// A copy's rows handed to the pipeline together: one wait for its budget and one hand-over
+/// per batch instead of per row. A batch holds at most 256 rows and an eighth of the buffer.
+pub struct CopyBatch {
+    events: Vec<ChangeEvent>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl CopyBatch {
+    const ROWS: usize = 256;
+
+    pub fn new(budget_bytes: u32) -> Self {
+        CopyBatch {
+            events: Vec::with_capacity(Self::ROWS),
+            bytes: 0,
+            max_bytes: budget_bytes as usize / 8,
+        }
+    }
+
+    /// Adds `event`; returns whether the batch is full.
+    pub fn add(&mut self, event: ChangeEvent) -> bool {
+        self.bytes += event.approx_size();
+        self.events.push(event);
+        self.events.len() >= Self::ROWS || self.bytes >= self.max_bytes
+    }
+
+    pub fn take(&mut self) -> Vec<ChangeEvent> {
+        self.bytes = 0;
+        std::mem::replace(&mut self.events, Vec::with_capacity(Self::ROWS))
     }
 }
 
@@ -250,5 +312,27 @@ mod tests {
         );
         let err = TableProgress::stored(&checkpoints).unwrap_err();
         assert!(err.contains("snapshot/public.u"), "{err}");
+    }
+
+    #[test]
+    fn a_tables_range_partitions_come_from_the_store_and_the_queue_once_each() {
+        let mut checkpoints = Checkpoints::new();
+        for partition in [
+            TableProgress::partition("app.t", Some(0)),
+            TableProgress::partition("app.t", Some(2)),
+            TableProgress::partition("app.t", None),
+            TableProgress::partition("app.other", Some(1)),
+        ] {
+            checkpoints.insert(partition, TableProgress::started(1).position());
+        }
+        assert_eq!(
+            TableProgress::range_partitions(&checkpoints, "app.t", [2, 1]),
+            [
+                "snapshot/app.t#range0",
+                "snapshot/app.t#range1",
+                "snapshot/app.t#range2"
+            ]
+        );
+        assert!(TableProgress::range_partitions(&checkpoints, "app.u", []).is_empty());
     }
 }

@@ -19,6 +19,8 @@ pub struct CopyProgress {
     pub ranges: usize,
     pub chunks: u64,
     pub done: bool,
+    /// Where the copy read, when later than the stream's start (MariaDB workers).
+    pub read_at: Option<String>,
 }
 
 impl CopyProgress {
@@ -48,6 +50,7 @@ pub fn stored_copy(ws: &Workspace, pipeline: &str, table: &str) -> Option<CopyPr
         ranges: ranges.len(),
         chunks: ranges.iter().map(|p| p.chunks).sum(),
         done: ranges.iter().all(|p| p.done),
+        read_at: first.read_at.clone(),
     })
 }
 

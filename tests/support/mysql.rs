@@ -16,15 +16,22 @@ pub fn pipeline(ws: &Workspace, name: &str, table: &str, extra: &str) -> String 
 
 /// [`pipeline`] from the server at `url`.
 pub fn pipeline_at(url: &str, ws: &Workspace, name: &str, table: &str, extra: &str) -> String {
+    pipeline_of(url, ws, name, &[table], extra)
+}
+
+/// [`pipeline`] from the server at `url`, of several tables of `app`.
+pub fn pipeline_of(url: &str, ws: &Workspace, name: &str, tables: &[&str], extra: &str) -> String {
     let snapshot = if extra.contains("snapshot =") {
         ""
     } else {
         "snapshot = \"never\"\n"
     };
+    let tables: Vec<String> = tables.iter().map(|t| format!("\"app.{t}\"")).collect();
     ws.config(&format!(
-        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{url}\"\nserver_id = {}\ntables = [\"app.{table}\"]\n{snapshot}{extra}\n\
+        "[[pipeline]]\nname = \"{name}\"\n[pipeline.source]\nkind = \"mysql\"\nurl = \"{url}\"\nserver_id = {}\ntables = [{}]\n{snapshot}{extra}\n\
          [pipeline.sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[pipeline.batch]\nlinger_ms = 5\n",
-        5000 + std::process::id() % 1000
+        5000 + std::process::id() % 1000,
+        tables.join(", ")
     ))
     .to_str()
     .unwrap()

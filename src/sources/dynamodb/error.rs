@@ -34,3 +34,9 @@ impl ConnectorError for DynamoDbError {
         }
     }
 }
+
+impl From<DynamoDbError> for crate::source::Halt<DynamoDbError> {
+    fn from(err: DynamoDbError) -> Self {
+        crate::source::Halt::Failed(err)
+    }
+}

@@ -36,7 +36,7 @@ pub use reader::{finished_position, seq_position, FINISHED};
 
 use crate::check::Finding;
 use crate::error::BoxError;
-use crate::source::{Source, SourceContext};
+use crate::source::{Halt, Source, SourceContext};
 use api::AwsStreams;
 
 pub struct DynamoDbSource {
@@ -79,7 +79,7 @@ impl Source for DynamoDbSource {
         };
         tracing::info!(stream = %arn, "reading DynamoDB stream");
         let reader = reader::Reader::new(api, arn, self.config, &region, &ctx);
-        reader.run(&mut ctx).await.map_err(Into::into)
+        Ok(reader.run(&mut ctx).await.or_else(Halt::into_result)?)
     }
 }
 

@@ -34,7 +34,7 @@ use crate::coordination::{Offer, PartitionLeases};
 use crate::envelope::{
     now_ms, ChangeEvent, DynamodbPosition, Op, SourceInfo, SourceKind, SourcePosition,
 };
-use crate::source::{Mark, SourceContext, Stopped};
+use crate::source::{Halt, Mark, SourceContext, Stopped};
 
 /// The checkpoint token of a shard read to its end.
 pub const FINISHED: &str = "END";
@@ -145,7 +145,7 @@ impl Reader {
         }
     }
 
-    pub async fn run(mut self, ctx: &mut SourceContext) -> Result<(), DynamoDbError> {
+    pub async fn run(mut self, ctx: &mut SourceContext) -> Result<(), Halt<DynamoDbError>> {
         ctx.probe.streaming();
         loop {
             if ctx.shutdown.is_requested() {
@@ -153,22 +153,19 @@ impl Reader {
             }
             if Instant::now() >= self.next_refresh {
                 self.refresh().await?;
-                if let Err(Stopped) = self.forget_gone(ctx).await {
-                    return Ok(());
-                }
+                self.forget_gone(ctx).await?;
             }
             self.drop_revoked();
             for shard in self.lineage.readable() {
                 if !self.cursors.contains_key(&shard) && self.may_open(&shard) {
-                    if let Err(Stopped) = self.open(&shard, ctx).await? {
-                        return Ok(());
-                    }
+                    self.open(&shard, ctx).await?;
                 }
             }
             if self.status == StreamStatus::Disabled && self.lineage.all_finished() {
                 return Err(DynamoDbError::Disabled {
                     table: self.table.to_string(),
-                });
+                }
+                .into());
             }
             let now = Instant::now();
             let due: Vec<String> = self
@@ -178,9 +175,7 @@ impl Reader {
                 .map(|(id, _)| id.clone())
                 .collect();
             for shard in due {
-                if let Err(Stopped) = self.poll(&shard, ctx).await? {
-                    return Ok(());
-                }
+                self.poll(&shard, ctx).await?;
             }
             let wake = self
                 .cursors
@@ -388,17 +383,13 @@ impl Reader {
     }
 
     /// Starts reading a shard: after its checkpoint, or from its start.
-    async fn open(
-        &mut self,
-        shard: &str,
-        ctx: &SourceContext,
-    ) -> Result<Result<(), Stopped>, DynamoDbError> {
+    async fn open(&mut self, shard: &str, ctx: &SourceContext) -> Result<(), Halt<DynamoDbError>> {
         let start = match self.resume.get(shard) {
             Some(position) => Start::After(position.token.clone()),
             None => match &self.latest_shards {
                 Some(initial) if initial.contains(shard) && self.lineage.is_closed(shard) => {
                     // start = latest: a closed shard holds only the past.
-                    return Ok(self.finish(shard, ctx).await);
+                    return Ok(self.finish(shard, ctx).await?);
                 }
                 Some(initial) if initial.contains(shard) => Start::Latest,
                 _ => Start::TrimHorizon,
@@ -410,7 +401,8 @@ impl Reader {
                 let Start::After(after) = &start else {
                     return Err(DynamoDbError::Fatal(format!(
                         "shard {shard} trimmed at its horizon"
-                    )));
+                    ))
+                    .into());
                 };
                 self.on_trimmed(shard, after)?;
                 self.iterator(shard, &Start::TrimHorizon)
@@ -419,10 +411,10 @@ impl Reader {
                         DynamoDbError::Fatal(format!("shard {shard} cannot be read from its start"))
                     })?
             }
-            Err(IteratorGone::Error(err)) => return Err(err),
+            Err(IteratorGone::Error(err)) => return Err(err.into()),
         };
         let Some(iterator) = iterator else {
-            return Ok(self.finish(shard, ctx).await);
+            return Ok(self.finish(shard, ctx).await?);
         };
         self.cursors.insert(
             shard.to_owned(),
@@ -437,7 +429,7 @@ impl Reader {
                 failures: 0,
             },
         );
-        Ok(Ok(()))
+        Ok(())
     }
 
     async fn iterator(&self, shard: &str, start: &Start) -> Result<Option<String>, IteratorGone> {
@@ -458,11 +450,7 @@ impl Reader {
     }
 
     /// One GetRecords on `shard`, and its records emitted.
-    async fn poll(
-        &mut self,
-        shard: &str,
-        ctx: &SourceContext,
-    ) -> Result<Result<(), Stopped>, DynamoDbError> {
+    async fn poll(&mut self, shard: &str, ctx: &SourceContext) -> Result<(), Halt<DynamoDbError>> {
         let cursor = self
             .cursors
             .get_mut(shard)
@@ -477,12 +465,12 @@ impl Reader {
                     .map_or(cursor.start.clone(), Start::After);
                 match self.iterator(shard, &start).await {
                     Ok(Some(iterator)) => iterator,
-                    Ok(None) => return Ok(self.finish(shard, ctx).await),
+                    Ok(None) => return Ok(self.finish(shard, ctx).await?),
                     Err(IteratorGone::Trimmed) => {
                         self.read_again_from_the_horizon(shard)?;
-                        return Ok(Ok(()));
+                        return Ok(());
                     }
-                    Err(IteratorGone::Error(err)) => return Err(err),
+                    Err(IteratorGone::Error(err)) => return Err(err.into()),
                 }
             }
         };
@@ -493,18 +481,18 @@ impl Reader {
                     shard,
                     "shard iterator expired; renewing it after the last record read"
                 );
-                Ok(Ok(()))
+                Ok(())
             }
             Err(ApiError::Trimmed(_)) => {
                 self.read_again_from_the_horizon(shard)?;
-                Ok(Ok(()))
+                Ok(())
             }
             Err(err @ (ApiError::Throttled(_) | ApiError::Transient(_))) => {
                 let cursor = self.cursors.get_mut(shard).expect("cursor");
                 cursor.iterator = Some(iterator);
                 cursor.failures += 1;
                 if cursor.failures > MAX_FAILURES {
-                    return Err(DynamoDbError::Unavailable(err.to_string()));
+                    return Err(DynamoDbError::Unavailable(err.to_string()).into());
                 }
                 let delay = backoff::exponential(
                     cursor.failures - 1,
@@ -513,9 +501,9 @@ impl Reader {
                 );
                 cursor.next_poll = Instant::now() + backoff::with_jitter(delay);
                 tracing::warn!(shard, error = %err, "GetRecords failed; backing off");
-                Ok(Ok(()))
+                Ok(())
             }
-            Err(err) => Err(api_error(err)),
+            Err(err) => Err(api_error(err).into()),
         }
     }
 
@@ -524,7 +512,7 @@ impl Reader {
         shard: &str,
         page: Page,
         ctx: &SourceContext,
-    ) -> Result<Result<(), Stopped>, DynamoDbError> {
+    ) -> Result<(), Halt<DynamoDbError>> {
         let got_records = !page.records.is_empty();
         if got_records && !self.marked.contains(shard) {
             self.marked.insert(shard.to_owned());
@@ -543,14 +531,12 @@ impl Reader {
                 partition: shard.to_owned(),
                 position: seq_position(&record.sequence_number),
             };
-            if let Err(stopped) = ctx.emit.event_then_checkpoint(event, mark).await {
-                return Ok(Err(stopped));
-            }
+            ctx.emit.event_then_checkpoint(event, mark).await?;
             self.cursors.get_mut(shard).expect("cursor").last_seq =
                 Some(record.sequence_number.clone());
         }
         let Some(next) = page.next else {
-            return Ok(self.finish(shard, ctx).await);
+            return Ok(self.finish(shard, ctx).await?);
         };
         let cursor = self.cursors.get_mut(shard).expect("cursor");
         cursor.iterator = Some(next);
@@ -563,7 +549,7 @@ impl Reader {
         } else {
             Instant::now() + Duration::from_millis(self.config.poll_interval_ms)
         };
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// A shard read to its end: remembered in the checkpoints, and its children may start.

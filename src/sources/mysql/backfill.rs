@@ -24,15 +24,16 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::catalog::columns_of;
+use super::chunk::{self, Chunk, Target};
 use super::config::MysqlConfig;
 use super::error::MysqlError;
 use super::gtid::{GtidState, Reached};
 use super::position::BinlogPosition;
-use super::snapshot::{self, Chunk, TableCopy, Target};
+use super::snapshot::{self, CopiedAhead, TableCopy};
 use super::sql;
 use crate::envelope::ChangeEvent;
 use crate::source::progress::{RowLimit, TableProgress};
-use crate::source::{SourceContext, Stopped};
+use crate::source::{Halt, SourceContext, Stopped};
 
 /// A chunk read and not yet emitted: its rows wait until the stream reaches `at`.
 struct Window {
@@ -54,17 +55,31 @@ pub struct Backfill {
     generation: u64,
     /// Copies while streaming need MariaDB's consistent snapshot positions.
     mariadb: bool,
+    /// Tables the first copy read later than the stream's start, for the stream to take.
+    ahead: Option<CopiedAhead>,
 }
 
 impl Backfill {
-    /// Copies `unfinished` (from their stored progress); `generation` is the highest stored.
-    pub fn new(unfinished: Vec<TableCopy>, generation: u64, mariadb: bool) -> Self {
+    /// Copies `unfinished` (from their stored progress); `generation` is the highest stored;
+    /// `ahead`: the first copy's tables read later than the stream's start.
+    pub fn new(
+        unfinished: Vec<TableCopy>,
+        generation: u64,
+        mariadb: bool,
+        ahead: CopiedAhead,
+    ) -> Self {
         Backfill {
             queue: unfinished.into(),
             generation,
             mariadb,
+            ahead: Some(ahead),
             ..Backfill::default()
         }
+    }
+
+    /// The first copy's tables read later than the stream's start (once).
+    pub fn take_copied_ahead(&mut self) -> CopiedAhead {
+        self.ahead.take().unwrap_or_default()
     }
 
     /// The connection chunks are read on.
@@ -82,10 +97,10 @@ impl Backfill {
         config: &MysqlConfig,
         ctx: &SourceContext,
         table: &str,
-    ) -> Result<Result<(), Stopped>, MysqlError> {
+    ) -> Result<(), Halt<MysqlError>> {
         let refuse = |reason: &str| {
             tracing::warn!(pipeline = %ctx.pipeline, table, "{reason}: the snapshot request is ignored");
-            Ok(Ok(()))
+            Ok(())
         };
         if !self.mariadb {
             return refuse("copies while streaming need MariaDB");
@@ -104,11 +119,20 @@ impl Backfill {
         let copy = TableCopy {
             database: database.to_owned(),
             table: name.to_owned(),
+            range: None,
             progress: TableProgress::started(self.generation),
         };
-        if let Err(stopped) = ctx.emit.checkpoint(copy.mark(&copy.progress)).await {
-            return Ok(Err(stopped));
+        // The new copy is one unit: the ranges of one before it are no longer to be resumed.
+        let queued = self.queue.iter().filter(|q| q.label() == table);
+        let ranges = TableProgress::range_partitions(
+            &ctx.stored.borrow(),
+            table,
+            queued.filter_map(|q| q.range),
+        );
+        for partition in ranges {
+            ctx.emit.forget(partition).await?;
         }
+        ctx.emit.checkpoint(copy.mark(&copy.progress)).await?;
         tracing::info!(pipeline = %ctx.pipeline, table, generation = self.generation, "snapshot requested: the table is copied while streaming");
         if self
             .window
@@ -123,7 +147,7 @@ impl Backfill {
         let estimates: Vec<(String, Option<u64>)> =
             self.queue.iter().map(|t| (t.label(), None)).collect();
         ctx.probe.snapshot_started(&estimates);
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Whether the stream should read the next chunk now.
@@ -136,9 +160,9 @@ impl Backfill {
         &mut self,
         config: &MysqlConfig,
         ctx: &SourceContext,
-    ) -> Result<Result<(), Stopped>, MysqlError> {
+    ) -> Result<(), Halt<MysqlError>> {
         let Some(table) = self.queue.front().cloned() else {
-            return Ok(Ok(()));
+            return Ok(());
         };
         if table.progress.chunks == 0 {
             tracing::info!(pipeline = %ctx.pipeline, table = %table.label(), generation = table.progress.generation, "copying table while streaming");
@@ -158,7 +182,7 @@ impl Backfill {
             MysqlError::BadCheckpoint(format!("{}: {reason}", position.token()))
         })?;
         let mut rows = Vec::new();
-        let read = snapshot::read_chunk(
+        let read = chunk::read_chunk(
             conn,
             ctx,
             &table,
@@ -175,10 +199,7 @@ impl Backfill {
         )
         .await;
         let ended = conn.query_drop("COMMIT").await;
-        let chunk = match read? {
-            Ok(chunk) => chunk,
-            Err(stopped) => return Ok(Err(stopped)),
-        };
+        let chunk = read?;
         ended.map_err(sql("ending a chunk's snapshot"))?;
         let cut = !chunk.last && chunk.rows < u64::from(limit);
         self.row_limit
@@ -189,7 +210,7 @@ impl Backfill {
             rows,
             chunk,
         });
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Whether the chunk in flight can go out: the stream, at a transaction's end with state
@@ -230,8 +251,11 @@ impl Backfill {
         ctx.emit.checkpoint(window.table.mark(&progress)).await?;
         if window.chunk.last {
             self.queue.pop_front();
-            ctx.probe.snapshot_table_done(&label);
-            tracing::info!(pipeline = %ctx.pipeline, table = %label, chunks = progress.chunks, "table copied while streaming");
+            // A split table is copied once its last range is.
+            if !self.queue.iter().any(|queued| queued.label() == label) {
+                ctx.probe.snapshot_table_done(&label);
+                tracing::info!(pipeline = %ctx.pipeline, table = %label, "table copied while streaming");
+            }
         } else if let Some(queued) = self.queue.front_mut() {
             queued.progress = progress;
         }

@@ -30,6 +30,10 @@ pub struct MysqlConfig {
     /// Rows per chunk of a table's copy (its progress is stored after each chunk).
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: std::num::NonZeroU32,
+    /// Workers copying tables at once in the first run's snapshot, each on its own connection
+    /// in a consistent snapshot of its own (see the README on how their positions line up).
+    #[serde(default = "default_parallelism")]
+    pub snapshot_parallelism: std::num::NonZeroU32,
     /// `database.table` that `cdc-bridge snapshot` writes requests into (MariaDB; columns
     /// `pipeline` and `tables`, see the README). None: requests are refused.
     #[serde(default)]
@@ -38,6 +42,10 @@ pub struct MysqlConfig {
 
 fn default_chunk() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(10_000).expect("nonzero")
+}
+
+fn default_parallelism() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -76,3 +76,9 @@ impl ConnectorError for MysqlError {
         }
     }
 }
+
+impl From<MysqlError> for crate::source::Halt<MysqlError> {
+    fn from(err: MysqlError) -> Self {
+        crate::source::Halt::Failed(err)
+    }
+}

@@ -125,24 +125,33 @@ impl GtidState {
     /// transaction of some domain after it). MySQL sets are never `At` (MySQL copies do not
     /// resume while streaming).
     pub fn reached(&self, target: &GtidState) -> Reached {
-        let (GtidState::Mariadb(mine), GtidState::Mariadb(target)) = (self, target) else {
+        let (GtidState::Mariadb(mine), GtidState::Mariadb(there)) = (self, target) else {
             return Reached::Behind;
         };
-        let past = mine.0.iter().any(|(domain, &(_, here))| {
-            target.0.get(domain).is_none_or(|&(_, there)| here > there)
-        });
+        let past = mine
+            .0
+            .iter()
+            .any(|(domain, &(_, here))| there.0.get(domain).is_none_or(|&(_, seq)| here > seq));
         if past {
             return Reached::Past;
         }
-        let there = target
-            .0
-            .iter()
-            .all(|(domain, &(_, seq))| mine.0.get(domain).is_some_and(|&(_, here)| here >= seq));
-        if there {
+        if self.includes(target) {
             Reached::At
         } else {
             Reached::Behind
         }
+    }
+
+    /// Whether a stream whose committed transactions are this state has read every
+    /// transaction of `target` (a MariaDB state at one binlog position), in every domain.
+    pub fn includes(&self, target: &GtidState) -> bool {
+        let (GtidState::Mariadb(mine), GtidState::Mariadb(target)) = (self, target) else {
+            return false;
+        };
+        target
+            .0
+            .iter()
+            .all(|(domain, &(_, seq))| mine.0.get(domain).is_some_and(|&(_, here)| here >= seq))
     }
 
     /// How far replication is, as one number every commit raises: the sum of the sequence
@@ -480,5 +489,19 @@ mod tests {
             Reached::Past,
             "a domain after it"
         );
+    }
+
+    #[test]
+    fn a_state_includes_a_target_only_when_every_domain_is_there() {
+        let state = |text: &str| GtidState::parse(text).unwrap();
+        let includes = |stream: &str, target: &str| state(stream).includes(&state(target));
+        assert!(includes("0-1-10,1-2-5", "0-1-10,1-2-5"));
+        assert!(includes("0-1-11,1-2-5", "0-1-10,1-2-5"));
+        assert!(
+            !includes("0-1-11,1-2-4", "0-1-10,1-2-5"),
+            "one domain ahead does not make up for another behind"
+        );
+        assert!(!includes("0-1-10", "0-1-10,1-2-1"), "a domain not seen yet");
+        assert!(includes("0-1-10,1-2-1", "0-1-10"));
     }
 }

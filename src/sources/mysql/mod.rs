@@ -20,6 +20,7 @@
 
 mod backfill;
 mod catalog;
+mod chunk;
 mod column_types;
 mod config;
 mod error;
@@ -56,7 +57,7 @@ use crate::check::Finding;
 use crate::envelope::{MysqlPosition, Row, SourceInfo, SourceKind, SourcePosition, TableSchema};
 use crate::error::BoxError;
 use crate::source::progress::TableProgress;
-use crate::source::{Mark, Source, SourceContext, Start};
+use crate::source::{Halt, Mark, Source, SourceContext, Start};
 use backfill::Backfill;
 use snapshot::TableCopy;
 
@@ -199,6 +200,14 @@ fn partial_metadata_note(metadata: &str) -> String {
 #[async_trait]
 impl Source for MysqlSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError> {
+        Ok(self.replicate(ctx).await.or_else(Halt::into_result)?)
+    }
+}
+
+impl MysqlSource {
+    /// Finds the start (stored checkpoint, `start_position`, a snapshot or the current
+    /// position), then streams from it.
+    async fn replicate(&self, ctx: SourceContext) -> Result<(), Halt<MysqlError>> {
         let mut conn = connect(&self.config).await?;
         if let Some(metadata) = check_settings(&mut conn).await? {
             tracing::warn!("{}", partial_metadata_note(&metadata));
@@ -209,6 +218,7 @@ impl Source for MysqlSource {
         // Set when this run made the first copy: the stored progress read at the start is
         // then out of date.
         let mut copied_as = None;
+        let mut ahead = None;
         let start = match (plan, stored) {
             (Start::Done, _) => {
                 tracing::info!(pipeline = %ctx.pipeline, "snapshot already complete (snapshot = \"initial_only\")");
@@ -222,13 +232,11 @@ impl Source for MysqlSource {
                     (Some(position), _) => (position, false),
                     (None, Start::Snapshot { then_stream }) => {
                         // Only a copy that streams on can resume while streaming.
-                        match snapshot::copy(&self.config, &self.filter, &ctx, then_stream).await? {
-                            Ok(copied) => {
-                                copied_as = Some(copied.generation);
-                                (copied.position, copied.stored)
-                            }
-                            Err(_stopped) => return Ok(()),
-                        }
+                        let copied =
+                            snapshot::copy(&self.config, &self.filter, &ctx, then_stream).await?;
+                        copied_as = Some(copied.generation);
+                        ahead = Some(copied.ahead);
+                        (copied.position, copied.stored)
                     }
                     (None, _) => (current_position(&mut conn).await?, false),
                 };
@@ -240,9 +248,7 @@ impl Source for MysqlSource {
                         position: position
                             .checkpoint(position.rank_by(self.config.resume_by, None)),
                     };
-                    if ctx.emit.checkpoint(mark).await.is_err() {
-                        return Ok(());
-                    }
+                    ctx.emit.checkpoint(mark).await?;
                 }
                 if plan == (Start::Snapshot { then_stream: false }) {
                     return Ok(());
@@ -258,9 +264,11 @@ impl Source for MysqlSource {
             }
             .into());
         }
-        let backfill = match copied_as {
-            Some(generation) => Backfill::new(Vec::new(), generation, flavor == Flavor::Mariadb),
-            None => unfinished_copies(flavor, &ctx)?,
+        let backfill = match (copied_as, ahead) {
+            (Some(generation), Some(ahead)) => {
+                Backfill::new(Vec::new(), generation, flavor == Flavor::Mariadb, ahead)
+            }
+            _ => unfinished_copies(flavor, &ctx)?,
         };
         stream::run(
             conn,
@@ -457,26 +465,29 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
     findings
 }
 
-/// The tables an earlier run began to copy and did not finish, to copy while streaming from
-/// their stored progress (MariaDB; a MySQL copy never stores its position before its end).
+/// The tables (and ranges) an earlier run began to copy and did not finish, to copy while
+/// streaming from their stored progress (MariaDB; a MySQL copy never stores its position before
+/// its end), and the tables its copy read later than the stream's start.
 fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, MysqlError> {
     let progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
     let generation = TableProgress::next_generation(&progress) - 1;
-    let unfinished: Vec<TableCopy> = progress
+    let copies: Vec<TableCopy> = progress
         .into_iter()
-        .filter(|(_, p)| !p.done)
-        .filter_map(|((label, _), progress)| {
+        .filter_map(|((label, range), progress)| {
             let (database, table) = label.split_once('.')?;
             Some(TableCopy {
                 database: database.to_owned(),
                 table: table.to_owned(),
+                range,
                 progress,
             })
         })
         .collect();
+    let ahead = snapshot::CopiedAhead::of(&copies)?;
+    let unfinished: Vec<TableCopy> = copies.into_iter().filter(|c| !c.progress.done).collect();
     let mariadb = flavor == Flavor::Mariadb;
     if unfinished.is_empty() {
-        return Ok(Backfill::new(Vec::new(), generation, mariadb));
+        return Ok(Backfill::new(Vec::new(), generation, mariadb, ahead));
     }
     if flavor != Flavor::Mariadb {
         return Err(MysqlError::BadCheckpoint(format!(
@@ -485,10 +496,11 @@ fn unfinished_copies(flavor: Flavor, ctx: &SourceContext) -> Result<Backfill, My
         )));
     }
     tracing::info!(pipeline = %ctx.pipeline, tables = unfinished.len(), "an earlier run's copy is unfinished: copying the rest while streaming");
-    let estimates: Vec<(String, Option<u64>)> =
+    let mut estimates: Vec<(String, Option<u64>)> =
         unfinished.iter().map(|t| (t.label(), None)).collect();
+    estimates.dedup();
     ctx.probe.snapshot_started(&estimates);
-    Ok(Backfill::new(unfinished, generation, mariadb))
+    Ok(Backfill::new(unfinished, generation, mariadb, ahead))
 }
 
 /// Requests a copy of `tables` from pipeline `pipeline` (`cdc-bridge snapshot`): checks that

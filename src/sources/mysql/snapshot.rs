@@ -1,48 +1,55 @@
-//! The initial snapshot: every captured table's rows as of one binlog position, then
-//! streaming continues from exactly that position.
+//! The initial snapshot: every captured table's rows as of the stream's start, then streaming
+//! continues from exactly that position.
 //!
-//! MariaDB: a transaction WITH CONSISTENT SNAPSHOT reports its binlog position
-//! (`binlog_snapshot_file` / `binlog_snapshot_position`) without any lock. MySQL: the shortest
-//! global read lock that yields the position (FLUSH TABLES WITH READ LOCK, start the snapshot
-//! transaction, read the position, UNLOCK). Rows are streamed from the server one at a time
-//! (nothing is held in memory) and become `snapshot` events at the snapshot's position. The
-//! session time zone is UTC, so TIMESTAMP values read here match those in the binlog.
+//! Each worker (`snapshot_parallelism`) reads on a connection of its own, in a transaction
+//! WITH CONSISTENT SNAPSHOT, with the session in UTC so TIMESTAMP values match the binlog's.
+//! Rows are streamed from the server (nothing is held in memory) and become `snapshot` events
+//! at their snapshot's position. Where the snapshots are:
+//! - MySQL: every worker starts its snapshot under one short global read lock (FLUSH TABLES
+//!   WITH READ LOCK, start the transactions, read the position, UNLOCK): one position.
+//! - MariaDB: a consistent snapshot reports its binlog position (`binlog_snapshot_file` /
+//!   `binlog_snapshot_position`) without any lock. The workers start theirs together, again
+//!   while a commit came between them ([`ALIGN_ATTEMPTS`]). At one position, a large table is
+//!   split into one range of its integer first key column per worker. Otherwise each worker
+//!   copies whole tables at its own position: the stream starts at the earliest, and a table
+//!   copied at a later one stores that position (`read_at`), so that the stream skips the
+//!   table's changes up to it, which the copy holds already ([`CopiedAhead`]).
 //!
-//! Tables are read in chunks of `snapshot_chunk_rows` in primary-key order (keyset
-//! pagination), and each table's progress is stored after every chunk ([`TableProgress`], its
-//! own checkpoint partition). On MariaDB, when every table has a key, the snapshot's position is
+//! Tables are read in chunks of `snapshot_chunk_rows` in primary-key order ([`super::chunk`]),
+//! and each table's (or range's) progress is stored after every chunk ([`TableProgress`], its
+//! own checkpoint partition). On MariaDB, when every table has a key, the stream's start is
 //! stored before the copy begins: an interrupted copy then resumes while streaming, each
 //! remaining chunk read in a consistent snapshot of its own and emitted where the stream
 //! reaches that snapshot's position ([`super::backfill`]). On MySQL (whose consistent snapshots
 //! do not report their position without a global lock), or with a keyless table, an
 //! interrupted snapshot starts over: its end is the first checkpoint stored.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, Conn, Row as MyRow};
-use mysql_common::constants::{ColumnFlags, ColumnType};
+use mysql_async::{Conn, Value};
 
 use super::catalog::columns_of;
-use super::column_types::{column_schema, Declared};
+use super::chunk::{read_chunk, Target};
 use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
+use super::gtid::GtidState;
 use super::position::BinlogPosition;
-use super::shape::CatalogColumn;
-use super::shape::{ColumnShape, TextEncoding};
-use super::{connect, key_of, source_info, sql, value, Origin, PARTITION};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, TableSchema};
+use super::{connect, sql, Flavor, PARTITION};
 use crate::source::progress::TableProgress;
-use crate::source::{Mark, SourceContext, Stopped};
+use crate::source::{Halt, Mark, SourceContext, Stopped};
 
-/// Rows copied between two reports of progress to the probe.
-const PROGRESS_EVERY_ROWS: u64 = 1024;
+/// How often the MariaDB workers start their snapshots together before each keeps its own.
+const ALIGN_ATTEMPTS: usize = 3;
 
-/// A captured table to copy, and how far an earlier run got.
+/// A captured table (or one range of it) to copy, and how far an earlier run got.
 #[derive(Debug, Clone)]
 pub struct TableCopy {
     pub database: String,
     pub table: String,
+    /// The range's number, for one range of a split table.
+    pub range: Option<u32>,
     pub progress: TableProgress,
 }
 
@@ -52,12 +59,62 @@ impl TableCopy {
         format!("{}.{}", self.database, self.table)
     }
 
-    /// The mark that stores `progress` for this table.
+    /// The mark that stores `progress` for this table or range.
     pub fn mark(&self, progress: &TableProgress) -> Mark {
         Mark {
-            partition: TableProgress::partition(&self.label(), None),
+            partition: TableProgress::partition(&self.label(), self.range),
             position: progress.position(),
         }
+    }
+}
+
+/// Tables copied at a snapshot later than the stream's start (a MariaDB worker's own): until
+/// the stream has read every transaction that snapshot saw, the table's changes are in the
+/// copy already, and are skipped. Each entry goes once the stream is there.
+#[derive(Debug, Default)]
+pub struct CopiedAhead(HashMap<(String, String), GtidState>);
+
+impl CopiedAhead {
+    /// From the stored progress of the copies (`read_at`).
+    pub fn of(copies: &[TableCopy]) -> Result<Self, MysqlError> {
+        let mut ahead = HashMap::new();
+        for copy in copies {
+            if let Some(text) = &copy.progress.read_at {
+                let state = GtidState::parse(text).map_err(|reason| {
+                    MysqlError::BadCheckpoint(format!(
+                        "{}: read_at {text:?}: {reason}",
+                        copy.label()
+                    ))
+                })?;
+                ahead.insert((copy.database.clone(), copy.table.clone()), state);
+            }
+        }
+        Ok(CopiedAhead(ahead))
+    }
+
+    /// Forgets the tables whose snapshot a stream at `streamed` has passed (a restart after
+    /// the stored position went past them).
+    pub fn passed(&mut self, streamed: Option<&GtidState>) {
+        if let Some(streamed) = streamed {
+            self.0.retain(|_, read_at| !streamed.includes(read_at));
+        }
+    }
+
+    /// Whether a change of `database.table`, in the transaction after `streamed`, is in the
+    /// table's copy already.
+    pub fn holds(&mut self, database: &str, table: &str, streamed: Option<&GtidState>) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        let key = (database.to_owned(), table.to_owned());
+        let Some(read_at) = self.0.get(&key) else {
+            return false;
+        };
+        if streamed.is_some_and(|s| s.includes(read_at)) {
+            self.0.remove(&key);
+            return false;
+        }
+        true
     }
 }
 
@@ -67,6 +124,31 @@ pub struct Copied {
     pub stored: bool,
     /// The copy's generation: a copy requested later takes a higher one.
     pub generation: u64,
+    /// Tables copied at a later position than `position`.
+    pub ahead: CopiedAhead,
+}
+
+/// The workers' connections, each in its snapshot, and where those are.
+struct Snapshots {
+    conns: Vec<Conn>,
+    positions: Vec<BinlogPosition>,
+}
+
+impl Snapshots {
+    /// Whether every worker reads at the same position.
+    fn aligned(&self) -> bool {
+        self.positions
+            .windows(2)
+            .all(|w| w[0].file_pos() == w[1].file_pos())
+    }
+
+    /// The earliest worker's position: where the stream starts.
+    fn earliest(&self) -> &BinlogPosition {
+        self.positions
+            .iter()
+            .min_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)))
+            .expect("one worker at least")
+    }
 }
 
 /// Copies the captured tables; returns the binlog position to stream from.
@@ -76,117 +158,356 @@ pub async fn copy(
     filter: &TableFilter,
     ctx: &SourceContext,
     resumable: bool,
-) -> Result<Result<Copied, Stopped>, MysqlError> {
+) -> Result<Copied, Halt<MysqlError>> {
     let mut conn = session(config).await?;
-    let flavor = super::Flavor::detect(&mut conn).await?;
-    let position = if flavor == super::Flavor::Mariadb {
-        start_consistent_snapshot(&mut conn).await?
-    } else {
-        mysql_position_under_lock(&mut conn).await?
-    };
-    tracing::info!(position = %position.token(), "snapshot started");
-    ctx.probe.snapshotting();
+    let flavor = Flavor::detect(&mut conn).await?;
     let tables = captured_tables(&mut conn, filter).await?;
-    let progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
-    let generation = TableProgress::next_generation(&progress);
-    let copies: Vec<TableCopy> = tables
-        .iter()
-        .map(|(database, table)| TableCopy {
-            database: database.clone(),
-            table: table.clone(),
-            progress: TableProgress::started(generation),
-        })
-        .collect();
-    let mut keyed = true;
-    let mut estimates = Vec::with_capacity(tables.len());
-    for copy in &copies {
-        let rows: Option<u64> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&copy.database, &copy.table),
-            )
-            .await
-            .map_err(sql("estimating a table's rows"))?
-            .flatten();
-        estimates.push((copy.label(), rows.filter(|n| *n > 0)));
-        keyed &= !columns_of(&mut conn, &copy.database, &copy.table)
-            .await?
-            .1
-            .is_empty();
+    let workers = (config.snapshot_parallelism.get() as usize).max(1);
+    let mut snapshots = open_snapshots(config, flavor, conn, workers).await?;
+    for position in &mut snapshots.positions {
+        *position = super::with_gtids(&mut snapshots.conns[0], flavor, position.clone()).await?;
     }
+    let position = snapshots.earliest().clone();
+    let aligned = snapshots.aligned();
+    tracing::info!(position = %position.token(), workers, aligned, "snapshot started");
+    ctx.probe.snapshotting();
+    let stored_progress = TableProgress::stored(&ctx.resume).map_err(MysqlError::BadCheckpoint)?;
+    let generation = TableProgress::next_generation(&stored_progress);
+    let chunk_rows = u64::from(config.snapshot_chunk_rows.get());
+    let plan = plan(&mut snapshots, &tables, generation, chunk_rows).await?;
     let marks = async {
-        for (table, range) in progress.keys() {
-            if !copies.iter().any(|c| c.label() == *table) || range.is_some() {
+        for (table, range) in stored_progress.keys() {
+            let replaced = plan
+                .units
+                .iter()
+                .any(|c| c.label() == *table && c.range == *range);
+            if !replaced {
                 ctx.emit
                     .forget(TableProgress::partition(table, *range))
                     .await?;
             }
         }
-        for copy in &copies {
+        for copy in &plan.units {
             ctx.emit.checkpoint(copy.mark(&copy.progress)).await?;
         }
         Ok::<_, Stopped>(())
     };
-    if let Err(stopped) = marks.await {
-        return Ok(Err(stopped));
-    }
+    marks.await?;
     // MariaDB with keys everywhere: from here on an interrupted copy resumes while streaming.
-    let position = super::with_gtids(&mut conn, flavor, position).await?;
-    let stored = resumable && flavor == super::Flavor::Mariadb && keyed;
+    let stored = resumable && flavor == Flavor::Mariadb && plan.keyed;
     if stored {
         let mark = Mark {
             partition: PARTITION.into(),
             position: position.checkpoint(position.rank_by(config.resume_by, None)),
         };
-        if let Err(stopped) = ctx.emit.checkpoint(mark).await {
-            return Ok(Err(stopped));
-        }
+        ctx.emit.checkpoint(mark).await?;
     }
-    ctx.probe.snapshot_started(&estimates);
-    let limit = config.snapshot_chunk_rows.get();
-    for copy in &copies {
-        let label = copy.label();
-        let mut progress = copy.progress.clone();
-        loop {
-            let chunk = read_chunk(
-                &mut conn,
-                ctx,
-                copy,
-                &progress,
-                &position,
-                limit,
-                Target::Emit,
-            )
-            .await?;
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(stopped) => return Ok(Err(stopped)),
-            };
-            progress = chunk.next;
-            let mark = copy.mark(&if chunk.last {
-                progress.finished()
-            } else {
-                progress.clone()
-            });
-            if let Err(stopped) = ctx.emit.checkpoint(mark).await {
-                return Ok(Err(stopped));
-            }
-            if chunk.last {
-                break;
-            }
-        }
-        ctx.probe.snapshot_table_done(&label);
-        tracing::info!(table = %label, chunks = progress.chunks, "table copied");
+    ctx.probe.snapshot_started(&plan.estimates);
+    let ahead = CopiedAhead::of(&plan.units)?;
+    let run = CopyRun {
+        ctx,
+        limit: config.snapshot_chunk_rows.get(),
+        queues: plan.queues(workers),
+        unfinished: Mutex::new(plan.ranges_per_table),
+    };
+    let workers = snapshots
+        .conns
+        .iter_mut()
+        .zip(&snapshots.positions)
+        .enumerate()
+        .map(|(worker, (conn, at))| run.work(worker, conn, at));
+    futures_util::future::try_join_all(workers).await?;
+    for conn in &mut snapshots.conns {
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(sql("ending the snapshot"))?;
     }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(sql("ending the snapshot"))?;
     tracing::info!(position = %position.token(), "snapshot done; streaming from its position");
-    Ok(Ok(Copied {
+    Ok(Copied {
         position,
         stored,
         generation,
-    }))
+        ahead,
+    })
+}
+
+/// Opens `workers` connections (the first is `first`), each in a consistent snapshot.
+async fn open_snapshots(
+    config: &MysqlConfig,
+    flavor: Flavor,
+    first: Conn,
+    workers: usize,
+) -> Result<Snapshots, MysqlError> {
+    let mut conns = vec![first];
+    while conns.len() < workers {
+        conns.push(session(config).await?);
+    }
+    if flavor == Flavor::Mysql {
+        let position = mysql_snapshots_under_lock(&mut conns).await?;
+        let positions = vec![position; conns.len()];
+        return Ok(Snapshots { conns, positions });
+    }
+    if let Some(pause) = staggered_for_tests() {
+        let mut positions = Vec::with_capacity(conns.len());
+        for conn in &mut conns {
+            positions.push(start_consistent_snapshot(conn).await?);
+            tokio::time::sleep(pause).await;
+        }
+        return Ok(Snapshots { conns, positions });
+    }
+    let mut attempt = 1;
+    loop {
+        let positions =
+            futures_util::future::try_join_all(conns.iter_mut().map(start_consistent_snapshot))
+                .await?;
+        let snapshots = Snapshots { conns, positions };
+        if snapshots.aligned() || attempt == ALIGN_ATTEMPTS {
+            return Ok(snapshots);
+        }
+        conns = snapshots.conns;
+        for conn in &mut conns {
+            conn.query_drop("COMMIT")
+                .await
+                .map_err(sql("ending a snapshot to start it again"))?;
+        }
+        attempt += 1;
+    }
+}
+
+/// Debug builds only: `CDC_BRIDGE_TEST_SNAPSHOT_STAGGER_MS` starts the workers' snapshots one
+/// after another with that pause, once, so that a test's concurrent writes put them at
+/// different positions.
+fn staggered_for_tests() -> Option<std::time::Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let ms = std::env::var("CDC_BRIDGE_TEST_SNAPSHOT_STAGGER_MS").ok()?;
+    ms.parse().ok().map(std::time::Duration::from_millis)
+}
+
+/// What the workers copy, and how.
+struct Plan {
+    units: Vec<TableCopy>,
+    /// Each unit's worker, when each worker reads at its own position; `None`: any worker
+    /// takes the next unit.
+    worker_of: Option<Vec<usize>>,
+    /// Per table: its units not copied yet.
+    ranges_per_table: HashMap<String, usize>,
+    estimates: Vec<(String, Option<u64>)>,
+    /// Every table has a primary key.
+    keyed: bool,
+}
+
+impl Plan {
+    /// The units, in one queue every worker takes from or in one queue per worker.
+    fn queues(&self, workers: usize) -> Vec<Mutex<VecDeque<TableCopy>>> {
+        let Some(worker_of) = &self.worker_of else {
+            return vec![Mutex::new(self.units.iter().cloned().collect())];
+        };
+        let mut queues: Vec<VecDeque<TableCopy>> = vec![VecDeque::new(); workers];
+        for (unit, &worker) in self.units.iter().zip(worker_of) {
+            queues[worker].push_back(unit.clone());
+        }
+        queues.into_iter().map(Mutex::new).collect()
+    }
+}
+
+/// Plans the copy. Snapshots at one position: a table of more than two chunks whose first key
+/// column is an integer is split into one range per worker, and each worker takes the next
+/// unit as it goes. Snapshots at different positions: whole tables go to the workers, the
+/// largest first to the least loaded, each read at its worker's position (stored as the
+/// table's `read_at` when later than the stream's start).
+async fn plan(
+    snapshots: &mut Snapshots,
+    tables: &[(String, String)],
+    generation: u64,
+    chunk_rows: u64,
+) -> Result<Plan, MysqlError> {
+    let workers = snapshots.conns.len();
+    let aligned = snapshots.aligned();
+    let conn = &mut snapshots.conns[0];
+    let mut estimates = Vec::with_capacity(tables.len());
+    let mut units = Vec::new();
+    let mut keyed = true;
+    for (database, table) in tables {
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, table),
+            )
+            .await
+            .map_err(sql("estimating a table's rows"))?
+            .flatten();
+        let rows = rows.filter(|n| *n > 0);
+        estimates.push((format!("{database}.{table}"), rows));
+        let (columns, key) = columns_of(conn, database, table).await?;
+        keyed &= !key.is_empty();
+        let split = aligned && workers > 1 && !key.is_empty() && rows.unwrap_or(0) > 2 * chunk_rows;
+        let ranges = match split {
+            true => integer_ranges(conn, (database, table), &columns[key[0]].name, workers).await?,
+            false => vec![(None, None)],
+        };
+        let numbered = ranges.len() > 1;
+        for (n, (lower, upper)) in ranges.into_iter().enumerate() {
+            units.push(TableCopy {
+                database: database.clone(),
+                table: table.clone(),
+                range: numbered.then_some(n as u32),
+                progress: TableProgress::started(generation).within(lower, upper),
+            });
+        }
+    }
+    let mut ranges_per_table = HashMap::new();
+    for unit in &units {
+        *ranges_per_table.entry(unit.label()).or_insert(0) += 1;
+    }
+    let worker_of = (!aligned).then(|| assign(snapshots, &mut units, &estimates));
+    Ok(Plan {
+        units,
+        worker_of,
+        ranges_per_table,
+        estimates,
+        keyed,
+    })
+}
+
+/// Whole tables to workers at different positions: the largest first to the least loaded.
+/// A table read later than the stream's start stores where (`read_at`); when a position's
+/// GTID state is unknown, every table goes to the earliest worker.
+fn assign(
+    snapshots: &Snapshots,
+    units: &mut [TableCopy],
+    estimates: &[(String, Option<u64>)],
+) -> Vec<usize> {
+    let start = snapshots.earliest();
+    let earliest = snapshots
+        .positions
+        .iter()
+        .position(|p| p == start)
+        .expect("among them");
+    let mut worker_of = vec![earliest; units.len()];
+    if snapshots.positions.iter().any(|p| p.gtids.is_none()) {
+        return worker_of;
+    }
+    let size = |unit: &TableCopy| {
+        estimates
+            .iter()
+            .find(|(label, _)| *label == unit.label())
+            .and_then(|(_, rows)| *rows)
+            .unwrap_or(0)
+    };
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size(&units[i])));
+    let mut load = vec![0u64; snapshots.positions.len()];
+    for i in order {
+        let worker = (0..load.len())
+            .min_by_key(|&w| load[w])
+            .expect("one worker");
+        load[worker] += size(&units[i]).max(1);
+        worker_of[i] = worker;
+        let at = &snapshots.positions[worker];
+        if at.file_pos() != start.file_pos() {
+            units[i].progress.read_at = at.gtids.as_ref().map(ToString::to_string);
+        }
+    }
+    worker_of
+}
+
+/// One range per worker of `column` (the first key column) when it is an integer: bounds
+/// cut evenly between its smallest and largest value. Otherwise the whole table.
+async fn integer_ranges(
+    conn: &mut Conn,
+    (database, table): (&str, &str),
+    column: &str,
+    workers: usize,
+) -> Result<Vec<(Option<String>, Option<String>)>, MysqlError> {
+    let query = format!(
+        "SELECT MIN({c}), MAX({c}) FROM {}.{}",
+        quote(database),
+        quote(table),
+        c = quote(column)
+    );
+    let bounds: Option<(Value, Value)> = conn
+        .exec_first(query, ())
+        .await
+        .map_err(sql("reading a key's smallest and largest value"))?;
+    let (low, high) = match bounds {
+        Some((Value::Int(low), Value::Int(high))) => (i128::from(low), i128::from(high)),
+        Some((Value::UInt(low), Value::UInt(high))) => (i128::from(low), i128::from(high)),
+        _ => return Ok(vec![(None, None)]),
+    };
+    let n = workers as i128;
+    let span = high - low + 1;
+    if span < n * 2 {
+        return Ok(vec![(None, None)]);
+    }
+    let cuts: Vec<Option<String>> = (1..n)
+        .map(|i| Some((low + span * i / n).to_string()))
+        .collect();
+    let lowers = std::iter::once(None).chain(cuts.iter().cloned());
+    let uppers = cuts.iter().cloned().chain(std::iter::once(None));
+    Ok(lowers.zip(uppers).collect())
+}
+
+/// The shared state of one copy's workers.
+struct CopyRun<'a> {
+    ctx: &'a SourceContext,
+    limit: u32,
+    queues: Vec<Mutex<VecDeque<TableCopy>>>,
+    /// Per table: its units not copied yet.
+    unfinished: Mutex<HashMap<String, usize>>,
+}
+
+impl CopyRun<'_> {
+    /// One worker: copies the next unit of its queue, chunk by chunk, at its snapshot's
+    /// position `at`, storing progress after each chunk, until none is left.
+    async fn work(
+        &self,
+        worker: usize,
+        conn: &mut Conn,
+        at: &BinlogPosition,
+    ) -> Result<(), Halt<MysqlError>> {
+        let queue = &self.queues[worker.min(self.queues.len() - 1)];
+        loop {
+            let Some(copy) = queue.lock().expect("not poisoned").pop_front() else {
+                return Ok(());
+            };
+            let mut progress = copy.progress.clone();
+            loop {
+                let chunk = read_chunk(
+                    conn,
+                    self.ctx,
+                    &copy,
+                    &progress,
+                    at,
+                    self.limit,
+                    Target::Emit,
+                )
+                .await?;
+                progress = chunk.next;
+                let stored = if chunk.last {
+                    progress.finished()
+                } else {
+                    progress.clone()
+                };
+                self.ctx.emit.checkpoint(copy.mark(&stored)).await?;
+                if chunk.last {
+                    break;
+                }
+            }
+            let label = copy.label();
+            let left = {
+                let mut unfinished = self.unfinished.lock().expect("not poisoned");
+                let left = unfinished.entry(label.clone()).or_insert(1);
+                *left = left.saturating_sub(1);
+                *left
+            };
+            if left == 0 {
+                self.ctx.probe.snapshot_table_done(&label);
+                tracing::info!(table = %label, "table copied");
+            }
+        }
+    }
 }
 
 /// A connection for reading snapshots: UTC, REPEATABLE READ.
@@ -225,19 +546,25 @@ pub async fn start_consistent_snapshot(conn: &mut Conn) -> Result<BinlogPosition
     ))
 }
 
-/// MySQL: the position under the shortest global read lock.
-async fn mysql_position_under_lock(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
-    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+/// MySQL: every connection's snapshot started under the shortest global read lock, and the
+/// position there.
+async fn mysql_snapshots_under_lock(conns: &mut [Conn]) -> Result<BinlogPosition, MysqlError> {
+    let (first, others) = conns.split_first_mut().expect("one worker at least");
+    first
+        .query_drop("FLUSH TABLES WITH READ LOCK")
         .await
         .map_err(sql("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
     let result = async {
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await
-            .map_err(sql("starting the snapshot"))?;
-        super::current_position(conn).await
+        for conn in others.iter_mut().chain(std::iter::once(&mut *first)) {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(sql("starting the snapshot"))?;
+        }
+        super::current_position(first).await
     }
     .await;
-    conn.query_drop("UNLOCK TABLES")
+    first
+        .query_drop("UNLOCK TABLES")
         .await
         .map_err(sql("UNLOCK TABLES"))?;
     result
@@ -262,327 +589,4 @@ async fn captured_tables(
 
 pub(super) fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
-}
-
-/// Where a chunk's rows go: to the pipeline as they are read (inside the first run's
-/// snapshot), or into memory, up to a size, to be emitted later (a copy while streaming).
-pub enum Target<'a> {
-    Emit,
-    Collect {
-        rows: &'a mut Vec<ChangeEvent>,
-        max_bytes: usize,
-    },
-}
-
-/// A chunk read: its rows, the table's progress after it, whether it was the table's last.
-pub struct Chunk {
-    pub rows: u64,
-    pub next: TableProgress,
-    pub last: bool,
-}
-
-/// Reads the chunk of `copy` after `progress` (in key order; a keyless table whole) in the
-/// connection's open snapshot, positioned at `position`.
-pub async fn read_chunk(
-    conn: &mut Conn,
-    ctx: &SourceContext,
-    copy: &TableCopy,
-    progress: &TableProgress,
-    position: &BinlogPosition,
-    limit: u32,
-    mut target: Target<'_>,
-) -> Result<Result<Chunk, Stopped>, MysqlError> {
-    let (database, table) = (copy.database.as_str(), copy.table.as_str());
-    let label = copy.label();
-    let (catalog, catalog_key) = columns_of(conn, database, table).await?;
-    let key_columns: Vec<&str> = catalog_key
-        .iter()
-        .map(|&i| catalog[i].name.as_str())
-        .collect();
-    let select = chunk_query(
-        database,
-        table,
-        &key_columns,
-        progress.after.as_deref(),
-        limit,
-    );
-    let mut result = conn
-        .exec_iter(select.as_str(), ())
-        .await
-        .map_err(sql("reading a table"))?;
-    let columns: Vec<ColumnShape> = result
-        .columns_ref()
-        .iter()
-        .map(|c| {
-            let flags = c.flags();
-            // The binary protocol sends ENUM and SET as their labels, like strings.
-            let kind = if flags.intersects(ColumnFlags::ENUM_FLAG | ColumnFlags::SET_FLAG) {
-                ColumnType::MYSQL_TYPE_STRING
-            } else {
-                c.column_type()
-            };
-            let name = c.name_str();
-            ColumnShape {
-                json: catalog.iter().any(|cc| cc.json && *cc.name == *name),
-                name: name.as_ref().into(),
-                kind,
-                unsigned: flags.contains(ColumnFlags::UNSIGNED_FLAG),
-                binary: c.character_set() == 63,
-                labels: Vec::new(),
-                decimals: 0,
-                // The server converts text to the connection's utf8mb4 and pads BINARY(n).
-                text: TextEncoding::Utf8,
-                fixed_width: None,
-            }
-        })
-        .collect();
-    let key_index: Vec<usize> = key_columns
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| &*c.name == *k))
-        .collect();
-    let table_schema = Arc::new(snapshot_schema(
-        result.columns_ref(),
-        &columns,
-        &catalog,
-        &key_index,
-    ));
-    let key_literals: Vec<KeyLiteral> = key_index
-        .iter()
-        .map(|&i| KeyLiteral::of_column(&result.columns_ref()[i], &catalog))
-        .collect();
-    let (database, table_name): (Arc<str>, Arc<str>) = (database.into(), table.into());
-    let mut copied = 0u64;
-    let mut bytes = 0usize;
-    let mut cut = false;
-    let mut last_key = None;
-    while let Some(row) = result.next().await.map_err(sql("reading a row"))? {
-        let after = snapshot_row(&columns, &row).map_err(|reason| MysqlError::Decode {
-            table: label.clone(),
-            position: position.file_pos(),
-            reason,
-        })?;
-        let key = key_of(&after, &key_index);
-        if !key_index.is_empty() {
-            last_key = Some(
-                key_index
-                    .iter()
-                    .zip(&key_literals)
-                    .map(|(&i, literal)| {
-                        row.as_ref(i)
-                            .map_or_else(|| "NULL".into(), |v| literal.of(v))
-                    })
-                    .collect::<Vec<String>>(),
-            );
-        }
-        let event = ChangeEvent {
-            op: Op::Snapshot,
-            source: SourceInfo {
-                snapshot: true,
-                ..source_info(
-                    ctx,
-                    (
-                        database.clone(),
-                        table_name.clone(),
-                        Some(table_schema.clone()),
-                    ),
-                    position,
-                    Origin::default(),
-                    None,
-                )
-            },
-            key,
-            before: None,
-            after: Some(after),
-            unchanged: Vec::new(),
-            key_change: None,
-            ts_ms: now_ms(),
-        };
-        copied += 1;
-        match &mut target {
-            Target::Emit => {
-                if let Err(stopped) = ctx.emit.event(event).await {
-                    return Ok(Err(stopped));
-                }
-                if copied.is_multiple_of(PROGRESS_EVERY_ROWS) {
-                    ctx.probe.snapshot_rows(&label, PROGRESS_EVERY_ROWS);
-                }
-            }
-            Target::Collect { rows, max_bytes } => {
-                bytes += event.approx_size();
-                rows.push(event);
-                if !key_index.is_empty() && bytes >= *max_bytes {
-                    cut = true;
-                    break;
-                }
-            }
-        }
-    }
-    drop(result);
-    if matches!(target, Target::Emit) {
-        ctx.probe
-            .snapshot_rows(&label, copied % PROGRESS_EVERY_ROWS);
-    }
-    let last = key_index.is_empty() || (!cut && copied < u64::from(limit));
-    let next = match last_key {
-        Some(key) => progress.after_chunk(key),
-        None => progress.clone(),
-    };
-    Ok(Ok(Chunk {
-        rows: copied,
-        next,
-        last,
-    }))
-}
-
-/// How a key value is written back into the next chunk's query so that it compares exactly
-/// as the column does.
-enum KeyLiteral {
-    /// As the server sent it (integers, strings, dates).
-    Plain,
-    /// DECIMAL: a string literal would compare as a double.
-    Decimal,
-    /// FLOAT: compared as the double the stored single-precision value is.
-    Float,
-    /// ENUM: ordered by index, which the label's position gives.
-    Enum(Vec<String>),
-}
-
-impl KeyLiteral {
-    fn of_column(column: &Column, catalog: &[CatalogColumn]) -> Self {
-        if column.flags().contains(ColumnFlags::ENUM_FLAG) {
-            let name = column.name_str();
-            let labels = catalog
-                .iter()
-                .find(|c| *c.name == *name)
-                .map(|c| c.labels.clone())
-                .unwrap_or_default();
-            return KeyLiteral::Enum(labels);
-        }
-        match column.column_type() {
-            ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL => {
-                KeyLiteral::Decimal
-            }
-            ColumnType::MYSQL_TYPE_FLOAT => KeyLiteral::Float,
-            _ => KeyLiteral::Plain,
-        }
-    }
-
-    fn of(&self, value: &mysql_async::Value) -> String {
-        use mysql_async::Value as V;
-        match (self, value) {
-            (KeyLiteral::Decimal, V::Bytes(_)) => {
-                format!("CAST({} AS DECIMAL(65,30))", value.as_sql(false))
-            }
-            (KeyLiteral::Float, V::Float(f)) => f64::from(*f).to_string(),
-            (KeyLiteral::Enum(labels), V::Bytes(label)) => labels
-                .iter()
-                .position(|l| l.as_bytes() == label.as_slice())
-                .map_or_else(|| value.as_sql(false), |i| (i + 1).to_string()),
-            _ => value.as_sql(false),
-        }
-    }
-}
-
-/// The query of the chunk after `after` (key literals) in key order; a keyless table's whole.
-fn chunk_query(
-    database: &str,
-    table: &str,
-    key: &[&str],
-    after: Option<&[String]>,
-    limit: u32,
-) -> String {
-    let from = format!("SELECT * FROM {}.{}", quote(database), quote(table));
-    if key.is_empty() {
-        return from;
-    }
-    let order: Vec<String> = key.iter().map(|k| quote(k)).collect();
-    // (k1, k2) > (a, b) as k1 > a OR (k1 = a AND k2 > b), which the key's index serves.
-    let filter = after.map_or(String::new(), |values| {
-        let alternatives: Vec<String> = (0..order.len().min(values.len()))
-            .map(|i| {
-                let mut terms: Vec<String> = (0..i)
-                    .map(|j| format!("{} = {}", order[j], values[j]))
-                    .collect();
-                terms.push(format!("{} > {}", order[i], values[i]));
-                format!("({})", terms.join(" AND "))
-            })
-            .collect();
-        format!(" WHERE {}", alternatives.join(" OR "))
-    });
-    format!("{from}{filter} ORDER BY {} LIMIT {limit}", order.join(", "))
-}
-
-/// The envelope schema of a snapshot's result set: the same types the stream's TABLE_MAP
-/// gives, from the column definitions (ENUM / SET by their flags, with their labels from the
-/// catalog; fractional digits, DECIMAL precision and BIT lengths from the definitions).
-fn snapshot_schema(
-    definitions: &[Column],
-    decoded_as: &[ColumnShape],
-    catalog: &[CatalogColumn],
-    key: &[usize],
-) -> TableSchema {
-    let columns = definitions
-        .iter()
-        .zip(decoded_as)
-        .enumerate()
-        .map(|(i, (definition, shape))| {
-            let flags = definition.flags();
-            let mut shape = shape.clone();
-            let labels = || {
-                catalog
-                    .iter()
-                    .find(|c| *c.name == *shape.name)
-                    .map(|c| c.labels.clone())
-                    .unwrap_or_default()
-            };
-            if flags.contains(ColumnFlags::ENUM_FLAG) {
-                shape.labels = labels();
-                shape.kind = ColumnType::MYSQL_TYPE_ENUM;
-            } else if flags.contains(ColumnFlags::SET_FLAG) {
-                shape.labels = labels();
-                shape.kind = ColumnType::MYSQL_TYPE_SET;
-            }
-            let length = definition.column_length();
-            let digits = u32::from(definition.decimals());
-            let declared = Declared {
-                nullable: !flags.contains(ColumnFlags::NOT_NULL_FLAG),
-                // A DECIMAL's display length counts a sign (when signed) and a point (when
-                // it has a fraction) beside its digits.
-                precision_scale: matches!(shape.kind, ColumnType::MYSQL_TYPE_NEWDECIMAL).then(
-                    || {
-                        let sign = u32::from(!shape.unsigned);
-                        let point = u32::from(digits > 0);
-                        (length.saturating_sub(sign + point), digits)
-                    },
-                ),
-                bits: matches!(shape.kind, ColumnType::MYSQL_TYPE_BIT).then_some(length),
-            };
-            if matches!(
-                shape.kind,
-                ColumnType::MYSQL_TYPE_TIME
-                    | ColumnType::MYSQL_TYPE_DATETIME
-                    | ColumnType::MYSQL_TYPE_TIMESTAMP
-            ) {
-                shape.decimals = definition.decimals();
-            }
-            column_schema(&shape, declared, key.contains(&i))
-        })
-        .collect();
-    TableSchema { columns }
-}
-
-fn snapshot_row(columns: &[ColumnShape], row: &MyRow) -> Result<Row, String> {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            let raw = row
-                .as_ref(i)
-                .cloned()
-                .map(mysql_common::binlog::value::BinlogValue::Value);
-            let value = value::value(column, raw.as_ref())
-                .map_err(|e| format!("column {}: {e}", column.name))?;
-            Ok((column.name.clone(), value))
-        })
-        .collect()
 }

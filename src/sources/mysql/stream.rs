@@ -33,11 +33,11 @@ use super::gtid::{Gtid, GtidState};
 use super::position::{unwrap_offset, BinlogPosition, RankBy};
 use super::rows::{Images, TableRows};
 use super::shape::TableShape;
+use super::snapshot::CopiedAhead;
 use super::transaction::{QueryOutcome, Transactions};
 use super::{key_of, raw_events, source_info, sql, value, Flavor, Origin, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourcePosition};
-use crate::error::BoxError;
-use crate::source::{HoldError, Mark, SourceContext, Stopped};
+use crate::source::{Halt, Held, HoldError, Mark, SourceContext, Stopped};
 
 /// Compressed event types: MariaDB log_bin_compress (166-171), MySQL transaction payloads (40).
 const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 166..=171;
@@ -55,6 +55,8 @@ struct Cursor {
     transactions: Transactions,
     /// Tables whose copy this pipeline was asked for (rows of the signal table), to queue.
     requested: Vec<String>,
+    /// Tables the first copy read later than the start: their changes up to there are skipped.
+    ahead: CopiedAhead,
 }
 
 impl Cursor {
@@ -95,6 +97,24 @@ impl Cursor {
         })
     }
 
+    /// Whether a change of `database.table` in the transaction being read is in the first
+    /// copy already.
+    fn copied_ahead(&mut self, database: &str, table: &str) -> bool {
+        self.ahead.holds(database, table, self.gtids.as_ref())
+    }
+
+    /// Emits the held rows of an XA transaction committed now, but those in the first copy
+    /// already.
+    async fn release(&mut self, ctx: &SourceContext, rows: Vec<Held>) -> Result<(), Stopped> {
+        for row in rows {
+            let source = &row.event().source;
+            if !self.copied_ahead(&source.database, &source.table) {
+                ctx.emit.release(row).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// [`Cursor::commit`], and the mark emitted.
     async fn end(&mut self, ctx: &SourceContext, pos: u64) -> Result<(), Stopped> {
         match self.commit(pos) {
@@ -121,7 +141,7 @@ pub async fn run(
     mut ctx: SourceContext,
     start: BinlogPosition,
     mut backfill: Backfill,
-) -> Result<(), BoxError> {
+) -> Result<(), Halt<MysqlError>> {
     let mut stream = open(conn, flavor, config, &start).await?;
     ctx.probe.streaming();
     let mut cursor = Cursor {
@@ -132,16 +152,16 @@ pub async fn run(
         rank_by: start.rank_by(config.resume_by, ctx.resume.get(PARTITION)),
         transactions: Transactions::default(),
         requested: Vec::new(),
+        ahead: backfill.take_copied_ahead(),
     };
+    cursor.ahead.passed(cursor.gtids.as_ref());
     let mut catalog = Catalog::new(config);
     loop {
-        if backfill.wants_chunk() && backfill.read_chunk(config, &ctx).await?.is_err() {
-            return Ok(());
+        if backfill.wants_chunk() {
+            backfill.read_chunk(config, &ctx).await?;
         }
         if backfill.due(cursor.gtids.as_ref()) {
-            if backfill.emit(&ctx).await.is_err() {
-                return Ok(());
-            }
+            backfill.emit(&ctx).await?;
             continue;
         }
         let event = tokio::select! {
@@ -161,7 +181,7 @@ pub async fn run(
             ctx.probe.heartbeat();
         }
         let here = cursor.locate(event.header().log_pos());
-        match handle(
+        handle(
             &event,
             &stream,
             &mut cursor,
@@ -170,15 +190,9 @@ pub async fn run(
             &ctx,
             &here,
         )
-        .await?
-        {
-            Ok(()) => {}
-            Err(Stopped) => return Ok(()),
-        }
+        .await?;
         for table in std::mem::take(&mut cursor.requested) {
-            if backfill.request(config, &ctx, &table).await?.is_err() {
-                return Ok(());
-            }
+            backfill.request(config, &ctx, &table).await?;
         }
     }
 }
@@ -276,7 +290,7 @@ async fn open(
         .map_err(|e| purged_or(e, start))
 }
 
-/// One binlog event; `Ok(Err(Stopped))` when the pipeline stopped.
+/// One binlog event.
 async fn handle(
     event: &Event,
     stream: &BinlogStream,
@@ -285,22 +299,25 @@ async fn handle(
     filter: &TableFilter,
     ctx: &SourceContext,
     here: &BinlogPosition,
-) -> Result<Result<(), Stopped>, MysqlError> {
+) -> Result<(), Halt<MysqlError>> {
     let raw_type = event.header().event_type_raw();
     if MARIADB_COMPRESSED.contains(&raw_type) {
         return Err(MysqlError::Compressed {
             setting: "log_bin_compress",
-        });
+        }
+        .into());
     }
     if raw_type == MYSQL_TRANSACTION_PAYLOAD {
         return Err(MysqlError::Compressed {
             setting: "binlog_transaction_compression",
-        });
+        }
+        .into());
     }
     if !checksum_ok(event) {
         return Err(MysqlError::Checksum {
             position: here.file_pos(),
-        });
+        }
+        .into());
     }
     let bad = |reason: String| bad_event(here, reason);
     if raw_type == raw_events::MARIADB_GTID {
@@ -310,10 +327,10 @@ async fn handle(
             .transactions
             .begin_mariadb(gtid.flags, gtid.xid)
             .map_err(bad)?;
-        return Ok(Ok(()));
+        return Ok(());
     }
     let data = event_data(event).map_err(|e| bad(e.to_string()))?;
-    Ok(match data {
+    match data {
         Some(EventData::RotateEvent(rotate)) => {
             cursor.file = if event.header().log_pos() == 0 {
                 // Made up by the server when the dump starts (see raw_events).
@@ -331,14 +348,18 @@ async fn handle(
         }
         Some(EventData::RowsEvent(rows)) => {
             let Some(tme) = stream.get_tme(rows.table_id()) else {
-                return Err(bad(format!(
-                    "rows for unknown table id {}",
-                    rows.table_id()
-                )));
+                return Err(bad(format!("rows for unknown table id {}", rows.table_id())).into());
             };
             let signal = filter.signals(&tme.database_name(), &tme.table_name());
             if !signal && !filter.matches(&tme.database_name(), &tme.table_name()) {
-                return Ok(Ok(()));
+                return Ok(());
+            }
+            // XA rows are held until their commit, and checked then.
+            if !signal
+                && !cursor.transactions.in_xa()
+                && cursor.copied_ahead(&tme.database_name(), &tme.table_name())
+            {
+                return Ok(());
             }
             let table = catalog
                 .rows(tme)
@@ -356,23 +377,24 @@ async fn handle(
                     .requested
                     .extend(requests_in(&changes, &ctx.pipeline));
                 if !filter.matches(&tme.database_name(), &tme.table_name()) {
-                    return Ok(Ok(()));
+                    return Ok(());
                 }
             }
             if !cursor.transactions.in_xa() {
                 // The rows of one event go to the pipeline as one message.
-                return Ok(ctx.emit.events(changes).await);
+                return Ok(ctx.emit.events(changes).await?);
             }
             for change in changes {
                 match ctx.emit.hold(change).await {
                     Ok(held) => cursor.transactions.hold(held),
-                    Err(HoldError::Stopped(stopped)) => return Ok(Err(stopped)),
+                    Err(HoldError::Stopped(_)) => return Err(Halt::Stopped),
                     Err(HoldError::OverBudget { budget }) => {
                         return Err(MysqlError::XaTooLarge {
                             xid: cursor.transactions.open_xid(),
                             position: here.file_pos(),
                             budget,
-                        })
+                        }
+                        .into())
                     }
                 }
             }
@@ -384,29 +406,21 @@ async fn handle(
         }
         Some(EventData::XidEvent(_)) => {
             cursor.transactions.commit().map_err(bad)?;
-            return Ok(cursor.end(ctx, here.pos).await);
+            return Ok(cursor.end(ctx, here.pos).await?);
         }
         Some(EventData::XaPrepareLogEvent(data)) => {
             let (xid, one_phase) = raw_events::xa_prepare(&data).map_err(bad)?;
             let rows = cursor.transactions.prepare(xid, one_phase).map_err(bad)?;
-            for row in rows {
-                if let Err(stopped) = ctx.emit.release(row).await {
-                    return Ok(Err(stopped));
-                }
-            }
-            return Ok(cursor.end(ctx, here.pos).await);
+            cursor.release(ctx, rows).await?;
+            return Ok(cursor.end(ctx, here.pos).await?);
         }
         Some(EventData::QueryEvent(query)) => {
             let text = query.query();
             match cursor.transactions.query(&text).map_err(bad)? {
-                QueryOutcome::Inside => return Ok(Ok(())),
+                QueryOutcome::Inside => return Ok(()),
                 QueryOutcome::End | QueryOutcome::XaRollback => {}
                 QueryOutcome::XaCommit(_, Some(rows)) => {
-                    for row in rows {
-                        if let Err(stopped) = ctx.emit.release(row).await {
-                            return Ok(Err(stopped));
-                        }
-                    }
+                    cursor.release(ctx, rows).await?;
                 }
                 QueryOutcome::XaCommit(xid, None) => {
                     tracing::warn!(position = %here.file_pos(), xid = %xid, "XA COMMIT of a transaction prepared before the stream's start: its rows were not read and are not delivered");
@@ -416,24 +430,21 @@ async fn handle(
                     // TABLE_MAP carries the new shape; the catalog must read it again.
                     catalog.forget();
                     let truncated = truncated_table(&text, &query.schema())
-                        .filter(|(db, table)| filter.matches(db, table));
+                        .filter(|(db, table)| filter.matches(db, table))
+                        .filter(|(db, table)| !cursor.copied_ahead(db, table));
                     if let Some((db, table)) = truncated {
                         let gtid = cursor.pending.as_ref().map(|g| Arc::from(g.to_string()));
                         let origin = Origin::of(&event.header());
-                        if let Err(stopped) = ctx
-                            .emit
+                        ctx.emit
                             .event(truncate_event(ctx, (&db, &table), here, origin, gtid))
-                            .await
-                        {
-                            return Ok(Err(stopped));
-                        }
+                            .await?;
                     }
                 }
             }
-            return Ok(cursor.end(ctx, here.pos).await);
+            return Ok(cursor.end(ctx, here.pos).await?);
         }
         _ => Ok(()),
-    })
+    }
 }
 
 /// The events of one rows event, in order.

@@ -38,11 +38,11 @@ use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::relation::{ChangeContext, Relation};
 use super::snapshot::{self, TableCopy};
-use super::stream::{Failure, Streamer};
+use super::stream::Streamer;
 use crate::envelope::{ChangeEvent, PostgresPosition, SourcePosition};
 use crate::format::JsonFormat;
 use crate::source::progress::{RowLimit, TableProgress};
-use crate::source::SourceContext;
+use crate::source::{Halt, SourceContext};
 
 /// Prefix of the watermark messages that close a chunk's window.
 pub const WATERMARK_PREFIX: &str = "cdc-bridge.watermark";
@@ -281,7 +281,10 @@ struct ChunkRead {
 impl Streamer<'_> {
     /// Reads the next chunk of the first queued table, then writes its watermark; its rows
     /// wait for the stream to reach the watermark ([`Streamer::close_window`]).
-    pub(super) async fn read_chunk(&mut self, ctx: &SourceContext) -> Result<(), Failure> {
+    pub(super) async fn read_chunk(
+        &mut self,
+        ctx: &SourceContext,
+    ) -> Result<(), Halt<PostgresError>> {
         let Some(table) = self.backfill.queue.front().cloned() else {
             return Ok(());
         };
@@ -455,7 +458,7 @@ impl Streamer<'_> {
         ctx: &SourceContext,
         watermark: &[u8],
         commit: Lsn,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         if self
             .backfill
             .window
@@ -483,7 +486,7 @@ impl Streamer<'_> {
         next: TableProgress,
         last: bool,
         rows: Vec<ChangeEvent>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         let label = table.name.to_string();
         let count = rows.len() as u64;
         if !rows.is_empty() {
@@ -517,7 +520,7 @@ impl Streamer<'_> {
         &mut self,
         ctx: &SourceContext,
         content: &[u8],
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         let signal: Signal = match serde_json::from_slice(content) {
             Ok(signal) => signal,
             Err(err) => {
@@ -547,6 +550,16 @@ impl Streamer<'_> {
                 range: None,
                 progress: self.backfill.new_copy(),
             };
+            // The new copy is one unit: the ranges of one before it are no longer to be resumed.
+            let queued = self.backfill.queue.iter().filter(|q| q.name == copy.name);
+            let ranges = TableProgress::range_partitions(
+                &ctx.stored.borrow(),
+                &copy.name.to_string(),
+                queued.filter_map(|q| q.range),
+            );
+            for partition in ranges {
+                self.emit(ctx, ctx.emit.forget(partition)).await?;
+            }
             self.emit(ctx, ctx.emit.checkpoint(copy.mark(&copy.progress)))
                 .await?;
             tracing::info!(pipeline = %ctx.pipeline, table = %copy.name, generation = copy.progress.generation, "snapshot requested: the table is copied while streaming");

@@ -198,3 +198,9 @@ mod tests {
         assert!(matches!(other, PostgresError::Server(_)));
     }
 }
+
+impl From<PostgresError> for crate::source::Halt<PostgresError> {
+    fn from(err: PostgresError) -> Self {
+        crate::source::Halt::Failed(err)
+    }
+}

@@ -70,10 +70,10 @@ use crate::check::Finding;
 use crate::checkpoint::Position;
 use crate::error::BoxError;
 use crate::source::progress::TableProgress;
-use crate::source::{Mark, Source, SourceContext, Start};
+use crate::source::{Halt, Mark, Source, SourceContext, Start};
 use backfill::Backfill;
 use snapshot::TableCopy;
-use stream::{Failure, Streamer};
+use stream::Streamer;
 use transport::Endpoint;
 use types::TypeRegistry;
 use walsender::ReplicationConnection;
@@ -87,7 +87,7 @@ impl PostgresSource {
         PostgresSource { config }
     }
 
-    async fn replicate(&self, ctx: &mut SourceContext) -> Result<(), Failure> {
+    async fn replicate(&self, ctx: &mut SourceContext) -> Result<(), Halt<PostgresError>> {
         let config = &self.config;
         let endpoint = Endpoint::new(config)?;
         let sql = catalog::connect(config).await?;
@@ -200,7 +200,7 @@ impl PostgresSource {
         endpoint: Endpoint,
         database: Arc<str>,
         (tables, generation): (&[TableCopy], u64),
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         let config = &self.config;
         let mut conn = ReplicationConnection::connect(&endpoint).await?;
         let temporary = if config.snapshot == SnapshotMode::InitialOnly {
@@ -279,8 +279,8 @@ impl PostgresSource {
 impl Source for PostgresSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<(), BoxError> {
         match self.replicate(&mut ctx).await {
-            Ok(()) | Err(Failure::Stopped) => Ok(()),
-            Err(Failure::Error(err)) => Err(err.into()),
+            Ok(()) | Err(Halt::Stopped) => Ok(()),
+            Err(Halt::Failed(err)) => Err(err.into()),
         }
     }
 }
@@ -346,7 +346,7 @@ async fn unfinished_copies(
     sql: &tokio_postgres::Client,
     progress: &std::collections::BTreeMap<(String, Option<u32>), TableProgress>,
     ctx: &SourceContext,
-) -> Result<Backfill, Failure> {
+) -> Result<Backfill, Halt<PostgresError>> {
     let unfinished: Vec<(config::TableName, Option<u32>, &TableProgress)> = progress
         .iter()
         .filter(|(_, p)| !p.done)

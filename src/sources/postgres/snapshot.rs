@@ -29,11 +29,10 @@ use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::relation::ChangeContext;
-use super::stream::Failure;
 use super::types::TypeRegistry;
-use crate::envelope::{ChangeEvent, PostgresPosition};
-use crate::source::progress::TableProgress;
-use crate::source::{Mark, SourceContext};
+use crate::envelope::PostgresPosition;
+use crate::source::progress::{CopyBatch, TableProgress};
+use crate::source::{Halt, Mark, SourceContext};
 
 /// A table, or one range of it, to copy, and how far an earlier run got.
 #[derive(Debug, Clone)]
@@ -120,7 +119,7 @@ pub async fn copy_tables(
     consistent_point: Lsn,
     database: &std::sync::Arc<str>,
     ctx: &SourceContext,
-) -> Result<(), Failure> {
+) -> Result<(), Halt<PostgresError>> {
     let workers = (config.snapshot_parallelism.get() as usize).clamp(1, tables.len().max(1));
     let mut extra = Vec::with_capacity(workers - 1);
     for _ in 1..workers {
@@ -180,7 +179,7 @@ struct CopyRun<'a> {
 
 impl CopyRun<'_> {
     /// One worker: takes the next table or range until none is left.
-    async fn work(&self, client: &Client) -> Result<(), Failure> {
+    async fn work(&self, client: &Client) -> Result<(), Halt<PostgresError>> {
         let ctx = self.ctx;
         let mut types = TypeRegistry::default();
         loop {
@@ -251,7 +250,7 @@ async fn copy_table(
     table: &TableCopy,
     context: &ChangeContext,
     ctx: &SourceContext,
-) -> Result<u64, Failure> {
+) -> Result<u64, Halt<PostgresError>> {
     let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
     let relation = catalog::relation(client, types, table.oid).await?;
     let reader = ChunkReader::new(
@@ -276,7 +275,7 @@ async fn copy_table(
         let after = progress.after.as_deref();
         let mut rows_in_chunk = 0u64;
         let mut end = None;
-        let mut batch = Batch::new(ctx.emit.budget_bytes());
+        let mut batch = CopyBatch::new(ctx.emit.budget_bytes());
         let mut last_row = None;
         while let Some(message) = messages.next().await {
             let message = message.map_err(sql_err("reading a snapshot chunk"))?;
@@ -312,36 +311,4 @@ async fn copy_table(
         .checkpoint(table.mark(&progress.finished()))
         .await?;
     Ok(copied)
-}
-
-/// Rows handed to the pipeline together: one wait for its budget and one hand-over per batch
-/// instead of per row. A batch holds at most 256 rows and an eighth of the buffer.
-struct Batch {
-    events: Vec<ChangeEvent>,
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl Batch {
-    const ROWS: usize = 256;
-
-    fn new(budget_bytes: u32) -> Self {
-        Batch {
-            events: Vec::with_capacity(Self::ROWS),
-            bytes: 0,
-            max_bytes: budget_bytes as usize / 8,
-        }
-    }
-
-    /// Adds `event`; returns whether the batch is full.
-    fn add(&mut self, event: ChangeEvent) -> bool {
-        self.bytes += event.approx_size();
-        self.events.push(event);
-        self.events.len() >= Self::ROWS || self.bytes >= self.max_bytes
-    }
-
-    fn take(&mut self) -> Vec<ChangeEvent> {
-        self.bytes = 0;
-        std::mem::replace(&mut self.events, Vec::with_capacity(Self::ROWS))
-    }
 }

@@ -35,7 +35,7 @@ use super::types::TypeRegistry;
 use super::walsender::ReplicationConnection;
 use crate::checkpoint::{Checkpoints, Position};
 use crate::envelope::PostgresPosition;
-use crate::source::{Mark, SourceContext, Stopped};
+use crate::source::{Halt, Mark, SourceContext, Stopped};
 
 /// Prefix of the heartbeat messages this source emits.
 pub const HEARTBEAT_PREFIX: &str = "cdc-bridge.heartbeat";
@@ -157,16 +157,16 @@ impl<'a> Streamer<'a> {
                 _ = std::future::ready(()), if self.open.is_none() && self.backfill.wants_chunk() => {
                     match self.read_chunk(ctx).await {
                         Ok(()) => {}
-                        Err(Failure::Stopped) => break,
-                        Err(Failure::Error(err)) => return Err(err),
+                        Err(Halt::Stopped) => break,
+                        Err(Halt::Failed(err)) => return Err(err),
                     }
                 }
                 data = self.conn.recv_copy_data() => {
                     match self.on_frame(data?, ctx).await {
                         Ok(true) => self.send_status(&stored).await?,
                         Ok(false) => {}
-                        Err(Failure::Stopped) => break,
-                        Err(Failure::Error(err)) => return Err(err),
+                        Err(Halt::Stopped) => break,
+                        Err(Halt::Failed(err)) => return Err(err),
                     }
                 }
                 changed = stored.changed() => {
@@ -197,7 +197,11 @@ impl<'a> Streamer<'a> {
     }
 
     /// Handles one frame; returns whether the server asked for a status update now.
-    async fn on_frame(&mut self, data: Bytes, ctx: &SourceContext) -> Result<bool, Failure> {
+    async fn on_frame(
+        &mut self,
+        data: Bytes,
+        ctx: &SourceContext,
+    ) -> Result<bool, Halt<PostgresError>> {
         match pgoutput::parse_frame(data)? {
             Frame::Keepalive { wal_end, reply } => {
                 ctx.probe.heartbeat();
@@ -226,7 +230,7 @@ impl<'a> Streamer<'a> {
         message: Message,
         raw: Bytes,
         ctx: &SourceContext,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         if let Some(xid) = message.stream_xid() {
             return self.on_streamed(xid, lsn, message, raw).await;
         }
@@ -339,7 +343,7 @@ impl<'a> Streamer<'a> {
         lsn: Lsn,
         message: Message,
         raw: Bytes,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         let top = self.in_stream.ok_or_else(|| {
             PostgresError::Protocol("streamed change outside a stream block".into())
         })?;
@@ -392,7 +396,7 @@ impl<'a> Streamer<'a> {
         commit_lsn: Lsn,
         end_lsn: Lsn,
         commit_ts_us: i64,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         // Once committed, the server treats relations sent inside the stream as known to us
         // for every later transaction: they join the shared cache.
         if let Some(overlay) = self.stream_relations.remove(&xid) {
@@ -464,7 +468,11 @@ impl<'a> Streamer<'a> {
 
     /// Emits a checkpoint mark at `lsn`, unless one at or after it was emitted already
     /// (marks must only move forward).
-    pub(super) async fn mark(&mut self, ctx: &SourceContext, lsn: Lsn) -> Result<(), Failure> {
+    pub(super) async fn mark(
+        &mut self,
+        ctx: &SourceContext,
+        lsn: Lsn,
+    ) -> Result<(), Halt<PostgresError>> {
         if lsn <= self.last_mark {
             return Ok(());
         }
@@ -482,7 +490,7 @@ impl<'a> Streamer<'a> {
         &mut self,
         ctx: &SourceContext,
         send: impl Future<Output = Result<(), Stopped>>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Halt<PostgresError>> {
         let mut send = std::pin::pin!(send);
         loop {
             tokio::select! {
@@ -556,24 +564,6 @@ pub(super) fn events<'r>(
             .collect::<Result<_, PostgresError>>()?,
         _ => Vec::new(),
     })
-}
-
-/// Why handling a frame stopped: a source error, or the pipeline no longer reading.
-pub enum Failure {
-    Error(PostgresError),
-    Stopped,
-}
-
-impl From<PostgresError> for Failure {
-    fn from(err: PostgresError) -> Self {
-        Failure::Error(err)
-    }
-}
-
-impl From<Stopped> for Failure {
-    fn from(_: Stopped) -> Self {
-        Failure::Stopped
-    }
 }
 
 /// The table's declared columns from the catalog, once it shows every column of the
