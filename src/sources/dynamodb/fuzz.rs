@@ -16,8 +16,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 
-use super::api::{AwsStreams, StreamsApi};
-use super::attribute::row;
+use super::server::{AwsStreams, StreamsApi};
+use super::value::row;
 use crate::format::JsonFormat;
 
 /// An HTTP client that answers every request with one status and body.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::api::ShardInfo;
+use super::server::ShardInfo;
 
 #[derive(Debug, Clone)]
 struct Shard {

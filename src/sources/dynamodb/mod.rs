@@ -2,8 +2,8 @@
 //! and old images) into change events.
 //!
 //! Flow: the stream's ARN (from `stream_arn`, or the table's latest stream) -> the
-//! [`reader::Reader`] lists the shards, reads each parent to its end before its children
-//! ([`lineage`]), maps records to events ([`attribute`] for the values) with a checkpoint per
+//! [`stream::Reader`] lists the shards, reads each parent to its end before its children
+//! ([`lineage`]), maps records to events ([`value`] for the values) with a checkpoint per
 //! shard (partition = shard id, position = sequence number; a finished shard is stored as
 //! `END` and never read again). The event's `source.position` is `<shard id>:<sequence number>`.
 //!
@@ -11,33 +11,33 @@
 //! 24-hour retention and a disabled stream are fatal with the fix; service trouble that
 //! outlasts the retries is transient.
 
-mod api;
-mod attribute;
 mod config;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod lineage;
-mod reader;
+mod server;
+mod stream;
+mod value;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 
-pub use api::{
+pub use config::{DynamoDbConfig, OnTrimmed, StartAt};
+pub use error::DynamoDbError;
+pub use server::{
     ApiError, Page, RecordKind, ShardInfo, Start, StreamInfo, StreamRecord, StreamStatus,
     StreamsApi,
 };
-pub use attribute::{row as attribute_row, value as attribute_value};
-pub use config::{DynamoDbConfig, OnTrimmed, StartAt};
-pub use error::DynamoDbError;
-pub use reader::{finished_position, seq_position, FINISHED};
+pub use stream::{finished_position, seq_position, FINISHED};
+pub use value::{row as attribute_row, value as attribute_value};
 
 use crate::check::Finding;
 use crate::error::BoxError;
 use crate::source::{Halt, Source, SourceContext};
-use api::AwsStreams;
+use server::AwsStreams;
 
 pub struct DynamoDbSource {
     config: DynamoDbConfig,
@@ -78,7 +78,7 @@ impl Source for DynamoDbSource {
             }
         };
         tracing::info!(stream = %arn, "reading DynamoDB stream");
-        let reader = reader::Reader::new(api, arn, self.config, &region, &ctx);
+        let reader = stream::Reader::new(api, arn, self.config, &region, &ctx);
         Ok(reader.run(&mut ctx).await.or_else(Halt::into_result)?)
     }
 }

@@ -2,7 +2,7 @@
 //! (`binlog_row_metadata` MINIMAL or NO_LOG, MariaDB's default).
 //!
 //! The catalog describes each table as it is now, not as it was when an event was written;
-//! [`shape::shape_from_catalog`] refuses an event whose columns no longer fit, and every DDL
+//! [`table::shape_from_catalog`] refuses an event whose columns no longer fit, and every DDL
 //! statement in the binlog empties the cache so the next event reads the catalog again. The
 //! lookup connection is opened on first use.
 //!
@@ -17,9 +17,9 @@ use mysql_async::Conn;
 use mysql_common::binlog::events::TableMapEvent;
 
 use super::config::MysqlConfig;
+use super::decode::TableRows;
 use super::error::MysqlError;
-use super::rows::TableRows;
-use super::shape::{self, CatalogColumn, TableShape};
+use super::table::{self, CatalogColumn, TableShape};
 use super::{connect, sql};
 
 /// Columns in order and primary-key indexes, per (database, table).
@@ -85,7 +85,7 @@ impl Catalog {
             tme.database_name().into_owned(),
             tme.table_name().into_owned(),
         );
-        match shape::shape(tme) {
+        match table::shape(tme) {
             Ok(Some(mut shape)) => {
                 // The binlog's metadata does not say which text columns are MariaDB JSON.
                 if shape.may_hold_json() {
@@ -105,7 +105,7 @@ impl Catalog {
             self.tables.insert(name.clone(), entry);
         }
         let (columns, key) = &self.tables[&name];
-        Ok(shape::shape_from_catalog(tme, columns, key))
+        Ok(table::shape_from_catalog(tme, columns, key))
     }
 
     /// A schema change went by: read every table again when next needed.

@@ -9,7 +9,7 @@
 
 use mysql_common::constants::ColumnType as Binlog;
 
-use super::shape::ColumnShape;
+use super::table::ColumnShape;
 use crate::envelope::{ColumnSchema, ColumnType};
 
 /// What the table declares of a column beyond its binlog type.
@@ -139,7 +139,7 @@ fn type_of(column: &ColumnShape, declared: Declared) -> (String, ColumnType) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::mysql::shape::TextEncoding;
+    use crate::sources::mysql::table::TextEncoding;
 
     fn shape(kind: Binlog, unsigned: bool, binary: bool, decimals: u8) -> ColumnShape {
         ColumnShape {

@@ -7,10 +7,10 @@ use mysql_common::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_common::binlog::EventStreamReader;
 use mysql_common::constants::ColumnType;
 
+use super::decode::TableRows;
 use super::gtid::{Gtid, GtidState};
 use super::position::{BinlogPosition, RankBy};
-use super::rows::TableRows;
-use super::shape::{self, CatalogColumn};
+use super::table::{self, CatalogColumn};
 use super::{raw_events, stream, value};
 
 const EVENT_HEADER: usize = 19;
@@ -72,9 +72,9 @@ pub fn binlog_events(data: &[u8]) {
                 let Some(tme) = reader.get_tme(rows.table_id()) else {
                     continue;
                 };
-                let table = match shape::shape(tme) {
+                let table = match table::shape(tme) {
                     Ok(Some(table)) => table,
-                    Ok(None) => match shape::shape_from_catalog(tme, &catalog(tme), &[0]) {
+                    Ok(None) => match table::shape_from_catalog(tme, &catalog(tme), &[0]) {
                         Ok(table) => table,
                         Err(_) => continue,
                     },

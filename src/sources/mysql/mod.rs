@@ -1,13 +1,14 @@
 //! The `mysql` source: row changes from the MySQL or MariaDB binlog (row-based replication).
 //!
 //! Flow: connect (TLS by the URL's `ssl-mode`, [`tls`]) -> check the server's binlog settings
-//! (ROW format, FULL row image, no compression) and detect the flavor -> find the start: the
-//! stored checkpoint, else `start_position`, else a snapshot's position ([`snapshot`]) or the
-//! current one, with the GTID state there ([`gtid`], [`position`]) -> stream ([`stream`]):
-//! TABLE_MAP events give each table's shape ([`shape`], or [`catalog`] when the binlog has no
-//! column names), row events (v1 and v2) become insert / update / delete events ([`value`]
-//! maps the values), a checkpoint mark (`file:pos` and GTID state) at each transaction's end,
-//! never inside one.
+//! (ROW format, FULL row image, no compression) and detect the flavor ([`server`]) -> find the
+//! start: the stored checkpoint, else `start_position`, else a snapshot's position
+//! ([`snapshot`], read in chunks by [`chunk`]; an unfinished one resumes in [`backfill`]) or
+//! the current one, with the GTID state there ([`gtid`], [`position`]) -> stream ([`stream`]):
+//! TABLE_MAP events give each table's shape ([`table`], or [`catalog`] when the binlog has no
+//! column names), row events (v1 and v2) become insert / update / delete events ([`decode`];
+//! [`value`] maps the values), a checkpoint mark (`file:pos` and GTID state) at each
+//! transaction's end, never inside one.
 //!
 //! Backpressure: the source reads the server only as fast as the pipeline takes events, and
 //! every connection raises its `net_write_timeout` so that the server waits for a stalled
@@ -23,6 +24,7 @@ mod catalog;
 mod chunk;
 mod column_types;
 mod config;
+mod decode;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -30,10 +32,10 @@ mod gtid;
 mod position;
 mod raw_events;
 mod retention;
-mod rows;
-mod shape;
+mod server;
 mod snapshot;
 mod stream;
+mod table;
 mod tls;
 mod transaction;
 mod value;
@@ -47,11 +49,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row as MyRow};
 
 pub use config::{MysqlConfig, ResumeBy, SnapshotMode, TableFilter};
 pub use error::MysqlError;
 pub use position::BinlogPosition;
+pub use server::Flavor;
 
 use crate::check::Finding;
 use crate::envelope::{MysqlPosition, Row, SourceInfo, SourceKind, SourcePosition, TableSchema};
@@ -59,6 +61,7 @@ use crate::error::BoxError;
 use crate::source::progress::TableProgress;
 use crate::source::{Halt, Mark, Source, SourceContext, Start};
 use backfill::Backfill;
+use server::{check_settings, connect, current_position, partial_metadata_note, sql, with_gtids};
 use snapshot::TableCopy;
 
 /// The source's single partition (one binlog).
@@ -73,128 +76,6 @@ impl MysqlSource {
     pub fn new(config: MysqlConfig, filter: TableFilter) -> Self {
         MysqlSource { config, filter }
     }
-}
-
-/// Longest wait for a blocked write the server accepts (a year), in seconds.
-const MAX_NET_WRITE_TIMEOUT: u32 = 31_536_000;
-
-async fn connect(config: &MysqlConfig) -> Result<Conn, MysqlError> {
-    let opts = tls::opts(config.url.expose()).map_err(MysqlError::Url)?;
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(|e| match sql("logging in")(e) {
-            denied @ MysqlError::Denied { .. } => denied,
-            MysqlError::Sql { source, .. } if rejected_certificate(&source) => {
-                MysqlError::Certificate(crate::error::report(&source))
-            }
-            MysqlError::Sql { source, .. } => MysqlError::Connect(source),
-            other => other,
-        })?;
-    // Backpressure: while the pipeline's buffer is full, the binlog stream (or a snapshot's
-    // rows) is not read, and the server's write to this connection blocks. The server ends
-    // the connection when a write stays blocked for the session's net_write_timeout (60 s by
-    // default): a stalled sink would cost the binlog dump and restart the pipeline.
-    conn.query_drop(format!(
-        "SET SESSION net_write_timeout = {MAX_NET_WRITE_TIMEOUT}"
-    ))
-    .await
-    .map_err(sql("setting net_write_timeout"))?;
-    Ok(conn)
-}
-
-/// Whether connecting failed because the server's certificate was not accepted (a setting
-/// to fix, not a network fault to retry).
-fn rejected_certificate(err: &mysql_async::Error) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = cause {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return matches!(tls, rustls::Error::InvalidCertificate(_));
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return matches!(tls, rustls::Error::InvalidCertificate(_));
-            }
-        }
-        cause = e.source();
-    }
-    false
-}
-
-/// Server error codes that mean the user lacks a privilege or cannot log in.
-const ACCESS_DENIED: [u16; 5] = [1044, 1045, 1142, 1227, 1370];
-
-fn sql(context: &str) -> impl FnOnce(mysql_async::Error) -> MysqlError + '_ {
-    move |source| match &source {
-        mysql_async::Error::Server(server) if ACCESS_DENIED.contains(&server.code) => {
-            MysqlError::Denied {
-                context: context.to_owned(),
-                message: server.message.clone(),
-            }
-        }
-        _ => MysqlError::Sql {
-            context: context.to_owned(),
-            source,
-        },
-    }
-}
-
-/// The settings the binlog source needs, checked; the first wrong one is the error. Returns
-/// `binlog_row_metadata` when it is not FULL (shapes then come from information_schema).
-async fn check_settings(conn: &mut Conn) -> Result<Option<String>, MysqlError> {
-    let row: MyRow = conn
-        .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata")
-        .await
-        .map_err(sql("reading the binlog settings"))?
-        .ok_or(MysqlError::NoAnswer(
-            "SELECT @@log_bin, @@binlog_format, ...",
-        ))?;
-    let get = |i: usize| {
-        row.get::<Option<String>, _>(i)
-            .flatten()
-            .unwrap_or_default()
-    };
-    if get(0) != "1" && !get(0).eq_ignore_ascii_case("ON") {
-        return Err(MysqlError::NoBinlog);
-    }
-    for (i, setting, needed) in [(1, "binlog_format", "ROW"), (2, "binlog_row_image", "FULL")] {
-        let found = get(i);
-        if !found.eq_ignore_ascii_case(needed) {
-            return Err(MysqlError::Setting {
-                setting,
-                found,
-                needed,
-            });
-        }
-    }
-    // MariaDB's log_bin_compress, MySQL's binlog_transaction_compression.
-    let compression: Vec<(String, String)> = conn
-        .query(
-            "SHOW VARIABLES WHERE Variable_name IN \
-             ('log_bin_compress', 'binlog_transaction_compression')",
-        )
-        .await
-        .map_err(sql("reading the binlog compression settings"))?;
-    for (name, value) in compression {
-        if value.eq_ignore_ascii_case("ON") {
-            return Err(MysqlError::Compressed {
-                setting: if name == "log_bin_compress" {
-                    "log_bin_compress"
-                } else {
-                    "binlog_transaction_compression"
-                },
-            });
-        }
-    }
-    let metadata = get(3);
-    Ok((!metadata.eq_ignore_ascii_case("FULL")).then_some(metadata))
-}
-
-/// What a binlog without FULL metadata costs, for the log and `check`.
-fn partial_metadata_note(metadata: &str) -> String {
-    format!("binlog_row_metadata is {metadata:?}: column names, signedness and ENUM/SET labels are read from information_schema, which describes each table as it is now; an event written before a later column change is refused. Set binlog_row_metadata = FULL to read each event's own shape")
 }
 
 #[async_trait]
@@ -281,88 +162,6 @@ impl MysqlSource {
         )
         .await
     }
-}
-
-/// The server's flavor: their GTIDs and snapshot positions differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    Mariadb,
-    Mysql,
-}
-
-impl std::fmt::Display for Flavor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Flavor::Mariadb => "MariaDB",
-            Flavor::Mysql => "MySQL",
-        })
-    }
-}
-
-impl Flavor {
-    async fn detect(conn: &mut Conn) -> Result<Flavor, MysqlError> {
-        let version: String = conn
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(sql("SELECT VERSION()"))?
-            .unwrap_or_default();
-        Ok(if version.contains("MariaDB") {
-            Flavor::Mariadb
-        } else {
-            Flavor::Mysql
-        })
-    }
-}
-
-/// MariaDB: adds the GTID state at `position` (`BINLOG_GTID_POS`) when it is not known yet.
-/// MySQL has no such lookup: its set is known only from SHOW MASTER STATUS or a GTID start.
-async fn with_gtids(
-    conn: &mut Conn,
-    flavor: Flavor,
-    mut position: BinlogPosition,
-) -> Result<BinlogPosition, MysqlError> {
-    if flavor != Flavor::Mariadb || position.gtids.is_some() || position.file.is_empty() {
-        return Ok(position);
-    }
-    let state: Option<Option<String>> = conn
-        .exec_first(
-            "SELECT BINLOG_GTID_POS(?, ?)",
-            (position.file.as_str(), position.pos),
-        )
-        .await
-        .map_err(sql("reading the GTID state at the start position"))?;
-    if let Some(state) = state.flatten() {
-        let state = gtid::GtidState::parse(&state).map_err(|reason| {
-            MysqlError::BadCheckpoint(format!("{}: {reason}", position.token()))
-        })?;
-        position.gtids = Some(state);
-    }
-    Ok(position)
-}
-
-/// The server's current binlog position, with its executed GTID set (MySQL, when GTIDs are
-/// on). MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.
-async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
-    let row: Option<MyRow> = match conn.query_first("SHOW BINARY LOG STATUS").await {
-        Ok(row) => row,
-        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
-            .query_first("SHOW MASTER STATUS")
-            .await
-            .map_err(sql("SHOW MASTER STATUS"))?,
-        Err(e) => return Err(sql("SHOW BINARY LOG STATUS")(e)),
-    };
-    let row = row.ok_or(MysqlError::NoBinlog)?;
-    let mut position = BinlogPosition::new(
-        row.get::<String, _>(0).unwrap_or_default(),
-        row.get::<u64, _>(1).unwrap_or(4),
-    );
-    let executed: Option<String> = row.get::<Option<String>, _>(4).flatten();
-    if let Some(set) = executed.filter(|s| !s.trim().is_empty()) {
-        let set = gtid::GtidSet::parse(&set)
-            .map_err(|reason| MysqlError::BadCheckpoint(format!("Executed_Gtid_Set: {reason}")))?;
-        position.gtids = Some(gtid::GtidState::Mysql(set));
-    }
-    Ok(position)
 }
 
 /// The binlog event a change was read from: the server that wrote it and when (`None` for

@@ -1,12 +1,12 @@
 //! MySQL 8's binlog formats, which MariaDB (the only server on the test machines) does not
 //! write: a TABLE_MAP with FULL optional metadata, a v2 WRITE_ROWS event (type 30) and binary
 //! JSON. Each event is built byte by byte as MySQL 8 writes it (no checksum), read by the same
-//! library calls the stream uses, and mapped by [`shape`] and [`value`].
+//! library calls the stream uses, and mapped by [`table`] and [`value`].
 
 use mysql_common::binlog::events::EventData;
 
 use super::gtid::{Gtid, GtidState};
-use super::shape;
+use super::table;
 use super::test_events::event;
 use super::value;
 use crate::envelope::Value;
@@ -79,7 +79,7 @@ fn v2_rows_with_binary_json_map_to_values() {
     let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
         panic!("not a table map")
     };
-    let table = shape::shape(&tme)
+    let table = table::shape(&tme)
         .unwrap()
         .expect("FULL metadata has names");
     let names: Vec<&str> = table.columns.iter().map(|c| &*c.name).collect();
@@ -170,12 +170,12 @@ fn a_decimal_scale_beyond_its_precision_is_malformed() {
             panic!("not a table map")
         };
         assert_eq!(
-            shape::shape(&tme).is_ok(),
+            table::shape(&tme).is_ok(),
             valid,
             "DECIMAL({precision},{scale})"
         );
         assert_eq!(
-            shape::shape_from_catalog(&tme, &[], &[]).is_err_and(|e| e.contains("DECIMAL")),
+            table::shape_from_catalog(&tme, &[], &[]).is_err_and(|e| e.contains("DECIMAL")),
             !valid,
             "DECIMAL({precision},{scale})"
         );
@@ -199,5 +199,5 @@ fn a_column_with_less_metadata_than_its_type_has_is_malformed() {
     let Ok(Some(EventData::TableMapEvent(tme))) = map_event.read_data() else {
         panic!("not a table map")
     };
-    assert!(shape::shape(&tme).is_err_and(|e| e.contains("metadata")));
+    assert!(table::shape(&tme).is_err_and(|e| e.contains("metadata")));
 }

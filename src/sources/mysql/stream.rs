@@ -28,12 +28,12 @@ use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEven
 use super::backfill::Backfill;
 use super::catalog::Catalog;
 use super::config::{MysqlConfig, TableFilter};
+use super::decode::{Images, TableRows};
 use super::error::MysqlError;
 use super::gtid::{Gtid, GtidState};
 use super::position::{unwrap_offset, BinlogPosition, RankBy};
-use super::rows::{Images, TableRows};
-use super::shape::TableShape;
 use super::snapshot::CopiedAhead;
+use super::table::TableShape;
 use super::transaction::{QueryOutcome, Transactions};
 use super::{key_of, raw_events, source_info, sql, value, Flavor, Origin, PARTITION};
 use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourcePosition};

@@ -19,7 +19,7 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::value::Value as My;
 
-use super::shape::{ColumnShape, TextEncoding};
+use super::table::{ColumnShape, TextEncoding};
 use crate::envelope::{Decimal, Json, Value};
 
 pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Value, String> {

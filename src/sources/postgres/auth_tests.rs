@@ -9,8 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::config::PostgresConfig;
 use super::error::PostgresError;
+use super::server::ReplicationConnection;
 use super::transport::Endpoint;
-use super::walsender::ReplicationConnection;
 
 #[derive(Clone, Copy)]
 enum Impostor {

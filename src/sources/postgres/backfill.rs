@@ -36,9 +36,9 @@ use super::chunk::{self, ChunkReader};
 use super::config::TableName;
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::relation::{ChangeContext, Relation};
 use super::snapshot::{self, TableCopy};
 use super::stream::Streamer;
+use super::table::{ChangeContext, Relation};
 use crate::envelope::{ChangeEvent, PostgresPosition, SourcePosition};
 use crate::format::JsonFormat;
 use crate::source::progress::{RowLimit, TableProgress};
@@ -599,7 +599,7 @@ pub async fn request(
     if let Some(table) = missing.first() {
         return refuse(format!("table {table} does not exist"));
     }
-    let mut types = super::types::TypeRegistry::default();
+    let mut types = super::value::TypeRegistry::default();
     for name in &names {
         let published = sql
             .query_opt(

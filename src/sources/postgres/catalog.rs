@@ -10,11 +10,11 @@ use tokio_postgres::{Client, NoTls};
 use super::config::{quote_ident, PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::relation::{Column, DeclaredColumn, Relation};
+use super::server::SESSION_OPTIONS;
+use super::table::{Column, DeclaredColumn, Relation};
 use super::tls::split_url;
 use super::transport::{self, Endpoint};
-use super::types::TypeRegistry;
-use super::walsender::SESSION_OPTIONS;
+use super::value::TypeRegistry;
 use crate::config::Secret;
 
 /// Opens the SQL session with the same text-output settings as the replication session, over

@@ -19,7 +19,7 @@ use super::array;
 
 use super::config::{quote_ident, quote_literal};
 use super::error::PostgresError;
-use super::relation::Relation;
+use super::table::Relation;
 use crate::envelope::Value;
 use crate::source::progress::TableProgress;
 
@@ -211,8 +211,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sources::postgres::relation::{Column, DeclaredColumn};
-    use crate::sources::postgres::types::Decoder;
+    use crate::sources::postgres::table::{Column, DeclaredColumn};
+    use crate::sources::postgres::value::Decoder;
 
     fn relation(key: &[&str]) -> Relation {
         let columns = ["id", "region", "note"]

@@ -8,7 +8,7 @@
 //! precision and scale, `bit(n)` its length, and time types their fractional digits (6, the
 //! most Postgres keeps, when none is declared).
 
-use super::types::Decoder;
+use super::value::Decoder;
 use crate::envelope::ColumnType;
 
 /// Fractional-second digits of a time type declared without them.

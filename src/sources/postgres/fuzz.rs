@@ -9,10 +9,10 @@ use bytes::{Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend;
 
-use super::pgoutput::{self, Frame, Message};
-use super::relation::{ChangeContext, Column, Relation};
-use super::types::{self, Decoder, TypeRegistry};
-use super::{spool, stream, walsender};
+use super::decode::{self, Frame, Message};
+use super::table::{ChangeContext, Column, Relation};
+use super::value::{self, Decoder, TypeRegistry};
+use super::{server, spool, stream};
 use crate::envelope::PostgresPosition;
 use crate::format::JsonFormat;
 
@@ -36,11 +36,11 @@ pub fn replication_messages(data: &[u8]) {
         let (frame, tail) = tail.split_at(len);
         rest = tail;
         let Ok(Frame::XLogData { start, data }) =
-            pgoutput::parse_frame(Bytes::copy_from_slice(frame))
+            decode::parse_frame(Bytes::copy_from_slice(frame))
         else {
             continue;
         };
-        let Ok(message) = pgoutput::parse_message(data, in_stream) else {
+        let Ok(message) = decode::parse_message(data, in_stream) else {
             continue;
         };
         match &message {
@@ -55,10 +55,10 @@ pub fn replication_messages(data: &[u8]) {
                     lsn: final_lsn.0,
                     txid: Some(*xid),
                 };
-                context.commit_ts_ms = Some(pgoutput::unix_ms(*commit_ts_us));
+                context.commit_ts_ms = Some(decode::unix_ms(*commit_ts_us));
             }
             Message::Commit { commit_ts_us, .. } | Message::StreamCommit { commit_ts_us, .. } => {
-                pgoutput::unix_ms(*commit_ts_us);
+                decode::unix_ms(*commit_ts_us);
             }
             Message::Relation { relation, .. } => {
                 let columns = relation
@@ -127,7 +127,7 @@ pub fn text_value(data: &[u8]) {
         ),
         _ => (scalar, rest),
     };
-    let value = types::decode(&decoder, &String::from_utf8_lossy(text));
+    let value = value::decode(&decoder, &String::from_utf8_lossy(text));
     let mut row = crate::envelope::Row::new();
     row.push("v".into(), value);
     let mut out = Vec::new();
@@ -159,18 +159,18 @@ pub fn text_value(data: &[u8]) {
 /// the connection's framing; each message read as the connection reads it.
 pub fn backend_messages(data: &[u8]) {
     let mut read = BytesMut::from(data);
-    while let Ok(walsender::Framed::Message(message)) = walsender::take_message(&mut read) {
+    while let Ok(server::Framed::Message(message)) = server::take_message(&mut read) {
         match message {
-            walsender::Backend::CopyData(data) => {
-                let _ = pgoutput::parse_frame(data);
+            server::Backend::CopyData(data) => {
+                let _ = decode::parse_frame(data);
             }
-            walsender::Backend::Other(backend::Message::DataRow(body)) => {
-                let _ = walsender::text_values(&body);
+            server::Backend::Other(backend::Message::DataRow(body)) => {
+                let _ = server::text_values(&body);
             }
-            walsender::Backend::Other(backend::Message::ErrorResponse(body)) => {
-                walsender::server_error(&body);
+            server::Backend::Other(backend::Message::ErrorResponse(body)) => {
+                server::server_error(&body);
             }
-            walsender::Backend::Other(backend::Message::AuthenticationSasl(body)) => {
+            server::Backend::Other(backend::Message::AuthenticationSasl(body)) => {
                 let mut mechanisms = body.mechanisms();
                 while let Ok(Some(_)) = mechanisms.next() {}
             }

@@ -10,11 +10,11 @@
 //!   stored after each chunk, then stream from the consistent point ([`stream`]). A slot
 //!   without a stored checkpoint (left by a run that stopped before storing one) is dropped.
 //!
-//! The walsender connection is driven by hand ([`walsender`], [`pgoutput`]); ordinary SQL
+//! The walsender connection is driven by hand ([`server`], [`decode`]); ordinary SQL
 //! (catalog, snapshot, heartbeats) goes through tokio-postgres ([`catalog`]). Both open their
 //! stream through [`transport`]: TLS as `sslmode` says ([`tls`]), and never a cleartext
 //! password over a plain connection unless `allow_cleartext_password` is set. Values are read
-//! from their text form ([`types`]).
+//! from their text form ([`value`]).
 //!
 //! Errors ([`PostgresError`]): lost connections and server restarts are transient (the
 //! pipeline restarts from its checkpoint with backoff); missing prerequisites, a missing,
@@ -28,20 +28,20 @@ mod catalog;
 mod chunk;
 mod column_types;
 mod config;
+mod decode;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod lsn;
-mod pgoutput;
-mod relation;
 mod retention;
+mod server;
 mod snapshot;
 mod spool;
 mod stream;
+mod table;
 mod tls;
 mod transport;
-mod types;
-mod walsender;
+mod value;
 
 use std::sync::Arc;
 
@@ -72,11 +72,11 @@ use crate::error::BoxError;
 use crate::source::progress::TableProgress;
 use crate::source::{Halt, Mark, Source, SourceContext, Start};
 use backfill::Backfill;
+use server::ReplicationConnection;
 use snapshot::TableCopy;
 use stream::Streamer;
 use transport::Endpoint;
-use types::TypeRegistry;
-use walsender::ReplicationConnection;
+use value::TypeRegistry;
 
 pub struct PostgresSource {
     config: PostgresConfig,

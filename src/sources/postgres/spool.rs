@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::relation::Relation;
+use super::table::Relation;
 
 /// One spooled change.
 pub struct Entry {

@@ -26,13 +26,13 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::backfill::{Backfill, SIGNAL_PREFIX, WATERMARK_PREFIX};
 use super::catalog;
 use super::config::{quote_literal, PostgresConfig};
+use super::decode::{self, Frame, Message, RelationDef};
 use super::error::PostgresError;
 use super::lsn::Lsn;
-use super::pgoutput::{self, Frame, Message, RelationDef};
-use super::relation::{ChangeContext, Column, DeclaredColumn, Relation};
+use super::server::ReplicationConnection;
 use super::spool::{Entry, Spool};
-use super::types::TypeRegistry;
-use super::walsender::ReplicationConnection;
+use super::table::{ChangeContext, Column, DeclaredColumn, Relation};
+use super::value::TypeRegistry;
 use crate::checkpoint::{Checkpoints, Position};
 use crate::envelope::PostgresPosition;
 use crate::source::{Halt, Mark, SourceContext, Stopped};
@@ -202,7 +202,7 @@ impl<'a> Streamer<'a> {
         data: Bytes,
         ctx: &SourceContext,
     ) -> Result<bool, Halt<PostgresError>> {
-        match pgoutput::parse_frame(data)? {
+        match decode::parse_frame(data)? {
             Frame::Keepalive { wal_end, reply } => {
                 ctx.probe.heartbeat();
                 self.received = self.received.max(wal_end);
@@ -213,7 +213,7 @@ impl<'a> Streamer<'a> {
             }
             Frame::XLogData { start, data } => {
                 self.received = self.received.max(start);
-                let message = pgoutput::parse_message(data.clone(), self.in_stream.is_some())?;
+                let message = decode::parse_message(data.clone(), self.in_stream.is_some())?;
                 self.on_message(start, message, data, ctx).await?;
                 Ok(false)
             }
@@ -411,7 +411,7 @@ impl<'a> Streamer<'a> {
         let context = self.context(ctx, xid, commit_lsn, commit_ts_us);
         let (relations, mut entries) = spool.into_entries()?;
         while let Some(entry) = entries.next_entry()? {
-            let message = pgoutput::parse_message(entry.raw, true)?;
+            let message = decode::parse_message(entry.raw, true)?;
             let relation_of = |oid| {
                 entry
                     .relations
@@ -443,7 +443,7 @@ impl<'a> Streamer<'a> {
                 lsn: commit_lsn.0,
                 txid: Some(xid),
             },
-            commit_ts_ms: Some(pgoutput::unix_ms(commit_ts_us)),
+            commit_ts_ms: Some(decode::unix_ms(commit_ts_us)),
         }
     }
 
@@ -513,7 +513,7 @@ impl<'a> Streamer<'a> {
             .unwrap_or(Lsn(0));
         let now_us = crate::envelope::now_ms() * 1000;
         self.conn
-            .send_copy_data(&pgoutput::status_update(
+            .send_copy_data(&decode::status_update(
                 self.received.max(flush),
                 flush,
                 now_us,

@@ -8,8 +8,8 @@ use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};
 use mysql_common::binlog::events::{Event, EventData};
 
 use super::*;
-use crate::sources::mysql::shape::{self, CatalogColumn};
 use crate::sources::mysql::stream::library_rows;
+use crate::sources::mysql::table::{self, CatalogColumn};
 use crate::sources::mysql::test_events::event;
 
 const TABLE_MAP: u8 = 19;
@@ -132,7 +132,7 @@ fn decoder(cols: &[Col], map: &Event) -> TableRows {
             json: false,
         })
         .collect();
-    let shape = shape::shape_from_catalog(&tme, &catalog, &[0]).expect("a shape");
+    let shape = table::shape_from_catalog(&tme, &catalog, &[0]).expect("a shape");
     TableRows::new(shape, &tme)
 }
 

@@ -17,7 +17,7 @@
 use mysql_common::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
-use super::shape::{ColumnShape, TableShape};
+use super::table::{ColumnShape, TableShape};
 use super::value;
 use crate::envelope::{Row, Value};
 
@@ -521,5 +521,5 @@ fn decimal_text(stored: &[u8], precision: usize, scale: usize) -> String {
 }
 
 #[cfg(test)]
-#[path = "rows_tests.rs"]
+#[path = "decode_tests.rs"]
 mod tests;

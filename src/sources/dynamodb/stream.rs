@@ -23,11 +23,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::api::{ApiError, Page, RecordKind, Start, StreamRecord, StreamStatus, StreamsApi};
-use super::attribute::row;
 use super::config::{DynamoDbConfig, OnTrimmed, StartAt};
 use super::error::DynamoDbError;
 use super::lineage::Lineage;
+use super::server::{ApiError, Page, RecordKind, Start, StreamRecord, StreamStatus, StreamsApi};
+use super::value::row;
 use crate::backoff;
 use crate::checkpoint::{Checkpoints, Fence, Position};
 use crate::coordination::{Offer, PartitionLeases};

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use super::column_types::column_type;
-use super::pgoutput::{Datum, OldRow, Tuple};
-use super::types::{decode, Decoder};
+use super::decode::{Datum, OldRow, Tuple};
+use super::value::{decode, Decoder};
 use crate::envelope::{
     now_ms, ChangeEvent, ColumnName, ColumnSchema, Op, PostgresPosition, Row, SourceInfo,
     SourceKind, SourcePosition, TableSchema, Value,

@@ -2,7 +2,7 @@
 //!
 //! Both the snapshot (simple-query rows) and pgoutput (text tuples) deliver values as the
 //! type's text output under fixed session settings (ISO dates, UTC, ISO-8601 intervals, hex
-//! bytea; see [`super::walsender::SESSION_OPTIONS`]). A [`Decoder`] is chosen per column type:
+//! bytea; see [`super::server::SESSION_OPTIONS`]). A [`Decoder`] is chosen per column type:
 //! built-in types by OID, the rest from `pg_type` (enums as text, domains as their base type,
 //! arrays by element type). Any type without a decoder keeps its text and its type name as
 //! [`Value::Other`]; a value a decoder cannot read falls back the same way, never to an error.
