@@ -277,14 +277,15 @@ async fn keys_of_decimals_floats_and_enums_page_through_every_row_once() {
     let table = format!("app.{name}");
     let mut db = connect().await;
     // Decimals that differ beyond a double's precision, floats that are not exact in binary,
-    // an ENUM whose order (by index) is not its labels' order.
+    // an ENUM whose order (by index) is not its labels' order, a SET whose order (by its
+    // members' bits) is not its text's.
     sql(
         &mut db,
         &format!(
             "DROP TABLE IF EXISTS {table}; \
-             CREATE TABLE {table} (d DECIMAL(30,10), e ENUM('b','a','c'), f FLOAT, id INT, PRIMARY KEY (d, e, f, id)); \
+             CREATE TABLE {table} (d DECIMAL(30,10), e ENUM('b','a','c'), f FLOAT, s SET('b','a','c'), id INT, PRIMARY KEY (d, e, f, s, id)); \
              INSERT INTO {table} SELECT 12345678901234567890.0000000001 + (seq % 3) / 10000000000, \
-               ELT(1 + seq % 3, 'b', 'a', 'c'), 0.1 * (seq % 2), seq FROM seq_1_to_300"
+               ELT(1 + seq % 3, 'b', 'a', 'c'), 0.1 * (seq % 2), ELT(1 + seq % 5, 'a', 'b', 'a,b', 'c', 'b,c'), seq FROM seq_1_to_300"
         ),
     )
     .await;

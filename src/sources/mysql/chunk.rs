@@ -205,18 +205,25 @@ enum KeyLiteral {
     Float,
     /// ENUM: ordered by index, which the label's position gives.
     Enum(Vec<String>),
+    /// SET: ordered by its number, the sum of its members' bits (the label's position).
+    Set(Vec<String>),
 }
 
 impl KeyLiteral {
     fn of_column(column: &Column, catalog: &[CatalogColumn]) -> Self {
-        if column.flags().contains(ColumnFlags::ENUM_FLAG) {
+        let labels = || {
             let name = column.name_str();
-            let labels = catalog
+            catalog
                 .iter()
                 .find(|c| *c.name == *name)
                 .map(|c| c.labels.clone())
-                .unwrap_or_default();
-            return KeyLiteral::Enum(labels);
+                .unwrap_or_default()
+        };
+        if column.flags().contains(ColumnFlags::ENUM_FLAG) {
+            return KeyLiteral::Enum(labels());
+        }
+        if column.flags().contains(ColumnFlags::SET_FLAG) {
+            return KeyLiteral::Set(labels());
         }
         match column.column_type() {
             ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL => {
@@ -238,6 +245,20 @@ impl KeyLiteral {
                 .iter()
                 .position(|l| l.as_bytes() == label.as_slice())
                 .map_or_else(|| value.as_sql(false), |i| (i + 1).to_string()),
+            (KeyLiteral::Set(labels), V::Bytes(members)) => {
+                let bits = members
+                    .split(|&b| b == b',')
+                    .filter(|member| !member.is_empty())
+                    .map(|member| labels.iter().position(|l| l.as_bytes() == member));
+                let mut number = 0u64;
+                for bit in bits {
+                    match bit {
+                        Some(bit) => number |= 1 << bit,
+                        None => return value.as_sql(false),
+                    }
+                }
+                number.to_string()
+            }
             _ => value.as_sql(false),
         }
     }
