@@ -374,12 +374,25 @@ async fn parallel_copy_at_several_positions(kills: usize, rows: i64) {
             kill_during_copy(&ws, Path::new(&config), run, &output, 20_000, kills).await
         }
     };
+    // The final run ends the first copy (no kill) or copies the rest of each unfinished table.
+    let labels: Vec<String> = tables.iter().map(|t| format!("app.{t}")).collect();
+    let unfinished: Vec<&String> = labels
+        .iter()
+        .filter(|t| kills > 0 && !stored_copy(&ws, "parallel", t).is_some_and(|p| p.done))
+        .collect();
+    let earlier_runs = log(&ws).len();
     let child = ws.spawn(&["run", "--config", &config]);
     support::wait_until(WAIT, "the copy to finish", || {
         let log = log(&ws);
-        log.contains("table copied while streaming")
-            || log.contains("snapshot done")
-            || progress.last().is_some_and(|p| p.done)
+        let this_run = &log[earlier_runs..];
+        match kills {
+            0 => this_run.contains("snapshot done"),
+            _ => unfinished.iter().all(|t| {
+                this_run
+                    .lines()
+                    .any(|l| l.contains("table copied while streaming") && l.contains(t.as_str()))
+            }),
+        }
     });
     stop.store(true, Ordering::Relaxed);
     let mut writes = 0;

@@ -116,12 +116,18 @@ impl Backfill {
             return refuse("the table has no primary key");
         }
         self.generation += 1;
-        let copy = TableCopy {
+        let mut copy = TableCopy {
             database: database.to_owned(),
             table: name.to_owned(),
             range: None,
             progress: TableProgress::started(self.generation),
         };
+        // A first copy read at a later position than the stream's start keeps the stream
+        // skipping the table's changes up to there after a restart, though replaced.
+        let stored = TableProgress::stored(&ctx.stored.borrow()).unwrap_or_default();
+        copy.progress.read_at = stored
+            .get(&(table.to_owned(), None))
+            .and_then(|replaced| replaced.read_at.clone());
         // The new copy is one unit: the ranges of one before it are no longer to be resumed.
         let queued = self.queue.iter().filter(|q| q.label() == table);
         let ranges = TableProgress::range_partitions(

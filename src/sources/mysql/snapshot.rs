@@ -35,13 +35,13 @@ use super::chunk::{read_chunk, Target};
 use super::config::{MysqlConfig, TableFilter};
 use super::error::MysqlError;
 use super::gtid::GtidState;
-use super::position::BinlogPosition;
+use super::position::{BinlogPosition, RankBy};
 use super::{connect, sql, Flavor, PARTITION};
 use crate::source::progress::TableProgress;
 use crate::source::{Halt, Mark, SourceContext, Stopped};
 
 /// How often the MariaDB workers start their snapshots together before each keeps its own.
-const ALIGN_ATTEMPTS: usize = 3;
+const ALIGN_ATTEMPTS: usize = 10;
 
 /// A captured table (or one range of it) to copy, and how far an earlier run got.
 #[derive(Debug, Clone)]
@@ -72,12 +72,12 @@ impl TableCopy {
 /// the stream has read every transaction that snapshot saw, the table's changes are in the
 /// copy already, and are skipped. Each entry goes once the stream is there.
 #[derive(Debug, Default)]
-pub struct CopiedAhead(HashMap<(String, String), GtidState>);
+pub struct CopiedAhead(Vec<(String, String, GtidState)>);
 
 impl CopiedAhead {
     /// From the stored progress of the copies (`read_at`).
     pub fn of(copies: &[TableCopy]) -> Result<Self, MysqlError> {
-        let mut ahead = HashMap::new();
+        let mut ahead = Vec::new();
         for copy in copies {
             if let Some(text) = &copy.progress.read_at {
                 let state = GtidState::parse(text).map_err(|reason| {
@@ -86,32 +86,32 @@ impl CopiedAhead {
                         copy.label()
                     ))
                 })?;
-                ahead.insert((copy.database.clone(), copy.table.clone()), state);
+                ahead.push((copy.database.clone(), copy.table.clone(), state));
             }
         }
         Ok(CopiedAhead(ahead))
     }
 
-    /// Forgets the tables whose snapshot a stream at `streamed` has passed (a restart after
-    /// the stored position went past them).
+    /// Forgets the tables whose snapshot a stream at `streamed` has passed (at its start, and
+    /// after each transaction).
     pub fn passed(&mut self, streamed: Option<&GtidState>) {
-        if let Some(streamed) = streamed {
-            self.0.retain(|_, read_at| !streamed.includes(read_at));
+        if let Some(streamed) = streamed.filter(|_| !self.0.is_empty()) {
+            self.0.retain(|(_, _, read_at)| !streamed.includes(read_at));
         }
     }
 
     /// Whether a change of `database.table`, in the transaction after `streamed`, is in the
     /// table's copy already.
     pub fn holds(&mut self, database: &str, table: &str, streamed: Option<&GtidState>) -> bool {
-        if self.0.is_empty() {
-            return false;
-        }
-        let key = (database.to_owned(), table.to_owned());
-        let Some(read_at) = self.0.get(&key) else {
+        let Some(at) = self
+            .0
+            .iter()
+            .position(|(d, t, _)| d == database && t == table)
+        else {
             return false;
         };
-        if streamed.is_some_and(|s| s.includes(read_at)) {
-            self.0.remove(&key);
+        if streamed.is_some_and(|s| s.includes(&self.0[at].2)) {
+            self.0.swap_remove(at);
             return false;
         }
         true
@@ -146,7 +146,7 @@ impl Snapshots {
     fn earliest(&self) -> &BinlogPosition {
         self.positions
             .iter()
-            .min_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)))
+            .min_by_key(|p| p.checkpoint(RankBy::File).rank)
             .expect("one worker at least")
     }
 }
@@ -161,9 +161,10 @@ pub async fn copy(
 ) -> Result<Copied, Halt<MysqlError>> {
     let mut conn = session(config).await?;
     let flavor = Flavor::detect(&mut conn).await?;
-    let tables = captured_tables(&mut conn, filter).await?;
     let workers = (config.snapshot_parallelism.get() as usize).max(1);
     let mut snapshots = open_snapshots(config, flavor, conn, workers).await?;
+    // Listed inside the snapshot: a table created before it is copied.
+    let tables = captured_tables(&mut snapshots.conns[0], filter).await?;
     for position in &mut snapshots.positions {
         *position = super::with_gtids(&mut snapshots.conns[0], flavor, position.clone()).await?;
     }
@@ -217,11 +218,6 @@ pub async fn copy(
         .enumerate()
         .map(|(worker, (conn, at))| run.work(worker, conn, at));
     futures_util::future::try_join_all(workers).await?;
-    for conn in &mut snapshots.conns {
-        conn.query_drop("COMMIT")
-            .await
-            .map_err(sql("ending the snapshot"))?;
-    }
     tracing::info!(position = %position.token(), "snapshot done; streaming from its position");
     Ok(Copied {
         position,
@@ -271,6 +267,8 @@ async fn open_snapshots(
                 .map_err(sql("ending a snapshot to start it again"))?;
         }
         attempt += 1;
+        // A moment apart from the commit that came between, which may be one of a burst.
+        tokio::time::sleep(std::time::Duration::from_millis(attempt as u64)).await;
     }
 }
 
@@ -470,6 +468,11 @@ impl CopyRun<'_> {
         let queue = &self.queues[worker.min(self.queues.len() - 1)];
         loop {
             let Some(copy) = queue.lock().expect("not poisoned").pop_front() else {
+                // Ended now, not after the others: an open snapshot holds back the server's
+                // purge, and an idle session may time out. Its rows are all read.
+                if let Err(err) = conn.query_drop("COMMIT").await {
+                    tracing::warn!(error = %crate::error::report(&err), "ending a worker's snapshot failed; its rows were all read");
+                }
                 return Ok(());
             };
             let mut progress = copy.progress.clone();

@@ -91,6 +91,7 @@ impl Cursor {
         if let (Some(gtids), Some(gtid)) = (self.gtids.as_mut(), self.pending.take()) {
             gtids.commit(&gtid);
         }
+        self.ahead.passed(self.gtids.as_ref());
         (!self.transactions.holds_prepared()).then(|| Mark {
             partition: PARTITION.into(),
             position: self.with_state(pos).checkpoint(self.rank_by),
