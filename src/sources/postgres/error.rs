@@ -168,6 +168,12 @@ impl ConnectorError for PostgresError {
     }
 }
 
+impl From<PostgresError> for crate::source::Halt<PostgresError> {
+    fn from(err: PostgresError) -> Self {
+        crate::source::Halt::Failed(err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,11 +202,5 @@ mod tests {
         );
         let other = server("42501").of_slot_creation("s");
         assert!(matches!(other, PostgresError::Server(_)));
-    }
-}
-
-impl From<PostgresError> for crate::source::Halt<PostgresError> {
-    fn from(err: PostgresError) -> Self {
-        crate::source::Halt::Failed(err)
     }
 }
