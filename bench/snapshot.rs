@@ -27,15 +27,8 @@ fn main() {
         return;
     }
     let url = std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL: run bench/run.sh");
-    let rows: i64 = std::env::var("BENCH_SNAPSHOT_ROWS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5_000_000);
-    let parallelism: Vec<u32> = std::env::var("BENCH_SNAPSHOT_PARALLELISM")
-        .unwrap_or_else(|_| "1,4".into())
-        .split(',')
-        .filter_map(|p| p.trim().parse().ok())
-        .collect();
+    let (rows, parallelism) = support::snapshot_settings();
+    let rows = rows as i64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

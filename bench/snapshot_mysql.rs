@@ -30,15 +30,7 @@ fn main() {
     }
     let url =
         std::env::var("CDC_BRIDGE_MYSQL_URL").expect("CDC_BRIDGE_MYSQL_URL: run bench/run.sh");
-    let rows: u64 = std::env::var("BENCH_SNAPSHOT_ROWS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5_000_000);
-    let parallelism: Vec<u32> = std::env::var("BENCH_SNAPSHOT_PARALLELISM")
-        .unwrap_or_else(|_| "1,4".into())
-        .split(',')
-        .filter_map(|p| p.trim().parse().ok())
-        .collect();
+    let (rows, parallelism) = support::snapshot_settings();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

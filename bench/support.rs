@@ -134,3 +134,18 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The snapshot benchmarks' settings: the table's rows (`BENCH_SNAPSHOT_ROWS`, default
+/// 5,000,000) and the parallelisms to run (`BENCH_SNAPSHOT_PARALLELISM`, default `1,4`).
+pub fn snapshot_settings() -> (u64, Vec<u32>) {
+    let rows = std::env::var("BENCH_SNAPSHOT_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5_000_000);
+    let parallelism = std::env::var("BENCH_SNAPSHOT_PARALLELISM")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    (rows, parallelism)
+}
