@@ -110,7 +110,8 @@ impl CopiedAhead {
         else {
             return false;
         };
-        if streamed.is_some_and(|s| s.includes(&self.0[at].2)) {
+        // Without the stream's GTID state nothing is known to be in the copy: deliver it.
+        if streamed.is_none_or(|s| s.includes(&self.0[at].2)) {
             self.0.swap_remove(at);
             return false;
         }
