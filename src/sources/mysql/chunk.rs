@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, Conn, Row as MyRow};
+use mysql_async::{Column, Conn, Value as MyValue};
 use mysql_common::constants::{ColumnFlags, ColumnType};
 
 use super::catalog::columns_of;
@@ -108,47 +108,36 @@ pub async fn read_chunk(
         .iter()
         .map(|&i| KeyLiteral::of_column(&result.columns_ref()[i], &catalog))
         .collect();
-    let (database, table_name): (Arc<str>, Arc<str>) = (database.into(), table.into());
+    // Every row of the chunk has the same source, its parts shared.
+    let source = SourceInfo {
+        snapshot: true,
+        ..source_info(
+            ctx,
+            (database.into(), table.into(), Some(table_schema)),
+            position,
+            Origin::default(),
+            None,
+        )
+    };
     let mut copied = 0u64;
     let mut batch = CopyBatch::new(ctx.emit.budget_bytes());
     let mut bytes = 0usize;
     let mut cut = false;
-    let mut last_key = None;
+    // The last row's key values, written as literals once the chunk ends.
+    let mut last_key_values: Vec<MyValue> = Vec::with_capacity(key_index.len());
     while let Some(row) = result.next().await.map_err(sql("reading a row"))? {
-        let after = snapshot_row(&columns, &row).map_err(|reason| MysqlError::Decode {
+        let values = row.unwrap();
+        last_key_values.clear();
+        last_key_values.extend(key_index.iter().map(|&i| values[i].clone()));
+        let after = snapshot_row(&columns, values).map_err(|reason| MysqlError::Decode {
             table: label.clone(),
             position: position.file_pos(),
             reason,
         })?;
         let key = key_of(&after, &key_index);
-        if !key_index.is_empty() {
-            last_key = Some(
-                key_index
-                    .iter()
-                    .zip(&key_literals)
-                    .map(|(&i, literal)| {
-                        row.as_ref(i)
-                            .map_or_else(|| "NULL".into(), |v| literal.of(v))
-                    })
-                    .collect::<Vec<String>>(),
-            );
-        }
         let event = ChangeEvent {
             op: Op::Snapshot,
-            source: SourceInfo {
-                snapshot: true,
-                ..source_info(
-                    ctx,
-                    (
-                        database.clone(),
-                        table_name.clone(),
-                        Some(table_schema.clone()),
-                    ),
-                    position,
-                    Origin::default(),
-                    None,
-                )
-            },
+            source: source.clone(),
             key,
             before: None,
             after: Some(after),
@@ -183,9 +172,15 @@ pub async fn read_chunk(
             .snapshot_rows(&label, copied % PROGRESS_EVERY_ROWS);
     }
     let last = key_index.is_empty() || (!cut && copied < u64::from(limit));
-    let next = match last_key {
-        Some(key) => progress.after_chunk(key),
-        None => progress.clone(),
+    let next = match last_key_values.is_empty() {
+        true => progress.clone(),
+        false => progress.after_chunk(
+            last_key_values
+                .iter()
+                .zip(&key_literals)
+                .map(|(value, literal)| literal.of(value))
+                .collect(),
+        ),
     };
     Ok(Chunk {
         rows: copied,
@@ -234,8 +229,8 @@ impl KeyLiteral {
         }
     }
 
-    fn of(&self, value: &mysql_async::Value) -> String {
-        use mysql_async::Value as V;
+    fn of(&self, value: &MyValue) -> String {
+        use MyValue as V;
         match (self, value) {
             (KeyLiteral::Decimal, V::Bytes(_)) => {
                 format!("CAST({} AS DECIMAL(65,30))", value.as_sql(false))
@@ -364,15 +359,12 @@ fn snapshot_schema(
     TableSchema { columns }
 }
 
-fn snapshot_row(columns: &[ColumnShape], row: &MyRow) -> Result<Row, String> {
+fn snapshot_row(columns: &[ColumnShape], values: Vec<MyValue>) -> Result<Row, String> {
     columns
         .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            let raw = row
-                .as_ref(i)
-                .cloned()
-                .map(mysql_common::binlog::value::BinlogValue::Value);
+        .zip(values)
+        .map(|(column, raw)| {
+            let raw = Some(mysql_common::binlog::value::BinlogValue::Value(raw));
             let value = value::value(column, raw.as_ref())
                 .map_err(|e| format!("column {}: {e}", column.name))?;
             Ok((column.name.clone(), value))
