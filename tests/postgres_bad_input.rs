@@ -145,3 +145,76 @@ async fn an_invalidated_slot_says_what_was_lost_and_how_to_recover() {
     );
     fx.cleanup().await;
 }
+
+/// A table of `tables` that an existing publication leaves out would be copied and then never
+/// streamed: the pipeline refuses to start and names the statement that adds it. Operations
+/// the publication leaves out are the operator's choice: `check` warns about them.
+#[tokio::test]
+async fn a_table_the_publication_leaves_out_is_refused_with_the_statement_to_run() {
+    let fx = PgFixture::new("bad_unpub").await;
+    fx.sql(
+        "CREATE TABLE bad_unpub.a (id int PRIMARY KEY); CREATE TABLE bad_unpub.b (id int PRIMARY KEY); \
+         CREATE PUBLICATION bad_unpub FOR TABLE bad_unpub.a WITH (publish = 'insert')",
+    )
+    .await;
+    let config = fx.config(&["a", "b"], "");
+    run_fails_with(
+        &fx,
+        &config,
+        "publication \"bad_unpub\" does not publish \"bad_unpub\".\"b\": the snapshot would copy them and their changes would never be streamed. Run ALTER PUBLICATION \"bad_unpub\" ADD TABLE \"bad_unpub\".\"b\"",
+    );
+    let check = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("FAIL publication \"bad_unpub\" does not publish \"bad_unpub\".\"b\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("warn publication bad_unpub does not publish update, delete, truncate"),
+        "{report}"
+    );
+    assert!(
+        fx.client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'bad_unpub'",
+                &[]
+            )
+            .await
+            .unwrap()
+            .is_none(),
+        "refused before the slot is created"
+    );
+}
+
+/// A publication that publishes a partitioned table's changes under its partitions' names
+/// (PostgreSQL's default) would split the table: copied rows under its name, changes under the
+/// partitions'. The pipeline refuses to start and names the setting that fixes it.
+#[tokio::test]
+async fn a_publication_naming_partitions_is_refused_with_the_setting_to_change() {
+    let fx = PgFixture::new("bad_parted").await;
+    fx.sql(
+        "CREATE TABLE bad_parted.m (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); \
+         CREATE TABLE bad_parted.m_eu PARTITION OF bad_parted.m FOR VALUES IN ('eu'); \
+         CREATE PUBLICATION bad_parted FOR TABLE bad_parted.m",
+    )
+    .await;
+    let config = fx.config(&["m"], "");
+    run_fails_with(
+        &fx,
+        &config,
+        "publication \"bad_parted\" publishes the changes of partitioned table(s) \"bad_parted\".\"m\" under each partition's own name",
+    );
+    let output = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
+    assert!(stderr(&output)
+        .contains("ALTER PUBLICATION \"bad_parted\" SET (publish_via_partition_root = true)"));
+
+    fx.sql("ALTER PUBLICATION bad_parted SET (publish_via_partition_root = true)")
+        .await;
+    let check = fx.ws.run(&["check", "--config", config.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        report.contains("ok   publication bad_parted publishes every table"),
+        "{report}"
+    );
+}

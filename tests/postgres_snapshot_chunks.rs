@@ -233,7 +233,8 @@ async fn a_table_added_to_a_running_pipeline_is_copied_while_streaming_in_key_or
     let refused = request(&[table]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        support::stderr(&refused).contains("is not in publication chunks_add"),
+        support::stderr(&refused)
+            .contains("publication \"chunks_add\" does not publish \"chunks_add\".\"added\""),
         "{}",
         support::stderr(&refused)
     );

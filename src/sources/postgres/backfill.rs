@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog;
-use super::chunk::{self, ChunkReader};
+use super::chunk;
 use super::config::TableName;
 use super::error::PostgresError;
 use super::lsn::Lsn;
@@ -379,7 +379,6 @@ impl Streamer<'_> {
             .get(0);
         let snapshot = XidSnapshot::parse(&text)
             .ok_or_else(|| PostgresError::Protocol(format!("unexpected snapshot {text:?}")))?;
-        let relation = catalog::relation(self.sql, &mut self.types, table.oid).await?;
         let relations = self
             .sql
             .query(
@@ -395,7 +394,14 @@ impl Streamer<'_> {
             .collect();
         let chunk_rows = self.config.snapshot_chunk_rows.get();
         let limit = self.backfill.row_limit.rows(chunk_rows);
-        let reader = ChunkReader::new(&relation, &table.name.quoted(), limit);
+        let (relation, reader) = chunk::open(
+            self.sql,
+            &mut self.types,
+            &self.config.publication,
+            (table.oid, &table.name.quoted()),
+            limit,
+        )
+        .await?;
         let pages = if reader.keyed() {
             0
         } else {
@@ -599,23 +605,22 @@ pub async fn request(
     if let Some(table) = missing.first() {
         return refuse(format!("table {table} does not exist"));
     }
+    let coverage = super::publication::coverage(&sql, &config.publication, &names).await?;
+    match coverage {
+        None => {
+            return refuse(format!(
+                "publication {} does not exist: its tables' changes would not be streamed",
+                config.publication
+            ))
+        }
+        Some(coverage) => {
+            if let Err(err) = coverage.require(&config.publication) {
+                return refuse(err.to_string());
+            }
+        }
+    }
     let mut types = super::value::TypeRegistry::default();
     for name in &names {
-        let published = sql
-            .query_opt(
-                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                &[&config.publication, &name.schema, &name.table],
-            )
-            .await
-            .map_err(|e| PostgresError::sql("looking up the publication's tables", e))?;
-        if published.is_none() {
-            return refuse(format!(
-                "table {name} is not in publication {}: its changes would not be streamed (ALTER PUBLICATION {} ADD TABLE {}, and add it to the pipeline's tables)",
-                config.publication,
-                super::config::quote_ident(&config.publication),
-                name.quoted()
-            ));
-        }
         if catalog::relation(&sql, &mut types, oids[name])
             .await?
             .key

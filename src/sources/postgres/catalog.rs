@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use super::config::{quote_ident, PostgresConfig, TableName};
+use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::server::SESSION_OPTIONS;
@@ -141,42 +140,6 @@ pub fn require_tables(missing: &[TableName]) -> Result<(), PostgresError> {
     })
 }
 
-/// Creates the publication for `tables` unless it exists (an existing one is used as it is).
-pub async fn ensure_publication(
-    client: &Client,
-    name: &str,
-    tables: &[TableName],
-) -> Result<(), PostgresError> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-        .await
-        .map_err(|e| PostgresError::sql("looking up the publication", e))?
-        .is_some();
-    if exists {
-        return Ok(());
-    }
-    let list: Vec<_> = tables.iter().map(TableName::quoted).collect();
-    let sql = format!(
-        "CREATE PUBLICATION {} FOR TABLE {}",
-        quote_ident(name),
-        list.join(", ")
-    );
-    match client.batch_execute(&sql).await {
-        Ok(()) => {
-            tracing::info!(publication = name, tables = %list.join(", "), "created publication");
-            Ok(())
-        }
-        // Another pipeline sharing the publication created it since the lookup: use it.
-        Err(e)
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                || e.code() == Some(&SqlState::DUPLICATE_OBJECT) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(PostgresError::sql(format!("creating publication {name} (the role must own the tables; or create it as their owner, see migrations/postgres/)"), e)),
-    }
-}
-
 /// What the server knows of a replication slot.
 #[derive(Debug, Clone)]
 pub struct SlotState {
@@ -224,6 +187,17 @@ pub async fn relation(
     types: &mut TypeRegistry,
     oid: u32,
 ) -> Result<Relation, PostgresError> {
+    relation_of_columns(client, types, oid, None).await
+}
+
+/// Like [`relation`], with only the columns named in `only` when given (the columns a
+/// publication publishes).
+pub async fn relation_of_columns(
+    client: &Client,
+    types: &mut TypeRegistry,
+    oid: u32,
+    only: Option<&[String]>,
+) -> Result<Relation, PostgresError> {
     let head = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -237,8 +211,9 @@ pub async fn relation(
                     coalesce(a.attnum = ANY(ri.indkey), false) \
              FROM pg_attribute a \
              LEFT JOIN LATERAL (SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident) ri ON true \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&oid],
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+               AND ($2::text[] IS NULL OR a.attname::text = ANY($2::text[])) ORDER BY a.attnum",
+            &[&oid, &only],
         )
         .await
         .map_err(|e| PostgresError::sql("reading table columns", e))?;

@@ -9,13 +9,16 @@
 //! the next chunk starts after, which is what [`TableProgress`] stores.
 //!
 //! A range of a split table ([`split_points`]) adds its bounds on the first key column to
-//! every chunk's query.
+//! every chunk's query, and the publication's row filter, if it has one, its condition.
 //!
 //! [`TableProgress`]: crate::source::progress::TableProgress
 
 use tokio_postgres::Client;
 
 use super::array;
+use super::catalog;
+use super::publication;
+use super::value::TypeRegistry;
 
 use super::config::{quote_ident, quote_literal};
 use super::error::PostgresError;
@@ -33,16 +36,41 @@ pub enum Chunking {
     Pages(u64),
 }
 
+/// What a copy of table `oid` (`table_sql`, its quoted name) reads through `publication`: the
+/// relation of the columns it publishes, and a reader of the rows it publishes in chunks of
+/// `chunk_rows`.
+pub async fn open(
+    client: &Client,
+    types: &mut TypeRegistry,
+    publication: &str,
+    (oid, table_sql): (u32, &str),
+    chunk_rows: u32,
+) -> Result<(Relation, ChunkReader), PostgresError> {
+    let published = publication::published(client, publication, oid).await?;
+    let relation =
+        catalog::relation_of_columns(client, types, oid, published.columns.as_deref()).await?;
+    let reader = ChunkReader::new(&relation, table_sql, chunk_rows, published.rows.as_deref());
+    Ok((relation, reader))
+}
+
 /// Reads one table in chunks: the query of each and where the next one starts.
 pub struct ChunkReader {
     select: String,
+    /// The rows the publication publishes: an SQL condition.
+    row_filter: Option<String>,
     pub chunking: Chunking,
     limit: u32,
 }
 
 impl ChunkReader {
-    /// Chunks of `chunk_rows` of `relation`, whose SQL name is `table_sql`.
-    pub fn new(relation: &Relation, table_sql: &str, chunk_rows: u32) -> Self {
+    /// Chunks of `chunk_rows` of `relation`, whose SQL name is `table_sql`, of the rows
+    /// `row_filter` lets through when given.
+    pub fn new(
+        relation: &Relation,
+        table_sql: &str,
+        chunk_rows: u32,
+        row_filter: Option<&str>,
+    ) -> Self {
         let columns: Vec<String> = relation
             .columns
             .iter()
@@ -56,6 +84,7 @@ impl ChunkReader {
         };
         ChunkReader {
             select,
+            row_filter: row_filter.map(|condition| format!("({condition})")),
             chunking,
             limit: chunk_rows,
         }
@@ -81,7 +110,7 @@ impl ChunkReader {
                     .map(|&i| quote_ident(&relation.columns[i].name))
                     .collect();
                 let order = names.join(", ");
-                let mut conditions = Vec::new();
+                let mut conditions: Vec<String> = self.row_filter.iter().cloned().collect();
                 if let Some(values) = after {
                     let literals: Vec<String> = values.iter().map(|v| quote_literal(v)).collect();
                     conditions.push(format!("({order}) > ({})", literals.join(", ")));
@@ -105,8 +134,13 @@ impl ChunkReader {
             Chunking::Pages(per_chunk) => {
                 let from = first_page(after);
                 (from < pages).then(|| {
+                    let filter = self
+                        .row_filter
+                        .as_ref()
+                        .map(|condition| format!(" AND {condition}"))
+                        .unwrap_or_default();
                     format!(
-                        "{} WHERE ctid >= '({from},0)'::tid AND ctid < '({},0)'::tid",
+                        "{} WHERE ctid >= '({from},0)'::tid AND ctid < '({},0)'::tid{filter}",
                         self.select,
                         from + per_chunk
                     )
@@ -240,7 +274,7 @@ mod tests {
     #[test]
     fn keyed_chunks_continue_after_the_last_key_in_key_order() {
         let relation = relation(&["id", "region"]);
-        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 500);
+        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 500, None);
         let start = TableProgress::started(1);
         let select = "SELECT \"id\", \"region\", \"note\" FROM \"s\".\"t\"";
         assert_eq!(
@@ -265,7 +299,7 @@ mod tests {
     #[test]
     fn keyless_chunks_are_page_ranges_up_to_the_tables_size() {
         let relation = relation(&[]);
-        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 640);
+        let reader = ChunkReader::new(&relation, "\"s\".\"t\"", 640, None);
         assert!(!reader.keyed());
         let start = TableProgress::started(1);
         assert!(reader
@@ -287,5 +321,27 @@ mod tests {
             reader.query(&relation, &start, 0).is_none(),
             "an empty table has no chunk"
         );
+    }
+
+    #[test]
+    fn a_row_filter_is_a_condition_of_every_chunk() {
+        let filter = Some("region = 'eu'::text");
+        let keyed = relation(&["id"]);
+        let reader = ChunkReader::new(&keyed, "\"s\".\"t\"", 500, filter);
+        let start = TableProgress::started(1);
+        assert!(reader
+            .query(&keyed, &start, 0)
+            .unwrap()
+            .ends_with("WHERE (region = 'eu'::text) ORDER BY \"id\" LIMIT 500"));
+        let next = start.after_chunk(vec!["7".into()]);
+        assert!(reader.query(&keyed, &next, 0).unwrap().ends_with(
+            "WHERE (region = 'eu'::text) AND (\"id\") > ('7') ORDER BY \"id\" LIMIT 500"
+        ));
+        let keyless = relation(&[]);
+        let reader = ChunkReader::new(&keyless, "\"s\".\"t\"", 640, filter);
+        assert!(reader
+            .query(&keyless, &start, 25)
+            .unwrap()
+            .ends_with("ctid < '(10,0)'::tid AND (region = 'eu'::text)"));
     }
 }

@@ -33,6 +33,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod lsn;
+mod publication;
 mod retention;
 mod server;
 mod snapshot;
@@ -95,7 +96,13 @@ impl PostgresSource {
         let tables = config.table_names();
         let (oids, missing) = catalog::table_oids(&sql, &tables).await?;
         catalog::require_tables(&missing)?;
-        catalog::ensure_publication(&sql, &config.publication, &tables).await?;
+        publication::ensure(&sql, &config.publication, &tables).await?;
+        if let Some(coverage) = publication::coverage(&sql, &config.publication, &tables).await? {
+            coverage.require(&config.publication)?;
+            if let Some(warning) = coverage.skipped_warning(&config.publication) {
+                tracing::warn!(pipeline = %ctx.pipeline, "{warning}");
+            }
+        }
         let _measuring = retention::measure(config, ctx.probe.clone());
 
         let stored = match ctx.resume.get("") {
@@ -310,6 +317,9 @@ pub async fn check(config: &PostgresConfig) -> Vec<Finding> {
             Ok(()) => Finding::ok(format!("tables exist: {}", config.tables.join(", "))),
             Err(err) => Finding::fail(err.to_string()),
         });
+        if missing.is_empty() {
+            findings.extend(publication_findings(&sql, &config.publication, &tables).await?);
+        }
         let oid_list: Vec<u32> = oids.values().copied().collect();
         let keyless = catalog::tables_without_key(&sql, &oid_list).await?;
         if !keyless.is_empty() {
@@ -338,6 +348,26 @@ pub async fn check(config: &PostgresConfig) -> Vec<Finding> {
         findings.push(Finding::fail(crate::error::report(&err)));
     }
     findings
+}
+
+/// `cdc-bridge check` on the publication: whether it publishes every table under its own name,
+/// and the operations it leaves out.
+async fn publication_findings(
+    sql: &tokio_postgres::Client,
+    name: &str,
+    tables: &[config::TableName],
+) -> Result<Vec<Finding>, PostgresError> {
+    let Some(coverage) = publication::coverage(sql, name, tables).await? else {
+        return Ok(vec![Finding::ok(format!(
+            "publication {name} will be created for the tables"
+        ))]);
+    };
+    let mut findings = vec![match coverage.require(name) {
+        Ok(()) => Finding::ok(format!("publication {name} publishes every table")),
+        Err(err) => Finding::fail(err.to_string()),
+    }];
+    findings.extend(coverage.skipped_warning(name).map(Finding::warn));
+    Ok(findings)
 }
 
 /// The tables an earlier run began to copy and did not finish, to copy while streaming from

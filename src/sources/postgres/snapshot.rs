@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::catalog;
-use super::chunk::{self, ChunkReader};
+use super::chunk;
 use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::lsn::Lsn;
@@ -252,12 +252,14 @@ async fn copy_table(
     ctx: &SourceContext,
 ) -> Result<u64, Halt<PostgresError>> {
     let sql_err = |what: &'static str| move |e| PostgresError::sql(what, e);
-    let relation = catalog::relation(client, types, table.oid).await?;
-    let reader = ChunkReader::new(
-        &relation,
-        &table.name.quoted(),
+    let (relation, reader) = chunk::open(
+        client,
+        types,
+        &config.publication,
+        (table.oid, &table.name.quoted()),
         config.snapshot_chunk_rows.get(),
-    );
+    )
+    .await?;
     let pages = if reader.keyed() {
         0
     } else {
