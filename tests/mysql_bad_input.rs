@@ -134,6 +134,23 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
         sql(&mut admin, &format!("SET GLOBAL {setting} = '{right}'")).await;
     }
 
+    // A database the server's binlog filter leaves out (binlog_ignore_db = unlogged, set in
+    // scripts/services.sh): its table would be copied and none of its changes streamed.
+    sql(
+        &mut admin,
+        "CREATE DATABASE IF NOT EXISTS unlogged; CREATE TABLE IF NOT EXISTS unlogged.t (id INT PRIMARY KEY)",
+    )
+    .await;
+    let ws_unlogged = Workspace::new();
+    let unlogged = config(&ws_unlogged, "unlogged", &url);
+    let text = std::fs::read_to_string(&unlogged).unwrap();
+    std::fs::write(&unlogged, text.replace("\"app.t\"", "\"unlogged.t\"")).unwrap();
+    refused(
+        &ws_unlogged,
+        &unlogged,
+        "binlog_ignore_db = \"unlogged\") keep database(s) unlogged out of the binlog",
+    );
+
     // Missing privileges are named by `check`.
     sql(&mut admin, "CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weak'; GRANT SELECT ON app.* TO 'weak'@'127.0.0.1'").await;
     let ws_weak = Workspace::new();

@@ -80,6 +80,23 @@ impl TableFilter {
 }
 
 impl MysqlConfig {
+    /// The databases `tables` captures from (the part before the dot of each entry, in order,
+    /// each once).
+    pub fn databases(&self) -> Vec<&str> {
+        let mut databases: Vec<&str> = Vec::new();
+        for db in self
+            .tables
+            .iter()
+            .filter_map(|t| t.split_once('.'))
+            .map(|(db, _)| db)
+        {
+            if !databases.contains(&db) {
+                databases.push(db);
+            }
+        }
+        databases
+    }
+
     pub fn validate(&self, key: &str) -> Result<TableFilter, ConfigError> {
         if !self.url.expose().starts_with("mysql://") {
             return Err(ConfigError::invalid(

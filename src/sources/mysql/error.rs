@@ -28,6 +28,12 @@ pub enum MysqlError {
     NoBinlog,
     #[error("the binlog holds compressed events ({setting} = ON), which cdc-bridge cannot read: set {setting} = OFF; changes written compressed cannot be captured")]
     Compressed { setting: &'static str },
+    #[error("the server's binlog filters (binlog_do_db = {do_db:?}, binlog_ignore_db = {ignore_db:?}) keep database(s) {databases} out of the binlog: their changes would never be streamed. Remove the filter from the server's configuration (binlog-ignore-db, binlog-do-db) and restart the server, or stop capturing those databases")]
+    BinlogFiltered {
+        databases: String,
+        do_db: String,
+        ignore_db: String,
+    },
     #[error("the server no longer has the binlog for {position} (purged: {message}): the changes since the checkpoint are lost; reset this pipeline's checkpoints to start from the current position")]
     Purged { position: String, message: String },
     #[error("stored checkpoint {0:?} is not a binlog position (file:pos, optionally ;gtids=STATE) for this server; reset this pipeline's checkpoints")]

@@ -61,7 +61,10 @@ use crate::error::BoxError;
 use crate::source::progress::TableProgress;
 use crate::source::{Halt, Mark, Source, SourceContext, Start};
 use backfill::Backfill;
-use server::{check_settings, connect, current_position, partial_metadata_note, sql, with_gtids};
+use server::{
+    check_settings, connect, current_position, partial_metadata_note, require_logged, sql,
+    with_gtids,
+};
 use snapshot::TableCopy;
 
 /// The source's single partition (one binlog).
@@ -93,6 +96,7 @@ impl MysqlSource {
         if let Some(metadata) = check_settings(&mut conn).await? {
             tracing::warn!("{}", partial_metadata_note(&metadata));
         }
+        require_logged(&mut conn, &self.config.databases()).await?;
         let flavor = Flavor::detect(&mut conn).await?;
         let stored = ctx.resume.get(PARTITION);
         let plan = self.config.snapshot.start(stored.is_some());
@@ -236,6 +240,10 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
             "binlog: ROW format, FULL row image, not compressed; {}",
             partial_metadata_note(&metadata)
         )),
+        Err(err) => Finding::fail(err.to_string()),
+    });
+    findings.push(match require_logged(&mut conn, &config.databases()).await {
+        Ok(()) => Finding::ok("binlog: no server filter leaves a captured database out"),
         Err(err) => Finding::fail(err.to_string()),
     });
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();

@@ -194,9 +194,9 @@ pub(super) async fn with_gtids(
     Ok(position)
 }
 
-/// The server's current binlog position, with its executed GTID set (MySQL, when GTIDs are
-/// on). MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.
-pub(super) async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
+/// The server's binlog status: file, position, `Binlog_Do_DB`, `Binlog_Ignore_DB` and (MySQL)
+/// the executed GTID set. MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.
+async fn binlog_status(conn: &mut Conn) -> Result<MyRow, MysqlError> {
     let row: Option<MyRow> = match conn.query_first("SHOW BINARY LOG STATUS").await {
         Ok(row) => row,
         Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
@@ -205,7 +205,56 @@ pub(super) async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, 
             .map_err(sql("SHOW MASTER STATUS"))?,
         Err(e) => return Err(sql("SHOW BINARY LOG STATUS")(e)),
     };
-    let row = row.ok_or(MysqlError::NoBinlog)?;
+    row.ok_or(MysqlError::NoBinlog)
+}
+
+/// Fails when the server's binlog filters (`binlog-do-db`, `binlog-ignore-db`) keep any of
+/// `databases` out of the binlog: a snapshot would copy their tables and no change would
+/// follow. With ROW events the filters go by the database of the changed table.
+pub(super) async fn require_logged(conn: &mut Conn, databases: &[&str]) -> Result<(), MysqlError> {
+    let row = binlog_status(conn).await?;
+    let text = |i: usize| {
+        row.get::<Option<String>, _>(i)
+            .flatten()
+            .unwrap_or_default()
+    };
+    let (do_db, ignore_db) = (text(2), text(3));
+    let left_out = unlogged(&do_db, &ignore_db, databases);
+    if left_out.is_empty() {
+        return Ok(());
+    }
+    Err(MysqlError::BinlogFiltered {
+        databases: left_out.join(", "),
+        do_db,
+        ignore_db,
+    })
+}
+
+/// The `databases` that `binlog_do_db` and `binlog_ignore_db` (comma-separated lists, as
+/// SHOW MASTER STATUS gives them) keep out of the binlog.
+fn unlogged<'a>(do_db: &str, ignore_db: &str, databases: &[&'a str]) -> Vec<&'a str> {
+    let list = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|db| !db.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (only, ignored) = (list(do_db), list(ignore_db));
+    databases
+        .iter()
+        .copied()
+        .filter(|db| {
+            let named = |list: &[String]| list.iter().any(|d| d == db);
+            (!only.is_empty() && !named(&only)) || named(&ignored)
+        })
+        .collect()
+}
+
+/// The server's current binlog position, with its executed GTID set (MySQL, when GTIDs are
+/// on).
+pub(super) async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, MysqlError> {
+    let row = binlog_status(conn).await?;
     let mut position = BinlogPosition::new(
         row.get::<String, _>(0).unwrap_or_default(),
         row.get::<u64, _>(1).unwrap_or(4),
@@ -217,4 +266,19 @@ pub(super) async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, 
         position.gtids = Some(gtid::GtidState::Mysql(set));
     }
     Ok(position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unlogged;
+
+    #[test]
+    fn binlog_filters_leave_out_ignored_databases_and_those_outside_do_db() {
+        let captured = ["shop", "crm"];
+        assert!(unlogged("", "", &captured).is_empty(), "no filter");
+        assert_eq!(unlogged("", "mysql,crm", &captured), ["crm"]);
+        assert_eq!(unlogged("shop", "", &captured), ["crm"]);
+        assert!(unlogged("shop, crm", "", &captured).is_empty());
+        assert_eq!(unlogged("shop", "shop", &captured), ["shop", "crm"]);
+    }
 }
