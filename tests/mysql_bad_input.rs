@@ -151,6 +151,14 @@ async fn each_wrong_server_condition_stops_with_its_fix() {
         "binlog_ignore_db = \"unlogged\") keep database(s) unlogged out of the binlog",
     );
 
+    // The captured database `app` is logged; the filter still only warns, for TRUNCATE.
+    let check = ws.run(&["check", "--config", &cfg]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("warn the server filters its binlog (binlog_do_db = \"\", binlog_ignore_db = \"unlogged\")"),
+        "{report}"
+    );
+
     // Missing privileges are named by `check`.
     sql(&mut admin, "CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weak'; GRANT SELECT ON app.* TO 'weak'@'127.0.0.1'").await;
     let ws_weak = Workspace::new();

@@ -203,7 +203,7 @@ async fn a_publication_naming_partitions_is_refused_with_the_setting_to_change()
     run_fails_with(
         &fx,
         &config,
-        "publication \"bad_parted\" publishes the changes of partitioned table(s) \"bad_parted\".\"m\" under each partition's own name",
+        "publication \"bad_parted\" has publish_via_partition_root = false, so it publishes the changes of partitioned table(s) \"bad_parted\".\"m\" under each partition's own name",
     );
     let output = fx.ws.run(&["run", "--config", config.to_str().unwrap()]);
     assert!(stderr(&output)
@@ -217,4 +217,22 @@ async fn a_publication_naming_partitions_is_refused_with_the_setting_to_change()
         report.contains("ok   publication bad_parted publishes every table"),
         "{report}"
     );
+}
+
+/// A publication whose column list leaves out the key (allowed when it publishes inserts only)
+/// cannot be copied in key order without skipping rows: the copy stops and says what to add.
+#[tokio::test]
+async fn a_column_list_without_the_key_is_refused_by_the_copy() {
+    let fx = PgFixture::new("bad_keycols").await;
+    fx.sql(
+        "CREATE TABLE bad_keycols.t (id int PRIMARY KEY, v int); INSERT INTO bad_keycols.t VALUES (1, 1); \
+         CREATE PUBLICATION bad_keycols FOR TABLE bad_keycols.t (v) WITH (publish = 'insert')",
+    )
+    .await;
+    run_fails_with(
+        &fx,
+        &fx.config(&["t"], ""),
+        "publishes only some columns of table bad_keycols.t, without its key column(s) id",
+    );
+    fx.cleanup().await;
 }

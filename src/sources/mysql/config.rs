@@ -80,16 +80,13 @@ impl TableFilter {
 }
 
 impl MysqlConfig {
-    /// The databases `tables` captures from (the part before the dot of each entry, in order,
-    /// each once).
+    /// The databases the source reads changes of: those of `tables` (the part before the dot
+    /// of each entry) and the signal table's, in order, each once.
     pub fn databases(&self) -> Vec<&str> {
         let mut databases: Vec<&str> = Vec::new();
-        for db in self
-            .tables
-            .iter()
-            .filter_map(|t| t.split_once('.'))
-            .map(|(db, _)| db)
-        {
+        let signal = self.signal_table.as_deref();
+        let entries = self.tables.iter().map(String::as_str).chain(signal);
+        for db in entries.filter_map(|t| t.split_once('.')).map(|(db, _)| db) {
             if !databases.contains(&db) {
                 databases.push(db);
             }

@@ -96,7 +96,9 @@ impl MysqlSource {
         if let Some(metadata) = check_settings(&mut conn).await? {
             tracing::warn!("{}", partial_metadata_note(&metadata));
         }
-        require_logged(&mut conn, &self.config.databases()).await?;
+        if let Some(warning) = require_logged(&mut conn, &self.config.databases()).await? {
+            tracing::warn!(pipeline = %ctx.pipeline, "{warning}");
+        }
         let flavor = Flavor::detect(&mut conn).await?;
         let stored = ctx.resume.get(PARTITION);
         let plan = self.config.snapshot.start(stored.is_some());
@@ -243,7 +245,8 @@ pub async fn check(config: &MysqlConfig) -> Vec<Finding> {
         Err(err) => Finding::fail(err.to_string()),
     });
     findings.push(match require_logged(&mut conn, &config.databases()).await {
-        Ok(()) => Finding::ok("binlog: no server filter leaves a captured database out"),
+        Ok(None) => Finding::ok("binlog: not filtered by the server"),
+        Ok(Some(warning)) => Finding::warn(warning),
         Err(err) => Finding::fail(err.to_string()),
     });
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();

@@ -621,8 +621,9 @@ pub async fn request(
     }
     let mut types = super::value::TypeRegistry::default();
     for name in &names {
-        if catalog::relation(&sql, &mut types, oids[name])
+        if chunk::relation_to_copy(&sql, &mut types, &config.publication, oids[name])
             .await?
+            .0
             .key
             .is_empty()
         {

@@ -46,11 +46,40 @@ pub async fn open(
     (oid, table_sql): (u32, &str),
     chunk_rows: u32,
 ) -> Result<(Relation, ChunkReader), PostgresError> {
-    let published = publication::published(client, publication, oid).await?;
-    let relation =
-        catalog::relation_of_columns(client, types, oid, published.columns.as_deref()).await?;
-    let reader = ChunkReader::new(&relation, table_sql, chunk_rows, published.rows.as_deref());
+    let (relation, row_filter) = relation_to_copy(client, types, publication, oid).await?;
+    let reader = ChunkReader::new(&relation, table_sql, chunk_rows, row_filter.as_deref());
     Ok((relation, reader))
+}
+
+/// The relation a copy of table `oid` reads (the columns `publication` publishes), and the
+/// publication's row filter. A column list without the table's key is refused: the copy pages
+/// by the key, and a key cut short would skip rows that share what is left of it.
+pub async fn relation_to_copy(
+    client: &Client,
+    types: &mut TypeRegistry,
+    publication: &str,
+    oid: u32,
+) -> Result<(Relation, Option<String>), PostgresError> {
+    let published = publication::published(client, publication, oid).await?;
+    let Some(columns) = published.columns else {
+        return Ok((catalog::relation(client, types, oid).await?, published.rows));
+    };
+    let whole = catalog::relation(client, types, oid).await?;
+    let unpublished: Vec<&str> = whole
+        .key
+        .iter()
+        .map(|&i| &*whole.columns[i].name)
+        .filter(|name| !columns.iter().any(|c| c == name))
+        .collect();
+    if !unpublished.is_empty() {
+        return Err(PostgresError::KeyNotPublished {
+            publication: publication.to_owned(),
+            table: format!("{}.{}", whole.schema, whole.table),
+            columns: unpublished.join(", "),
+        });
+    }
+    let relation = catalog::relation_of_columns(client, types, oid, Some(&columns)).await?;
+    Ok((relation, published.rows))
 }
 
 /// Reads one table in chunks: the query of each and where the next one starts.

@@ -59,9 +59,15 @@ pub enum PostgresError {
     #[error("publication {publication} does not publish {tables}: the snapshot would copy them and their changes would never be streamed. Run ALTER PUBLICATION {publication} ADD TABLE {tables} (as the tables' owner), or remove them from `tables`; a partition is published through its partitioned table, so list that instead")]
     /// `publication` and `tables` are quoted identifiers, ready for the statement.
     Unpublished { publication: String, tables: String },
-    #[error("publication {publication} publishes the changes of partitioned table(s) {tables} under each partition's own name, while the snapshot copies them under the table's name, so a consumer would keep copied rows the stream never updates or deletes. Run ALTER PUBLICATION {publication} SET (publish_via_partition_root = true) (as the tables' owner), or list the partitions in `tables` instead")]
+    #[error("publication {publication} has publish_via_partition_root = false, so it publishes the changes of partitioned table(s) {tables} under each partition's own name, while the snapshot copies them under the table's name: a consumer would keep copied rows the stream never updates or deletes. Run ALTER PUBLICATION {publication} SET (publish_via_partition_root = true) (as the tables' owner), or list the partitions in `tables` instead")]
     /// `publication` and `tables` are quoted identifiers, ready for the statement.
     PartitionsPublished { publication: String, tables: String },
+    #[error("publication {publication:?} publishes only some columns of table {table}, without its key column(s) {columns}: copies read a table in key order and events are keyed by it. Add the key columns to the publication's column list")]
+    KeyNotPublished {
+        publication: String,
+        table: String,
+        columns: String,
+    },
     #[error("replication slot {slot:?} does not exist, but checkpoint {checkpoint} is stored: the changes since then cannot be read any more. To start over with a new snapshot, run `cdc-bridge checkpoints reset --config FILE --pipeline NAME`")]
     SlotMissing { slot: String, checkpoint: String },
     /// Another session created the slot between this run's look and its own create: another
@@ -162,6 +168,7 @@ impl ConnectorError for PostgresError {
             | PostgresError::MissingTables { .. }
             | PostgresError::Unpublished { .. }
             | PostgresError::PartitionsPublished { .. }
+            | PostgresError::KeyNotPublished { .. }
             | PostgresError::SlotMissing { .. }
             | PostgresError::SlotInvalidated { .. }
             | PostgresError::SlotAhead { .. }
