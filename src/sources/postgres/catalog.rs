@@ -187,17 +187,6 @@ pub async fn relation(
     types: &mut TypeRegistry,
     oid: u32,
 ) -> Result<Relation, PostgresError> {
-    relation_of_columns(client, types, oid, None).await
-}
-
-/// Like [`relation`], with only the columns named in `only` when given (the columns a
-/// publication publishes).
-pub async fn relation_of_columns(
-    client: &Client,
-    types: &mut TypeRegistry,
-    oid: u32,
-    only: Option<&[String]>,
-) -> Result<Relation, PostgresError> {
     let head = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -211,9 +200,8 @@ pub async fn relation_of_columns(
                     coalesce(a.attnum = ANY(ri.indkey), false) \
              FROM pg_attribute a \
              LEFT JOIN LATERAL (SELECT i.indkey FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident) ri ON true \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-               AND ($2::text[] IS NULL OR a.attname::text = ANY($2::text[])) ORDER BY a.attnum",
-            &[&oid, &only],
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
         )
         .await
         .map_err(|e| PostgresError::sql("reading table columns", e))?;

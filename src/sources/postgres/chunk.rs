@@ -61,10 +61,10 @@ pub async fn relation_to_copy(
     oid: u32,
 ) -> Result<(Relation, Option<String>), PostgresError> {
     let published = publication::published(client, publication, oid).await?;
-    let Some(columns) = published.columns else {
-        return Ok((catalog::relation(client, types, oid).await?, published.rows));
-    };
     let whole = catalog::relation(client, types, oid).await?;
+    let Some(columns) = published.columns else {
+        return Ok((whole, published.rows));
+    };
     let unpublished: Vec<&str> = whole
         .key
         .iter()
@@ -78,8 +78,7 @@ pub async fn relation_to_copy(
             columns: unpublished.join(", "),
         });
     }
-    let relation = catalog::relation_of_columns(client, types, oid, Some(&columns)).await?;
-    Ok((relation, published.rows))
+    Ok((whole.of_columns(&columns), published.rows))
 }
 
 /// Reads one table in chunks: the query of each and where the next one starts.

@@ -113,6 +113,33 @@ impl Relation {
         }
     }
 
+    /// This relation with only the columns named in `names` (a publication's column list),
+    /// in table order; its key keeps the key columns among them.
+    pub fn of_columns(&self, names: &[String]) -> Relation {
+        let kept: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| names.iter().any(|n| *n == *self.columns[i].name))
+            .collect();
+        let key = self
+            .key
+            .iter()
+            .filter_map(|k| kept.iter().position(|i| i == k))
+            .collect();
+        let table_schema = TableSchema {
+            columns: kept
+                .iter()
+                .map(|&i| self.table_schema.columns[i].clone())
+                .collect(),
+        };
+        Relation {
+            oid: self.oid,
+            schema: self.schema.clone(),
+            table: self.table.clone(),
+            columns: kept.iter().map(|&i| self.columns[i].clone()).collect(),
+            key,
+            table_schema: Arc::new(table_schema),
+        }
+    }
+
     fn row(&self, tuple: &Tuple, only_identity: bool, unchanged: &mut Vec<ColumnName>) -> Row {
         let mut row = Row::with_capacity(self.columns.len());
         for (column, datum) in self.columns.iter().zip(tuple) {
