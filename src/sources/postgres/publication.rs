@@ -83,32 +83,43 @@ pub struct Published {
 }
 
 /// What publication `name` publishes of table `oid`: everything before PostgreSQL 15, which
-/// has neither column lists nor row filters. Runs inside a copy's transaction, so the version
-/// is asked first: a query naming columns PostgreSQL 14 lacks would abort the transaction.
+/// has neither column lists nor row filters. The view's row is read whole as JSON, so the one
+/// query works on every version: naming PostgreSQL 15's columns would fail on 14 and abort the
+/// copy's transaction.
 pub async fn published(client: &Client, name: &str, oid: u32) -> Result<Published, PostgresError> {
-    let sql_err = |e| PostgresError::sql("looking up what the publication publishes", e);
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(sql_err)?
-        .get(0);
-    if version < 150_000 {
-        return Ok(Published::default());
-    }
     let row = client
         .query_opt(
-            "SELECT p.attnames::text[], p.rowfilter FROM pg_publication_tables p \
+            "SELECT row_to_json(p)::text FROM pg_publication_tables p \
              JOIN pg_namespace n ON n.nspname = p.schemaname \
              JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
              WHERE p.pubname = $1 AND c.oid = $2::oid",
             &[&name, &oid],
         )
         .await
-        .map_err(sql_err)?;
-    Ok(row.map_or_else(Published::default, |row| Published {
-        columns: row.get(0),
-        rows: row.get(1),
-    }))
+        .map_err(|e| PostgresError::sql("looking up what the publication publishes", e))?;
+    let Some(row) = row else {
+        return Ok(Published::default());
+    };
+    let text: String = row.get(0);
+    let view: PublishedRow = serde_json::from_str(&text).map_err(|e| {
+        PostgresError::Protocol(format!(
+            "unexpected pg_publication_tables row {text:?}: {e}"
+        ))
+    })?;
+    Ok(Published {
+        columns: view.attnames,
+        rows: view.rowfilter,
+    })
+}
+
+/// The columns of a `pg_publication_tables` row that say what it publishes (absent before
+/// PostgreSQL 15).
+#[derive(serde::Deserialize)]
+struct PublishedRow {
+    #[serde(default)]
+    attnames: Option<Vec<String>>,
+    #[serde(default)]
+    rowfilter: Option<String>,
 }
 
 /// Creates the publication for `tables` unless it exists (an existing one is used as it is,
@@ -251,5 +262,19 @@ mod tests {
             "{warning}"
         );
         assert_eq!(Coverage::default().skipped_warning("pub"), None);
+    }
+
+    /// PostgreSQL 14's view has no `attnames` or `rowfilter`: everything is published.
+    #[test]
+    fn a_view_row_without_column_lists_publishes_everything() {
+        let v14: PublishedRow =
+            serde_json::from_str(r#"{"pubname":"p","schemaname":"s","tablename":"t"}"#).unwrap();
+        assert_eq!((v14.attnames, v14.rowfilter), (None, None));
+        let v15: PublishedRow = serde_json::from_str(
+            r#"{"pubname":"p","schemaname":"s","tablename":"t","attnames":["id","v"],"rowfilter":"(v > 1)"}"#,
+        )
+        .unwrap();
+        assert_eq!(v15.attnames, Some(vec!["id".to_owned(), "v".to_owned()]));
+        assert_eq!(v15.rowfilter.as_deref(), Some("(v > 1)"));
     }
 }
