@@ -451,6 +451,21 @@ impl Emitter {
             .await
     }
 
+    /// Emits a copy's rows ([`CopyBatch`](progress::CopyBatch)) as one message: unlike
+    /// [`Emitter::events`] they need no split (a copied row is never a key change) and their
+    /// size is already summed.
+    pub async fn copied(&self, rows: progress::CopiedRows) -> Result<(), Stopped> {
+        if rows.events.is_empty() {
+            return Ok(());
+        }
+        let bytes = u32::try_from(rows.bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_bytes);
+        let permit = self.take_budget(bytes).await?;
+        self.hand_over(Item::new(Events::Many(rows.events), None, Some(permit)))
+            .await
+    }
+
     /// Emits one change event followed by a checkpoint mark (one message instead of two).
     pub async fn event_then_checkpoint(
         &self,

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoints, Position};
-use crate::envelope::ChangeEvent;
+use crate::envelope::{now_ms, ChangeEvent, Op};
 
 /// Partitions holding a table's copy progress start with this.
 const PARTITION_PREFIX: &str = "snapshot/";
@@ -202,10 +202,19 @@ impl RowLimit {
 
 /// A copy's rows handed to the pipeline together: one wait for its budget and one hand-over
 /// per batch instead of per row. A batch holds at most 256 rows and an eighth of the buffer.
+/// Its size is summed as rows are added, and its rows share one time stamp ([`CopyBatch::ts_ms`],
+/// read when the batch starts): per row, both were a measurable part of a copy's CPU.
 pub struct CopyBatch {
     events: Vec<ChangeEvent>,
     bytes: usize,
     max_bytes: usize,
+    ts_ms: i64,
+}
+
+/// Copied rows ready to go to the pipeline, with their size for its byte budget.
+pub struct CopiedRows {
+    pub events: Vec<ChangeEvent>,
+    pub bytes: usize,
 }
 
 impl CopyBatch {
@@ -216,19 +225,30 @@ impl CopyBatch {
             events: Vec::with_capacity(Self::ROWS),
             bytes: 0,
             max_bytes: budget_bytes as usize / 8,
+            ts_ms: now_ms(),
         }
     }
 
-    /// Adds `event`; returns whether the batch is full.
+    /// The time the rows of this batch are stamped with (`ts_ms`, when the bridge read them).
+    pub fn ts_ms(&self) -> i64 {
+        self.ts_ms
+    }
+
+    /// Adds `event`, a copied row (never a key change); returns whether the batch is full.
     pub fn add(&mut self, event: ChangeEvent) -> bool {
-        self.bytes += event.approx_size();
+        debug_assert_eq!(event.op, Op::Snapshot, "a copy batch holds copied rows");
+        self.bytes += event.approx_size().max(1);
         self.events.push(event);
         self.events.len() >= Self::ROWS || self.bytes >= self.max_bytes
     }
 
-    pub fn take(&mut self) -> Vec<ChangeEvent> {
-        self.bytes = 0;
-        std::mem::replace(&mut self.events, Vec::with_capacity(Self::ROWS))
+    /// The rows added so far; the next batch starts empty, with a new time stamp.
+    pub fn take(&mut self) -> CopiedRows {
+        self.ts_ms = now_ms();
+        CopiedRows {
+            events: std::mem::replace(&mut self.events, Vec::with_capacity(Self::ROWS)),
+            bytes: std::mem::take(&mut self.bytes),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::snapshot::{quote, TableCopy};
 use super::table::CatalogColumn;
 use super::table::{ColumnShape, TextEncoding};
 use super::{key_of, source_info, sql, value, Origin};
-use crate::envelope::{now_ms, ChangeEvent, Op, Row, SourceInfo, TableSchema};
+use crate::envelope::{ChangeEvent, Op, Row, SourceInfo, TableSchema};
 use crate::source::progress::{CopyBatch, TableProgress};
 use crate::source::{Halt, SourceContext};
 
@@ -143,13 +143,13 @@ pub async fn read_chunk(
             after: Some(after),
             unchanged: Vec::new(),
             key_change: None,
-            ts_ms: now_ms(),
+            ts_ms: batch.ts_ms(),
         };
         copied += 1;
         match &mut target {
             Target::Emit => {
                 if batch.add(event) {
-                    ctx.emit.events(batch.take()).await?;
+                    ctx.emit.copied(batch.take()).await?;
                 }
                 if copied.is_multiple_of(PROGRESS_EVERY_ROWS) {
                     ctx.probe.snapshot_rows(&label, PROGRESS_EVERY_ROWS);
@@ -166,7 +166,7 @@ pub async fn read_chunk(
         }
     }
     drop(result);
-    ctx.emit.events(batch.take()).await?;
+    ctx.emit.copied(batch.take()).await?;
     if matches!(target, Target::Emit) {
         ctx.probe
             .snapshot_rows(&label, copied % PROGRESS_EVERY_ROWS);

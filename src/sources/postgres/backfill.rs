@@ -39,7 +39,7 @@ use super::lsn::Lsn;
 use super::snapshot::{self, TableCopy};
 use super::stream::Streamer;
 use super::table::{ChangeContext, Relation};
-use crate::envelope::{ChangeEvent, PostgresPosition, SourcePosition};
+use crate::envelope::{now_ms, ChangeEvent, PostgresPosition, SourcePosition};
 use crate::format::JsonFormat;
 use crate::source::progress::{RowLimit, TableProgress};
 use crate::source::{Halt, SourceContext};
@@ -343,12 +343,13 @@ impl Streamer<'_> {
             },
             commit_ts_ms: None,
         };
+        let ts_ms = now_ms();
         let events = read
             .rows
             .iter()
             .map(|row| {
-                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
-                read.relation.snapshot_event(&context, &values)
+                read.relation
+                    .snapshot_event(&context, ts_ms, |i| row.get(i).and_then(Option::as_deref))
             })
             .collect();
         self.backfill.window = Some(Window::new(

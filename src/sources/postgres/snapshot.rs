@@ -282,15 +282,15 @@ async fn copy_table(
         while let Some(message) = messages.next().await {
             let message = message.map_err(sql_err("reading a snapshot chunk"))?;
             if let SimpleQueryMessage::Row(row) = message {
-                let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-                if batch.add(relation.snapshot_event(context, &values)) {
-                    ctx.emit.events(batch.take()).await?;
+                let event = relation.snapshot_event(context, batch.ts_ms(), |i| row.get(i));
+                if batch.add(event) {
+                    ctx.emit.copied(batch.take()).await?;
                 }
                 rows_in_chunk += 1;
                 last_row = Some(row);
             }
         }
-        ctx.emit.events(batch.take()).await?;
+        ctx.emit.copied(batch.take()).await?;
         if let Some(row) = last_row.filter(|_| reader.keyed()) {
             let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
             end = Some(reader.end_of_chunk(after, &values));

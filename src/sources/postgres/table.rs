@@ -184,16 +184,22 @@ impl Relation {
         }
     }
 
-    /// A row read by the snapshot; `values` in column order.
-    pub fn snapshot_event(&self, ctx: &ChangeContext, values: &[Option<&str>]) -> ChangeEvent {
+    /// A row read by a copy at `ts_ms`; `value(i)` is the text of its column `i` (`None` for
+    /// NULL).
+    pub fn snapshot_event<'v>(
+        &self,
+        ctx: &ChangeContext,
+        ts_ms: i64,
+        value: impl Fn(usize) -> Option<&'v str>,
+    ) -> ChangeEvent {
         let after: Row = self
             .columns
             .iter()
-            .zip(values)
-            .map(|(c, v)| {
+            .enumerate()
+            .map(|(i, c)| {
                 (
                     c.name.clone(),
-                    v.map_or(Value::Null, |text| decode(&c.decoder, text)),
+                    value(i).map_or(Value::Null, |text| decode(&c.decoder, text)),
                 )
             })
             .collect();
@@ -205,7 +211,7 @@ impl Relation {
             after: Some(after),
             unchanged: Vec::new(),
             key_change: None,
-            ts_ms: now_ms(),
+            ts_ms,
         }
     }
 
