@@ -16,6 +16,9 @@
 //! (idempotent, acks=all, librdkafka's defaults otherwise) sends records like the bridge's for
 //! the same rows (its JSON envelope, key and headers) at the same pace straight to a topic that
 //! the same consumer reads, which shows what the broker itself delivers for that workload.
+//! The steady Kinesis run has one too: a plain client puts the bridge's records for the same
+//! rows at the same pace (one PutRecords per transaction, each sent when its rows are written,
+//! not waiting for the one before), read by the same reader: what the emulator itself delivers.
 //! Prints p50, p99 and max per run, plus `REPORT` lines for `bench/run.sh`'s table. A row the
 //! Kafka consumer never gets back is left out of the figures (and counted) only when the
 //! topic's watermarks show it was delivered: tansu's fetch sometimes skips part of a
@@ -123,6 +126,13 @@ fn main() {
     println!(
         "REPORT|latency -> kafka without the bridge, {} (p50 / p99 / max)||plain librdkafka producer, the bridge's records: {}||",
         steady(kafka_rate).label(),
+        plain.short(),
+    );
+    let name = format!("lat{}_plain_kinesis", std::process::id());
+    let plain = runtime.block_on(plain_kinesis_run(&kinesis, steady(kinesis_rate), &name));
+    println!(
+        "REPORT|latency -> kinesis without the bridge, {} (p50 / p99 / max)||plain PutRecords client, the bridge's records: {}||",
+        steady(kinesis_rate).label(),
         plain.short(),
     );
 }
@@ -360,6 +370,13 @@ enum Writer<'a> {
     Postgres(&'a tokio_postgres::Client, tokio_postgres::Statement),
     /// A topic, straight from a plain librdkafka producer (the broker's own reference).
     Kafka(&'a ThreadedProducer<DefaultProducerContext>, &'a str),
+    /// A stream, straight from a plain PutRecords client (the emulator's own reference); the
+    /// calls still running.
+    Kinesis(
+        &'a aws_sdk_kinesis::Client,
+        &'a str,
+        Mutex<tokio::task::JoinSet<()>>,
+    ),
 }
 
 impl Writer<'_> {
@@ -373,17 +390,51 @@ impl Writer<'_> {
         Writer::Postgres(client, insert)
     }
 
-    /// Writes rows `first..=last`; returns once they are committed (Postgres) or handed to
-    /// the producer (Kafka).
+    /// Writes rows `first..=last`; returns once they are committed (Postgres), handed to
+    /// the producer (Kafka) or their PutRecords call is sent off (Kinesis).
     async fn write(&self, first: i64, last: i64) {
         match self {
+            Writer::Kinesis(client, stream, calls) => {
+                use aws_sdk_kinesis::primitives::Blob;
+                use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+                let entries: Vec<PutRecordsRequestEntry> = (first..=last)
+                    .map(|id| {
+                        let event = bridge_event(stream, id);
+                        let (_, value, _) = bridge_record(&event);
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(cdc_bridge::sinks::kinesis::partition_key(&event))
+                            .data(Blob::new(value))
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                let (client, stream) = ((*client).clone(), (*stream).to_owned());
+                calls.lock().unwrap().spawn(async move {
+                    let mut entries = entries;
+                    while !entries.is_empty() {
+                        let out = client
+                            .put_records()
+                            .stream_name(&stream)
+                            .set_records(Some(entries.clone()))
+                            .send()
+                            .await
+                            .expect("PutRecords");
+                        entries = entries
+                            .into_iter()
+                            .zip(out.records())
+                            .filter(|(_, result)| result.error_code().is_some())
+                            .map(|(entry, _)| entry)
+                            .collect();
+                    }
+                });
+            }
             Writer::Postgres(client, insert) => {
                 client.execute(insert, &[&first, &last]).await.unwrap();
             }
             Writer::Kafka(producer, topic) => {
                 for id in first..=last {
                     // The bridge's record for the same row: its JSON envelope and headers.
-                    let (key, value, position) = bridge_record(topic, id);
+                    let (key, value, position) = bridge_record(&bridge_event(topic, id));
                     let table = format!("{topic}.t");
                     let headers = OwnedHeaders::new_with_capacity(3)
                         .insert(Header {
@@ -409,19 +460,18 @@ impl Writer<'_> {
     }
 }
 
-/// The key, value and position of the bridge's JSON record for row `id` of table `schema.t`,
-/// made by the bridge's own format from the event its Postgres source would emit.
-fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
+/// The event the bridge's Postgres source would emit for the insert of row `id` of table
+/// `schema.t`.
+fn bridge_event(schema: &str, id: i64) -> cdc_bridge::envelope::ChangeEvent {
     use cdc_bridge::envelope::{
         ChangeEvent, Op, PostgresPosition, Row, SourceInfo, SourceKind, SourcePosition, Value,
     };
-    use cdc_bridge::format::{format_for, FormatSpec};
     let position = SourcePosition::Postgres(PostgresPosition {
         lsn: (0x1A2B3C00 + id * 0x68) as u64,
         txid: Some((1000 + id / 20) as u32),
     });
     let at = chrono::DateTime::from_timestamp_millis(1764940800000 + id).expect("in range");
-    let event = ChangeEvent {
+    ChangeEvent {
         op: Op::Insert,
         source: SourceInfo {
             connector: SourceKind::Postgres,
@@ -444,16 +494,22 @@ fn bridge_record(schema: &str, id: i64) -> (Vec<u8>, Vec<u8>, String) {
         unchanged: Vec::new(),
         key_change: None,
         ts_ms: 1764940800000 + id,
-    };
+    }
+}
+
+/// The key, value and position of the bridge's JSON record of `event`, made by the bridge's
+/// own format.
+fn bridge_record(event: &cdc_bridge::envelope::ChangeEvent) -> (Vec<u8>, Vec<u8>, String) {
+    use cdc_bridge::format::{format_for, FormatSpec};
     let format = format_for(&FormatSpec::Json);
     let (mut key, mut value) = (Vec::new(), Vec::new());
     format
-        .encode_key(&event, &mut key)
+        .encode_key(event, &mut key)
         .expect("the json format encodes every event");
     format
-        .encode_value(&event, &mut value)
+        .encode_value(event, &mut value)
         .expect("the json format encodes every event");
-    (key, value, position.to_string())
+    (key, value, event.source.position.to_string())
 }
 
 /// Writes `workload` for the warm-up and the measured period, noting each row's commit
@@ -509,6 +565,35 @@ async fn plain_kafka_run(brokers: &str, workload: Workload, name: &str) -> Figur
     let figures = Figures::of(&measured, &clock);
     println!(
         "plain producer -> kafka {:<22} {figures}  ({} rows measured, {offered:.0} rows/s offered{unread_note})",
+        workload.label(),
+        figures.rows,
+    );
+    figures
+}
+
+/// The emulator's own figures for `workload`: a plain client puts the rows' records straight
+/// into a stream read by the same reader, each transaction's rows in one PutRecords call sent
+/// as they are written (calls overlap when the emulator is slower than the pace).
+async fn plain_kinesis_run(endpoint: &str, workload: Workload, name: &str) -> Figures {
+    let client = kinesis_client(endpoint).await;
+    create_kinesis_stream(&client, name).await;
+    let clock = SharedClock::default();
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader = spawn_kinesis_reader(client.clone(), name, clock.clone(), stop_reading.clone());
+    let writer = Writer::Kinesis(&client, name, Mutex::default());
+    let (measured, offered) = write_steadily(&writer, workload, &clock).await;
+    if let Writer::Kinesis(_, _, calls) = writer {
+        let mut calls = calls.into_inner().unwrap();
+        while let Some(call) = calls.join_next().await {
+            call.expect("a PutRecords task");
+        }
+    }
+    let unread_note = wait_for_reads(&clock, SinkKind::Kinesis, "", name).await;
+    stop_reading.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let figures = Figures::of(&measured, &clock);
+    println!(
+        "plain client -> kinesis {:<22} {figures}  ({} rows measured, {offered:.0} rows/s offered{unread_note})",
         workload.label(),
         figures.rows,
     );
