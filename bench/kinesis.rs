@@ -19,6 +19,9 @@ use cdc_bridge::shutdown::ShutdownTrigger;
 use cdc_bridge::sinks::kinesis::{self, KinesisSink, KinesisSinkConfig};
 use cdc_bridge::sources::generator::{GeneratorConfig, GeneratorSource};
 
+#[path = "support.rs"]
+mod support;
+
 const EVENTS: u64 = 100_000;
 
 fn main() {
@@ -104,27 +107,11 @@ async fn plain_client(endpoint: &str) -> f64 {
     let mut pending = entries.chunks(500).map(<[_]>::to_vec);
     loop {
         while calls.len() < 4 {
-            let Some(mut chunk) = pending.next() else {
+            let Some(chunk) = pending.next() else {
                 break;
             };
             let (client, stream) = (client.clone(), stream.clone());
-            calls.spawn(async move {
-                while !chunk.is_empty() {
-                    let out = client
-                        .put_records()
-                        .stream_name(&stream)
-                        .set_records(Some(chunk.clone()))
-                        .send()
-                        .await
-                        .expect("PutRecords");
-                    chunk = chunk
-                        .into_iter()
-                        .zip(out.records())
-                        .filter(|(_, result)| result.error_code().is_some())
-                        .map(|(entry, _)| entry)
-                        .collect();
-                }
-            });
+            calls.spawn(async move { support::put_every_record(&client, &stream, chunk).await });
         }
         match calls.join_next().await {
             Some(done) => done.expect("a PutRecords task"),

@@ -410,22 +410,7 @@ impl Writer<'_> {
                     .collect();
                 let (client, stream) = ((*client).clone(), (*stream).to_owned());
                 calls.lock().unwrap().spawn(async move {
-                    let mut entries = entries;
-                    while !entries.is_empty() {
-                        let out = client
-                            .put_records()
-                            .stream_name(&stream)
-                            .set_records(Some(entries.clone()))
-                            .send()
-                            .await
-                            .expect("PutRecords");
-                        entries = entries
-                            .into_iter()
-                            .zip(out.records())
-                            .filter(|(_, result)| result.error_code().is_some())
-                            .map(|(entry, _)| entry)
-                            .collect();
-                    }
+                    support::put_every_record(&client, &stream, entries).await
                 });
             }
             Writer::Postgres(client, insert) => {

@@ -149,3 +149,27 @@ pub fn snapshot_settings() -> (u64, Vec<u32>) {
         .collect();
     (rows, parallelism)
 }
+
+/// Puts `entries` into `stream`, one PutRecords call at a time, again for the records a call
+/// rejects (throttled) until every one is in.
+pub async fn put_every_record(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    mut entries: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
+) {
+    while !entries.is_empty() {
+        let out = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries.clone()))
+            .send()
+            .await
+            .expect("PutRecords");
+        entries = entries
+            .into_iter()
+            .zip(out.records())
+            .filter(|(_, result)| result.error_code().is_some())
+            .map(|(entry, _)| entry)
+            .collect();
+    }
+}
