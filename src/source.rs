@@ -436,33 +436,32 @@ impl Emitter {
             split.push(first);
             split.extend(second);
         }
-        if split.is_empty() {
-            return Ok(());
-        }
-        let bytes = split
-            .iter()
-            .map(|event| u64::from(self.size(event)))
-            .sum::<u64>()
-            .min(u64::from(self.budget_bytes));
-        let permit = self
-            .take_budget(u32::try_from(bytes).expect("at most the budget"))
-            .await?;
-        self.hand_over(Item::new(Events::Many(split), None, Some(permit)))
-            .await
+        let bytes = split.iter().map(|event| self.size(event) as usize).sum();
+        self.hand_over_together(split, bytes).await
     }
 
     /// Emits a copy's rows ([`CopyBatch`](progress::CopyBatch)) as one message: unlike
     /// [`Emitter::events`] they need no split (a copied row is never a key change) and their
     /// size is already summed.
     pub async fn copied(&self, rows: progress::CopiedRows) -> Result<(), Stopped> {
-        if rows.events.is_empty() {
+        self.hand_over_together(rows.events, rows.bytes).await
+    }
+
+    /// Hands `events`, whose sizes add up to `bytes`, to the pipeline as one message holding
+    /// that much of the budget (at most all of it); nothing when there are none.
+    async fn hand_over_together(
+        &self,
+        events: Vec<ChangeEvent>,
+        bytes: usize,
+    ) -> Result<(), Stopped> {
+        if events.is_empty() {
             return Ok(());
         }
-        let bytes = u32::try_from(rows.bytes)
+        let bytes = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.budget_bytes);
         let permit = self.take_budget(bytes).await?;
-        self.hand_over(Item::new(Events::Many(rows.events), None, Some(permit)))
+        self.hand_over(Item::new(Events::Many(events), None, Some(permit)))
             .await
     }
 
