@@ -8,8 +8,8 @@ pub use crate::sources::mysql::fuzz::{
     binlog_events as mysql_binlog, positions as mysql_positions,
 };
 pub use crate::sources::postgres::fuzz::{
-    backend_messages as pg_backend_messages, replication_messages as pg_replication,
-    spool_entries as pg_spool, text_value as pg_text_value,
+    backend_messages as pg_backend_messages, copy_rows as pg_copy_rows,
+    replication_messages as pg_replication, spool_entries as pg_spool, text_value as pg_text_value,
 };
 
 use crate::sinks::kinesis::{aggregate, deaggregate};
@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pg_text_value", pg_text_value),
     ("pg_backend_messages", pg_backend_messages),
     ("pg_spool", pg_spool),
+    ("pg_copy_rows", pg_copy_rows),
     ("mysql_binlog", mysql_binlog),
     ("mysql_positions", mysql_positions),
     ("kinesis_kpl", kinesis_kpl),

@@ -14,7 +14,8 @@
 //! emitted there, as `snapshot` events at the watermark's commit LSN, followed by the table's progress
 //! mark. Per key, the consumer sees the older versions, then the copy, then newer versions.
 //!
-//! One chunk is held in memory at a time: `snapshot_chunk_rows` rows, fewer when their text
+//! One chunk is held in memory at a time, as the lines the server copied out
+//! ([`super::copy_text`]): `snapshot_chunk_rows` rows, fewer when their text
 //! passes half the pipeline's buffer (`buffer.max_bytes`). A keyless table cannot
 //! tell its rows from the stream's changes: its chunks (page ranges) are emitted whole at the
 //! watermark, and a row changed while its chunk was read may appear once more as a snapshot
@@ -28,12 +29,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog;
 use super::chunk;
 use super::config::TableName;
+use super::copy_text::CopyRow;
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::snapshot::{self, TableCopy};
@@ -273,7 +275,8 @@ struct ChunkRead {
     snapshot: XidSnapshot,
     relation: Relation,
     relations: Vec<(String, String)>,
-    rows: Vec<Vec<Option<String>>>,
+    /// One line of COPY's text format per row.
+    rows: Vec<Bytes>,
     next: TableProgress,
     last: bool,
 }
@@ -344,14 +347,15 @@ impl Streamer<'_> {
             commit_ts_ms: None,
         };
         let ts_ms = now_ms();
-        let events = read
-            .rows
-            .iter()
-            .map(|row| {
+        let mut row = CopyRow::default();
+        let mut events = Vec::with_capacity(read.rows.len());
+        for line in &read.rows {
+            row.read(line)?;
+            events.push(
                 read.relation
-                    .snapshot_event(&context, ts_ms, |i| row.get(i).and_then(Option::as_deref))
-            })
-            .collect();
+                    .snapshot_event(&context, ts_ms, |i| row.get(i)),
+            );
+        }
         self.backfill.window = Some(Window::new(
             id,
             (table, read.relations),
@@ -409,29 +413,23 @@ impl Streamer<'_> {
             chunk::table_pages(self.sql, table.oid).await?
         };
         let after = table.progress.after.as_deref();
-        let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+        let mut rows: Vec<Bytes> = Vec::new();
         let mut bytes = 0usize;
         let mut cut = false;
         if let Some(query) = reader.query(&relation, &table.progress, pages) {
-            let messages = self
-                .sql
-                .simple_query_raw(&query)
+            let lines = chunk::copy_out(self.sql, &query)
                 .await
                 .map_err(sql_err("reading a chunk"))?;
-            let mut messages = std::pin::pin!(messages);
-            while let Some(message) = messages.next().await {
-                if let SimpleQueryMessage::Row(row) = message.map_err(sql_err("reading a chunk"))? {
-                    let row: Vec<Option<String>> = (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect();
-                    bytes += row.iter().flatten().map(String::len).sum::<usize>();
-                    rows.push(row);
-                    // Wide rows: the chunk ends early rather than outgrow its share of the
-                    // pipeline's buffer (the next chunk starts after the last row kept).
-                    if reader.keyed() && bytes >= max_bytes {
-                        cut = true;
-                        break;
-                    }
+            let mut lines = std::pin::pin!(lines);
+            while let Some(line) = lines.next().await {
+                let line = line.map_err(sql_err("reading a chunk"))?;
+                bytes += line.len();
+                rows.push(line);
+                // Wide rows: the chunk ends early rather than outgrow its share of the
+                // pipeline's buffer (the next chunk starts after the last row kept).
+                if reader.keyed() && bytes >= max_bytes {
+                    cut = true;
+                    break;
                 }
             }
         }
@@ -440,13 +438,16 @@ impl Streamer<'_> {
             .row_limit
             .after((limit, chunk_rows), rows.len() as u64, cut, last);
         let next = match rows.last() {
-            Some(row) if reader.keyed() => {
-                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+            Some(line) if reader.keyed() => {
+                let mut row = CopyRow::default();
+                row.read(line)?;
                 table
                     .progress
-                    .after_chunk(reader.end_of_chunk(after, &values))
+                    .after_chunk(reader.end_of_chunk(after, |i| row.get(i)))
             }
-            _ if !reader.keyed() => table.progress.after_chunk(reader.end_of_chunk(after, &[])),
+            _ if !reader.keyed() => table
+                .progress
+                .after_chunk(reader.end_of_chunk(after, |_| None)),
             _ => table.progress.clone(),
         };
         Ok(ChunkRead {

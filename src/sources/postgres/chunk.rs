@@ -8,12 +8,15 @@
 //! range scan); its chunk boundaries are page numbers. Either way a chunk's end is a position
 //! the next chunk starts after, which is what [`TableProgress`] stores.
 //!
+//! A chunk is read as `COPY (<its query>) TO STDOUT` ([`copy_out`]): the server does a query's
+//! work, and each row arrives as one line to split ([`super::copy_text`]).
+//!
 //! A range of a split table ([`split_points`]) adds its bounds on the first key column to
 //! every chunk's query, and the publication's row filter, if it has one, its condition.
 //!
 //! [`TableProgress`]: crate::source::progress::TableProgress
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, CopyOutStream};
 
 use super::array;
 use super::catalog;
@@ -177,20 +180,17 @@ impl ChunkReader {
         }
     }
 
-    /// Where the chunk read after `after` ends: the key of its last row (`last_row`, in
-    /// text form), or the page after its range.
-    pub fn end_of_chunk(&self, after: Option<&[String]>, last_row: &[Option<&str>]) -> Vec<String> {
+    /// Where the chunk read after `after` ends: the key of its last row (`last_row(i)`, the
+    /// text of its column `i`), or the page after its range.
+    pub fn end_of_chunk<'v>(
+        &self,
+        after: Option<&[String]>,
+        last_row: impl Fn(usize) -> Option<&'v str>,
+    ) -> Vec<String> {
         match &self.chunking {
             Chunking::Key(key) => key
                 .iter()
-                .map(|&i| {
-                    last_row
-                        .get(i)
-                        .copied()
-                        .flatten()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
+                .map(|&i| last_row(i).unwrap_or_default().to_owned())
                 .collect(),
             Chunking::Pages(per_chunk) => vec![(first_page(after) + per_chunk).to_string()],
         }
@@ -203,6 +203,17 @@ impl ChunkReader {
             Chunking::Pages(per_chunk) => first_page(after) + per_chunk >= pages,
         }
     }
+}
+
+/// The rows of `query` (a chunk's SELECT) as the server copies them out: one line of COPY's
+/// text format per row ([`CopyRow`](super::copy_text::CopyRow) reads them). The server's
+/// work is a query's, and each row arrives as one piece of text to split, not as a result row
+/// of separately framed values.
+pub async fn copy_out(
+    client: &Client,
+    query: &str,
+) -> Result<CopyOutStream, tokio_postgres::Error> {
+    client.copy_out(&format!("COPY ({query}) TO STDOUT")).await
 }
 
 fn first_page(after: Option<&[String]>) -> u64 {
@@ -309,7 +320,8 @@ mod tests {
             reader.query(&relation, &start, 0).unwrap(),
             format!("{select} ORDER BY \"id\", \"region\" LIMIT 500")
         );
-        let end = reader.end_of_chunk(None, &[Some("7"), Some("o'neil"), None]);
+        let last_row = [Some("7"), Some("o'neil"), None];
+        let end = reader.end_of_chunk(None, |i| last_row[i]);
         assert_eq!(end, vec!["7".to_owned(), "o'neil".to_owned()]);
         assert_eq!(
             reader.query(&relation, &start.after_chunk(end.clone()), 0).unwrap(),
@@ -334,7 +346,7 @@ mod tests {
             .query(&relation, &start, 25)
             .unwrap()
             .ends_with("WHERE ctid >= '(0,0)'::tid AND ctid < '(10,0)'::tid"));
-        let end = reader.end_of_chunk(None, &[]);
+        let end = reader.end_of_chunk(None, |_| None);
         assert_eq!(end, vec!["10".to_owned()]);
         assert!(!reader.was_last(None, 0, 25));
         let third = vec!["20".to_owned()];

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend;
 
+use super::copy_text::CopyRow;
 use super::decode::{self, Frame, Message};
 use super::table::{ChangeContext, Column, Relation};
 use super::value::{self, Decoder, TypeRegistry};
@@ -183,4 +184,34 @@ pub fn backend_messages(data: &[u8]) {
 pub fn spool_entries(data: &[u8]) {
     let mut input = data;
     while spool::read_entry(&mut input).is_ok() {}
+}
+
+/// Lines of COPY's text format, as a copy reads its chunks: each line split into its fields
+/// and turned into a snapshot event of a table of text columns, encoded as JSON.
+pub fn copy_rows(data: &[u8]) {
+    let columns: Vec<Column> = (0..4)
+        .map(|i| Column {
+            name: format!("c{i}").into(),
+            type_oid: 25,
+            typmod: -1,
+            decoder: Decoder::Text,
+            identity: i == 0,
+        })
+        .collect();
+    let relation = Relation::new(1, ("s".into(), "t".into()), columns, &[]);
+    let context = ChangeContext {
+        pipeline: "fuzz".into(),
+        database: "fuzz".into(),
+        position: PostgresPosition::default(),
+        commit_ts_ms: None,
+    };
+    let mut row = CopyRow::default();
+    let mut out = Vec::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if row.read(line).is_ok() {
+            let event = relation.snapshot_event(&context, 0, |i| row.get(i));
+            out.clear();
+            JsonFormat::write_value(&event, &mut out);
+        }
+    }
 }

@@ -28,6 +28,7 @@ mod catalog;
 mod chunk;
 mod column_types;
 mod config;
+mod copy_text;
 mod decode;
 mod error;
 #[doc(hidden)]

@@ -21,11 +21,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use super::catalog;
 use super::chunk;
 use super::config::{PostgresConfig, TableName};
+use super::copy_text::CopyRow;
 use super::error::PostgresError;
 use super::lsn::Lsn;
 use super::table::ChangeContext;
@@ -269,37 +270,32 @@ async fn copy_table(
     let mut progress = table.progress.clone();
     let mut copied = 0u64;
     while let Some(query) = reader.query(&relation, &progress, pages) {
-        let messages = client
-            .simple_query_raw(&query)
+        let lines = chunk::copy_out(client, &query)
             .await
             .map_err(sql_err("reading a snapshot chunk"))?;
-        let mut messages = std::pin::pin!(messages);
+        let mut lines = std::pin::pin!(lines);
         let after = progress.after.as_deref();
         let mut rows_in_chunk = 0u64;
         let mut end = None;
         let mut batch = CopyBatch::new(ctx.emit.budget_bytes());
-        let mut last_row = None;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(sql_err("reading a snapshot chunk"))?;
-            if let SimpleQueryMessage::Row(row) = message {
-                let event = relation.snapshot_event(context, batch.ts_ms(), |i| row.get(i));
-                if batch.add(event) {
-                    ctx.emit.copied(batch.take()).await?;
-                }
-                rows_in_chunk += 1;
-                last_row = Some(row);
+        let mut row = CopyRow::default();
+        while let Some(line) = lines.next().await {
+            row.read(&line.map_err(sql_err("reading a snapshot chunk"))?)?;
+            let event = relation.snapshot_event(context, batch.ts_ms(), |i| row.get(i));
+            if batch.add(event) {
+                ctx.emit.copied(batch.take()).await?;
             }
+            rows_in_chunk += 1;
         }
         ctx.emit.copied(batch.take()).await?;
-        if let Some(row) = last_row.filter(|_| reader.keyed()) {
-            let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-            end = Some(reader.end_of_chunk(after, &values));
+        if rows_in_chunk > 0 && reader.keyed() {
+            end = Some(reader.end_of_chunk(after, |i| row.get(i)));
         }
         copied += rows_in_chunk;
         ctx.probe.snapshot_rows(&label, rows_in_chunk);
         let last = reader.was_last(after, rows_in_chunk, pages);
         if !reader.keyed() {
-            end = Some(reader.end_of_chunk(after, &[]));
+            end = Some(reader.end_of_chunk(after, |_| None));
         }
         if let Some(end) = end {
             progress = progress.after_chunk(end);
