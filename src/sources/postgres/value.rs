@@ -261,6 +261,9 @@ fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
 
 /// `body` (a timestamp without ` BC`), in the era `bc` says.
 fn timestamp_of(body: &str, bc: bool) -> Option<NaiveDateTime> {
+    if let (false, Some(timestamp)) = (bc, fast_timestamp(body)) {
+        return Some(timestamp);
+    }
     let (date, time) = body.split_once(' ')?;
     let date = if bc {
         parse_date(&format!("{date} BC"))?
@@ -323,8 +326,20 @@ fn fast_time(text: &str) -> Option<NaiveTime> {
     )
 }
 
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` read by hand ([`fast_date`], [`fast_time`]).
+fn fast_timestamp(text: &str) -> Option<NaiveDateTime> {
+    if text.len() < 19 || text.as_bytes()[10] != b' ' {
+        return None;
+    }
+    Some(fast_date(&text[..10])?.and_time(fast_time(&text[11..])?))
+}
+
 /// `2025-11-22 03:04:05.123+00` (any offset, with TimeZone=UTC normally `+00`).
 fn parse_timestamptz(text: &str) -> Option<DateTime<chrono::Utc>> {
+    // The session's time zone is UTC: the usual value is already in UTC.
+    if let Some(utc) = text.strip_suffix("+00").and_then(fast_timestamp) {
+        return Some(utc.and_utc());
+    }
     let (body, bc) = bc_adjusted(text);
     let split = body.rfind(['+', '-']).filter(|&i| i > 10)?;
     let (local, offset) = body.split_at(split);
@@ -444,6 +459,43 @@ mod tests {
             .unwrap()
             .and_utc();
         assert_eq!(ts, Value::TimestampTz(expected));
+    }
+
+    #[test]
+    fn timestamps_in_the_usual_form_read_the_same_as_any_other() {
+        let utc = |text: &str| match decode(&Decoder::TimestampTz, text) {
+            Value::TimestampTz(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(utc("2025-11-22 03:04:05+00"), "2025-11-22T03:04:05Z");
+        assert_eq!(
+            utc("2025-11-22 03:04:05.123456+00"),
+            "2025-11-22T03:04:05.123456Z"
+        );
+        assert_eq!(utc("2025-11-22 03:04:05+00:30"), "2025-11-22T02:34:05Z");
+        assert_eq!(utc("0044-03-15 10:00:00+00 BC"), "-0043-03-15T10:00:00Z");
+        assert_eq!(
+            decode(&Decoder::Timestamp, "2025-11-22 03:04:05.5"),
+            Value::Timestamp(
+                NaiveDate::from_ymd_opt(2025, 11, 22)
+                    .unwrap()
+                    .and_hms_milli_opt(3, 4, 5, 500)
+                    .unwrap()
+            )
+        );
+        assert_eq!(
+            decode(&Decoder::Timestamp, "0044-03-15 10:00:00 BC"),
+            Value::Timestamp(
+                NaiveDate::from_ymd_opt(-43, 3, 15)
+                    .unwrap()
+                    .and_hms_opt(10, 0, 0)
+                    .unwrap()
+            )
+        );
+        assert!(matches!(
+            decode(&Decoder::TimestampTz, "2025-11-22 24:00:01+00"),
+            Value::Other { .. }
+        ));
     }
 
     #[test]
