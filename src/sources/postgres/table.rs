@@ -159,16 +159,6 @@ impl Relation {
         row
     }
 
-    fn key_of(&self, row: &Row) -> Row {
-        self.key
-            .iter()
-            .filter_map(|&i| {
-                let name = &self.columns[i].name;
-                row.get(name).map(|v| (name.clone(), v.clone()))
-            })
-            .collect()
-    }
-
     fn source(&self, ctx: &ChangeContext, snapshot: bool) -> SourceInfo {
         SourceInfo {
             connector: SourceKind::Postgres,
@@ -203,10 +193,16 @@ impl Relation {
                 )
             })
             .collect();
+        // Every column is in `after`, in the relation's order: the key is found by position.
+        let key = self
+            .key
+            .iter()
+            .filter_map(|&i| after.entry(i).map(|(name, v)| (name.clone(), v.clone())))
+            .collect();
         ChangeEvent {
             op: Op::Snapshot,
             source: self.source(ctx, true),
-            key: self.key_of(&after),
+            key,
             before: None,
             after: Some(after),
             unchanged: Vec::new(),
