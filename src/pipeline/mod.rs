@@ -468,7 +468,15 @@ impl Driver {
             for event in &events {
                 self.open.note(event, &self.probe);
             }
-            self.open.events.append(&mut events);
+            if self.open.events.is_empty() {
+                // The batch's first changes: their vector becomes the batch's, grown once to
+                // hold as many more as are likely to come (arrivals come in similar sizes), so
+                // the changes after them are moved in once, not copied again as it grows.
+                events.reserve(room.min(events.len() * 4) - events.len());
+                self.open.events = std::mem::take(&mut events);
+            } else {
+                self.open.events.append(&mut events);
+            }
             self.take_budget(share);
             let Some(rest) = rest else {
                 return Ok(());
