@@ -12,6 +12,9 @@
 //! - the release bridge streaming (`snapshot = "never"`) and copying the table on request
 //!   (`cdc-bridge snapshot`), chunk by chunk between the stream's watermarks.
 //!
+//! Every reader connects the same way, over plain TCP on loopback. The bridge's default
+//! (`sslmode = prefer`) would use TLS, and the reference reads without it.
+//!
 //! Prints rows/s of each, the bridge's ratio to COPY and its peak RSS.
 
 use std::process::Stdio;
@@ -27,6 +30,8 @@ fn main() {
         return;
     }
     let url = std::env::var("CDC_BRIDGE_PG_URL").expect("CDC_BRIDGE_PG_URL: run bench/run.sh");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}sslmode=disable");
     let (rows, parallelism) = support::snapshot_settings();
     let rows = rows as i64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
