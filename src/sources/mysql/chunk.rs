@@ -364,9 +364,8 @@ fn snapshot_row(columns: &[ColumnShape], values: Vec<MyValue>) -> Result<Row, St
         .iter()
         .zip(values)
         .map(|(column, raw)| {
-            let raw = Some(mysql_common::binlog::value::BinlogValue::Value(raw));
-            let value = value::value(column, raw.as_ref())
-                .map_err(|e| format!("column {}: {e}", column.name))?;
+            let value =
+                value::of_value(column, raw).map_err(|e| format!("column {}: {e}", column.name))?;
             Ok((column.name.clone(), value))
         })
         .collect()

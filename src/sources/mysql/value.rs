@@ -23,15 +23,18 @@ use super::table::{ColumnShape, TextEncoding};
 use crate::envelope::{Decimal, Json, Value};
 
 pub fn value(column: &ColumnShape, raw: Option<&BinlogValue<'_>>) -> Result<Value, String> {
+    match raw {
+        None => Ok(Value::Null),
+        Some(BinlogValue::Value(v)) => of_value(column, v.clone()),
+        Some(BinlogValue::Jsonb(jsonb)) => binary_json(jsonb.clone()),
+        Some(BinlogValue::JsonDiff(_)) => Err(PARTIAL_JSON.into()),
+    }
+}
+
+/// A value of `column` as the server sent it in a row (a binlog row, or a copy's result row),
+/// taken over: its bytes become the text without a copy.
+pub fn of_value(column: &ColumnShape, my: My) -> Result<Value, String> {
     use ColumnType::*;
-    let Some(raw) = raw else {
-        return Ok(Value::Null);
-    };
-    let my = match raw {
-        BinlogValue::Value(v) => v.clone(),
-        BinlogValue::Jsonb(jsonb) => return binary_json(jsonb.clone()),
-        BinlogValue::JsonDiff(_) => return Err(PARTIAL_JSON.into()),
-    };
     Ok(match (column.kind, my) {
         (_, My::NULL) => Value::Null,
         (MYSQL_TYPE_ENUM, My::Int(i)) => label(&column.labels, i as usize),
