@@ -336,14 +336,14 @@ fn fast_timestamp(text: &str) -> Option<NaiveDateTime> {
 
 /// `2025-11-22 03:04:05.123+00` (any offset, with TimeZone=UTC normally `+00`).
 fn parse_timestamptz(text: &str) -> Option<DateTime<chrono::Utc>> {
-    // The session's time zone is UTC: the usual value is already in UTC.
-    if let Some(utc) = text.strip_suffix("+00").and_then(fast_timestamp) {
-        return Some(utc.and_utc());
-    }
     let (body, bc) = bc_adjusted(text);
     let split = body.rfind(['+', '-']).filter(|&i| i > 10)?;
     let (local, offset) = body.split_at(split);
     let local = timestamp_of(local, bc)?;
+    // The session's time zone is UTC: the usual value needs no offset arithmetic.
+    if offset == "+00" {
+        return Some(local.and_utc());
+    }
     let offset = chrono::TimeDelta::try_seconds(offset_seconds(offset)?)?;
     Some(local.checked_sub_signed(offset)?.and_utc())
 }
