@@ -437,18 +437,17 @@ impl Streamer<'_> {
         self.backfill
             .row_limit
             .after((limit, chunk_rows), rows.len() as u64, cut, last);
-        let next = match rows.last() {
-            Some(line) if reader.keyed() => {
+        let last_row = match rows.last() {
+            Some(line) => {
                 let mut row = CopyRow::default();
                 row.read(line)?;
-                table
-                    .progress
-                    .after_chunk(reader.end_of_chunk(after, |i| row.get(i)))
+                Some(row)
             }
-            _ if !reader.keyed() => table
-                .progress
-                .after_chunk(reader.end_of_chunk(after, |_| None)),
-            _ => table.progress.clone(),
+            None => None,
+        };
+        let next = match reader.end_of_chunk(after, last_row.as_ref().map(|row| |i| row.get(i))) {
+            Some(end) => table.progress.after_chunk(end),
+            None => table.progress.clone(),
         };
         Ok(ChunkRead {
             snapshot,

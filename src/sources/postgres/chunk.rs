@@ -181,18 +181,23 @@ impl ChunkReader {
     }
 
     /// Where the chunk read after `after` ends: the key of its last row (`last_row(i)`, the
-    /// text of its column `i`), or the page after its range.
+    /// text of its column `i`; `None` when it had no row), or the page after its range. `None`
+    /// for a keyed chunk without rows: the next one starts where it did.
     pub fn end_of_chunk<'v>(
         &self,
         after: Option<&[String]>,
-        last_row: impl Fn(usize) -> Option<&'v str>,
-    ) -> Vec<String> {
+        last_row: Option<impl Fn(usize) -> Option<&'v str>>,
+    ) -> Option<Vec<String>> {
         match &self.chunking {
-            Chunking::Key(key) => key
-                .iter()
-                .map(|&i| last_row(i).unwrap_or_default().to_owned())
-                .collect(),
-            Chunking::Pages(per_chunk) => vec![(first_page(after) + per_chunk).to_string()],
+            Chunking::Key(key) => {
+                let last_row = last_row?;
+                Some(
+                    key.iter()
+                        .map(|&i| last_row(i).unwrap_or_default().to_owned())
+                        .collect(),
+                )
+            }
+            Chunking::Pages(per_chunk) => Some(vec![(first_page(after) + per_chunk).to_string()]),
         }
     }
 
@@ -321,7 +326,7 @@ mod tests {
             format!("{select} ORDER BY \"id\", \"region\" LIMIT 500")
         );
         let last_row = [Some("7"), Some("o'neil"), None];
-        let end = reader.end_of_chunk(None, |i| last_row[i]);
+        let end = reader.end_of_chunk(None, Some(|i| last_row[i])).unwrap();
         assert_eq!(end, vec!["7".to_owned(), "o'neil".to_owned()]);
         assert_eq!(
             reader.query(&relation, &start.after_chunk(end.clone()), 0).unwrap(),
@@ -346,7 +351,7 @@ mod tests {
             .query(&relation, &start, 25)
             .unwrap()
             .ends_with("WHERE ctid >= '(0,0)'::tid AND ctid < '(10,0)'::tid"));
-        let end = reader.end_of_chunk(None, |_| None);
+        let end = reader.end_of_chunk(None, Some(|_| None)).unwrap();
         assert_eq!(end, vec!["10".to_owned()]);
         assert!(!reader.was_last(None, 0, 25));
         let third = vec!["20".to_owned()];

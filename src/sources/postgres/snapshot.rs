@@ -276,7 +276,6 @@ async fn copy_table(
         let mut lines = std::pin::pin!(lines);
         let after = progress.after.as_deref();
         let mut rows_in_chunk = 0u64;
-        let mut end = None;
         let mut batch = CopyBatch::new(ctx.emit.budget_bytes());
         let mut row = CopyRow::default();
         while let Some(line) = lines.next().await {
@@ -288,15 +287,10 @@ async fn copy_table(
             rows_in_chunk += 1;
         }
         ctx.emit.copied(batch.take()).await?;
-        if rows_in_chunk > 0 && reader.keyed() {
-            end = Some(reader.end_of_chunk(after, |i| row.get(i)));
-        }
+        let end = reader.end_of_chunk(after, (rows_in_chunk > 0).then_some(|i| row.get(i)));
         copied += rows_in_chunk;
         ctx.probe.snapshot_rows(&label, rows_in_chunk);
         let last = reader.was_last(after, rows_in_chunk, pages);
-        if !reader.keyed() {
-            end = Some(reader.end_of_chunk(after, |_| None));
-        }
         if let Some(end) = end {
             progress = progress.after_chunk(end);
         }
